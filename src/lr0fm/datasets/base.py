@@ -1,0 +1,167 @@
+"""Dataset interface: a map-style list of (image reference, label) with class names and templates.
+
+Loaders only *list* samples; decoding happens in ``load_image`` inside DataLoader workers, so an
+unreadable file is skipped and counted instead of stopping a run. The evaluator never knows which
+dataset it runs: everything it needs is on ``LabeledImages`` and its ``DatasetSpec``.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from PIL import Image, ImageFile
+
+from .. import resources
+
+# Truncated files must raise, not silently decode half an image.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class DatasetError(RuntimeError):
+    """A dataset cannot be loaded (unknown key, files missing, package not installed)."""
+
+
+def text_hash(lines: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a result needs to know about a dataset: its key, split, classes and prompts."""
+
+    key: str
+    split: str
+    classnames: tuple[str, ...]
+    templates: tuple[str, ...]
+    war_weight: float = 1.0
+    description: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classnames)
+
+    @property
+    def classnames_hash(self) -> str:
+        return text_hash(self.classnames)
+
+    @property
+    def templates_hash(self) -> str:
+        return text_hash(self.templates)
+
+    def provenance(self) -> dict:
+        return {"dataset": self.key, "split": self.split, "num_classes": self.num_classes,
+                "classnames_hash": self.classnames_hash, "templates_hash": self.templates_hash}
+
+
+def composite_on_white(image: Image.Image) -> Image.Image:
+    """RGB image; transparency is composited on white (stamps and clip-art have alpha)."""
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def open_image_file(path: str | os.PathLike) -> Image.Image:
+    """Decode one image file fully (raises on unreadable or truncated files)."""
+    with Image.open(path) as im:
+        im.load()
+        return composite_on_white(im)
+
+
+@dataclass
+class LabeledImages:
+    """A map-style dataset: ``samples[i] = (ref, label)``; ``load(ref)`` decodes one image.
+
+    ``ref`` is anything ``load`` understands (a path, an index into an array, bytes). ``ids``
+    are stable per-sample identifiers stored with predictions (defaults to str(ref)).
+    """
+
+    spec: DatasetSpec
+    samples: list[tuple[Any, int]]
+    load: Callable[[Any], Image.Image] = open_image_file
+    ids: list[str] | None = None
+    root: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def sample_id(self, index: int) -> str:
+        return self.ids[index] if self.ids is not None else str(self.samples[index][0])
+
+    def load_image(self, index: int) -> Image.Image:
+        ref, _ = self.samples[index]
+        return self.load(ref)
+
+    def label(self, index: int) -> int:
+        return self.samples[index][1]
+
+    def subset(self, indices: Sequence[int]) -> "LabeledImages":
+        ids = [self.sample_id(i) for i in indices]
+        return LabeledImages(self.spec, [self.samples[i] for i in indices], self.load, ids, self.root)
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def packaged_text(dataset_key: str, name: str) -> list[str]:
+    """Lines of a versioned data file shipped in lr0fm/datasets/data/<key>/<name>.txt."""
+    return [l for l in resources.read_text(f"datasets/data/{dataset_key}/{name}.txt").splitlines() if l.strip()]
+
+
+def load_classnames_templates(dataset_key: str,
+                              classnames: str | Sequence[str] | None = None,
+                              templates: str | Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+    """Class names and templates: user-given (file path or list) or the packaged data files."""
+    def resolve(value, name):
+        if value is None:
+            return packaged_text(dataset_key, name)
+        if isinstance(value, (str, os.PathLike)):
+            if not Path(value).is_file():
+                raise DatasetError(f"{name} file {value} does not exist; give a text file with one entry per line")
+            return read_lines(value)
+        return list(value)
+
+    names = resolve(classnames, "classnames")
+    temps = resolve(templates, "templates")
+    bad = [t for t in temps if "{}" not in t and "{c}" not in t]
+    if bad:
+        raise DatasetError(f"template {bad[0]!r} has no '{{}}' placeholder for the class name; fix the templates file")
+    return names, temps
+
+
+def fill_template(template: str, classname: str) -> str:
+    return template.replace("{c}", classname).replace("{}", classname)
+
+
+def bytes_loader(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return composite_on_white(im)
+
+
+DATA_ROOT_ENV = "LR0FM_DATA"
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get(DATA_ROOT_ENV, Path.home() / ".cache" / "lr0fm" / "data"))
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registry entry: a key and a builder ``build(root, split, **options) -> LabeledImages``."""
+
+    key: str
+    build: Callable[..., LabeledImages]
+    description: str = ""
+    splits: tuple[str, ...] = ("test",)
+    default_split: str = "test"
+    offline: bool = False  # available without downloading anything
+    num_classes: int | None = None
+    options: dict = field(default_factory=dict)

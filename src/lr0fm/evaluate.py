@@ -1,0 +1,222 @@
+"""Cells -> predictions -> records, in one pass over the images for all resolutions.
+
+Each image is decoded once (in a DataLoader worker); the protocol makes its HR and LR views from
+that one decode; the model encodes all of them; the cached text classifier scores them. Progress
+is saved every ``checkpoint_every`` images, so a killed run resumes where it stopped and ends
+with records identical to an uninterrupted run.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from . import __version__
+from .catalog import catalog_hashes
+from .classifier import cached_classifier
+from .datasets.base import LabeledImages
+from .metrics import mean_per_class_recall
+from .models.base import ZeroShotModel
+from .protocol import HR, Protocol, parse_resolutions
+from .store import ResultsStore, stable_hash
+
+log = logging.getLogger("lr0fm")
+
+# Decoding errors that mean "this file is unreadable": skip, count, report.
+UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError)
+
+
+@dataclass
+class EvalConfig:
+    resolutions: Sequence[int | str] = (16, 32, 64, 128, HR)
+    batch_size: int = 32
+    workers: int | None = None
+    device: str = "cpu"
+    amp: str | None = None            # None | "bf16" | "fp16" (GPU)
+    limit: int | None = None          # first N images only (quick looks; recorded)
+    topk: int = 5
+    checkpoint_every: int = 1000      # images between saves of the resume point
+    progress: bool = True
+    variant: dict = field(default_factory=dict)  # e.g. {"lr_tokens": HASH} or {"sr": NAME}
+
+    def __post_init__(self) -> None:
+        self.resolutions = parse_resolutions(self.resolutions)
+
+
+# image -> [R, S, S, 3] uint8 views (normalised later, on the model's device)
+ViewFn = Callable[[Image.Image], np.ndarray]
+
+
+class _ViewDataset(Dataset):
+    """index -> (index, [R,3,S,S] views or None when unreadable)."""
+
+    def __init__(self, data: LabeledImages, indices: Sequence[int], view_fn: ViewFn):
+        self.data, self.indices, self.view_fn = data, list(indices), view_fn
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        index = self.indices[i]
+        try:
+            return index, self.view_fn(self.data.load_image(index))
+        except UNREADABLE:
+            return index, None
+
+
+def _collate(items):
+    indices = [i for i, _ in items]
+    ok = [v is not None for _, v in items]
+    views = [torch.from_numpy(v) for _, v in items if v is not None]
+    return torch.tensor(indices), torch.tensor(ok), (torch.stack(views) if views else None)
+
+
+def default_workers() -> int:
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def cell_id(model: ZeroShotModel, data: LabeledImages, protocol: Protocol, resolution, cfg: EvalConfig) -> str:
+    return stable_hash({"model": model.info.model_id, "weights_hash": model.info.weights_hash,
+                        "dataset": data.spec.provenance(), "protocol": protocol.describe(resolution),
+                        "variant": cfg.variant, "limit": cfg.limit, "n": len(data)})
+
+
+def _autocast(device: torch.device, amp: str | None):
+    if not amp:
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict(model: ZeroShotModel, data: LabeledImages, indices: Sequence[int], classifier: torch.Tensor,
+            view_fn: ViewFn, protocol: Protocol, num_views: int, cfg: EvalConfig, on_batch: Callable | None = None,
+            progress_total: int | None = None, progress_done: int = 0):
+    """Top-k class indices for every (view, image) of ``indices``: ([R, n, k] int32, [n] valid)."""
+    n, k = len(indices), min(cfg.topk, classifier.shape[1])
+    topk = np.full((num_views, n, k), -1, dtype=np.int32)
+    valid = np.zeros(n, dtype=bool)
+    if n == 0:
+        return topk, valid
+    workers = default_workers() if cfg.workers is None else cfg.workers
+    device = torch.device(cfg.device)
+    loader = DataLoader(_ViewDataset(data, indices, view_fn), batch_size=cfg.batch_size, shuffle=False,
+                        num_workers=workers, collate_fn=_collate, pin_memory=device.type == "cuda",
+                        persistent_workers=False, prefetch_factor=4 if workers else None)
+    weights = classifier.to(device)
+    position = {idx: j for j, idx in enumerate(indices)}
+    bar = _progress(cfg, progress_total or n, progress_done, data.spec.key)
+    for batch_indices, ok, views in loader:
+        if views is not None:
+            b = views.shape[0]
+            flat = protocol.normalize_batch(views.to(device, non_blocking=True).flatten(0, 1))  # [b*R,3,S,S]
+            with _autocast(device, cfg.amp):
+                feats = torch.cat([model.encode_image(flat[i:i + cfg.batch_size])
+                                   for i in range(0, flat.shape[0], cfg.batch_size)])
+            pred = (feats.float() @ weights).topk(k, dim=-1).indices.view(b, num_views, k)
+            pred = pred.permute(1, 0, 2).cpu().numpy().astype(np.int32)
+            rows = [position[int(i)] for i, o in zip(batch_indices, ok) if o]
+            topk[:, rows] = pred
+            valid[rows] = True
+        if bar is not None:
+            bar.update(len(batch_indices))
+        if on_batch is not None:
+            on_batch([position[int(i)] for i in batch_indices], topk, valid)
+    if bar is not None:
+        bar.close()
+    return topk, valid
+
+
+def _progress(cfg: EvalConfig, total: int, initial: int, desc: str):
+    if not cfg.progress:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True,
+                mininterval=1.0)
+
+
+def evaluate(model: ZeroShotModel, data: LabeledImages, cfg: EvalConfig, store: ResultsStore,
+             view_fn: ViewFn | None = None, protocol: Protocol | None = None) -> list[dict]:
+    """Evaluate every requested resolution of one (model, dataset); return their records.
+
+    Finished cells are skipped; the pending ones are computed in one pass over the images.
+    """
+    protocol = protocol or model.protocol(cfg.resolutions)
+    if cfg.limit is not None:
+        data = data.subset(range(min(cfg.limit, len(data))))
+    cells = {r: cell_id(model, data, protocol, r, cfg) for r in cfg.resolutions}
+    pending = [r for r in cfg.resolutions if not store.has(cells[r])]
+    if pending:
+        _evaluate_pending(model, data, cfg, store, protocol.with_resolutions(pending), pending, cells, view_fn)
+    return [store.get(cells[r]) for r in cfg.resolutions]
+
+
+def _evaluate_pending(model, data, cfg, store, protocol, pending, cells, view_fn) -> None:
+    started = time.time()
+    classifier, classifier_key = cached_classifier(model, data.spec.classnames, data.spec.templates,
+                                                   store.classifier_cache)
+    view_fn = view_fn or protocol.views_uint8
+    n, R = len(data), len(pending)
+    group = stable_hash([cells[r] for r in pending])
+    state = store.load_partial(group)
+    k = min(cfg.topk, classifier.shape[1])
+    if state is not None and state["topk"].shape == (R, n, k):
+        topk, valid, done = state["topk"], state["valid"], int(state["done"])
+        log.info("resuming %s at image %d of %d", data.spec.key, done, n)
+    else:
+        topk, valid, done = np.full((R, n, k), -1, np.int32), np.zeros(n, bool), 0
+
+    last_save = [done]
+
+    def checkpoint(rows, part_topk, part_valid):
+        # rows are positions within the remaining range; copy into the full arrays
+        nonlocal done
+        idx = np.asarray(rows) + offset
+        topk[:, idx] = part_topk[:, rows]
+        valid[idx] = part_valid[rows]
+        done = int(idx.max()) + 1
+        if done - last_save[0] >= cfg.checkpoint_every:
+            store.save_partial(group, topk=topk, valid=valid, done=np.int64(done))
+            last_save[0] = done
+
+    offset = done
+    predict(model, data, list(range(done, n)), classifier, view_fn, protocol, R, cfg, on_batch=checkpoint,
+            progress_total=n, progress_done=done)
+    labels = np.asarray([data.label(i) for i in range(n)], dtype=np.int32)
+    ids = np.asarray([data.sample_id(i) for i in range(n)])
+    for j, r in enumerate(pending):
+        record = make_record(model, data, protocol, r, cfg, topk[j], valid, labels, ids, cells[r], classifier_key)
+        record["run"] = {"seconds": round(time.time() - started, 2), "resolutions_in_pass": list(pending)}
+        store.put(record, {"topk": topk[j], "labels": labels, "valid": valid, "ids": ids})
+    store.drop_partial(group)
+
+
+def make_record(model, data, protocol, resolution, cfg, topk, valid, labels, ids, cell, classifier_key) -> dict:
+    n_valid = int(valid.sum())
+    correct1 = topk[valid, 0] == labels[valid]
+    correct5 = (topk[valid] == labels[valid, None]).any(axis=1)
+    skipped = [str(i) for i in ids[~valid]]
+    return {
+        "cell": cell,
+        "model": model.info.extra.get("catalog_name", model.info.model_id),
+        "model_id": model.info.model_id, "backend": model.info.backend,
+        "weights": model.info.weights, "weights_hash": model.info.weights_hash,
+        "model_extra": model.info.extra,
+        **data.spec.provenance(),
+        "resolution": resolution, "protocol": protocol.describe(resolution), "protocol_hash": protocol.hash(),
+        "variant": cfg.variant, "limit": cfg.limit,
+        "top1": float(correct1.mean()) if n_valid else float("nan"),
+        "top5": float(correct5.mean()) if n_valid else float("nan"),
+        "mean_per_class_recall": mean_per_class_recall(labels[valid], topk[valid, 0], data.spec.num_classes),
+        "n_images": n_valid, "n_skipped": len(skipped), "skipped_ids": skipped[:50],
+        "classifier_key": classifier_key, "catalog_hashes": catalog_hashes(), "lr0fm_version": __version__,
+    }

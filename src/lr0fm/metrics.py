@@ -1,0 +1,117 @@
+"""The LR0.FM robustness metrics: pure functions over accuracy tables (no I/O, no torch).
+
+Accuracies are fractions in [0, 1]. For dataset d and resolution r:
+
+    gamma_d(r) = A_d(r) / A_d(HR)                                  relative robustness
+    Gamma_d(r) = gamma_d(r) * (1 - exp(-alpha * eps_d**2))         improved relative robustness
+                 eps_d = A_d(HR) - 1 / C_d,  alpha = 200           (zero near chance)
+    SAR(r) = mean_d gamma_d(r)                                     simple aggregated robustness
+    WAR(r) = sum_d w_d * Gamma_d(r) / sum_d w_d                    weighted aggregated robustness
+
+Always per resolution; never averaged across resolutions.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+ALPHA = 200.0
+
+
+def gamma(acc_lr: float, acc_hr: float) -> float:
+    """Relative robustness A(r) / A(HR) (0 when the HR accuracy is 0)."""
+    return acc_lr / acc_hr if acc_hr > 0 else 0.0
+
+
+def improved_gamma(acc_lr: float, acc_hr: float, num_classes: int, alpha: float = ALPHA) -> float:
+    """Gamma: gamma scaled towards 0 when the HR accuracy itself is near chance (1 / C)."""
+    eps = acc_hr - 1.0 / num_classes
+    return gamma(acc_lr, acc_hr) * (1.0 - math.exp(-alpha * eps * eps))
+
+
+def sar(gammas: Mapping[str, float]) -> float:
+    return sum(gammas.values()) / len(gammas) if gammas else float("nan")
+
+
+def war(Gammas: Mapping[str, float], weights: Mapping[str, float], default_weight: float = 1.0) -> float:
+    if not Gammas:
+        return float("nan")
+    ws = {d: float(weights.get(d, default_weight)) for d in Gammas}
+    total = sum(ws.values())
+    return sum(ws[d] * g for d, g in Gammas.items()) / total if total > 0 else float("nan")
+
+
+@dataclass
+class Robustness:
+    """Robustness of one model at one resolution over a set of datasets."""
+
+    model: str
+    resolution: int
+    SAR: float
+    WAR: float
+    gamma: dict[str, float] = field(default_factory=dict)
+    Gamma: dict[str, float] = field(default_factory=dict)
+    accuracy: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"model": self.model, "resolution": self.resolution, "SAR": self.SAR, "WAR": self.WAR,
+                "gamma": dict(self.gamma), "Gamma": dict(self.Gamma)}
+
+
+def robustness_table(rows: Iterable[Mapping], weights: Mapping[str, float], class_counts: Mapping[str, int],
+                     default_weight: float = 1.0, alpha: float = ALPHA) -> list[Robustness]:
+    """rows: dicts with model, dataset, resolution (int or 'hr'), top1 (fraction), and optionally
+    num_classes. Returns one Robustness per (model, LR resolution), sorted by model then resolution.
+
+    A dataset enters a model's SAR/WAR at resolution r only if both A(r) and A(HR) exist.
+    """
+    acc: dict[str, dict[str, dict]] = {}
+    ncls: dict[str, int] = dict(class_counts)
+    for row in rows:
+        model, dataset = str(row["model"]), str(row["dataset"])
+        res = row["resolution"]
+        res = "hr" if str(res).lower() == "hr" else int(res)
+        acc.setdefault(model, {}).setdefault(dataset, {})[res] = float(row["top1"])
+        if row.get("num_classes") not in (None, ""):
+            ncls[dataset] = int(row["num_classes"])
+    out = []
+    for model, per_dataset in acc.items():
+        resolutions = sorted({r for d in per_dataset.values() for r in d if r != "hr"})
+        for r in resolutions:
+            g, G, a = {}, {}, {}
+            for dataset, by_res in sorted(per_dataset.items()):
+                if r not in by_res or "hr" not in by_res:
+                    continue
+                if dataset not in ncls:
+                    raise KeyError(f"number of classes of dataset {dataset!r} unknown: add a num_classes column")
+                g[dataset] = gamma(by_res[r], by_res["hr"])
+                G[dataset] = improved_gamma(by_res[r], by_res["hr"], ncls[dataset], alpha)
+                a[dataset] = by_res[r]
+            if g:
+                out.append(Robustness(model, r, sar(g), war(G, weights, default_weight), g, G, a))
+    return sorted(out, key=lambda x: (x.model, x.resolution))
+
+
+def rank(results: list[Robustness], key: str = "WAR") -> dict[int, list[Robustness]]:
+    """Per resolution, models sorted by SAR or WAR (best first)."""
+    by_res: dict[int, list[Robustness]] = {}
+    for r in results:
+        by_res.setdefault(r.resolution, []).append(r)
+    return {res: sorted(v, key=lambda x: -getattr(x, key)) for res, v in sorted(by_res.items())}
+
+
+def top1_from_predictions(top1_correct: Iterable[bool]) -> float:
+    vals = list(top1_correct)
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def mean_per_class_recall(labels, predictions, num_classes: int) -> float:
+    """Mean over classes present in ``labels`` of the fraction predicted correctly."""
+    hit = [0] * num_classes
+    tot = [0] * num_classes
+    for y, p in zip(labels, predictions):
+        tot[int(y)] += 1
+        hit[int(y)] += int(int(p) == int(y))
+    recalls = [h / t for h, t in zip(hit, tot) if t]
+    return sum(recalls) / len(recalls) if recalls else float("nan")

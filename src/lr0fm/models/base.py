@@ -1,0 +1,133 @@
+"""The one model interface the pipeline sees: ZeroShotModel.
+
+Backends (open_clip, transformers, ConSE, ...) are thin adapters that build one. Family quirks
+(resize mode, text lower-casing, padding) are fields of the configs here, filled from the
+backend's own preprocessing config or the catalog, never branches in the pipeline.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..protocol import DEFAULT_RESOLUTIONS, HR, Protocol
+
+
+class ModelError(RuntimeError):
+    """A model cannot be built (unknown name, missing weights, missing backend)."""
+
+
+@dataclass(frozen=True)
+class PreprocessCfg:
+    """A model's eval-time image preprocessing (timm's pretrained-config idea)."""
+
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize_mode: str = "shortest"
+    interpolation: str = "bicubic"
+
+    def protocol(self, resolutions: Sequence[int | str] = DEFAULT_RESOLUTIONS + (HR,)) -> Protocol:
+        return Protocol(input_size=self.input_size, mean=tuple(self.mean), std=tuple(self.std),
+                        mode=self.resize_mode, interpolation=self.interpolation,
+                        resolutions=tuple(resolutions))
+
+
+@dataclass(frozen=True)
+class TextCfg:
+    """How class prompts are turned into text: per-family quirks as data."""
+
+    lowercase: bool = False
+    padding: str = "longest"  # or "max_length" (SigLIP was trained on padded text)
+    max_length: int | None = None
+
+
+@dataclass
+class ModelInfo:
+    """Provenance stored with every result."""
+
+    model_id: str
+    backend: str
+    weights: str | None = None  # file, tag or hub id the weights came from
+    weights_hash: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class ZeroShotModel(nn.Module):
+    """Image and text encoders sharing one embedding space.
+
+    ``encode_image`` takes a normalised [B, 3, S, S] batch and ``encode_text`` a list of
+    strings; both return L2-normalised float32 embeddings. ``tower`` is the vision tower
+    (the module LR tokens and layer hooks attach to).
+    """
+
+    def __init__(self, info: ModelInfo, preprocess: PreprocessCfg, text_cfg: TextCfg | None = None):
+        super().__init__()
+        self.info = info
+        self.preprocess = preprocess
+        self.text_cfg = text_cfg or TextCfg()
+
+    # -- to implement per backend ---------------------------------------------------------
+    def _image_features(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _text_features(self, texts: list[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def tower(self) -> nn.Module:
+        raise NotImplementedError
+
+    # -- shared --------------------------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        return self.info.model_id
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        feats = self._image_features(images.to(self.device))
+        return nn.functional.normalize(feats.float(), dim=-1)
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        texts = [t.lower() for t in texts] if self.text_cfg.lowercase else list(texts)
+        feats = self._text_features(texts)
+        return nn.functional.normalize(feats.float(), dim=-1)
+
+    def protocol(self, resolutions: Sequence[int | str] = DEFAULT_RESOLUTIONS + (HR,)) -> Protocol:
+        return self.preprocess.protocol(resolutions)
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 of a weights file (recorded so results name the exact weights)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def state_dict_hash(module: nn.Module) -> str:
+    """Hash of a module's weights, for models whose weights do not come from one file."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+TextEncoder = Callable[[list[str]], torch.Tensor]

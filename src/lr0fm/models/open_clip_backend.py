@@ -1,0 +1,100 @@
+"""open_clip backend: any ``ARCH:TAG``, ``hf-hub:ORG/NAME``, or ``ARCH:/path/checkpoint``.
+
+The resize mode, mean/std, interpolation and input size come from open_clip's per-tag
+preprocess config (``model.visual.preprocess_cfg``): SigLIP/CLIPA tags say ``squash``,
+OpenAI/EVA/MetaCLIP tags ``shortest``. An ``ARCH`` may be a path to a model-config JSON.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import hub
+from .base import ModelError, ModelInfo, PreprocessCfg, TextCfg, ZeroShotModel
+
+
+def _is_path(text: str) -> bool:
+    return "/" in text or text.endswith((".pt", ".pth", ".bin", ".safetensors", ".json")) or Path(text).exists()
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """'ARCH:TAG' -> (arch, tag); 'hf-hub:org/name' -> (spec, None); 'ARCH' -> (arch, None)."""
+    if spec.startswith("hf-hub:"):
+        return spec, None
+    arch, _, tag = spec.partition(":")
+    return arch, (tag or None)
+
+
+class OpenCLIPModel(ZeroShotModel):
+    def __init__(self, spec: str, device: str | torch.device = "cpu", precision: str = "fp32",
+                 tokenizer=None, **model_kwargs):
+        import open_clip
+
+        arch, tag = parse_spec(spec)
+        if arch.endswith(".json"):  # a user architecture config, registered by file stem
+            if not Path(arch).is_file():
+                raise ModelError(f"model config {arch} does not exist")
+            open_clip.add_model_config(arch)
+            arch = Path(arch).stem
+        if not arch.startswith("hf-hub:") and arch not in open_clip.list_models():
+            close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ModelError(f"open_clip has no architecture {arch!r}.{hint}")
+
+        weights, weights_hash = None, None
+        hub.go_offline_if_unreachable()
+        if tag is not None and _is_path(tag):
+            if not Path(tag).is_file():
+                raise ModelError(f"checkpoint {tag} does not exist; give an existing file as ARCH:/path/to/checkpoint")
+            weights, weights_hash = tag, hub.cached_file_hash(tag)
+        elif tag is not None:
+            cfg = open_clip.get_pretrained_cfg(arch, tag)
+            if not cfg:
+                tags = open_clip.list_pretrained_tags_by_model(arch)
+                raise ModelError(f"open_clip has no pretrained tag {tag!r} for {arch}; known tags: {', '.join(tags) or 'none'}")
+            try:
+                weights = open_clip.download_pretrained(cfg)
+            except Exception as e:  # offline and not cached, or hub refused
+                raise ModelError(f"weights for {arch}:{tag} are not available here ({type(e).__name__}); download them "
+                                 "where there is network (they go to the Hugging Face cache) or pass ARCH:/path/to/checkpoint") from None
+            weights_hash = hub.cached_file_hash(weights) if weights else None
+        try:
+            model = open_clip.create_model(arch, pretrained=tag, device=device, precision=precision, **model_kwargs)
+        except ModelError:
+            raise
+        except Exception as e:
+            raise ModelError(f"could not build open_clip model {spec!r}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+        model.eval()
+        pcfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+        size = pcfg.get("size", model.visual.image_size)
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        pre = PreprocessCfg(int(size), tuple(pcfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+                            tuple(pcfg.get("std", open_clip.OPENAI_DATASET_STD)),
+                            pcfg.get("resize_mode", "shortest"), pcfg.get("interpolation", "bicubic"))
+        info = ModelInfo(model_id=f"open_clip:{spec}", backend="open_clip", weights=str(weights) if weights else tag,
+                         weights_hash=weights_hash, extra={"arch": arch, "tag": tag})
+        super().__init__(info, pre, TextCfg())
+        self.model = model
+        if tokenizer is None:
+            try:
+                tokenizer = open_clip.get_tokenizer(arch)
+            except Exception as e:
+                raise ModelError(f"the tokenizer of {arch} is not available offline ({type(e).__name__}); "
+                                 "download it once where there is network") from None
+        self.tokenizer = tokenizer
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @property
+    def tower(self) -> nn.Module:
+        return self.model.visual
+
+    def _image_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(images)
+
+    def _text_features(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(texts).to(self.device)
+        return self.model.encode_text(tokens)

@@ -1,0 +1,184 @@
+"""The low-resolution (LR) test protocol: one decoded image -> the HR view and every LR view.
+
+An LR view of resolution r is the original image downsampled to r px and upsampled back to the
+model's input size S, both with the same (antialiased, PIL-semantics) interpolation, followed by
+the model's own normalisation. Two resize modes, taken from the model's preprocessing config:
+
+* ``shortest`` -- shorter side -> r, shorter side -> S, centre crop S x S (CLIP-style eval);
+* ``squash``   -- r x r -> S x S (SigLIP-style eval).
+
+The HR reference is the same chain without the down step. Everything in lr0fm that resizes
+(evaluation, token training views, analyses, SR baselines) goes through this module.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+HR = "hr"  # the resolution key of the high-resolution reference view
+DEFAULT_RESOLUTIONS: tuple[int, ...] = (16, 32, 64, 128)
+RESIZE_MODES = ("shortest", "squash")
+
+_PIL_FILTERS = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+}
+
+
+class ProtocolError(ValueError):
+    """A protocol setting the user gave cannot be used."""
+
+
+def parse_resolutions(values: str | Iterable[int | str]) -> list[int | str]:
+    """Parse '16,32,hr' or [16, 'hr'] into validated resolution keys (ints > 0 or 'hr')."""
+    items = values.split(",") if isinstance(values, str) else list(values)
+    out: list[int | str] = []
+    for item in items:
+        text = str(item).strip().lower()
+        if not text:
+            continue
+        if text == HR:
+            key: int | str = HR
+        else:
+            try:
+                key = int(text)
+            except ValueError:
+                raise ProtocolError(f"resolution {item!r} is not an integer number of pixels or 'hr'; "
+                                    "give e.g. --resolutions 16,32,64,128") from None
+            if key <= 0:
+                raise ProtocolError(f"resolution {key} must be a positive number of pixels; "
+                                    "give e.g. --resolutions 16,32,64,128")
+        if key not in out:
+            out.append(key)
+    if not out:
+        raise ProtocolError("no resolutions given; give e.g. --resolutions 16,32,64,128")
+    return out
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How HR and LR views are made for one model. Hashed and stored with every result."""
+
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    mode: str = "shortest"
+    interpolation: str = "bicubic"
+    antialias: bool = True
+    resolutions: tuple[int | str, ...] = field(default=DEFAULT_RESOLUTIONS + (HR,))
+
+    def __post_init__(self) -> None:
+        if self.mode not in RESIZE_MODES:
+            raise ProtocolError(f"resize mode {self.mode!r} unknown; use one of {RESIZE_MODES}")
+        if self.interpolation not in _PIL_FILTERS:
+            raise ProtocolError(f"interpolation {self.interpolation!r} unknown; use one of {sorted(_PIL_FILTERS)}")
+        if not self.antialias:
+            # PIL always antialiases when downsampling; a non-antialiased chain is only offered
+            # by the tensor path (lr0fm.gpu_resize) and is not the paper's protocol.
+            raise ProtocolError("the PIL protocol is always antialiased; antialias=False is not supported")
+        if self.input_size <= 0:
+            raise ProtocolError(f"input size {self.input_size} must be positive")
+        object.__setattr__(self, "resolutions", tuple(parse_resolutions(self.resolutions)))
+
+    # -- identity ---------------------------------------------------------------------------
+    def describe(self, resolution: int | str | None = None) -> dict:
+        """The protocol as plain data (stored with every record)."""
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        d.pop("resolutions")
+        if resolution is not None:
+            d["resolution"] = resolution
+        return d
+
+    def hash(self) -> str:
+        """Hash of the view-making settings (not of the resolution list)."""
+        return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def with_resolutions(self, resolutions: Sequence[int | str]) -> "Protocol":
+        return replace(self, resolutions=tuple(resolutions))
+
+    # -- views ------------------------------------------------------------------------------
+    @property
+    def pil_filter(self):
+        return _PIL_FILTERS[self.interpolation]
+
+    def view(self, image: Image.Image, resolution: int | str) -> Image.Image:
+        """The S x S RGB PIL view of ``image`` at ``resolution`` (an int px or 'hr')."""
+        image = image.convert("RGB") if image.mode != "RGB" else image
+        S, f = self.input_size, self.pil_filter
+        if self.mode == "squash":
+            if resolution != HR:
+                image = image.resize((int(resolution), int(resolution)), f)
+            return image.resize((S, S), f)
+        if resolution != HR:
+            image = image.resize(_shortest_side_size(image.size, int(resolution)), f)
+        image = image.resize(_shortest_side_size(image.size, S), f)
+        return _center_crop(image, S)
+
+    def normalize(self, view: Image.Image) -> np.ndarray:
+        """float32 CHW array normalised with the model's mean/std."""
+        arr = np.asarray(view, dtype=np.float32) / 255.0
+        arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+    def views(self, image: Image.Image, resolutions: Sequence[int | str] | None = None) -> np.ndarray:
+        """All views of one decoded image, stacked as [R, 3, S, S] float32 (one decode, R views)."""
+        return np.stack([self.normalize(v) for v in self._views(image, resolutions)])
+
+    def views_uint8(self, image: Image.Image, resolutions: Sequence[int | str] | None = None) -> np.ndarray:
+        """All views as [R, S, S, 3] uint8: 4x less to move between processes than float32;
+        ``normalize_batch`` finishes them on the model's device."""
+        return np.stack([np.asarray(v, dtype=np.uint8) for v in self._views(image, resolutions)])
+
+    def _views(self, image: Image.Image, resolutions: Sequence[int | str] | None) -> list[Image.Image]:
+        keys = self.resolutions if resolutions is None else resolutions
+        image = image.convert("RGB") if image.mode != "RGB" else image
+        return [self.view(image, r) for r in keys]
+
+    def normalize_batch(self, views_uint8: "torch.Tensor") -> "torch.Tensor":
+        """[..., S, S, 3] uint8 tensor -> [..., 3, S, S] float32 normalised (same math as ``normalize``)."""
+        import torch
+        x = views_uint8.to(torch.float32) / 255.0
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device)
+        return ((x - mean) / std).movedim(-1, -3).contiguous()
+
+    def lr_pil(self, image: Image.Image, resolution: int) -> Image.Image:
+        """Only the down step (what an SR model receives): r px on the short side, or r x r."""
+        image = image.convert("RGB") if image.mode != "RGB" else image
+        if self.mode == "squash":
+            return image.resize((resolution, resolution), self.pil_filter)
+        return image.resize(_shortest_side_size(image.size, resolution), self.pil_filter)
+
+    def finish(self, image: Image.Image) -> Image.Image:
+        """The protocol's resize to S applied to an already-made (LR or SR) image."""
+        return self.view(image, HR)
+
+
+def _shortest_side_size(size: tuple[int, int], target: int) -> tuple[int, int]:
+    """(w, h) with the shorter side == target and aspect kept (torchvision Resize(int) rounding)."""
+    w, h = size
+    if w <= h:
+        return target, max(1, int(target * h / w))
+    return max(1, int(target * w / h)), target
+
+
+def _center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Centre crop exactly like torchvision's CenterCrop (rounded offsets)."""
+    w, h = image.size
+    left = int(round((w - size) / 2.0))
+    top = int(round((h - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def view_transform(protocol: Protocol, resolution: int | str) -> Callable[[Image.Image], np.ndarray]:
+    """A single-view transform (image -> normalised CHW array), e.g. for training views."""
+    return lambda img: protocol.normalize(protocol.view(img, resolution))
