@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -30,6 +31,9 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype on GPU")
     p.add_argument("--limit", type=int, default=None, help="only the first N images (recorded with results)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--lr-tokens", default=None, help="LR-TK0 token checkpoint (.safetensors): tokens on at every resolution")
+    p.add_argument("--sr", default=None, help="super-resolution model between LR image and classifier: "
+                                              "'bicubic' or a weights file spandrel loads")
 
 
 def cmd_eval(args) -> int:
@@ -51,13 +55,27 @@ def cmd_eval(args) -> int:
     records = []
     for name in _csv_list(args.model):
         model = create_model(name, device=args.device)
+        view_fn, variant = apply_variants(model, resolutions, args)
         cfg = EvalConfig(resolutions=resolutions, batch_size=args.batch_size, workers=args.workers,
-                         device=args.device, amp=args.amp, limit=args.limit, progress=not args.no_progress)
+                         device=args.device, amp=args.amp, limit=args.limit, progress=not args.no_progress,
+                         variant=variant)
         for data in datasets:
-            records += evaluate(model, data, cfg, store)
+            records += evaluate(model, data, cfg, store, view_fn=view_fn)
     print(text_report(records))
     print(f"results: {store.root}")
     return 0
+
+
+def apply_variants(model, resolutions, args):
+    """Optional interventions named on the command line -> (view_fn or None, variant record)."""
+    view_fn, variant = None, {}
+    if getattr(args, "lr_tokens", None):
+        from .tokens import attach_checkpoint  # LR-TK0: returns the checkpoint's hash
+        variant["lr_tokens"] = attach_checkpoint(model, args.lr_tokens)
+    if getattr(args, "sr", None):
+        from .sr import sr_view_fn  # returns (image -> uint8 views, SR model id)
+        view_fn, variant["sr"] = sr_view_fn(model.protocol(resolutions), args.sr, device=args.device)
+    return view_fn, variant
 
 
 def cmd_report(args) -> int:
@@ -65,7 +83,15 @@ def cmd_report(args) -> int:
     from .store import ResultsStore
 
     store = ResultsStore(args.out)
+    if args.paper:
+        from .report.paper import paper_leaderboard
+        print(paper_leaderboard(rank_by=args.rank_by, json_out=args.json))
+        return 0
     records = store.records()
+    if args.html:
+        from .report.html import write_html
+        print(f"html: {write_html(records, args.html, store=store)}")
+        return 0
     if args.model:
         records = [r for r in records if r["model"] in _csv_list(args.model)]
     if args.dataset:
@@ -159,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the records as a JSON list")
     p.add_argument("--csv", default=None, help="also export a tidy CSV here")
     p.add_argument("--plot", default=None, help="accuracy-vs-resolution PNG (default: OUT/report/...)")
+    p.add_argument("--paper", action="store_true", help="the paper's published SAR/WAR leaderboard per resolution")
+    p.add_argument("--rank-by", choices=["WAR", "SAR"], default="WAR")
+    p.add_argument("--html", default=None, metavar="DIR", help="write a self-contained HTML report into DIR")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("metrics", help="SAR/WAR/gamma/Gamma from an accuracy table")
@@ -176,11 +205,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("datasets", help="list datasets")
     p.set_defaults(func=cmd_datasets)
+
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name != module_name:
+                raise
+            continue
+        module.add_commands(sub)
     return parser
 
 
-# Other modules add subcommands here: (name, help, add_arguments, handler).
-EXTRA_COMMANDS: list = []
+# Modules that add subcommands: each has add_commands(subparsers) and keeps its logic in the library.
+COMMAND_MODULES = ["lr0fm.report.compare", "lr0fm.analysis.cli", "lr0fm.tokens.cli", "lr0fm.sweep", "lr0fm.synth"]
 
 
 def main(argv: list[str] | None = None) -> int:
