@@ -31,6 +31,7 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype on GPU")
     p.add_argument("--limit", type=int, default=None, help="only the first N images (recorded with results)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--checkpoint-every", type=int, default=1000, help="images between resume-point saves")
     p.add_argument("--lr-tokens", default=None, help="LR-TK0 token checkpoint (.safetensors): tokens on at every resolution")
     p.add_argument("--sr", default=None, help="super-resolution model between LR image and classifier: "
                                               "'bicubic' or a weights file spandrel loads")
@@ -58,6 +59,7 @@ def cmd_eval(args) -> int:
         view_fn, variant = apply_variants(model, resolutions, args)
         cfg = EvalConfig(resolutions=resolutions, batch_size=args.batch_size, workers=args.workers,
                          device=args.device, amp=args.amp, limit=args.limit, progress=not args.no_progress,
+                         checkpoint_every=args.checkpoint_every,
                          variant=variant)
         for data in datasets:
             records += evaluate(model, data, cfg, store, view_fn=view_fn)

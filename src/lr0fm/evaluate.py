@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -21,6 +21,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from . import __version__
+from . import distributed as dist
+from . import gpu_resize
 from .catalog import catalog_hashes
 from .classifier import cached_classifier
 from .datasets.base import LabeledImages
@@ -47,6 +49,9 @@ class EvalConfig:
     checkpoint_every: int = 1000      # images between saves of the resume point
     progress: bool = True
     variant: dict = field(default_factory=dict)  # e.g. {"lr_tokens": HASH} or {"sr": NAME}
+    # LR views made on the device from the HR view (lr0fm.gpu_resize; recorded in the variant).
+    # None: on when the device is CUDA and no custom view function is given; False: exact PIL.
+    tensor_views: bool | None = None
 
     def __post_init__(self) -> None:
         self.resolutions = parse_resolutions(self.resolutions)
@@ -80,8 +85,13 @@ def _collate(items):
     return torch.tensor(indices), torch.tensor(ok), (torch.stack(views) if views else None)
 
 
-def default_workers() -> int:
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
+def default_workers(device: str = "cpu") -> int:
+    """Decode workers per process: the cores this rank has, minus one for the main process.
+
+    On CPU the model needs the cores too (capped at 8); on GPU decoding is the bottleneck."""
+    cores = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    cap = 8 if torch.device(device).type == "cpu" else 32
+    return max(0, min(cap, cores - 1))
 
 
 def cell_id(model: ZeroShotModel, data: LabeledImages, protocol: Protocol, resolution, cfg: EvalConfig) -> str:
@@ -100,17 +110,24 @@ def _autocast(device: torch.device, amp: str | None):
 @torch.no_grad()
 def predict(model: ZeroShotModel, data: LabeledImages, indices: Sequence[int], classifier: torch.Tensor,
             view_fn: ViewFn, protocol: Protocol, num_views: int, cfg: EvalConfig, on_batch: Callable | None = None,
-            progress_total: int | None = None, progress_done: int = 0):
-    """Top-k class indices for every (view, image) of ``indices``: ([R, n, k] int32, [n] valid)."""
+            progress_total: int | None = None, progress_done: int = 0, device_views: Callable | None = None):
+    """Top-k class indices for every (view, image) of ``indices``: ([R, n, k] int32, [n] valid).
+
+    ``device_views`` (optional) turns the loader's uint8 batch into the [b, R, S, S, 3] views on
+    the device (the tensor-views path: workers send one HR view per image).
+    """
     n, k = len(indices), min(cfg.topk, classifier.shape[1])
     topk = np.full((num_views, n, k), -1, dtype=np.int32)
     valid = np.zeros(n, dtype=bool)
     if n == 0:
         return topk, valid
-    workers = default_workers() if cfg.workers is None else cfg.workers
+    workers = default_workers(cfg.device) if cfg.workers is None else cfg.workers
     device = torch.device(cfg.device)
+    cuda = device.type == "cuda"
+    if cuda:  # conv stems run faster channels-last; a no-op for the math
+        model.to(memory_format=torch.channels_last)
     loader = DataLoader(_ViewDataset(data, indices, view_fn), batch_size=cfg.batch_size, shuffle=False,
-                        num_workers=workers, collate_fn=_collate, pin_memory=device.type == "cuda",
+                        num_workers=workers, collate_fn=_collate, pin_memory=cuda,
                         persistent_workers=False, prefetch_factor=4 if workers else None)
     weights = classifier.to(device)
     position = {idx: j for j, idx in enumerate(indices)}
@@ -118,7 +135,12 @@ def predict(model: ZeroShotModel, data: LabeledImages, indices: Sequence[int], c
     for batch_indices, ok, views in loader:
         if views is not None:
             b = views.shape[0]
-            flat = protocol.normalize_batch(views.to(device, non_blocking=True).flatten(0, 1))  # [b*R,3,S,S]
+            views = views.to(device, non_blocking=True)
+            if device_views is not None:
+                views = device_views(views[:, 0])
+            flat = protocol.normalize_batch(views.flatten(0, 1))  # [b*R,3,S,S]
+            if cuda:
+                flat = flat.contiguous(memory_format=torch.channels_last)
             with _autocast(device, cfg.amp):
                 feats = torch.cat([model.encode_image(flat[i:i + cfg.batch_size])
                                    for i in range(0, flat.shape[0], cfg.batch_size)])
@@ -149,31 +171,54 @@ def evaluate(model: ZeroShotModel, data: LabeledImages, cfg: EvalConfig, store: 
     """Evaluate every requested resolution of one (model, dataset); return their records.
 
     Finished cells are skipped; the pending ones are computed in one pass over the images.
+    Under torchrun (``lr0fm.distributed``) the images are split over the ranks unless this rank
+    was given the whole group; the records are the same as a single-process run's.
     """
     protocol = protocol or model.protocol(cfg.resolutions)
+    tensor_views = (cfg.tensor_views if cfg.tensor_views is not None
+                    else torch.device(cfg.device).type == "cuda" and view_fn is None and gpu_resize.supports(protocol))
+    if tensor_views:
+        if view_fn is not None or not gpu_resize.supports(protocol):
+            raise ValueError("tensor views need the standard protocol views with bicubic or bilinear resizes")
+        cfg = replace(cfg, variant={**cfg.variant, "views": gpu_resize.TENSOR_VIEWS})
     if cfg.limit is not None:
         data = data.subset(range(min(cfg.limit, len(data))))
     cells = {r: cell_id(model, data, protocol, r, cfg) for r in cfg.resolutions}
     pending = [r for r in cfg.resolutions if not store.has(cells[r])]
+    if dist.shard_images():
+        pending = dist.broadcast(pending)  # every rank takes part in the same passes
     if pending:
-        _evaluate_pending(model, data, cfg, store, protocol.with_resolutions(pending), pending, cells, view_fn)
+        _evaluate_pending(model, data, cfg, store, protocol.with_resolutions(pending), pending, cells, view_fn,
+                          tensor_views)
     return [store.get(cells[r]) for r in cfg.resolutions]
 
 
-def _evaluate_pending(model, data, cfg, store, protocol, pending, cells, view_fn) -> None:
+def _evaluate_pending(model, data, cfg, store, protocol, pending, cells, view_fn, tensor_views=False) -> None:
     started = time.time()
-    classifier, classifier_key = cached_classifier(model, data.spec.classnames, data.spec.templates,
-                                                   store.classifier_cache)
+    sharded = dist.shard_images()
+    with dist.main_first() if sharded else contextlib.nullcontext():  # the classifier is built once
+        classifier, classifier_key = cached_classifier(model, data.spec.classnames, data.spec.templates,
+                                                       store.classifier_cache)
+    # a custom view function (e.g. SR) must make only the pending resolutions' views
+    view_fn = view_fn.with_resolutions(pending) if hasattr(view_fn, "with_resolutions") else view_fn
+    device_views = None
+    if tensor_views:  # workers send the HR view; the device makes every view from it
+        view_fn = gpu_resize.HRCarrier(protocol)
+        device_views = lambda hr: gpu_resize.make_views(protocol, hr)  # noqa: E731
     view_fn = view_fn or protocol.views_uint8
     n, R = len(data), len(pending)
     group = stable_hash([cells[r] for r in pending])
-    state = store.load_partial(group)
+    # this process's images: all of them, or its block under torchrun -- with its own resume point
+    lo, hi = dist.block(n) if sharded else (0, n)
+    partial_key = f"{group}-rank{dist.rank()}of{dist.world_size()}" if sharded else group
+    m = hi - lo
+    state = store.load_partial(partial_key)
     k = min(cfg.topk, classifier.shape[1])
-    if state is not None and state["topk"].shape == (R, n, k):
+    if state is not None and state["topk"].shape == (R, m, k):
         topk, valid, done = state["topk"], state["valid"], int(state["done"])
-        log.info("resuming %s at image %d of %d", data.spec.key, done, n)
+        log.info("resuming %s at image %d of %d", data.spec.key, lo + done, n)
     else:
-        topk, valid, done = np.full((R, n, k), -1, np.int32), np.zeros(n, bool), 0
+        topk, valid, done = np.full((R, m, k), -1, np.int32), np.zeros(m, bool), 0
 
     last_save = [done]
 
@@ -185,19 +230,26 @@ def _evaluate_pending(model, data, cfg, store, protocol, pending, cells, view_fn
         valid[idx] = part_valid[rows]
         done = int(idx.max()) + 1
         if done - last_save[0] >= cfg.checkpoint_every:
-            store.save_partial(group, topk=topk, valid=valid, done=np.int64(done))
+            store.save_partial(partial_key, topk=topk, valid=valid, done=np.int64(done))
             last_save[0] = done
 
-    offset = done
-    predict(model, data, list(range(done, n)), classifier, view_fn, protocol, R, cfg, on_batch=checkpoint,
-            progress_total=n, progress_done=done)
-    labels = np.asarray([data.label(i) for i in range(n)], dtype=np.int32)
-    ids = np.asarray([data.sample_id(i) for i in range(n)])
-    for j, r in enumerate(pending):
-        record = make_record(model, data, protocol, r, cfg, topk[j], valid, labels, ids, cells[r], classifier_key)
-        record["run"] = {"seconds": round(time.time() - started, 2), "resolutions_in_pass": list(pending)}
-        store.put(record, {"topk": topk[j], "labels": labels, "valid": valid, "ids": ids})
-    store.drop_partial(group)
+    offset = done + lo  # positions in predict's list -> positions in this block: + done
+    run_cfg = cfg if dist.is_main() or not sharded else replace(cfg, progress=False)
+    predict(model, data, list(range(lo + done, hi)), classifier, view_fn, protocol, R, run_cfg, on_batch=checkpoint,
+            progress_total=m, progress_done=done, device_views=device_views)
+    if sharded:  # rank order == block order: concatenating the blocks gives all n images
+        parts = dist.all_gather((topk, valid))
+        topk, valid = np.concatenate([p[0] for p in parts], axis=1), np.concatenate([p[1] for p in parts])
+    if dist.is_main() or not sharded:
+        labels = np.asarray([data.label(i) for i in range(n)], dtype=np.int32)
+        ids = np.asarray([data.sample_id(i) for i in range(n)])
+        for j, r in enumerate(pending):
+            record = make_record(model, data, protocol, r, cfg, topk[j], valid, labels, ids, cells[r], classifier_key)
+            record["run"] = {"seconds": round(time.time() - started, 2), "resolutions_in_pass": list(pending)}
+            store.put(record, {"topk": topk[j], "labels": labels, "valid": valid, "ids": ids})
+    store.drop_partial(partial_key)
+    if sharded:
+        dist.barrier()  # the records are on disk before any rank reads them
 
 
 def make_record(model, data, protocol, resolution, cfg, topk, valid, labels, ids, cell, classifier_key) -> dict:

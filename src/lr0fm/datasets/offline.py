@@ -18,8 +18,12 @@ from PIL import Image
 from .. import resources
 from .base import DatasetError, DatasetSpec, LabeledImages, load_classnames_templates
 
-TUXPAINT_ROOT = Path(os.environ.get("LR0FM_TUXPAINT_ROOT", "/usr/share/tuxpaint/stamps"))
-FASHION_MNIST_ROOT = Path(os.environ.get("LR0FM_FASHION_MNIST_ROOT", "/usr/share/datasets/fashion-mnist"))
+def tuxpaint_root() -> Path:
+    return Path(os.environ.get("LR0FM_TUXPAINT_ROOT", "/usr/share/tuxpaint/stamps"))
+
+
+def fashion_mnist_root() -> Path:
+    return Path(os.environ.get("LR0FM_FASHION_MNIST_ROOT", "/usr/share/datasets/fashion-mnist"))
 
 
 def _tuxpaint_categories() -> list[tuple[str, list[str]]]:
@@ -34,7 +38,7 @@ def _tuxpaint_categories() -> list[tuple[str, list[str]]]:
 
 def build_tuxpaint(root: str | os.PathLike | None = None, split: str = "test",
                    classnames=None, templates=None) -> LabeledImages:
-    root = Path(root) if root else TUXPAINT_ROOT
+    root = Path(root) if root else tuxpaint_root()
     if not root.is_dir():
         raise DatasetError(f"TuxPaint stamps not found at {root}; install the Debian package "
                            "'tuxpaint-stamps-default' (apt-get install tuxpaint-stamps-default)")
@@ -93,7 +97,7 @@ def build_fashion_mnist(root: str | os.PathLike | None = None, split: str = "tes
                         classnames=None, templates=None, download: bool = False) -> LabeledImages:
     if split not in ("test", "train"):
         raise DatasetError(f"fashion_mnist has splits 'test' and 'train', not {split!r}")
-    root = Path(root) if root else FASHION_MNIST_ROOT
+    root = Path(root) if root else fashion_mnist_root()
     files = _fashion_files(root, split) or _fashion_files(root / "FashionMNIST" / "raw", split)
     if files is None and download:
         from torchvision.datasets import FashionMNIST

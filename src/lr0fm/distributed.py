@@ -1,0 +1,154 @@
+"""Multi-process evaluation under ``torchrun``: which rank does what, and gathering the results.
+
+Two ways to split work, chosen by ``plan_cells``:
+
+* **cells**: with at least as many (model, dataset) groups as ranks, each rank runs whole groups
+  alone (round-robin) and writes their records itself -- no communication inside a group;
+* **images**: with fewer groups than ranks, every rank runs every group on a contiguous block of
+  its images; the blocks' top-k predictions are gathered and rank 0 writes the records.
+
+A record is written by exactly one rank, atomically (``ResultsStore.put``), so the store is safe
+to share. Cell ids do not depend on the number of ranks: a distributed run writes the same
+records as a single-process one (only the ``run`` timing differs). Resume: each rank saves its own
+partial file (keyed by rank and world size), so rerunning with the same ``--nproc_per_node``
+resumes every block; with another world size, unfinished groups restart.
+
+Outside torchrun everything here is a no-op for a world of one.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+
+_MODE = {"images": True}  # whether evaluate() shards a group's images over the ranks
+
+
+def env_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init(device: str = "cpu") -> str:
+    """Join the torchrun process group (gloo on CPU, nccl on CUDA); return this rank's device.
+
+    Without torchrun (WORLD_SIZE unset or 1) nothing happens and ``device`` is returned as is.
+    """
+    if env_world_size() <= 1 or (dist.is_available() and dist.is_initialized()):
+        return _local_device(device)
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return _local_device(device)
+
+
+def _local_device(device: str) -> str:
+    """'cuda' -> 'cuda:LOCAL_RANK' under torchrun, so each rank drives its own GPU."""
+    if device == "cuda" and env_world_size() > 1:
+        return f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    return device
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def shard_images() -> bool:
+    """Whether evaluate() should split the current group's images over the ranks."""
+    return active() and _MODE["images"]
+
+
+def block(n: int, r: int | None = None, w: int | None = None) -> tuple[int, int]:
+    """This rank's contiguous block [lo, hi) of n items (sizes differ by at most one)."""
+    r = rank() if r is None else r
+    w = world_size() if w is None else w
+    return n * r // w, n * (r + 1) // w
+
+
+def all_gather(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order (a list of one outside torchrun)."""
+    if not active():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank."""
+    if not active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+class main_first:
+    """Rank 0 runs the block first, then the others (e.g. build a cache file once, then read it)."""
+
+    def __enter__(self):
+        if not is_main():
+            barrier()
+
+    def __exit__(self, *exc):
+        if is_main():
+            barrier()
+        return False
+
+
+def plan_cells(groups: Sequence[Any]) -> tuple[list[int], bool]:
+    """(indices of ``groups`` this rank runs, whether their images are sharded over the ranks).
+
+    As many groups as ranks or more: split the groups round-robin and run each alone. Fewer:
+    every rank runs every group on its block of images.
+    """
+    w = world_size()
+    if w == 1:
+        return list(range(len(groups))), False
+    if len(groups) >= w:
+        return list(range(rank(), len(groups), w)), False
+    return list(range(len(groups))), True
+
+
+class sharding:
+    """Context: inside it, evaluate() shards images over the ranks iff ``images`` is true."""
+
+    def __init__(self, images: bool):
+        self.images, self.saved = images, None
+
+    def __enter__(self):
+        self.saved, _MODE["images"] = _MODE["images"], self.images
+
+    def __exit__(self, *exc):
+        _MODE["images"] = self.saved
+        return False
+
+
+def gather_ordered(items: list[tuple[int, Any]]) -> list[Any]:
+    """Each rank's (position, value) pairs -> all values in position order, on every rank."""
+    merged = [pair for part in all_gather(items) for pair in part]
+    return [value for _, value in sorted(merged, key=lambda p: p[0])]

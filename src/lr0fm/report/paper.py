@@ -1,0 +1,130 @@
+"""The paper's reference results in use: its SAR/WAR leaderboard recomputed from the transcribed
+accuracies (catalog/paper_results.csv) with lr0fm.metrics, and the protocol it was measured under.
+
+``lr0fm report --paper`` prints :func:`paper_leaderboard`; ``lr0fm compare`` (report/compare.py)
+ranks the user's own results among these rows.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from functools import lru_cache
+from typing import Iterable, Sequence
+
+from .. import resources
+from ..catalog import PAPER_RESULTS_FILE, class_counts, model_catalog, war_weights
+from ..metrics import Robustness, robustness_table
+
+# The LR resolutions of the paper's tables, in the order the paper lists them.
+PAPER_RESOLUTIONS: tuple[int, ...] = (128, 64, 32, 16)
+
+# Split names under which a record counts as measured on the same images as the paper. The paper
+# evaluates on each dataset's test set; ImageNet-1k's is the ILSVRC-2012 validation set, and the
+# ImageNet shift sets are single-split (registries name them 'test' or 'all'). EuroSAT is the
+# exception: the paper used its validation split.
+_TEST = ("test",)
+PAPER_SPLITS: dict[str, tuple[str, ...]] = {
+    "imagenet1k": ("val", "test"),
+    "imagenet_a": ("test", "all"),
+    "imagenet_v2": ("test", "all"),
+    "imagenet_r": ("test", "all"),
+    "imagenet_sketch": ("test", "all"),
+    "eurosat": ("val",),
+}
+
+
+def paper_splits(dataset: str) -> tuple[str, ...]:
+    return PAPER_SPLITS.get(dataset, _TEST)
+
+
+@lru_cache(maxsize=None)
+def _rows() -> tuple[tuple, ...]:
+    text = resources.read_text(PAPER_RESULTS_FILE)
+    body = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+    out = []
+    for row in csv.DictReader(io.StringIO(body)):
+        res = row["resolution"].strip().lower()
+        out.append((row["family"], row["model"], row["dataset"], res if res == "hr" else int(res),
+                    float(row["top1"]) / 100.0, float(row["top5"]) / 100.0 if row.get("top5") else None))
+    return tuple(out)
+
+
+def load_paper_results() -> list[dict]:
+    """The published accuracies as rows: family, model, dataset, resolution ('hr' or px), top1, top5
+    (fractions, converted from the published %). A fresh list on every call (safe to modify)."""
+    keys = ("family", "model", "dataset", "resolution", "top1", "top5")
+    return [dict(zip(keys, row)) for row in _rows()]
+
+
+def paper_datasets() -> list[str]:
+    """The paper's datasets in the order of the table (= the benchmark's 15)."""
+    return list(dict.fromkeys(r[2] for r in _rows()))
+
+
+def paper_models() -> list[str]:
+    """The paper's backbones in catalog order (those with at least one published accuracy)."""
+    present = {r[1] for r in _rows()}
+    return [m for m in model_catalog() if m in present] + sorted(present - set(model_catalog()))
+
+
+def paper_robustness(datasets: Iterable[str] | None = None,
+                     resolutions: Iterable[int] = PAPER_RESOLUTIONS) -> list[Robustness]:
+    """gamma/Gamma/SAR/WAR of every paper backbone, over ``datasets`` (default: all 15)."""
+    keep_d = set(paper_datasets() if datasets is None else datasets)
+    keep_r = set(resolutions) | {"hr"}
+    rows = [r for r in load_paper_results() if r["dataset"] in keep_d and r["resolution"] in keep_r]
+    return robustness_table(rows, war_weights(), class_counts())
+
+
+def complete_and_incomplete(rob: Sequence[Robustness], datasets: Sequence[str]) -> tuple[list[Robustness], list[dict]]:
+    """Split rows into those covering every dataset in ``datasets`` and the rest (SAR/WAR over
+    fewer datasets are not comparable, so the rest are reported rather than ranked)."""
+    need = set(datasets)
+    full, missing = [], []
+    for x in rob:
+        if need <= set(x.gamma):
+            full.append(x)
+        else:
+            missing.append({"model": x.model, "resolution": x.resolution, "missing": sorted(need - set(x.gamma))})
+    return full, missing
+
+
+def ranked(rows: Sequence[Robustness], key: str) -> list[Robustness]:
+    """Best first; ties keep the catalog order (stable sort)."""
+    order = {m: i for i, m in enumerate(paper_models())}
+    return sorted(rows, key=lambda x: (-getattr(x, key), order.get(x.model, len(order))))
+
+
+def paper_leaderboard(rank_by: str = "WAR", json_out: bool = False) -> str:
+    """The paper's SAR/WAR leaderboard at 128/64/32/16 px, recomputed from the published accuracies."""
+    datasets = paper_datasets()
+    models = paper_models()
+    family = {r[1]: r[0] for r in _rows()}
+    rob = paper_robustness(datasets)
+    full, incomplete = complete_and_incomplete(rob, datasets)
+    # A model absent at some resolution altogether is missing data too.
+    seen = {(x.model, x.resolution) for x in rob}
+    incomplete += [{"model": m, "resolution": r, "missing": datasets} for r in PAPER_RESOLUTIONS for m in models
+                   if (m, r) not in seen]
+    table = {r: ranked([x for x in full if x.resolution == r], rank_by) for r in PAPER_RESOLUTIONS}
+    if json_out:
+        return json.dumps({
+            "source": PAPER_RESULTS_FILE, "rank_by": rank_by, "datasets": datasets, "n_models": len(models),
+            "resolutions": {str(r): [{"rank": i, "model": x.model, "family": family.get(x.model), "SAR": x.SAR,
+                                      "WAR": x.WAR, "gamma": x.gamma, "Gamma": x.Gamma}
+                                     for i, x in enumerate(rows, 1)] for r, rows in table.items()},
+            "incomplete": incomplete}, indent=1)
+    width = max([len(m) for m in models] + [5]) + 2
+    lines = [f"LR0.FM published accuracies ({PAPER_RESULTS_FILE}): {len(models)} backbones, {len(datasets)} datasets;",
+             "SAR = mean gamma, WAR = weighted mean Gamma (published weights), recomputed with lr0fm.metrics", ""]
+    for r, rows in table.items():
+        lines += [f"== {r} px (ranked by {rank_by}; {len(rows)} models)",
+                  f"{'rank':>4}  {'model':<{width}}{'family':<12}{'SAR':>7}{'WAR':>7}"]
+        lines += [f"{i:>4}  {x.model:<{width}}{family.get(x.model, ''):<12}{x.SAR:>7.3f}{x.WAR:>7.3f}"
+                  for i, x in enumerate(rows, 1)]
+        lines.append("")
+    if incomplete:
+        lines.append("not ranked (missing published accuracies):")
+        lines += [f"  {x['model']} at {x['resolution']} px: {', '.join(x['missing'])}" for x in incomplete]
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,172 @@
+"""Evaluator + results store: single pass, skipped files, resume after a kill, bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from lr0fm.cli import main
+from lr0fm.classifier import build_zero_shot_classifier, cached_classifier
+from lr0fm.datasets import get_dataset
+from lr0fm.evaluate import EvalConfig, evaluate
+from lr0fm.models import create_model
+from lr0fm.store import ResultsStore
+
+from conftest import make_image
+
+
+def strip_run(record):
+    return {k: v for k, v in record.items() if k != "run"}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_open_clip):
+    return create_model(tiny_open_clip[0])
+
+
+def test_classifier_is_mean_of_normalised_prompt_embeddings(tiny_model, tmp_path):
+    names, temps = ["cat", "dog"], ["a photo of a {}.", "a {}"]
+    W = build_zero_shot_classifier(tiny_model, names, temps, batch_size=3)
+    for j, c in enumerate(names):
+        e = tiny_model.encode_text([t.format(c) for t in temps]).mean(0)
+        assert torch.allclose(W[:, j], e / e.norm(), atol=1e-5)
+    W2, key = cached_classifier(tiny_model, names, temps, tmp_path)
+    W3, key3 = cached_classifier(tiny_model, names, temps, tmp_path)
+    assert key == key3 and (tmp_path / f"{key}.pt").is_file() and torch.equal(W2, W3)
+    assert cached_classifier(tiny_model, names, ["{}"], tmp_path)[1] != key
+
+
+def test_single_pass_matches_direct_computation(tiny_model, image_folder, tmp_path):
+    data = get_dataset("imagefolder", root=image_folder)
+    store = ResultsStore(tmp_path / "res")
+    cfg = EvalConfig(resolutions=(16, 32, "hr"), batch_size=5, workers=0, progress=False)
+    records = evaluate(tiny_model, data, cfg, store)
+    assert [r["resolution"] for r in records] == [16, 32, "hr"]
+    W = build_zero_shot_classifier(tiny_model, data.spec.classnames, data.spec.templates)
+    protocol = tiny_model.protocol((16, 32, "hr"))
+    for j, r in enumerate(records):
+        views = torch.stack([torch.from_numpy(protocol.views(data.load_image(i)))[j] for i in range(len(data))])
+        pred = (tiny_model.encode_image(views) @ W).argmax(-1).numpy()
+        labels = np.array([data.label(i) for i in range(len(data))])
+        assert r["top1"] == pytest.approx((pred == labels).mean())
+        assert r["n_images"] == 12 and r["n_skipped"] == 0 and r["top5"] == 1.0  # 3 classes
+        assert r["protocol"]["resolution"] == r["resolution"] and r["protocol"]["input_size"] == 64
+        assert r["classnames_hash"] == data.spec.classnames_hash and r["weights_hash"]
+        preds = store.load_predictions(r["cell"])
+        assert (preds["topk"][:, 0] == pred).all()
+    # rerun: every cell is finished, nothing recomputed
+    mtimes = [store.record_path(r["cell"]).stat().st_mtime_ns for r in records]
+    evaluate(tiny_model, data, cfg, store)
+    assert mtimes == [store.record_path(r["cell"]).stat().st_mtime_ns for r in records]
+
+
+def test_unreadable_and_truncated_images_are_skipped_and_counted(tiny_model, image_folder, tmp_path):
+    (image_folder / "cat" / "broken.jpg").write_bytes(b"this is not an image")
+    good = (image_folder / "dog" / "0.png").read_bytes()
+    (image_folder / "dog" / "truncated.png").write_bytes(good[: len(good) // 2])
+    data = get_dataset("imagefolder", root=image_folder)
+    records = evaluate(tiny_model, data, EvalConfig(resolutions=(16, "hr"), workers=0, progress=False),
+                       ResultsStore(tmp_path))
+    for r in records:
+        assert r["n_images"] == 12 and r["n_skipped"] == 2
+        assert sorted(r["skipped_ids"]) == ["cat/broken.jpg", "dog/truncated.png"]
+
+
+def _many_images(root, n=160):
+    rng = np.random.default_rng(0)
+    for c in ["a", "b"]:
+        (root / c).mkdir(parents=True)
+    for i in range(n):
+        make_image(rng, (40 + i % 9, 36), (255 * (i % 2), 0, 0)).save(root / ("a", "b")[i % 2] / f"{i:03d}.png")
+    return root
+
+
+def test_resume_after_kill_gives_identical_records(tiny_open_clip, tmp_path):
+    spec = tiny_open_clip[0]
+    root = _many_images(tmp_path / "imgs")
+    args = ["-m", "lr0fm", "eval", "--model", spec, "--dataset", "imagefolder", "--data-root", str(root),
+            "--resolutions", "16,32,hr", "--batch-size", "4", "--workers", "0", "--no-progress",
+            "--checkpoint-every", "8"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    ref = subprocess.run([sys.executable, "-m", "lr0fm", "--out", str(tmp_path / "ref")] + args[2:],
+                         env=env, capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+    # killed run: SIGKILL as soon as a resume point exists, before any record is written
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "lr0fm", "--out", str(out)] + args[2:], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if list((out / "partial").glob("*.npz")):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not list((out / "records").glob("*.json"))
+    resumed = subprocess.run([sys.executable, "-m", "lr0fm", "--out", str(out), "-v"] + args[2:], env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    a, b = ResultsStore(tmp_path / "ref").records(), ResultsStore(out).records()
+    assert len(a) == 3 and [strip_run(r) for r in a] == [strip_run(r) for r in b]
+    for r in a:
+        pa, pb = ResultsStore(tmp_path / "ref").load_predictions(r["cell"]), ResultsStore(out).load_predictions(r["cell"])
+        assert all(np.array_equal(pa[k], pb[k]) for k in pa)
+    assert not list((out / "partial").glob("*.npz"))
+
+
+def run_cli(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.strip()
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["eval", "--model", "conse-effnet-lite", "--dataset", "tuxpaint"], "unknown model.*conse-effnet-lite0"),
+    (["eval", "--model", "open_clip:ViT-B-32", "--dataset", "tuxpain"], "unknown dataset.*tuxpaint"),
+    (["eval", "--dataset", "tuxpaint", "--resolutions", "0,16"], "positive"),
+    (["eval", "--dataset", "tuxpaint", "--resolutions", "-32"], "positive"),
+    (["eval", "--model", "open_clip:ViT-B-32:laion2b_s34b_b79k", "--dataset", "tuxpaint"], "not available here"),
+    (["eval", "--model", "hf:google/siglip-base-patch16-224", "--dataset", "tuxpaint"], "not available here"),
+    (["eval", "--dataset", "imagefolder", "--data-root", "/nonexistent/dir"], "does not exist"),
+])
+def test_bad_input_one_line_nonzero_nothing_written(argv, match, tmp_path, capsys):
+    import re
+    out = tmp_path / "out"
+    code, _, err = run_cli(["--out", str(out)] + argv, capsys)
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("lr0fm: error:") and re.search(match, err), err
+    assert not out.exists() or not any(out.rglob("*.json"))
+
+
+def test_missing_debian_dataset_package_names_it(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("LR0FM_TUXPAINT_ROOT", str(tmp_path / "none"))
+    monkeypatch.setenv("LR0FM_FASHION_MNIST_ROOT", str(tmp_path / "none"))
+    code, _, err = run_cli(["--out", str(tmp_path / "o"), "eval", "--dataset", "tuxpaint"], capsys)
+    assert code == 2 and "tuxpaint-stamps-default" in err and "apt-get install" in err
+    code, _, err = run_cli(["--out", str(tmp_path / "o"), "eval", "--dataset", "fashion_mnist"], capsys)
+    assert code == 2 and "dataset-fashion-mnist" in err
+
+
+def test_report_json_csv_and_plot(tiny_open_clip, image_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(["--out", str(out), "eval", "--model", tiny_open_clip[0], "--dataset", "imagefolder",
+                               "--data-root", str(image_folder), "--workers", "0", "--no-progress",
+                               "--resolutions", "16,hr"], capsys)
+    assert code == 0 and "SAR" in stdout and "WAR" in stdout
+    code, stdout, _ = run_cli(["--out", str(out), "report", "--json"], capsys)
+    data = json.loads(stdout)
+    assert {d["resolution"] for d in data} == {16, "hr"}
+    for d in data:
+        assert {"model", "dataset", "resolution", "top1", "top5", "n_images", "n_skipped", "protocol"} <= set(d)
+    csv_path = tmp_path / "r.csv"
+    code, stdout, _ = run_cli(["--out", str(out), "report", "--csv", str(csv_path)], capsys)
+    assert code == 0 and csv_path.read_text().startswith("model,dataset,split,resolution,top1")
+    png = out / "report" / "accuracy_vs_resolution.png"
+    assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
