@@ -3,40 +3,47 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-DEB_PACKAGES := tuxpaint-stamps-default dataset-fashion-mnist openclipart-png wordnet chromium
+# the offline default datasets; the tests also need clip-art (LR-TK0 data), WordNet and a browser
+DEB_RUN := tuxpaint-stamps-default dataset-fashion-mnist
+DEB_TEST := $(DEB_RUN) openclipart-png wordnet chromium
 # torch + torchvision pair that pip takes from this machine's disk (CUDA build, runs on CPU too)
 TORCH := torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test test-fast deb venv clean
+.PHONY: run test test-fast deb deb-run deb-test venv clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
 venv: $(VENV)/.installed
 
+deb-run:
+	@$(MAKE) --no-print-directory deb PKGS="$(DEB_RUN)"
+
+deb-test:
+	@$(MAKE) --no-print-directory deb PKGS="$(DEB_TEST)"
+
 deb:
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-run: deb venv
+run: deb-run venv
 	$(VENV)/bin/lr0fm eval --model conse-effnet-lite0 --dataset tuxpaint
-	$(VENV)/bin/lr0fm eval --model conse-effnet-lite0 --dataset fashion_mnist --limit $(or $(FASHION_LIMIT),1000)
+	$(VENV)/bin/lr0fm eval --model conse-effnet-lite0 --dataset fashion_mnist --limit $(or $(FASHION_LIMIT),500)
 	$(VENV)/bin/lr0fm report
 
-test: deb venv
+test: deb-test venv
 	$(PY) -m pytest -q -ra
 
-test-fast: deb venv
+test-fast: deb-test venv
 	$(PY) -m pytest -q -ra -m "not slow"
 
 clean:

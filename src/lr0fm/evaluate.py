@@ -28,7 +28,7 @@ from .classifier import cached_classifier
 from .datasets.base import LabeledImages
 from .metrics import mean_per_class_recall
 from .models.base import ZeroShotModel
-from .protocol import HR, Protocol, parse_resolutions
+from .protocol import HR, Protocol, ProtocolError, parse_resolutions
 from .store import ResultsStore, stable_hash
 
 log = logging.getLogger("lr0fm")
@@ -179,7 +179,8 @@ def evaluate(model: ZeroShotModel, data: LabeledImages, cfg: EvalConfig, store: 
                     else torch.device(cfg.device).type == "cuda" and view_fn is None and gpu_resize.supports(protocol))
     if tensor_views:
         if view_fn is not None or not gpu_resize.supports(protocol):
-            raise ValueError("tensor views need the standard protocol views with bicubic or bilinear resizes")
+            raise ProtocolError("tensor views need the protocol's own views with bicubic or bilinear resizes; "
+                                "use tensor_views=False for this run")
         cfg = replace(cfg, variant={**cfg.variant, "views": gpu_resize.TENSOR_VIEWS})
     if cfg.limit is not None:
         data = data.subset(range(min(cfg.limit, len(data))))
@@ -233,7 +234,7 @@ def _evaluate_pending(model, data, cfg, store, protocol, pending, cells, view_fn
             store.save_partial(partial_key, topk=topk, valid=valid, done=np.int64(done))
             last_save[0] = done
 
-    offset = done + lo  # positions in predict's list -> positions in this block: + done
+    offset = done  # predict's positions start at this block's first unfinished image
     run_cfg = cfg if dist.is_main() or not sharded else replace(cfg, progress=False)
     predict(model, data, list(range(lo + done, hi)), classifier, view_fn, protocol, R, run_cfg, on_batch=checkpoint,
             progress_total=m, progress_done=done, device_views=device_views)

@@ -3,6 +3,8 @@
 The resize mode, mean/std, interpolation and input size come from open_clip's per-tag
 preprocess config (``model.visual.preprocess_cfg``): SigLIP/CLIPA tags say ``squash``,
 OpenAI/EVA/MetaCLIP tags ``shortest``. An ``ARCH`` may be a path to a model-config JSON.
+A local checkpoint carries no tag, so ``preprocess_tag="[ARCH:]TAG"`` names the tag whose
+preprocessing it needs (e.g. a local copy of ``ViT-B-16-SigLIP:webli``).
 """
 from __future__ import annotations
 
@@ -28,9 +30,23 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     return arch, (tag or None)
 
 
+_PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
+
+
+def tag_preprocess_cfg(arch: str, preprocess_tag: str) -> dict:
+    """The preprocessing fields of open_clip's pretrained config for '[ARCH:]TAG' (no download)."""
+    import open_clip
+
+    tag_arch, _, tag = preprocess_tag.rpartition(":")
+    cfg = open_clip.get_pretrained_cfg(tag_arch or arch, tag)
+    if not cfg:
+        raise ModelError(f"preprocess_tag {preprocess_tag!r}: open_clip has no pretrained tag {tag!r} for {tag_arch or arch}")
+    return {k: cfg[k] for k in _PREPROCESS_KEYS if k in cfg}
+
+
 class OpenCLIPModel(ZeroShotModel):
     def __init__(self, spec: str, device: str | torch.device = "cpu", precision: str = "fp32",
-                 tokenizer=None, **model_kwargs):
+                 tokenizer=None, preprocess_tag: str | None = None, **model_kwargs):
         import open_clip
 
         arch, tag = parse_spec(spec)
@@ -61,6 +77,8 @@ class OpenCLIPModel(ZeroShotModel):
                 raise ModelError(f"weights for {arch}:{tag} are not available here ({type(e).__name__}); download them "
                                  "where there is network (they go to the Hugging Face cache) or pass ARCH:/path/to/checkpoint") from None
             weights_hash = hub.cached_file_hash(weights) if weights else None
+        if preprocess_tag is not None:
+            model_kwargs["force_preprocess_cfg"] = tag_preprocess_cfg(arch, preprocess_tag)
         try:
             model = open_clip.create_model(arch, pretrained=tag, device=device, precision=precision, **model_kwargs)
         except ModelError:

@@ -1,0 +1,332 @@
+"""``lr0fm compare``: rank your evaluated models among the paper's 66 backbones, per resolution,
+and say where your protocol or data differ from the paper's (so a rank is read for what it is).
+
+SAR/WAR are averages over datasets, so two of them are comparable only over the same datasets.
+By default every row (yours and the paper's) is scored on the datasets in common: the paper's 15
+that all compared models have at HR and at their LR resolutions. ``--no-datasets-only-common``
+ranks your SAR/WAR over whatever you evaluated against the paper's over all 15 (flagged).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ..catalog import class_counts, model_catalog, war_weights
+from ..errors import InputError
+from ..metrics import Robustness, robustness_table
+from . import model_label
+from .paper import (PAPER_RESOLUTIONS, paper_datasets, paper_models, paper_robustness, paper_splits, ranked)
+
+HR = "hr"
+
+
+@dataclass
+class Entry:
+    """One row of a per-resolution ranking: a paper backbone or one of yours."""
+
+    model: str
+    source: str  # "paper" | "yours"
+    rank: int  # yours: 1 + number of paper backbones strictly better
+    robustness: Robustness
+
+    def as_dict(self) -> dict:
+        x = self.robustness
+        return {"rank": self.rank, "model": self.model, "source": self.source, "SAR": x.SAR, "WAR": x.WAR,
+                "gamma": x.gamma, "Gamma": x.Gamma}
+
+
+@dataclass
+class Comparison:
+    rank_by: str
+    common_only: bool
+    datasets: list[str]  # datasets scored (common mode) or the paper's 15 (otherwise)
+    rankings: dict[int, list[Entry]] = field(default_factory=dict)  # resolution -> best first
+    differences: list[dict] = field(default_factory=list)  # {"kind", "message", ...}
+    variants: list[dict] = field(default_factory=list)  # variant vs its base model (e.g. LR tokens vs base)
+    base_model: dict[str, str] = field(default_factory=dict)  # your label -> model name (paper row if any)
+
+    def as_dict(self) -> dict:
+        return {"rank_by": self.rank_by, "datasets_only_common": self.common_only, "datasets": self.datasets,
+                "n_paper_models": len(paper_models()),
+                "resolutions": {str(r): [e.as_dict() for e in rows] for r, rows in self.rankings.items()},
+                "differences": self.differences, "variants": self.variants}
+
+
+def _res(r):
+    return HR if str(r).lower() == HR else int(r)
+
+
+def _join(items) -> str:
+    return ", ".join(str(i) for i in items)
+
+
+class _Differences:
+    """Collects protocol differences, each once, keeping the order found."""
+
+    def __init__(self):
+        self.items: list[dict] = []
+
+    def add(self, kind: str, message: str, **data) -> None:
+        if all(d["message"] != message for d in self.items):
+            self.items.append({"kind": kind, "message": message, **data})
+
+
+def _protocol_differences(by_label: dict[str, list[dict]], diffs: _Differences) -> None:
+    """Per-record settings that differ from the paper's (independent of the ranking itself)."""
+    catalog, ncls, paper_ds = model_catalog(), class_counts(), set(paper_datasets())
+    for label, recs in by_label.items():
+        recs = [r for r in recs if r["dataset"] in paper_ds]
+        entry = catalog.get(recs[0]["model"]) if recs else None
+        if entry:
+            modes = sorted({(r.get("protocol") or {}).get("mode") for r in recs} - {None})
+            if modes and modes != [entry.get("resize_mode")]:
+                diffs.add("resize_mode", f"{label}: resize mode {_join(modes)}; the paper's for {entry['name']} is "
+                          f"{entry.get('resize_mode')} (catalog)", model=label)
+            sizes = sorted({(r.get("protocol") or {}).get("input_size") for r in recs} - {None})
+            if sizes and entry.get("native_resolution") and sizes != [entry["native_resolution"]]:
+                diffs.add("input_size", f"{label}: input size {_join(sizes)} px; the paper's for {entry['name']} is "
+                          f"{entry['native_resolution']} px", model=label)
+        limited = sorted({(r.get("limit"), r["dataset"]) for r in recs if r.get("limit")})
+        for limit in sorted({l for l, _ in limited}):
+            ds = [d for l, d in limited if l == limit]
+            diffs.add("limit", f"{label}: only the first {limit} images of {_join(ds)} (--limit); the paper used all",
+                      model=label, datasets=ds)
+        for d in sorted({r["dataset"] for r in recs}):
+            splits = sorted({str(r.get("split")) for r in recs if r["dataset"] == d})
+            bad = [s for s in splits if s not in paper_splits(d)]
+            if bad:
+                diffs.add("split", f"{label}: {d} split {_join(bad)}; the paper used {' / '.join(paper_splits(d))}",
+                          model=label, dataset=d)
+            classes = sorted({r.get("num_classes") for r in recs if r["dataset"] == d} - {None})
+            if classes and classes != [ncls.get(d)]:
+                diffs.add("classes", f"{label}: {d} with {_join(classes)} classes; the paper's has {ncls.get(d)}",
+                          model=label, dataset=d)
+        variant = recs[0].get("variant") if recs else None
+        if variant:
+            diffs.add("variant", f"{label}: intervention {_join(sorted(variant))} on {recs[0]['model']}; the paper's "
+                      "table holds base models only", model=label)
+
+
+def compare(records: Sequence[dict], resolutions: Sequence[int | str] | None = None, rank_by: str = "WAR",
+            common_only: bool = True) -> Comparison:
+    """Rank the models of ``records`` (one row per model label) among the paper's backbones."""
+    if rank_by not in ("SAR", "WAR"):
+        raise InputError(f"--rank-by {rank_by!r}: use SAR or WAR")
+    diffs = _Differences()
+    paper_ds = paper_datasets()
+    wanted = [r for r in (resolutions or PAPER_RESOLUTIONS) if r != HR]
+    for r in wanted:
+        if r not in PAPER_RESOLUTIONS:
+            diffs.add("resolution", f"the paper has no results at {r} px (it has {_join(PAPER_RESOLUTIONS)}); "
+                      f"not compared", resolution=r)
+    wanted = sorted((r for r in wanted if r in PAPER_RESOLUTIONS), reverse=True)
+    if not wanted:
+        raise InputError(f"no resolution to compare: the paper has results at {_join(PAPER_RESOLUTIONS)} px")
+
+    by_label: dict[str, list[dict]] = {}
+    for rec in records:
+        by_label.setdefault(model_label(rec), []).append({**rec, "resolution": _res(rec["resolution"])})
+
+    # Datasets and resolutions outside the paper's grid.
+    for label, recs in sorted(by_label.items()):
+        extra = sorted({r["dataset"] for r in recs} - set(paper_ds))
+        if extra:
+            diffs.add("dataset", f"{label}: {_join(extra)} not among the paper's {len(paper_ds)} datasets; "
+                      "left out of the comparison", model=label, datasets=extra)
+        res_extra = sorted({r["resolution"] for r in recs} - {HR} - set(PAPER_RESOLUTIONS))
+        if res_extra:
+            diffs.add("resolution", f"{label}: results at {_join(res_extra)} px have no paper counterpart; "
+                      "not compared", model=label)
+    _protocol_differences(by_label, diffs)
+
+    # What each label has: paper datasets with an HR result and a result at each of its compared resolutions.
+    have: dict[str, dict] = {}
+    for label, recs in sorted(by_label.items()):
+        cells = {(r["dataset"], r["resolution"]) for r in recs if r["dataset"] in paper_ds}
+        res_l = [r for r in wanted if any(c[1] == r for c in cells)]
+        missing_res = [r for r in wanted if r not in res_l]
+        if missing_res and cells:
+            diffs.add("resolution", f"{label}: no results at {_join(missing_res)} px (the paper has "
+                      f"{_join(PAPER_RESOLUTIONS)})", model=label)
+        no_hr = sorted({d for d, _ in cells if (d, HR) not in cells})
+        if no_hr:
+            diffs.add("hr", f"{label}: no HR result on {_join(no_hr)}, so gamma cannot be computed there; "
+                      "left out", model=label, datasets=no_hr)
+        full = [d for d in paper_ds if (d, HR) in cells and all((d, r) in cells for r in res_l)]
+        partial = [d for d in paper_ds if (d, HR) in cells and d not in full and any((d, r) in cells for r in res_l)]
+        if partial and common_only:
+            diffs.add("dataset", f"{label}: {_join(partial)} not evaluated at every compared resolution; left out",
+                      model=label, datasets=partial)
+        if res_l and (full or (partial and not common_only)):
+            have[label] = {"resolutions": res_l, "datasets": full if common_only else full + partial}
+    if not have:
+        raise InputError("none of your results can be compared: the paper's datasets are "
+                         f"{_join(paper_ds)}, each needs an HR result and one at {_join(wanted)} px")
+
+    if common_only:
+        datasets = [d for d in paper_ds if all(d in h["datasets"] for h in have.values())]
+        if not datasets:
+            raise InputError("your models have no dataset in common with each other and the paper ("
+                             + "; ".join(f"{k}: {_join(v['datasets'])}" for k, v in have.items())
+                             + "); compare them one at a time with --model, or pass --no-datasets-only-common")
+        for label, h in have.items():
+            dropped = [d for d in h["datasets"] if d not in datasets]
+            if dropped:
+                diffs.add("dataset", f"{label}: {_join(dropped)} left out, not evaluated for every compared model",
+                          model=label, datasets=dropped)
+        if len(datasets) < len(paper_ds):
+            diffs.add("datasets_subset", f"compared on {len(datasets)} of the paper's {len(paper_ds)} datasets "
+                      f"({_join(datasets)}); the paper's backbones are re-scored on the same datasets, so their "
+                      "SAR/WAR differ from 'lr0fm report --paper'", datasets=datasets)
+    else:
+        datasets = list(paper_ds)
+        for label, h in have.items():
+            if set(h["datasets"]) != set(paper_ds):
+                diffs.add("not_comparable", f"{label}: SAR/WAR over {len(h['datasets'])} datasets "
+                          f"({_join(h['datasets'])}) against the paper's over all {len(paper_ds)}: not comparable "
+                          "(drop --no-datasets-only-common to score everyone on the same datasets)", model=label)
+
+    weights, ncls = war_weights(), class_counts()
+    paper_rob = paper_robustness(datasets, wanted)
+    rows = [{"model": label, "dataset": r["dataset"], "resolution": r["resolution"], "top1": r["top1"],
+             "num_classes": r.get("num_classes")}
+            for label, recs in by_label.items() if label in have for r in recs
+            if r["dataset"] in have[label]["datasets"] and (r["dataset"] in datasets)
+            and r["resolution"] in set(have[label]["resolutions"]) | {HR}]
+    yours = robustness_table(rows, weights, ncls)
+
+    cmp = Comparison(rank_by, common_only, datasets,
+                     base_model={label: recs[0]["model"] for label, recs in by_label.items() if label in have})
+    for res in wanted:
+        paper = ranked([x for x in paper_rob if x.resolution == res and set(datasets) <= set(x.gamma)], rank_by)
+        entries = [Entry(x.model, "paper", i, x) for i, x in enumerate(paper, 1)]
+        for x in (y for y in yours if y.resolution == res):
+            entries.append(Entry(x.model, "yours", 1 + sum(getattr(p, rank_by) > getattr(x, rank_by) for p in paper), x))
+        # Yours after paper rows of equal score, consistent with the rank definition.
+        cmp.rankings[res] = sorted(entries, key=lambda e: (e.rank, e.source == "yours"))
+    cmp.differences = diffs.items
+    cmp.variants = _variants_vs_base(cmp, by_label)
+    return cmp
+
+
+def _variants_vs_base(cmp: Comparison, by_label: dict[str, list[dict]]) -> list[dict]:
+    """Each variant (LR tokens, SR...) next to its own base model's row, when both were evaluated."""
+    out = []
+    for label, recs in sorted(by_label.items()):
+        base = recs[0]["model"]
+        if label == base or base not in by_label:
+            continue
+        for res, entries in cmp.rankings.items():
+            mine = {e.model: e for e in entries if e.source == "yours"}
+            if label in mine and base in mine:
+                v, b = mine[label], mine[base]
+                out.append({"variant": label, "base": base, "resolution": res,
+                            "SAR": [b.robustness.SAR, v.robustness.SAR], "WAR": [b.robustness.WAR, v.robustness.WAR],
+                            "rank": [b.rank, v.rank]})
+    return out
+
+
+# -- text ----------------------------------------------------------------------------------------
+def _shown(entries: list[Entry], base_models: set[str], context: int, top: int) -> list[int]:
+    """Indices to print: the top rows, and ``context`` rows around each of yours and around the
+    paper's row of the model you evaluated."""
+    keep = set(range(min(top, len(entries))))
+    for i, e in enumerate(entries):
+        if e.source == "yours" or e.model in base_models:
+            keep |= set(range(max(0, i - context), min(len(entries), i + context + 1)))
+    return sorted(keep)
+
+
+def format_comparison(cmp: Comparison, context: int = 2, top: int = 3) -> str:
+    n_paper = len(paper_models())
+    lines = [f"Your models among the paper's {n_paper} backbones (LR0.FM), ranked by {cmp.rank_by}; "
+             f"rank = 1 + paper backbones scoring higher",
+             f"datasets ({len(cmp.datasets)}): {_join(cmp.datasets)}", ""]
+    names = [e.model for rows in cmp.rankings.values() for e in rows]
+    width = max(len(n) for n in names) + 14
+    base_models = set(cmp.base_model.values())
+    for res, entries in cmp.rankings.items():
+        lines += [f"== {res} px", f"  {'rank':>4}  {'model':<{width}}{'SAR':>7}{'WAR':>7}"]
+        last = -1
+        yours = {id(e): k for k, e in enumerate((e for e in entries if e.source == "yours"), 1)}
+        for i in _shown(entries, base_models, context, top):
+            if i != last + 1:
+                lines.append(f"  {'...':>4}")
+            e = entries[i]
+            mark, name = (">", f"{e.model} (yours [{yours[id(e)]}])") if e.source == "yours" else (" ", e.model)
+            lines.append(f"{mark} {e.rank:>4}  {name:<{width}}{e.robustness.SAR:>7.3f}{e.robustness.WAR:>7.3f}")
+            last = i
+        if last != len(entries) - 1:
+            lines.append(f"  {'...':>4}  ({sum(e.source == 'paper' for e in entries)} paper backbones)")
+        lines += _gamma_block(entries, cmp)
+        lines.append("")
+    if cmp.variants:
+        lines.append("Variants vs their base model (both yours):")
+        for v in cmp.variants:
+            lines.append(f"  {v['resolution']:>3} px  {v['variant']} vs {v['base']}: "
+                         f"SAR {v['SAR'][0]:.3f} -> {v['SAR'][1]:.3f} ({v['SAR'][1] - v['SAR'][0]:+.3f}), "
+                         f"WAR {v['WAR'][0]:.3f} -> {v['WAR'][1]:.3f} ({v['WAR'][1] - v['WAR'][0]:+.3f}), "
+                         f"rank {v['rank'][0]} -> {v['rank'][1]}")
+        lines.append("")
+    lines.append("Differences from the paper's protocol:")
+    lines += [f"  - {d['message']}" for d in cmp.differences] or ["  (none found in the records)"]
+    return "\n".join(lines) + "\n"
+
+
+def _gamma_block(entries: list[Entry], cmp: Comparison) -> list[str]:
+    """Gamma per dataset (rows) for your models [k], the paper's row of the same model, and the
+    median and best of the paper's backbones."""
+    paper = {e.model: e for e in entries if e.source == "paper"}
+    cols: list[tuple[str, dict]] = []
+    for k, e in enumerate((e for e in entries if e.source == "yours"), 1):
+        cols.append((f"[{k}]", e.robustness.Gamma))
+        base = cmp.base_model.get(e.model)
+        if base in paper and all(g is not paper[base].robustness.Gamma for _, g in cols):
+            cols.append((f"paper[{k}]", paper[base].robustness.Gamma))
+    if paper:
+        cols.append(("median", {d: statistics.median(e.robustness.Gamma[d] for e in paper.values()) for d in cmp.datasets}))
+        cols.append(("best", {d: max(e.robustness.Gamma[d] for e in paper.values()) for d in cmp.datasets}))
+    dw = max(len(d) for d in cmp.datasets) + 2
+    cw = max([len(c) for c, _ in cols] + [6]) + 2
+    out = [f"  {'Gamma':<{dw}}" + "".join(f"{c:>{cw}}" for c, _ in cols)]
+    for d in cmp.datasets:
+        out.append(f"  {d:<{dw}}" + "".join(f"{g[d]:>{cw}.3f}" if d in g else f"{'-':>{cw}}" for _, g in cols))
+    return out
+
+
+# -- command ---------------------------------------------------------------------------------------
+def cmd_compare(args) -> int:
+    from ..protocol import parse_resolutions
+    from ..store import ResultsStore
+
+    store = ResultsStore(args.out)
+    records = store.records()
+    if not records:
+        raise InputError(f"no results in {store.root}: run 'lr0fm eval' first (or give --out DIR)")
+    if args.model:
+        names = [n.strip() for n in args.model.split(",") if n.strip()]
+        picked = [r for r in records if r["model"] in names or model_label(r) in names]
+        if not picked:
+            known = sorted({model_label(r) for r in records})
+            raise InputError(f"--model {args.model}: no results for it in {store.root}; stored: {_join(known)}")
+        records = picked
+    cmp = compare(records, parse_resolutions(args.resolutions), rank_by=args.rank_by, common_only=args.datasets_only_common)
+    print(json.dumps(cmp.as_dict(), indent=1) if args.json else format_comparison(cmp, context=args.context))
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    p = subparsers.add_parser("compare", help="rank your evaluated models among the paper's 66 backbones")
+    p.add_argument("--model", default=None, help="your model(s), comma-separated (name, or name+variant label)")
+    p.add_argument("--resolutions", "-r", default=",".join(map(str, PAPER_RESOLUTIONS)),
+                   help="LR sizes in px to compare (the paper has %(default)s)")
+    p.add_argument("--rank-by", choices=["WAR", "SAR"], default="WAR")
+    p.add_argument("--json", action="store_true", help="print the comparison (all rows, differences) as JSON")
+    p.add_argument("--datasets-only-common", action=argparse.BooleanOptionalAction, default=True,
+                   help="score everyone on the datasets all compared models and the paper share (default); "
+                        "--no-datasets-only-common ranks your SAR/WAR over your datasets against the paper's over 15")
+    p.add_argument("--context", type=int, default=2, help="paper rows shown around each of yours (default: %(default)s)")
+    p.set_defaults(func=cmd_compare)
