@@ -158,8 +158,9 @@ def cmd_models(args) -> int:
 
 def _backend_importable(backend: str) -> bool:
     import importlib.util
-    need = {"open_clip": "open_clip", "hf": "transformers"}.get(backend)
-    return need is None or importlib.util.find_spec(need) is not None
+
+    from .models import BACKEND_REQUIRES
+    return all(importlib.util.find_spec(need) is not None for need in BACKEND_REQUIRES.get(backend, ()))
 
 
 def cmd_datasets(args) -> int:

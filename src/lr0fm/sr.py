@@ -95,7 +95,7 @@ def load_sr_model(path: str | Path, device: str = "cpu"):
     except spandrel.UnsupportedModelError:
         raise InputError(f"--sr {path}: spandrel does not recognise this network's architecture; give 'bicubic' "
                          "or an ESRGAN/Real-ESRGAN, SwinIR, HAT, ... weights file") from None
-    except (ValueError, RuntimeError, OSError, KeyError, EOFError) as e:  # bad extension, corrupt file
+    except Exception as e:  # unknown extension, corrupt or truncated file, unpickling refused, ...
         raise InputError(f"--sr {path}: cannot be read as SR weights ({str(e).splitlines()[0][:160]})") from None
     if not isinstance(descriptor, spandrel.ImageModelDescriptor):
         raise InputError(f"--sr {path}: {descriptor.architecture.name} is a {descriptor.purpose} model, "

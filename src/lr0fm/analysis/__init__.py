@@ -24,7 +24,7 @@ def analysis_dir(out=None) -> Path:
 def slug(*parts: str) -> str:
     """A file-name-safe stem from model/dataset names (model specs may be paths)."""
     text = "_".join(str(p) for p in parts)
-    clean = re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-")
+    clean = re.sub(r"[^A-Za-z0-9_+-]+", "-", text).strip("-")
     if clean != text or len(clean) > 60:
         # altered or shortened: a hash keeps different specs apart
         clean = f"{clean[-48:].strip('-')}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"

@@ -91,12 +91,12 @@ class LayerSimilarity:
                 for i, r in enumerate(self.resolutions) for d, layer in enumerate(self.layers)]
 
     def table(self) -> str:
-        head = f"{'layer':<10}" + "".join(f"{_res_label(r):>16}" for r in self.resolutions)
+        head = f"{'layer':<10}" + "".join(f"{_res_label(r):>17}" for r in self.resolutions)
         lines = [f"== {self.model} on {self.dataset} ({self.tower}, {self.n_images} images"
                  + (f", {_variant_text(self.variant)}" if self.variant else "") + ")",
                  "HR-vs-LR similarity of mean-pooled features: cosine / linear CKA", head]
         for d, layer in enumerate(self.layers):
-            lines.append(f"{layer:<10}" + "".join(f"{self.cosine[i][d]:>9.3f} /{self.cka[i][d]:>5.2f}"
+            lines.append(f"{layer:<10}" + "".join(f"{self.cosine[i][d]:>9.3f} /{self.cka[i][d]:>6.3f}"
                                                   for i in range(len(self.resolutions))))
         if self.n_skipped:
             lines.append(f"({self.n_skipped} unreadable images skipped)")
@@ -121,11 +121,11 @@ class LayerSimilarity:
         return save_figure(fig, path)
 
     def save(self, directory: Path) -> dict[str, Path]:
-        stem = Path(directory) / ("layers_" + slug(self.model, self.dataset, *(f"{k}-{v}" for k, v in
-                                                                                sorted(self.variant.items()))))
-        return {"json": write_json(stem.with_suffix(".json"), asdict(self)),
-                "csv": write_csv(stem.with_suffix(".csv"), self.rows()),
-                "png": self.plot(stem.with_suffix(".png"))}
+        stem = "layers_" + slug(self.model, self.dataset, *(f"{k}-{v}" for k, v in sorted(self.variant.items())))
+        directory = Path(directory)
+        return {"json": write_json(directory / f"{stem}.json", asdict(self)),
+                "csv": write_csv(directory / f"{stem}.csv", self.rows()),
+                "png": self.plot(directory / f"{stem}.png")}
 
 
 def _res_label(r) -> str:

@@ -32,12 +32,28 @@ def _hf(spec: str, **kw):
     return HFModel(spec, **kw)
 
 
-# backend name -> builder(spec, **kwargs). Other modules add theirs (ALBEF, M2-Encoder ...).
-BACKENDS: dict[str, Callable[..., ZeroShotModel]] = {"conse": _conse, "open_clip": _open_clip, "hf": _hf}
+def _vit_bert(family: str) -> Callable[..., ZeroShotModel]:
+    def build(spec: str, **kw):
+        from .vit_bert import ViTBertModel
+        return ViTBertModel(spec, family, **kw)
+    return build
 
 
-def register_backend(name: str, builder: Callable[..., ZeroShotModel]) -> None:
+# backend name -> builder(spec, **kwargs). Other modules add theirs with register_backend.
+BACKENDS: dict[str, Callable[..., ZeroShotModel]] = {
+    "conse": _conse, "open_clip": _open_clip, "hf": _hf,
+    "albef": _vit_bert("albef"), "blip": _vit_bert("blip"),  # official ALBEF / BLIP-pretraining .pth files
+}
+# backend name -> the importable packages it needs (lr0fm models --paper says which can run here).
+BACKEND_REQUIRES: dict[str, tuple[str, ...]] = {
+    "open_clip": ("open_clip",), "hf": ("transformers",), "albef": ("timm", "transformers"),
+    "blip": ("timm", "transformers"),
+}
+
+
+def register_backend(name: str, builder: Callable[..., ZeroShotModel], requires: tuple[str, ...] = ()) -> None:
     BACKENDS[name] = builder
+    BACKEND_REQUIRES[name] = tuple(requires)
 
 
 def offline_models() -> list[str]:
@@ -78,5 +94,5 @@ def create_model(name: str, device: str = "cpu", **kwargs) -> ZeroShotModel:
     return model.to(device).eval()
 
 
-__all__ = ["BACKENDS", "DEFAULT_MODEL", "ModelError", "ModelInfo", "PreprocessCfg", "TextCfg", "ZeroShotModel",
+__all__ = ["BACKENDS", "BACKEND_REQUIRES", "DEFAULT_MODEL", "ModelError", "ModelInfo", "PreprocessCfg", "TextCfg", "ZeroShotModel",
            "create_model", "model_names", "register_backend", "resolve"]

@@ -1,5 +1,7 @@
 """Hugging Face transformers backend: CLIPModel, SiglipModel and any model exposing
-``get_image_features`` / ``get_text_features`` (a hub id or a local ``save_pretrained`` folder).
+``get_image_features`` / ``get_text_features`` (a hub id or a local ``save_pretrained`` folder),
+plus the model classes in ``FEATURES`` whose dual-encoder embeddings are reached another way
+(BLIP's image-text contrastive heads, EVA-CLIP-8B's remote-code ``encode_image``/``encode_text``).
 
 Preprocessing comes from the model's own image processor: ``size={"shortest_edge": S}`` plus a
 crop means ``shortest``; ``size={"height": S, "width": S}`` means ``squash``. Text quirks per
@@ -7,6 +9,7 @@ crop means ``shortest``; ``size={"height": S, "width": S}`` means ``squash``. Te
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,8 +29,9 @@ def text_cfg_for(model_type: str) -> TextCfg:
 
 
 def preprocess_from_processor(proc) -> PreprocessCfg:
-    size = proc.size if isinstance(proc.size, dict) else {"shortest_edge": proc.size}
-    crop = getattr(proc, "crop_size", None) or {}
+    # sizes are dicts, ints, or (transformers 5) SizeDicts, whose dict() keeps the fields set
+    size = {"shortest_edge": proc.size} if isinstance(proc.size, int) else dict(proc.size)
+    crop = dict(getattr(proc, "crop_size", None) or {})
     if "shortest_edge" in size:
         mode, s = "shortest", crop.get("height", size["shortest_edge"]) if getattr(proc, "do_center_crop", True) else size["shortest_edge"]
     else:
@@ -39,6 +43,32 @@ def preprocess_from_processor(proc) -> PreprocessCfg:
     return PreprocessCfg(int(s), tuple(proc.image_mean), tuple(proc.image_std), mode, interp)
 
 
+@dataclass(frozen=True)
+class Route:
+    """How one side (image or text) of a model class yields its embedding.
+
+    ``method``: call ``model.method(**inputs)``; or ``tower`` + ``proj``: the projection of the
+    tower's first ([CLS]) token, as BLIP's image-text contrastive (ITC) embeddings.
+    ``inputs``: which tokenizer outputs the text side takes.
+    """
+
+    method: str | None = None
+    tower: str | None = None
+    proj: str | None = None
+    inputs: tuple[str, ...] = ("input_ids", "attention_mask")
+
+
+DEFAULT_FEATURES = {"image": Route(method="get_image_features"), "text": Route(method="get_text_features")}
+# model class (config.architectures[0]) -> its routes; classes here are built as that class,
+# not as AutoModel (which maps a BLIP config to BlipModel, whose projections the ITM checkpoints lack).
+FEATURES: dict[str, dict[str, Route]] = {
+    "BlipForImageTextRetrieval": {"image": Route(tower="vision_model", proj="vision_proj"),
+                                  "text": Route(tower="text_encoder", proj="text_proj")},
+    "EvaCLIPModel": {"image": Route(method="encode_image"),
+                     "text": Route(method="encode_text", inputs=("input_ids",))},
+}
+
+
 def _features(out) -> torch.Tensor:
     if isinstance(out, torch.Tensor):
         return out
@@ -48,22 +78,32 @@ def _features(out) -> torch.Tensor:
 
 class HFModel(ZeroShotModel):
     def __init__(self, model_id: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                 trust_remote_code: bool = False, **kwargs):
-        from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+                 trust_remote_code: bool = False, image_processor: str | None = None, **kwargs):
+        """``image_processor``: where to load the image processor from when the model repo has
+        none (EVA-CLIP-8B uses openai/clip-vit-large-patch14's)."""
+        import transformers
+        from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
         local = Path(model_id).is_dir()
         if not local:
             hub.go_offline_if_unreachable()
         try:
-            model = AutoModel.from_pretrained(model_id, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
-            proc = AutoImageProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
+            config = AutoConfig.from_pretrained(model_id, trust_remote_code=trust_remote_code)
+            arch = (getattr(config, "architectures", None) or [""])[0]
+            model_cls = getattr(transformers, arch, None) if arch in FEATURES else None
+            model = (model_cls or AutoModel).from_pretrained(model_id, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                            **kwargs)
+            proc = AutoImageProcessor.from_pretrained(image_processor or model_id, trust_remote_code=trust_remote_code)
             tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=trust_remote_code)
         except OSError as e:
             raise ModelError(f"weights for {model_id} are not available here ({str(e).splitlines()[0][:160]}); download "
                              "them where there is network or pass a local save_pretrained folder") from None
-        for need in ("get_image_features", "get_text_features"):
-            if not hasattr(model, need):
-                raise ModelError(f"{model_id} ({type(model).__name__}) has no {need}(); use a CLIP-style dual encoder")
+        routes = FEATURES.get(type(model).__name__, DEFAULT_FEATURES)
+        for route in routes.values():
+            for need in filter(None, (route.method, route.tower, route.proj)):
+                if not hasattr(model, need):
+                    raise ModelError(f"{model_id} ({type(model).__name__}) has no {need}; use a CLIP-style dual "
+                                     "encoder or a class listed in lr0fm.models.hf_backend.FEATURES")
         model.eval().to(device)
         weights_hash = None
         if local:
@@ -73,7 +113,7 @@ class HFModel(ZeroShotModel):
         info = ModelInfo(model_id=f"hf:{model_id}", backend="hf", weights=model_id, weights_hash=weights_hash,
                          extra={"class": type(model).__name__, "model_type": model.config.model_type})
         super().__init__(info, preprocess_from_processor(proc), text_cfg_for(model.config.model_type))
-        self.model, self.tokenizer = model, tokenizer
+        self.routes, self.model, self.tokenizer = routes, model, tokenizer
         for p in self.model.parameters():
             p.requires_grad_(False)
 
@@ -81,15 +121,22 @@ class HFModel(ZeroShotModel):
     def tower(self) -> nn.Module:
         return getattr(self.model, "vision_model", None) or self.model
 
+    def _embed(self, route: Route, **inputs) -> torch.Tensor:
+        if route.method:
+            return _features(getattr(self.model, route.method)(**inputs))
+        hidden = getattr(self.model, route.tower)(**inputs).last_hidden_state
+        return getattr(self.model, route.proj)(hidden[:, 0, :])
+
     def _image_features(self, images: torch.Tensor) -> torch.Tensor:
         dtype = next(self.model.parameters()).dtype
-        return _features(self.model.get_image_features(pixel_values=images.to(dtype)))
+        return self._embed(self.routes["image"], pixel_values=images.to(dtype))
 
     def _text_features(self, texts: list[str]) -> torch.Tensor:
         cfg = self.text_cfg
         max_len = cfg.max_length or getattr(getattr(self.model.config, "text_config", None), "max_position_embeddings", 77)
         tok = self.tokenizer(texts, padding=cfg.padding, truncation=True, max_length=max_len, return_tensors="pt")
-        tok = {k: v.to(self.device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
+        route = self.routes["text"]
+        tok = {k: v.to(self.device) for k, v in tok.items() if k in route.inputs}
         if cfg.padding == "max_length":  # SigLIP was trained without an attention mask
             tok.pop("attention_mask", None)
-        return _features(self.model.get_text_features(**tok))
+        return self._embed(route, **tok)

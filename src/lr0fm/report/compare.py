@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -18,7 +19,7 @@ from ..catalog import class_counts, model_catalog, war_weights
 from ..errors import InputError
 from ..metrics import Robustness, robustness_table
 from . import model_label
-from .paper import (PAPER_RESOLUTIONS, paper_datasets, paper_models, paper_robustness, paper_splits, ranked)
+from .paper import (PAPER_RESOLUTIONS, paper_datasets, paper_models, paper_robustness, paper_split, ranked)
 
 HR = "hr"
 
@@ -95,12 +96,17 @@ def _protocol_differences(by_label: dict[str, list[dict]], diffs: _Differences) 
             diffs.add("limit", f"{label}: only the first {limit} images of {_join(ds)} (--limit); the paper used all",
                       model=label, datasets=ds)
         for d in sorted({r["dataset"] for r in recs}):
-            splits = sorted({str(r.get("split")) for r in recs if r["dataset"] == d})
-            bad = [s for s in splits if s not in paper_splits(d)]
-            if bad:
-                diffs.add("split", f"{label}: {d} split {_join(bad)}; the paper used {' / '.join(paper_splits(d))}",
+            ds_recs = [r for r in recs if r["dataset"] == d]
+            split, size = paper_split(d) or (None, None)
+            bad = sorted({str(r.get("split")) for r in ds_recs} - {split})
+            if split and bad:
+                diffs.add("split", f"{label}: {d} split {_join(bad)}; the paper used {split}", model=label, dataset=d)
+            counts = sorted({r["n_images"] + r.get("n_skipped", 0) for r in ds_recs
+                             if r.get("n_images") is not None and not r.get("limit") and r.get("split") == split})
+            if size and counts and counts != [size]:
+                diffs.add("n_images", f"{label}: {d} {split} split with {_join(counts)} images; the paper's has {size}",
                           model=label, dataset=d)
-            classes = sorted({r.get("num_classes") for r in recs if r["dataset"] == d} - {None})
+            classes = sorted({r.get("num_classes") for r in ds_recs} - {None})
             if classes and classes != [ncls.get(d)]:
                 diffs.add("classes", f"{label}: {d} with {_join(classes)} classes; the paper's has {ncls.get(d)}",
                           model=label, dataset=d)
@@ -108,6 +114,26 @@ def _protocol_differences(by_label: dict[str, list[dict]], diffs: _Differences) 
         if variant:
             diffs.add("variant", f"{label}: intervention {_join(sorted(variant))} on {recs[0]['model']}; the paper's "
                       "table holds base models only", model=label)
+
+
+def _pick_records(records: Sequence[dict], diffs: _Differences) -> dict[str, list[dict]]:
+    """label -> records, one per (dataset, resolution): when a cell was evaluated more than once
+    (another split, a --limit run), the one closest to the paper's protocol is used."""
+    cells: dict[tuple, list[dict]] = {}
+    for rec in records:
+        rec = {**rec, "resolution": _res(rec["resolution"])}
+        top1 = rec.get("top1")
+        if top1 is None or not math.isfinite(float(top1)):
+            diffs.add("invalid", f"{model_label(rec)}: no valid images on {rec['dataset']} at {rec['resolution']}; "
+                      "left out", model=model_label(rec))
+            continue
+        cells.setdefault((model_label(rec), rec["dataset"], rec["resolution"]), []).append(rec)
+    by_label: dict[str, list[dict]] = {}
+    for (label, dataset, _), recs in cells.items():
+        split = (paper_split(dataset) or (None,))[0]
+        best = min(recs, key=lambda r: (r.get("split") != split, bool(r.get("limit"))))
+        by_label.setdefault(label, []).append(best)
+    return by_label
 
 
 def compare(records: Sequence[dict], resolutions: Sequence[int | str] | None = None, rank_by: str = "WAR",
@@ -126,9 +152,7 @@ def compare(records: Sequence[dict], resolutions: Sequence[int | str] | None = N
     if not wanted:
         raise InputError(f"no resolution to compare: the paper has results at {_join(PAPER_RESOLUTIONS)} px")
 
-    by_label: dict[str, list[dict]] = {}
-    for rec in records:
-        by_label.setdefault(model_label(rec), []).append({**rec, "resolution": _res(rec["resolution"])})
+    by_label = _pick_records(records, diffs)
 
     # Datasets and resolutions outside the paper's grid.
     for label, recs in sorted(by_label.items()):
@@ -273,7 +297,7 @@ def format_comparison(cmp: Comparison, context: int = 2, top: int = 3) -> str:
         lines.append("")
     lines.append("Differences from the paper's protocol:")
     lines += [f"  - {d['message']}" for d in cmp.differences] or ["  (none found in the records)"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
 
 
 def _gamma_block(entries: list[Entry], cmp: Comparison) -> list[str]:

@@ -19,23 +19,20 @@ from ..metrics import Robustness, robustness_table
 # The LR resolutions of the paper's tables, in the order the paper lists them.
 PAPER_RESOLUTIONS: tuple[int, ...] = (128, 64, 32, 16)
 
-# Split names under which a record counts as measured on the same images as the paper. The paper
-# evaluates on each dataset's test set; ImageNet-1k's is the ILSVRC-2012 validation set, and the
-# ImageNet shift sets are single-split (registries name them 'test' or 'all'). EuroSAT is the
-# exception: the paper used its validation split.
-_TEST = ("test",)
-PAPER_SPLITS: dict[str, tuple[str, ...]] = {
-    "imagenet1k": ("val", "test"),
-    "imagenet_a": ("test", "all"),
-    "imagenet_v2": ("test", "all"),
-    "imagenet_r": ("test", "all"),
-    "imagenet_sketch": ("test", "all"),
-    "eurosat": ("val",),
-}
+@lru_cache(maxsize=None)
+def _paper_splits() -> dict[str, tuple[str, int]]:
+    """dataset -> (split, image count) the paper evaluated: the default split of lr0fm's loader
+    for each benchmark dataset (datasets/paper.py; e.g. EuroSAT's CoOp 'val', ImageNet's 'val')."""
+    try:
+        from ..datasets.paper import DATASETS
+    except ImportError:  # pragma: no cover - loaders absent: splits are not checked
+        return {}
+    return {d.key: (d.default_split, d.splits[d.default_split].size) for d in DATASETS}
 
 
-def paper_splits(dataset: str) -> tuple[str, ...]:
-    return PAPER_SPLITS.get(dataset, _TEST)
+def paper_split(dataset: str) -> tuple[str, int] | None:
+    """(split name, image count) of the paper's evaluation of ``dataset``; None when unknown."""
+    return _paper_splits().get(dataset)
 
 
 @lru_cache(maxsize=None)
@@ -127,4 +124,4 @@ def paper_leaderboard(rank_by: str = "WAR", json_out: bool = False) -> str:
     if incomplete:
         lines.append("not ranked (missing published accuracies):")
         lines += [f"  {x['model']} at {x['resolution']} px: {', '.join(x['missing'])}" for x in incomplete]
-    return "\n".join(lines).rstrip() + "\n"
+    return "\n".join(lines).rstrip()

@@ -73,11 +73,14 @@ def _replace_first(x, new):
 def probe_shapes(model: nn.Module, tower: Tower, input_size: int) -> tuple[tuple, list[tuple]]:
     """(patch-embed output shape, [block input shapes]) of one dry forward, batch dim dropped."""
     shapes: dict = {}
-    handles = [tower.embed.register_forward_hook(lambda m, a, o: shapes.setdefault("embed", _first(o).shape))]
+
+    def record(key, x) -> None:  # hooks must return None, or they would replace the value
+        shapes.setdefault(key, x.shape)
+
+    handles = [tower.embed.register_forward_hook(lambda m, a, o: record("embed", _first(o)))]
     for i, block in enumerate(tower.blocks):
         handles.append(block.register_forward_pre_hook(
-            lambda m, a, kw, i=i: shapes.setdefault(i, (_first(a) if a else next(iter(kw.values()))).shape),
-            with_kwargs=True))
+            lambda m, a, kw, i=i: record(i, a[0] if a else next(iter(kw.values()))), with_kwargs=True))
     try:
         device = next(model.parameters()).device
         x = torch.zeros(1, 3, input_size, input_size, device=device)
@@ -180,13 +183,13 @@ class LRTokens(nn.Module):
                 return None
             if args:
                 x = args[0]
-                new = self._apply(x, key)
+                new = self._add_tokens(x, key)
                 return (new,) + tuple(args[1:]), kwargs
             name = next(iter(kwargs))  # the block's first input passed by keyword
-            return args, {**kwargs, name: self._apply(kwargs[name], key)}
+            return args, {**kwargs, name: self._add_tokens(kwargs[name], key)}
         return hook
 
-    def _apply(self, x: torch.Tensor, key: str) -> torch.Tensor:
+    def _add_tokens(self, x: torch.Tensor, key: str) -> torch.Tensor:
         T = self.tokens[key].to(x.dtype)
         if self.tower.kind == "cnn":
             if T.shape[-2:] != x.shape[-2:]:

@@ -315,6 +315,7 @@ def train_tokens(model, data: TrainImages, cfg: TrainConfig, out_dir: str | os.P
             save_state_sidecar(last, done, best, optimizer, scheduler)
     if bar is not None:
         bar.close()
+    d.tokens.detach()  # the model is the base model again; attach_checkpoint turns tokens on
     if dist is not None:
         dist.barrier()
     return out / "best.safetensors"

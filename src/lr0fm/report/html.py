@@ -1,0 +1,243 @@
+"""``lr0fm report --html DIR``: one self-contained HTML page over the stored records.
+
+The page opens from disk with no network: the stylesheet is inlined (report/style.css) and every
+plot is a base64 PNG data URI; there is no JavaScript. Sections: the SAR/WAR leaderboard per LR
+resolution (the paper's backbones alongside, when their published results are available),
+accuracy-vs-resolution curves, a Gamma heat map per model, the plots ``lr0fm analyze`` left under
+``<results>/analysis/``, and the protocol and provenance of every number. All text is escaped.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import io
+import json
+import logging
+import math
+import tempfile
+from html import escape
+from pathlib import Path
+from typing import Sequence
+
+from .. import __version__, resources
+from ..catalog import catalog_hashes
+from ..metrics import Robustness
+from ..store import ResultsStore, atomic_write_bytes
+from . import _res_sort, model_label, plot_accuracy, robustness
+
+log = logging.getLogger("lr0fm")
+
+PAGE_NAME = "index.html"
+ANALYSIS_DIR = "analysis"
+MAX_EMBED_BYTES = 20 << 20  # analysis images larger than this are linked, not embedded
+
+
+def write_html(records: Sequence[dict], out_dir: str | Path, store: ResultsStore | None = None) -> Path:
+    """Write ``out_dir/index.html`` (atomically) and return its path."""
+    page = Path(out_dir) / PAGE_NAME
+    atomic_write_bytes(page, render_html(records, store=store).encode("utf-8"))
+    return page
+
+
+def render_html(records: Sequence[dict], store: ResultsStore | None = None) -> str:
+    records = list(records)
+    analysis_root = store.root / ANALYSIS_DIR if store is not None else None
+    body = [_header(records, store)]
+    if records:
+        rob = robustness(records)
+        body += [_leaderboard(rob, records), _curves(records), _heatmaps(rob)]
+    else:
+        body.append('<p class="empty">No results yet: run <code>lr0fm eval</code> first.</p>')
+    body.append(_analysis(analysis_root))
+    if records:
+        body.append(_provenance(records))
+    css = resources.read_text("report/style.css")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>lr0fm report</title><style>{css}</style></head>\n<body>\n"
+            + "\n".join(s for s in body if s) + "\n</body></html>\n")
+
+
+# -- sections --------------------------------------------------------------------------------
+def _header(records: Sequence[dict], store: ResultsStore | None) -> str:
+    where = f" from <code>{escape(str(store.root))}</code>" if store is not None else ""
+    models = sorted({model_label(r) for r in records})
+    datasets = sorted({r["dataset"] for r in records})
+    return (f"<header><h1>LR0.FM low-resolution robustness report</h1>"
+            f"<p class=\"meta\">{len(records)} result records{where}; {len(models)} model(s), {len(datasets)} "
+            f"dataset(s): {escape(', '.join(datasets)) or '-'}. Generated {_dt.datetime.now():%Y-%m-%d %H:%M} "
+            f"by lr0fm {escape(__version__)}.</p>"
+            "<p class=\"meta\">Accuracies are top-1 zero-shot; gamma = A(r)/A(HR), Gamma = gamma damped near "
+            "chance; SAR = mean gamma, WAR = weighted mean Gamma over datasets, per resolution.</p></header>")
+
+
+def _paper_rows(user_datasets: set[str]) -> tuple[list[Robustness], str]:
+    """The paper's backbones scored on the datasets the user also ran (else on its 15), and a note.
+
+    report/paper.py may be absent (it is optional data); the page is written without those rows then.
+    """
+    try:
+        from .paper import paper_datasets, paper_robustness
+    except ImportError:
+        return [], "The paper's published results are not available in this installation."
+    try:
+        theirs = paper_datasets()
+        common = [d for d in theirs if d in user_datasets]
+        rows = paper_robustness(common or None)
+    except Exception as e:  # reference data only: never lose the user's report over it
+        log.warning("paper results unreadable, leaving them out of the HTML report: %s", e)
+        return [], "The paper's published results could not be read."
+    if common:
+        note = (f"Paper rows are scored on the {len(common)} dataset(s) you also evaluated "
+                f"({', '.join(common)}); your rows on all of yours.")
+    else:
+        note = (f"None of your datasets is among the paper's {len(theirs)}: paper rows are scored on its "
+                f"{len(theirs)} datasets, yours on your own, so ranks across the two are indicative only.")
+    return rows, note + " <code>lr0fm compare</code> ranks yours among them like for like."
+
+
+def _leaderboard(rob: Sequence[Robustness], records: Sequence[dict]) -> str:
+    if not rob:
+        return ("<section id=\"leaderboard\"><h2>Leaderboard</h2><p>SAR/WAR need an HR result and at least "
+                "one LR resolution of the same model and dataset.</p></section>")
+    paper, note = _paper_rows({r["dataset"] for r in records})
+    parts = ["<section id=\"leaderboard\"><h2>Leaderboard: SAR / WAR per resolution</h2>",
+             f"<p class=\"note\"><span class=\"badge user\">yours</span> rows are your results; "
+             f"<span class=\"badge paper\">paper</span> rows are LR0.FM's published backbones. {note}</p>"]
+    for res in sorted({x.resolution for x in rob}, key=_res_sort, reverse=True):
+        rows = [(x, "user") for x in rob if x.resolution == res]
+        rows += [(x, "paper") for x in paper if x.resolution == res]
+        rows.sort(key=lambda t: (-_num(t[0].WAR), t[1] != "user"))
+        parts.append(f"<h3>{escape(str(res))} px</h3><table class=\"leaderboard\" data-resolution=\"{escape(str(res))}\">"
+                     "<thead><tr><th>rank</th><th>model</th><th>source</th><th>SAR</th><th>WAR</th>"
+                     "<th>datasets</th></tr></thead><tbody>")
+        for i, (x, source) in enumerate(rows, 1):
+            parts.append(f"<tr class=\"{source}\"><td>{i}</td><td class=\"model\">{escape(x.model)}</td>"
+                         f"<td><span class=\"badge {source}\">{'yours' if source == 'user' else 'paper'}</span></td>"
+                         f"<td>{_f3(x.SAR)}</td><td>{_f3(x.WAR)}</td>"
+                         f"<td title=\"{escape(', '.join(sorted(x.gamma)))}\">{len(x.gamma)}</td></tr>")
+        parts.append("</tbody></table>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _curves(records: Sequence[dict]) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        png = plot_accuracy(records, Path(tmp) / "accuracy.png").read_bytes()
+    return ("<section id=\"curves\"><h2>Accuracy vs resolution</h2>"
+            f"{_figure(png, 'top-1 accuracy per dataset; HR drawn at the model input size')}</section>")
+
+
+def _heatmaps(rob: Sequence[Robustness]) -> str:
+    if not rob:
+        return ""
+    return ("<section id=\"gamma\"><h2>Improved relative robustness &Gamma; (dataset &times; resolution)</h2>"
+            f"{_figure(_gamma_png(rob), 'Gamma per model: 1 = as accurate as at HR, 0 = lost (or HR near chance)')}"
+            "</section>")
+
+
+def _gamma_png(rob: Sequence[Robustness]) -> bytes:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({x.model for x in rob})
+    cols = min(2, len(models))
+    nrows = math.ceil(len(models) / cols)
+    by_key = {(x.model, x.resolution): x for x in rob}
+    datasets_of = {m: sorted({d for x in rob if x.model == m for d in x.Gamma}) for m in models}
+    height = max(2.6, 0.42 * max(len(d) for d in datasets_of.values()) + 1.6)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.6 * cols, height * nrows), squeeze=False)
+    image = None
+    for ax, m in zip(axes.flat, models):
+        resolutions = sorted({x.resolution for x in rob if x.model == m}, key=_res_sort)
+        datasets = datasets_of[m]
+        grid = [[by_key[(m, r)].Gamma.get(d, math.nan) for r in resolutions] for d in datasets]
+        image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+        for i, row in enumerate(grid):
+            for j, v in enumerate(row):
+                if not math.isnan(v):
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
+                            color="white" if v < 0.6 else "black")
+        ax.set_xticks(range(len(resolutions)), [str(r) for r in resolutions])
+        ax.set_yticks(range(len(datasets)), datasets)
+        ax.set_xlabel("resolution (px)")
+        ax.set_title(m if len(m) <= 48 else m[:45] + "...", fontsize=9)
+    for ax in list(axes.flat)[len(models):]:
+        ax.axis("off")
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="Gamma")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _analysis(root: Path | None) -> str:
+    pngs = sorted(root.rglob("*.png")) if root is not None and root.is_dir() else []
+    if not pngs:
+        return ""
+    parts = ["<section id=\"analysis\"><h2>Analyses</h2>",
+             f"<p class=\"note\">Plots written by <code>lr0fm analyze</code> under <code>{escape(str(root))}</code>.</p>"]
+    for path in pngs:
+        caption = str(path.relative_to(root))
+        if path.stat().st_size > MAX_EMBED_BYTES:
+            parts.append(f"<p>{escape(caption)}: too large to embed "
+                         f"(<a href=\"{escape(path.resolve().as_uri())}\">open the file</a>)</p>")
+        else:
+            parts.append(_figure(path.read_bytes(), caption))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+PROVENANCE_COLUMNS = ["model", "dataset", "split", "resolution", "top-1 %", "top-5 %", "images", "skipped",
+                      "mode", "size", "interp.", "weights sha256", "classnames", "templates", "variant",
+                      "limit", "lr0fm"]
+
+
+def _provenance(records: Sequence[dict]) -> str:
+    rows = []
+    for r in records:
+        p = r.get("protocol") or {}
+        cells = [r["model"], r["dataset"], r.get("split"), r["resolution"], _pct(r.get("top1")), _pct(r.get("top5")),
+                 r.get("n_images"), r.get("n_skipped"), p.get("mode"), p.get("input_size"), p.get("interpolation"),
+                 _short(r.get("weights_hash")), _short(r.get("classnames_hash")), _short(r.get("templates_hash")),
+                 json.dumps(r.get("variant") or {}, sort_keys=True) if r.get("variant") else "",
+                 r.get("limit"), r.get("lr0fm_version")]
+        titles = {11: r.get("weights_hash"), 12: r.get("classnames_hash"), 13: r.get("templates_hash")}
+        rows.append("<tr>" + "".join(
+            f"<td title=\"{escape(str(titles[i]))}\">{escape(_cell(c))}</td>" if titles.get(i) else
+            f"<td>{escape(_cell(c))}</td>" for i, c in enumerate(cells)) + "</tr>")
+    hashes = ", ".join(f"{k}: {v[:12]}" for k, v in catalog_hashes().items())
+    return ("<section id=\"provenance\"><h2>Protocol and provenance of every number</h2>"
+            "<p class=\"note\">One row per stored record (cell). Hashes are shortened; hover for the full value. "
+            f"Catalogs of this lr0fm: {escape(hashes)}.</p>"
+            "<div class=\"scroll\"><table class=\"provenance\"><thead><tr>"
+            + "".join(f"<th>{escape(c)}</th>" for c in PROVENANCE_COLUMNS)
+            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div></section>")
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _figure(png: bytes, caption: str) -> str:
+    uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return f"<figure><img src=\"{uri}\" alt=\"{escape(caption)}\"><figcaption>{escape(caption)}</figcaption></figure>"
+
+
+def _num(x) -> float:
+    return -math.inf if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _f3(x) -> str:
+    return "-" if _num(x) == -math.inf else f"{x:.3f}"
+
+
+def _pct(x) -> str:
+    return "-" if _num(x) == -math.inf else f"{100 * x:.1f}"
+
+
+def _short(h) -> str:
+    return str(h)[:12] if h else ""
+
+
+def _cell(value) -> str:
+    return "" if value is None else str(value)
