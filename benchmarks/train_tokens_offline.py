@@ -47,7 +47,8 @@ def load_clipart(path: str, max_side: int = 448) -> Image.Image:
 def correct_matrix(model, data, classifier, n_workers: int) -> np.ndarray:
     """[R, n] bool: top-1 correct per resolution and image."""
     protocol = model.protocol(list(RESOLUTIONS))
-    cfg = EvalConfig(resolutions=list(RESOLUTIONS), batch_size=32, workers=n_workers, topk=1, progress=True)
+    cfg = EvalConfig(resolutions=list(RESOLUTIONS), batch_size=32, workers=n_workers, topk=1, progress=True,
+                     device=str(model.device))
     topk, valid = predict(model, data, list(range(len(data))), classifier, protocol.views_uint8, protocol,
                           len(RESOLUTIONS), cfg)
     labels = np.asarray([data.label(i) for i in range(len(data))])
@@ -67,6 +68,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="lr_tokens_offline")
     ap.add_argument("--model", default="conse-effnet-lite0")
     ap.add_argument("--steps", type=int, default=240)
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--captions", type=int, default=16, help="images per step (a folder: one per 'caption')")
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--grid", type=int, default=4, help="token map size per stage (0 = full HxW, 1 = per channel)")
@@ -84,13 +86,13 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    model = create_model(args.model)
+    model = create_model(args.model, device=args.device)
     data = folder_images(CLIPART)
     data.load = load_clipart
     buckets = tuple(tuple(int(v) for v in b.split("-")) for b in args.buckets.split(","))
     cfg = TrainConfig(steps=args.steps, captions=args.captions, per_caption=1, lr=args.lr, warmup=max(1, args.steps // 20),
                       buckets=buckets, target=args.target, aux=args.aux, micro_batch=args.micro_batch,
-                      val_fraction=args.val_fraction, val_every=max(1, args.steps // 6), save_every=20,
+                      val_fraction=args.val_fraction, val_every=max(1, args.steps // 3), save_every=20,
                       seed=args.seed, tokens={"grid": args.grid})
     started = time.time()
     best = train_tokens(model, data, cfg, out / "ckpt")

@@ -369,25 +369,23 @@ def list_coop(files: Files, split: str, json_name: str, subdir: str, image_dir: 
     near_json = os.path.relpath(json_file.parent / image_dir, files.root)
     images = files.find(near_json, image_dir, f"{subdir}/{image_dir}", test=Path.is_dir)
     try:
-        items = json.loads(json_file.read_text(encoding="utf-8"))[split]
+        items = [(str(p), int(l), str(n)) for p, l, n in json.loads(json_file.read_text(encoding="utf-8"))[split]]
     except (ValueError, KeyError, TypeError):
         raise DatasetError(f"{files.key}: {json_file} is not a CoOp split file with a {split!r} list; "
                            f"download it again from {COOP_SPLITS}") from None
-    if by_folder:
-        label_of = {f: i for i, f in enumerate(files.reference)}
-        name_of = lambda path, name: path.split("/")[0]  # noqa: E731
-    else:
-        match = files.matcher()
-        name_of = lambda path, name: name  # noqa: E731
+    match, folder_label = files.matcher(), {f: i for i, f in enumerate(files.reference)}
     samples, pairs = [], []
     for path, coop_label, name in items:
-        cls = name_of(path, name)
-        label = label_of.get(cls) if by_folder else match(cls)
-        if label is None:
-            raise DatasetError(f"{files.key}: {json_file} lists {path} in folder {cls!r}, which is not a "
-                               f"{files.key} class folder")
+        if by_folder:
+            folder = path.split("/")[0]
+            if folder not in folder_label:
+                raise DatasetError(f"{files.key}: {json_file} lists {path} in folder {folder!r}, which is not "
+                                   f"a {files.key} class folder")
+            label = folder_label[folder]
+        else:
+            label = match(name)
         samples.append((str(images / path), label))
-        pairs.append((int(coop_label), label))
+        pairs.append((coop_label, label))
     _consistent(files.key, json_file, pairs)
     return samples
 
@@ -412,7 +410,7 @@ DATASETS = [
     PaperDataset(
         "imagenet_v2", "ImageNetV2", partial(list_index_folders, subdirs=("imagenetv2-matched-frequency-format-val",)),
         {"test": Split("matched-frequency, all images", 10_000)},
-        "download https://huggingface.co/datasets/vaishaal/ImageNetV2/resolve/main/imagenetv2-matched-frequency.tar.gz "
+        "download imagenetv2-matched-frequency.tar.gz from https://huggingface.co/datasets/vaishaal/ImageNetV2 "
         "and unpack it so that {root}/imagenetv2-matched-frequency-format-val/<0..999>/ exist", reference=IMAGENET),
     PaperDataset(
         "imagenet_r", "ImageNet-R", partial(list_wnid_folders, subdirs=("imagenet-r",)),
@@ -469,7 +467,8 @@ DATASETS = [
         "flowers", "Oxford Flowers-102", list_flowers,
         {"test": Split("test split (setid.mat tstid)", 6_149)},
         "download 102flowers.tgz, imagelabels.mat and setid.mat from "
-        "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/ so that {root}/setid.mat, {root}/imagelabels.mat and {root}/jpg/ exist",
+        "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/ so that {root}/setid.mat, {root}/imagelabels.mat "
+        "and {root}/jpg/ exist",
         torchvision=("Flowers102", {"split": "test"})),
     PaperDataset(
         "eurosat", "EuroSAT (RGB)", partial(list_coop, json_name="split_zhou_EuroSAT.json",

@@ -101,23 +101,35 @@ def _leaderboard(rob: Sequence[Robustness], records: Sequence[dict]) -> str:
         return ("<section id=\"leaderboard\"><h2>Leaderboard</h2><p>SAR/WAR need an HR result and at least "
                 "one LR resolution of the same model and dataset.</p></section>")
     paper, note = _paper_rows({r["dataset"] for r in records})
+    resolutions = sorted({x.resolution for x in rob}, key=_res_sort, reverse=True)
+    by_key = {(x.model, x.resolution): x for x in rob}
+    summary = ["<table class=\"summary\"><thead><tr><th class=\"model\" rowspan=\"2\">your model</th>"
+               + "".join(f"<th colspan=\"2\">{escape(str(r))} px</th>" for r in resolutions)
+               + "</tr><tr>" + "<th>SAR</th><th>WAR</th>" * len(resolutions) + "</tr></thead><tbody>"]
+    for m in sorted({x.model for x in rob}):
+        summary.append(f"<tr><td class=\"model\">{escape(m)}</td>" + "".join(
+            f"<td>{_f3(by_key[(m, r)].SAR)}</td><td>{_f3(by_key[(m, r)].WAR)}</td>" if (m, r) in by_key
+            else "<td>-</td><td>-</td>" for r in resolutions) + "</tr>")
+    summary.append("</tbody></table>")
     parts = ["<section id=\"leaderboard\"><h2>Leaderboard: SAR / WAR per resolution</h2>",
+             "".join(summary),
              f"<p class=\"note\"><span class=\"badge user\">yours</span> rows are your results; "
-             f"<span class=\"badge paper\">paper</span> rows are LR0.FM's published backbones. {note}</p>"]
-    for res in sorted({x.resolution for x in rob}, key=_res_sort, reverse=True):
+             f"<span class=\"badge paper\">paper</span> rows are LR0.FM's published backbones. {note}</p>",
+             "<div class=\"boards\">"]
+    for res in resolutions:
         rows = [(x, "user") for x in rob if x.resolution == res]
         rows += [(x, "paper") for x in paper if x.resolution == res]
         rows.sort(key=lambda t: (-_num(t[0].WAR), t[1] != "user"))
-        parts.append(f"<h3>{escape(str(res))} px</h3><table class=\"leaderboard\" data-resolution=\"{escape(str(res))}\">"
-                     "<thead><tr><th>rank</th><th>model</th><th>source</th><th>SAR</th><th>WAR</th>"
+        parts.append(f"<div class=\"board\"><h3>{escape(str(res))} px</h3><table class=\"leaderboard\" data-resolution=\"{escape(str(res))}\">"
+                     "<thead><tr><th>rank</th><th class=\"model\">model</th><th>source</th><th>SAR</th><th>WAR</th>"
                      "<th>datasets</th></tr></thead><tbody>")
         for i, (x, source) in enumerate(rows, 1):
             parts.append(f"<tr class=\"{source}\"><td>{i}</td><td class=\"model\">{escape(x.model)}</td>"
                          f"<td><span class=\"badge {source}\">{'yours' if source == 'user' else 'paper'}</span></td>"
                          f"<td>{_f3(x.SAR)}</td><td>{_f3(x.WAR)}</td>"
                          f"<td title=\"{escape(', '.join(sorted(x.gamma)))}\">{len(x.gamma)}</td></tr>")
-        parts.append("</tbody></table>")
-    parts.append("</section>")
+        parts.append("</tbody></table></div>")
+    parts.append("</div></section>")
     return "\n".join(parts)
 
 

@@ -37,6 +37,7 @@ log = logging.getLogger("lr0fm")
 DEFAULT_BUCKETS = ((16, 32), (32, 64), (64, 128))
 TARGETS = ("embedding", "pooled", "logits")
 AUX = ("none", "cosine", "kl")
+VALIDATION_STEP = 2 ** 31 - 1  # the fixed "step" whose LR sizes the held-out views use
 
 
 @dataclass
@@ -233,7 +234,7 @@ def train_step(d: Distiller, data: TrainImages, step: int, optimizer) -> float:
 
 @torch.no_grad()
 def validation_loss(d: Distiller, data: TrainImages, batch_size: int = 64) -> float:
-    """Loss on held-out images with fixed views (step -1), in batches of up to batch_size."""
+    """Loss on held-out images with fixed views, in batches of up to batch_size."""
     if len(data) == 0:
         return float("nan")
     total, n = 0.0, 0
@@ -242,7 +243,7 @@ def validation_loss(d: Distiller, data: TrainImages, batch_size: int = 64) -> fl
         if len(idx) < 2:
             continue
         teacher = d.teacher(data, idx)
-        views = d.views(data, idx, step=-1)
+        views = d.views(data, idx, step=VALIDATION_STEP)
         with d._autocast():
             feats = d._chunked(views.flatten(0, 1), grad=False).view(views.shape[0], len(idx), -1)
         loss, _ = d.loss_from_features(feats, teacher)
