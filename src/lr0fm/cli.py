@@ -23,6 +23,8 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolutions", "-r", default="16,32,64,128,hr", help="LR sizes in px and 'hr' (default: %(default)s)")
     p.add_argument("--data-root", default=None, help="dataset folder/file (default: $LR0FM_DATA/<key>)")
     p.add_argument("--split", default=None)
+    p.add_argument("--download", action="store_true",
+                   help="fetch the dataset's files into --data-root where torchvision can (needs network)")
     p.add_argument("--classnames", default=None, help="file with one class name per line")
     p.add_argument("--templates", default=None, help="file with one prompt template per line ({} = class name)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -51,8 +53,9 @@ def cmd_eval(args) -> int:
         raise InputError(f"--batch-size {args.batch_size} must be positive")
     store = ResultsStore(args.out)
     # Validate every dataset before any model is built or anything is written.
+    options = {"download": True} if getattr(args, "download", False) else {}
     datasets = [get_dataset(d, root=args.data_root, split=args.split, classnames=args.classnames,
-                            templates=args.templates) for d in _csv_list(args.dataset)]
+                            templates=args.templates, **options) for d in _csv_list(args.dataset)]
     records = []
     for name in _csv_list(args.model):
         model = create_model(name, device=args.device)

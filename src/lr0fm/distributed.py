@@ -123,14 +123,16 @@ class main_first:
 def plan_cells(groups: Sequence[Any]) -> tuple[list[int], bool]:
     """(indices of ``groups`` this rank runs, whether their images are sharded over the ranks).
 
-    As many groups as ranks or more: split the groups round-robin and run each alone. Fewer:
-    every rank runs every group on its block of images.
+    As many groups as ranks or more: each rank runs a contiguous block of groups alone
+    (contiguous, so a model is built on as few ranks as possible). Fewer: every rank runs every
+    group on its block of images.
     """
     w = world_size()
     if w == 1:
         return list(range(len(groups))), False
     if len(groups) >= w:
-        return list(range(rank(), len(groups), w)), False
+        lo, hi = block(len(groups))
+        return list(range(lo, hi)), False
     return list(range(len(groups))), True
 
 

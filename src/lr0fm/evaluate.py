@@ -166,14 +166,10 @@ def _progress(cfg: EvalConfig, total: int, initial: int, desc: str):
                 mininterval=1.0)
 
 
-def evaluate(model: ZeroShotModel, data: LabeledImages, cfg: EvalConfig, store: ResultsStore,
-             view_fn: ViewFn | None = None, protocol: Protocol | None = None) -> list[dict]:
-    """Evaluate every requested resolution of one (model, dataset); return their records.
-
-    Finished cells are skipped; the pending ones are computed in one pass over the images.
-    Under torchrun (``lr0fm.distributed``) the images are split over the ranks unless this rank
-    was given the whole group; the records are the same as a single-process run's.
-    """
+def plan(model: ZeroShotModel, data: LabeledImages, cfg: EvalConfig, view_fn: ViewFn | None = None,
+         protocol: Protocol | None = None):
+    """What ``evaluate`` will compute: (effective cfg, data after --limit, protocol, {resolution: cell id},
+    tensor_views). Cheap: no image is read (``lr0fm sweep --dry-run`` uses it)."""
     protocol = protocol or model.protocol(cfg.resolutions)
     tensor_views = (cfg.tensor_views if cfg.tensor_views is not None
                     else torch.device(cfg.device).type == "cuda" and view_fn is None and gpu_resize.supports(protocol))
@@ -185,6 +181,18 @@ def evaluate(model: ZeroShotModel, data: LabeledImages, cfg: EvalConfig, store: 
     if cfg.limit is not None:
         data = data.subset(range(min(cfg.limit, len(data))))
     cells = {r: cell_id(model, data, protocol, r, cfg) for r in cfg.resolutions}
+    return cfg, data, protocol, cells, tensor_views
+
+
+def evaluate(model: ZeroShotModel, data: LabeledImages, cfg: EvalConfig, store: ResultsStore,
+             view_fn: ViewFn | None = None, protocol: Protocol | None = None) -> list[dict]:
+    """Evaluate every requested resolution of one (model, dataset); return their records.
+
+    Finished cells are skipped; the pending ones are computed in one pass over the images.
+    Under torchrun (``lr0fm.distributed``) the images are split over the ranks unless this rank
+    was given the whole group; the records are the same as a single-process run's.
+    """
+    cfg, data, protocol, cells, tensor_views = plan(model, data, cfg, view_fn, protocol)
     pending = [r for r in cfg.resolutions if not store.has(cells[r])]
     if dist.shard_images():
         pending = dist.broadcast(pending)  # every rank takes part in the same passes

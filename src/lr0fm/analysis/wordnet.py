@@ -99,5 +99,6 @@ def class_synsets(wn, dataset_key: str, classnames: Sequence[str]) -> tuple[list
 
 
 def wup(a, b) -> float:
-    """Wu-Palmer similarity of two synsets (1 for the same synset)."""
-    return float(a.wup_similarity(b))
+    """Wu-Palmer similarity of two synsets. The same synset is 1 by definition; nltk's path-based
+    value is below 1 for synsets with several hypernym paths (dog.n.01 with itself: 0.93)."""
+    return 1.0 if a == b else float(a.wup_similarity(b))

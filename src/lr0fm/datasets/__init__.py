@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
 from typing import Sequence
 
@@ -53,6 +54,9 @@ def get_dataset(key: str, root: str | os.PathLike | None = None, split: str | No
     split = split or entry.default_split
     if split not in entry.splits:
         raise DatasetError(f"dataset {key!r} has no split {split!r}; choose one of {', '.join(entry.splits)}")
+    if options.get("download") and "download" not in inspect.signature(entry.build).parameters \
+            and "download" not in entry.options:
+        raise DatasetError(f"dataset {key!r} cannot be downloaded by lr0fm; place its files under --data-root")
     if root is None and not entry.offline and entry.key not in ("imagefolder", "csv"):
         root = default_data_root() / key
     return entry.build(root=root, split=split, classnames=classnames, templates=templates,

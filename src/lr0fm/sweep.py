@@ -1,0 +1,225 @@
+"""Sweeps: models x datasets x resolutions (x LR-token checkpoints x SR models) from a YAML file.
+
+    lr0fm sweep sweep.yaml [--dry-run] [--out DIR]
+    torchrun --nproc_per_node 4 -m lr0fm sweep sweep.yaml
+
+A config (relative paths are taken from the config file's folder)::
+
+    models: [open_clip:ViT-B-32:openai, conse-effnet-lite0]
+    datasets: [tuxpaint, {key: imagefolder, data_root: imgs, templates: t.txt}]
+    resolutions: [16, 32, 64, 128, hr]
+    lr_tokens: [null, tokens.safetensors]   # optional; null = without tokens
+    sr: [null, bicubic]                     # optional; null = no super-resolution
+    limit: 1000                             # and any of batch_size, workers, device, amp,
+                                            # checkpoint_every, tensor_views, data_root, split, out
+
+Every cell is a results-store record, so finished cells are skipped and an interrupted sweep
+resumes (inside a group, from its last partial save) when run again. ``run_groups`` is also
+what ``lr0fm eval`` runs, so both split work the same way under torchrun (lr0fm.distributed).
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Sequence
+
+from . import distributed as dist
+from .errors import InputError
+
+# config key -> EvalConfig field, for the options a sweep passes through
+EVAL_OPTIONS = ("batch_size", "workers", "device", "amp", "limit", "checkpoint_every", "tensor_views", "topk")
+DATASET_KEYS = ("key", "data_root", "split", "classnames", "templates")
+CONFIG_KEYS = {"models", "datasets", "resolutions", "lr_tokens", "sr", "data_root", "split", "out", "progress",
+               *EVAL_OPTIONS}
+
+
+@dataclass
+class Group:
+    """One pass over a dataset: a model (with its variant) at every resolution of the sweep."""
+
+    model: str
+    data: Any                 # LabeledImages
+    lr_tokens: str | None = None
+    sr: str | None = None
+
+    def variant_args(self, device: str) -> SimpleNamespace:
+        return SimpleNamespace(lr_tokens=self.lr_tokens, sr=self.sr, device=device)
+
+
+def _loaded_models(groups: Sequence[Group], indices: Sequence[int], resolutions, device: str):
+    """Yield (index, group, model, view_fn, variant), building each (model, variant) once in a row."""
+    from .cli import apply_variants
+    from .models import create_model
+
+    key, built = None, None
+    for i in indices:
+        g = groups[i]
+        if (g.model, g.lr_tokens, g.sr) != key:
+            built = None  # free the previous model before building the next
+            model = create_model(g.model, device=device)
+            view_fn, variant = apply_variants(model, resolutions, g.variant_args(device))
+            key, built = (g.model, g.lr_tokens, g.sr), (model, view_fn, variant)
+        yield (i, g, *built)
+
+
+def run_groups(groups: Sequence[Group], resolutions, store, device: str = "cpu", **options) -> list[dict]:
+    """Evaluate every group (skipping finished cells); the records of all groups, in order, on every rank.
+
+    Under torchrun the groups (or, when there are fewer groups than ranks, their images) are
+    split over the ranks; ``options`` are EvalConfig fields.
+    """
+    from .evaluate import EvalConfig, evaluate
+
+    mine, shard_images = dist.plan_cells(groups)
+    done = []
+    with dist.sharding(shard_images):
+        for i, g, model, view_fn, variant in _loaded_models(groups, mine, resolutions, device):
+            cfg = EvalConfig(resolutions=resolutions, device=device, variant=variant, **options)
+            records = evaluate(model, g.data, cfg, store, view_fn=view_fn)
+            done.append((i, records))
+    if shard_images or not dist.active():
+        return [r for _, records in sorted(done, key=lambda p: p[0]) for r in records]
+    return [r for records in dist.gather_ordered(done) for r in records]
+
+
+# -- config ----------------------------------------------------------------------------------
+@dataclass
+class SweepConfig:
+    models: list[str]
+    datasets: list[dict]
+    resolutions: list
+    lr_tokens: list
+    sr: list
+    options: dict
+    out: str | None
+
+
+def _as_list(value, name: str) -> list:
+    if value is None:
+        return [None]
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise InputError(f"sweep config: '{name}' is an empty list; give at least one entry or leave it out")
+    return items
+
+
+def _path(value, base: Path, must_exist: bool = False):
+    """A config path relative to the config's folder (non-paths like 'bicubic' pass unchanged)."""
+    if value is None:
+        return None
+    p = Path(str(value)).expanduser()
+    if not p.is_absolute() and (not must_exist or (base / p).exists()):
+        p = base / p
+    return str(p) if (not must_exist or p.exists()) else str(value)
+
+
+def load_config(path: str | Path) -> SweepConfig:
+    import yaml
+    from .protocol import parse_resolutions
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"sweep config {path} does not exist; give a YAML file (see 'lr0fm sweep --help')")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise InputError(f"sweep config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"sweep config {path} must be a mapping with at least 'models' and 'datasets'")
+    unknown = sorted(set(raw) - CONFIG_KEYS)
+    if unknown:
+        raise InputError(f"sweep config {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(CONFIG_KEYS))}")
+    for key in ("models", "datasets"):
+        if not raw.get(key):
+            raise InputError(f"sweep config {path} needs a non-empty '{key}' list")
+    base = path.parent
+    datasets = []
+    for d in _as_list(raw["datasets"], "datasets"):
+        d = {"key": d} if isinstance(d, str) else dict(d or {})
+        if "key" not in d or set(d) - set(DATASET_KEYS):
+            raise InputError(f"sweep config {path}: a dataset entry must be a key or a mapping with 'key' and any of "
+                             f"{', '.join(DATASET_KEYS[1:])}; got {d}")
+        d.setdefault("data_root", raw.get("data_root"))
+        d.setdefault("split", raw.get("split"))
+        for k in ("data_root", "classnames", "templates"):
+            d[k] = _path(d.get(k), base)
+        datasets.append(d)
+    options = {k: raw[k] for k in EVAL_OPTIONS if raw.get(k) is not None}
+    options["progress"] = bool(raw.get("progress", True))
+    return SweepConfig(
+        models=[str(m) for m in _as_list(raw["models"], "models")], datasets=datasets,
+        resolutions=parse_resolutions(raw.get("resolutions", "16,32,64,128,hr")),
+        lr_tokens=[_path(t, base) for t in _as_list(raw.get("lr_tokens"), "lr_tokens")],
+        sr=[_path(s, base, must_exist=True) for s in _as_list(raw.get("sr"), "sr")],
+        options=options, out=_path(raw.get("out"), base))
+
+
+def expand(config: SweepConfig) -> list[Group]:
+    """The sweep's groups, model-major (consecutive groups share a model build)."""
+    from .datasets import get_dataset
+
+    # Validate every dataset before any model is built or anything is written.
+    datasets = [get_dataset(d["key"], root=d["data_root"], split=d["split"], classnames=d.get("classnames"),
+                            templates=d.get("templates")) for d in config.datasets]
+    return [Group(m, data, t, s) for m in config.models for t in config.lr_tokens for s in config.sr
+            for data in datasets]
+
+
+def cell_status(groups: Sequence[Group], resolutions, store, device: str = "cpu", **options) -> list[dict]:
+    """One row per cell: model, dataset, split, resolution, variant, cell id, done (no image is read)."""
+    from .evaluate import EvalConfig, plan
+
+    rows = []
+    for _, g, model, view_fn, variant in _loaded_models(groups, range(len(groups)), resolutions, "cpu"):
+        cfg = EvalConfig(resolutions=resolutions, device=device, variant=variant, **options)
+        cfg, _, _, cells, _ = plan(model, g.data, cfg, view_fn)
+        for r in resolutions:
+            rows.append({"model": g.model, "dataset": g.data.spec.key, "split": g.data.spec.split, "resolution": r,
+                         "variant": cfg.variant, "cell": cells[r], "done": store.has(cells[r])})
+    return rows
+
+
+# -- command line ----------------------------------------------------------------------------
+def cmd_sweep(args) -> int:
+    from .report import text_report
+    from .store import ResultsStore
+
+    config = load_config(args.config)
+    store = ResultsStore(args.sweep_out or args.out or config.out)
+    groups = expand(config)
+    options = dict(config.options)
+    device = options.pop("device", "cpu")
+    if args.dry_run:
+        if dist.is_main():
+            rows = cell_status(groups, config.resolutions, store, device=device, **options)
+            for row in rows:
+                variant = ",".join(f"{k}={v}" for k, v in sorted(row["variant"].items())) or "-"
+                print(f"{'done' if row['done'] else 'pending':<8}{row['model']}  {row['dataset']}/{row['split']}  "
+                      f"{row['resolution']}  {variant}  {row['cell']}")
+            n_done = sum(r["done"] for r in rows)
+            print(f"{len(rows)} cells: {n_done} done, {len(rows) - n_done} pending  (results: {store.root})")
+        return 0
+    device = dist.init(device)
+    try:
+        records = run_groups(groups, config.resolutions, store, device=device, **options)
+        if dist.is_main():
+            print(text_report(records))
+            print(f"results: {store.root}")
+    finally:
+        dist.shutdown()
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("sweep", help="run a YAML grid of models x datasets x resolutions (resumable, torchrun-ready)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="sweep YAML file")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and which are done; run nothing")
+    p.add_argument("--out", dest="sweep_out", default=None,
+                   help="results directory (overrides the config's 'out' and the global --out)")
+    p.set_defaults(func=cmd_sweep)
+
+
+__all__ = ["Group", "SweepConfig", "add_commands", "cell_status", "expand", "load_config", "run_groups"]
