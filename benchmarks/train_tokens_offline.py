@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     ap.add_argument("--buckets", default="16-24,24-32,32-64", help="LR size buckets lo-hi (hi exclusive)")
     ap.add_argument("--target", default="logits", choices=["embedding", "pooled", "logits"])
     ap.add_argument("--aux", default="kl", choices=["none", "cosine", "kl"])
-    ap.add_argument("--micro-batch", type=int, default=32)
+    ap.add_argument("--micro-batch", type=int, default=32, help="views per forward; 0 = one forward with graph")
     ap.add_argument("--val-fraction", type=float, default=0.02)
     ap.add_argument("--fashion-limit", type=int, default=None, help="first N Fashion-MNIST test images (default: all)")
     ap.add_argument("--tuxpaint-limit", type=int, default=None)
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     data.load = load_clipart
     buckets = tuple(tuple(int(v) for v in b.split("-")) for b in args.buckets.split(","))
     cfg = TrainConfig(steps=args.steps, captions=args.captions, per_caption=1, lr=args.lr, warmup=max(1, args.steps // 20),
-                      buckets=buckets, target=args.target, aux=args.aux, micro_batch=args.micro_batch,
+                      buckets=buckets, target=args.target, aux=args.aux, micro_batch=args.micro_batch or None,
                       val_fraction=args.val_fraction, val_every=max(1, args.steps // 3), save_every=20,
                       seed=args.seed, tokens={"grid": args.grid})
     started = time.time()

@@ -24,7 +24,8 @@ def _records(store: ResultsStore) -> None:
         for dataset in ("cifar10", "tuxpaint"):
             for res, acc in ACCURACY.items():
                 store.put({"cell": f"m{i}-{dataset}-{res}", "model": model, "dataset": dataset, "split": "test",
-                           "num_classes": 10, "resolution": res, "top1": acc if res == "hr" else acc * scale, "top5": 0.95,
+                           "num_classes": 10, "resolution": res, "top1": acc if res == "hr" else acc * scale,
+                           "top5": 0.95,
                            "n_images": 200, "n_skipped": 1, "protocol": protocol.describe(res),
                            "variant": {"sr": "bicubic"} if scale < 1 else {}, "weights_hash": f"{i}" * 64,
                            "classnames_hash": "c" * 16, "templates_hash": "t" * 16, "lr0fm_version": "9.9"})

@@ -41,8 +41,6 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_eval(args) -> int:
     from .datasets import get_dataset
-    from .evaluate import EvalConfig, evaluate
-    from .models import create_model
     from .protocol import parse_resolutions
     from .report import text_report
     from .store import ResultsStore
@@ -56,18 +54,21 @@ def cmd_eval(args) -> int:
     options = {"download": True} if getattr(args, "download", False) else {}
     datasets = [get_dataset(d, root=args.data_root, split=args.split, classnames=args.classnames,
                             templates=args.templates, **options) for d in _csv_list(args.dataset)]
-    records = []
-    for name in _csv_list(args.model):
-        model = create_model(name, device=args.device)
-        view_fn, variant = apply_variants(model, resolutions, args)
-        cfg = EvalConfig(resolutions=resolutions, batch_size=args.batch_size, workers=args.workers,
-                         device=args.device, amp=args.amp, limit=args.limit, progress=not args.no_progress,
-                         checkpoint_every=args.checkpoint_every,
-                         variant=variant)
-        for data in datasets:
-            records += evaluate(model, data, cfg, store, view_fn=view_fn)
-    print(text_report(records))
-    print(f"results: {store.root}")
+    # One group per (model, dataset); under torchrun the groups or their images are split over
+    # the ranks (lr0fm.distributed) and rank 0 prints.
+    from . import distributed
+    from .sweep import Group, run_groups
+    device = distributed.init(args.device)
+    groups = [Group(name, data, args.lr_tokens, args.sr) for name in _csv_list(args.model) for data in datasets]
+    try:
+        records = run_groups(groups, resolutions, store, device=device, batch_size=args.batch_size,
+                             workers=args.workers, amp=args.amp, limit=args.limit, progress=not args.no_progress,
+                             checkpoint_every=args.checkpoint_every)
+    finally:
+        distributed.shutdown()
+    if distributed.is_main():
+        print(text_report(records))
+        print(f"results: {store.root}")
     return 0
 
 

@@ -43,7 +43,8 @@ def world_size() -> int:
 
 
 def is_main() -> bool:
-    return rank() == 0
+    """Rank 0 (also after the process group is gone: torchrun's RANK says who prints)."""
+    return rank() == 0 if active() else os.environ.get("RANK", "0") == "0"
 
 
 def init(device: str = "cpu") -> str:

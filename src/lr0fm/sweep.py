@@ -20,7 +20,7 @@ what ``lr0fm eval`` runs, so both split work the same way under torchrun (lr0fm.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Sequence

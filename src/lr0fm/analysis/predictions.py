@@ -9,6 +9,7 @@ at HR and wrong at LR, shown as the LR view with both labels.
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -198,7 +199,8 @@ def plot_gallery(examples: Sequence[Example], data: LabeledImages, protocol: Pro
     index_of = {data.sample_id(i): i for i in range(len(data))}
     resolutions = sorted({e.resolution for e in examples})
     cols = max(sum(e.resolution == r for e in examples) for r in resolutions)
-    fig, axes = plt.subplots(len(resolutions), cols, figsize=(1.9 * cols, 2.3 * len(resolutions)), squeeze=False)
+    width = max(1.9 * cols, 4.0)
+    fig, axes = plt.subplots(len(resolutions), cols, figsize=(width, 2.3 * len(resolutions) + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for row, r in enumerate(resolutions):
@@ -208,6 +210,6 @@ def plot_gallery(examples: Sequence[Example], data: LabeledImages, protocol: Pro
                 ax.imshow(protocol.view(data.load_image(index_of[e.id]), r))
             ax.set_title(f"{r} px  WuP {_f(e.wup)}\ntrue: {e.true[:22]}\nLR: {e.predicted[:22]}", fontsize=7)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(textwrap.fill(title, int(width * 11)), fontsize=8)  # model specs can be long paths
     fig.tight_layout()
     return save_figure(fig, path)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import math
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -19,7 +20,14 @@ def model_label(record: dict) -> str:
     variant = record.get("variant") or {}
     if not variant:
         return record["model"]
-    return record["model"] + "+" + ",".join(f"{k}={str(v)[:12]}" for k, v in sorted(variant.items()))
+    return record["model"] + "+" + ",".join(f"{k}={_short(v)}" for k, v in sorted(variant.items()))
+
+
+def _short(value) -> str:
+    """Bare hashes (token checkpoints) shortened to 12 hex digits; names (SR ids) kept whole so
+    that two different variants never share a label."""
+    text = str(value)
+    return text[:12] if re.fullmatch(r"[0-9a-f]{16,}", text) else text
 
 
 def _res_sort(r) -> int:

@@ -120,7 +120,8 @@ def _leaderboard(rob: Sequence[Robustness], records: Sequence[dict]) -> str:
         rows = [(x, "user") for x in rob if x.resolution == res]
         rows += [(x, "paper") for x in paper if x.resolution == res]
         rows.sort(key=lambda t: (-_num(t[0].WAR), t[1] != "user"))
-        parts.append(f"<div class=\"board\"><h3>{escape(str(res))} px</h3><table class=\"leaderboard\" data-resolution=\"{escape(str(res))}\">"
+        label = escape(str(res))
+        parts.append(f"<div class=\"board\"><h3>{label} px</h3><table class=\"leaderboard\" data-resolution=\"{label}\">"
                      "<thead><tr><th>rank</th><th class=\"model\">model</th><th>source</th><th>SAR</th><th>WAR</th>"
                      "<th>datasets</th></tr></thead><tbody>")
         for i, (x, source) in enumerate(rows, 1):
@@ -190,7 +191,8 @@ def _analysis(root: Path | None) -> str:
     if not pngs:
         return ""
     parts = ["<section id=\"analysis\"><h2>Analyses</h2>",
-             f"<p class=\"note\">Plots written by <code>lr0fm analyze</code> under <code>{escape(str(root))}</code>.</p>"]
+             f"<p class=\"note\">Plots written by <code>lr0fm analyze</code> under "
+             f"<code>{escape(str(root))}</code>.</p>"]
     for path in pngs:
         caption = str(path.relative_to(root))
         if path.stat().st_size > MAX_EMBED_BYTES:

@@ -105,9 +105,12 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".state.pt")
 
 
-def save_state_sidecar(path, step: int, best: float, optimizer, scheduler) -> None:
+def save_state_sidecar(path, step: int, best: float, optimizer, scheduler, teacher_cache: dict | None = None) -> None:
+    # The teacher cache is saved too: a feature computed in another batch can differ in the last
+    # bit (batch-size dependent kernels), and a resumed run must continue bit-identically.
     state = {"step": step, "best": best, "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}
+             "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+             "teacher_cache": teacher_cache or {}}
     target = sidecar_path(path)
     tmp = target.with_suffix(f".tmp{os.getpid()}")
     torch.save(state, tmp)
@@ -126,4 +129,5 @@ def load_state_sidecar(path, distiller, optimizer, scheduler, model, cfg) -> tup
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
+    distiller._teacher_cache.update({k: v.to(model.device) for k, v in state.get("teacher_cache", {}).items()})
     return int(state["step"]), float(state["best"])

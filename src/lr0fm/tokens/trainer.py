@@ -276,9 +276,12 @@ def enable_grad_checkpointing(model) -> None:
 
 
 def train_tokens(model, data: TrainImages, cfg: TrainConfig, out_dir: str | os.PathLike,
-                 progress: bool = True, resume: bool = True) -> Path:
+                 progress: bool = True, resume: bool = True, stop_at: int | None = None) -> Path:
     """Train tokens on ``data`` (a held-out part is split off for model selection); write
-    ``out_dir/last.safetensors`` (+ sidecar state) and ``out_dir/best.safetensors``; return best."""
+    ``out_dir/last.safetensors`` (+ sidecar state) and ``out_dir/best.safetensors``; return best.
+
+    ``stop_at``: end this invocation after that step (time-sliced jobs); the same call again
+    resumes and finishes exactly as an uninterrupted run."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dist = _dist()
@@ -298,7 +301,7 @@ def train_tokens(model, data: TrainImages, cfg: TrainConfig, out_dir: str | os.P
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.steps, initial=start, desc="lr-tokens", unit="step", file=sys.stderr,
                    dynamic_ncols=True)
-    for step in range(start, cfg.steps):
+    for step in range(start, min(cfg.steps, stop_at or cfg.steps)):
         loss = train_step(d, train, step, optimizer)
         scheduler.step()
         if bar is not None:
@@ -311,9 +314,9 @@ def train_tokens(model, data: TrainImages, cfg: TrainConfig, out_dir: str | os.P
                 best = v
                 if rank == 0:
                     save_checkpoint(out / "best.safetensors", d, model, cfg, done, {"val_loss": v})
-        if rank == 0 and (done % cfg.save_every == 0 or done == cfg.steps):
+        if rank == 0 and (done % cfg.save_every == 0 or done in (cfg.steps, stop_at)):
             save_checkpoint(last, d, model, cfg, done, {"loss": loss})
-            save_state_sidecar(last, done, best, optimizer, scheduler)
+            save_state_sidecar(last, done, best, optimizer, scheduler, d._teacher_cache)
     if bar is not None:
         bar.close()
     d.tokens.detach()  # the model is the base model again; attach_checkpoint turns tokens on
