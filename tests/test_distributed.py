@@ -3,6 +3,7 @@ agree with the PIL protocol within the documented tolerance."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -66,14 +67,20 @@ def test_torchrun_two_processes_match_single_process(two_models, tiny_open_clip,
     assert main(["--out", str(tmp_path / "single")] + args) == 0
     single_out = capsys.readouterr().out
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "0", "-m", "lr0fm",
-                           "--out", str(tmp_path / "ranks")] + args, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.Popen([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "lr0fm",
+                             "--out", str(tmp_path / "ranks")] + args, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:  # never leave rank processes behind
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, stderr[-3000:]
     assert_same_results(tmp_path / "single", tmp_path / "ranks", n_records=6 if two_models else 3)
     # rank 0 alone prints the report, with the same table as the single process
-    assert proc.stdout.count("results:") == 1
-    assert single_out.split("results:")[0] == proc.stdout.split("results:")[0]
+    assert stdout.count("results:") == 1
+    assert single_out.split("results:")[0] == stdout.split("results:")[0]
 
 
 # -- tensor views (the GPU path), checked on CPU ---------------------------------------------------

@@ -216,7 +216,16 @@ def _evaluate_pending(model, data, cfg, store, protocol, pending, cells, view_fn
         device_views = lambda hr: gpu_resize.make_views(protocol, hr)  # noqa: E731
     view_fn = view_fn or protocol.views_uint8
     n, R = len(data), len(pending)
-    group = stable_hash([cells[r] for r in pending])
+    # The resume point is keyed by (model, dataset, variant) and the pending set. A pass killed
+    # between its record writes leaves a partial whose pending set no longer exists: drop it.
+    family = stable_hash({"model": model.info.model_id, "weights_hash": model.info.weights_hash,
+                          "dataset": data.spec.provenance(), "protocol": protocol.describe(),
+                          "variant": cfg.variant, "limit": cfg.limit, "n": n})
+    group = f"{family}-{stable_hash([cells[r] for r in pending])}"
+    if dist.is_main() or not sharded:
+        for stale in store.partial_path(f"{family}-*").parent.glob(f"{family}-*.npz"):
+            if not stale.name.startswith(group):
+                stale.unlink(missing_ok=True)
     # this process's images: all of them, or its block under torchrun -- with its own resume point
     lo, hi = dist.block(n) if sharded else (0, n)
     partial_key = f"{group}-rank{dist.rank()}of{dist.world_size()}" if sharded else group
@@ -256,9 +265,9 @@ def _evaluate_pending(model, data, cfg, store, protocol, pending, cells, view_fn
             record = make_record(model, data, protocol, r, cfg, topk[j], valid, labels, ids, cells[r], classifier_key)
             record["run"] = {"seconds": round(time.time() - started, 2), "resolutions_in_pass": list(pending)}
             store.put(record, {"topk": topk[j], "labels": labels, "valid": valid, "ids": ids})
-    store.drop_partial(partial_key)
     if sharded:
         dist.barrier()  # the records are on disk before any rank reads them
+    store.drop_partial(partial_key)
 
 
 def make_record(model, data, protocol, resolution, cfg, topk, valid, labels, ids, cell, classifier_key) -> dict:

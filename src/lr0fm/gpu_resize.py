@@ -42,7 +42,7 @@ class HRCarrier:
         self.protocol = protocol
 
     def __call__(self, image: Image.Image) -> np.ndarray:
-        return np.asarray(self.protocol.view(image, HR), dtype=np.uint8)[None]
+        return np.array(self.protocol.view(image, HR), dtype=np.uint8)[None]  # writable, for torch
 
 
 def _resize(x: torch.Tensor, size: int, mode: str) -> torch.Tensor:

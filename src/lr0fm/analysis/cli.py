@@ -23,8 +23,10 @@ def add_commands(subparsers) -> None:
     q = sub.add_parser("predictions", help="how semantically close LR errors are (WordNet Wu-Palmer), with a "
                                            "gallery of images right at HR and wrong at LR")
     _dataset_args(q)
-    q.add_argument("--threshold", type=float, default=0.5, help="an error is close when WuP >= this (default: %(default)s)")
-    q.add_argument("--gallery", type=int, default=6, help="examples per resolution in the gallery (default: %(default)s)")
+    q.add_argument("--threshold", type=float, default=0.5,
+                   help="an error is close when WuP >= this (default: %(default)s)")
+    q.add_argument("--gallery", type=int, default=6,
+                   help="examples per resolution in the gallery (default: %(default)s)")
     q.add_argument("--seed", type=int, default=0, help="seed of the random-wrong-class baseline and the gallery")
     q.add_argument("--lr-tokens", default=None, help="use the predictions stored for this token checkpoint")
     q.add_argument("--wordnet", default=None, help="WordNet 3.0 dict directory (default: $LR0FM_WORDNET or "

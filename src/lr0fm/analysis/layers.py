@@ -11,7 +11,6 @@ tokens dropped). Two similarities per layer and resolution:
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -20,13 +19,12 @@ import numpy as np
 import torch
 
 from ..datasets.base import LabeledImages
+from ..errors import InputError
 from ..evaluate import UNREADABLE
 from ..models.base import ZeroShotModel
 from ..models.towers import LayerRecorder, Tower, find_tower
 from ..protocol import DEFAULT_RESOLUTIONS, HR
 from . import pyplot, save_figure, slug, write_csv, write_json
-
-log = logging.getLogger("lr0fm")
 
 DEFAULT_LIMIT = 256
 
@@ -172,7 +170,6 @@ def layer_similarity(model: ZeroShotModel, data: LabeledImages,
                 pooled[j][name].append(x[:, j])
         n_valid += b
     if n_valid < 2:
-        from ..errors import InputError
         raise InputError(f"layer analysis needs at least 2 readable images, {data.spec.key} gave {n_valid}; "
                          "raise --limit or check the dataset")
     layers = tower.layer_names()

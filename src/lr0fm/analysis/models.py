@@ -178,11 +178,11 @@ def robustness_vs_properties(records: Sequence[dict] | None = None, source: str 
                              "or use --source paper")
         points += _points("user", user, skipped)
         if user and not any(p["source"] == "user" for p in points):
-            message = (f"none of your evaluated models ({', '.join(skipped)}) is in catalog/models.yaml, so they "
-                       "have no properties to correlate")
             if source == "user":
-                raise InputError(message + "; evaluate catalog models ('lr0fm models --paper') or use --source paper")
-            notes.append(message)
+                raise InputError(f"none of your evaluated models ({', '.join(skipped)}) is in catalog/models.yaml, so "
+                                 "they have no properties to correlate; evaluate catalog models "
+                                 "('lr0fm models --paper') or use --source paper")
+            notes.append("so only the paper's results are correlated")
     if source in ("paper", "both"):
         from ..report.paper import complete_and_incomplete, paper_datasets, paper_robustness
         full, incomplete = complete_and_incomplete(paper_robustness(), paper_datasets())

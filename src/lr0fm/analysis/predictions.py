@@ -72,8 +72,8 @@ class SemanticErrors:
                  f"{'res':>5}{'images':>8}{'HR top1':>9}{'LR top1':>9}{'errors':>8}{'flips':>7}"
                  f"{'WuP err':>9}{'WuP rnd':>9}{'close err':>11}{'close rnd':>11}"]
         for s in self.summaries:
-            lines.append(f"{s.resolution:>5}{s.n_images:>8}{100 * s.hr_top1:>9.1f}{100 * s.lr_top1:>9.1f}{s.n_errors:>8}"
-                         f"{s.n_flips:>7}{_f(s.mean_wup_errors):>9}{_f(s.mean_wup_random):>9}"
+            lines.append(f"{s.resolution:>5}{s.n_images:>8}{100 * s.hr_top1:>9.1f}{100 * s.lr_top1:>9.1f}"
+                         f"{s.n_errors:>8}{s.n_flips:>7}{_f(s.mean_wup_errors):>9}{_f(s.mean_wup_random):>9}"
                          f"{_f(s.close_share):>11}{_f(s.random_close_share):>11}")
         if self.unmapped_classes:
             shown = ", ".join(self.unmapped_classes[:8]) + (" ..." if len(self.unmapped_classes) > 8 else "")
@@ -86,12 +86,13 @@ class SemanticErrors:
     def save(self, directory: Path, data: LabeledImages | None = None) -> dict[str, Path]:
         """JSON + CSV; with ``data`` (the evaluated dataset) also the gallery PNG."""
         directory = Path(directory)
+        rows = [{"model": self.model, "dataset": self.dataset, **asdict(s)} for s in self.summaries]
         paths = {"json": write_json(directory / f"{self.stem()}.json", asdict(self)),
-                 "csv": write_csv(directory / f"{self.stem()}.csv",
-                                  [{"model": self.model, "dataset": self.dataset, **asdict(s)} for s in self.summaries])}
+                 "csv": write_csv(directory / f"{self.stem()}.csv", rows)}
         if data is not None and self.examples:
             paths["png"] = plot_gallery(self.examples, data, protocol_from(self.protocol),
-                                        directory / f"{self.stem()}_gallery.png", title=f"{self.model} on {self.dataset}: right at HR, wrong at LR")
+                                        directory / f"{self.stem()}_gallery.png",
+                                        title=f"{self.model} on {self.dataset}: right at HR, wrong at LR")
         return paths
 
 
@@ -130,7 +131,8 @@ def summarize_errors(resolution: int, hr_pred: np.ndarray, lr_pred: np.ndarray, 
         hr_top1=float(hr_ok.sum() / n) if n else float("nan"), lr_top1=float(lr_ok.sum() / n) if n else float("nan"),
         n_errors=len(errors), n_flips=len(flips),
         mean_wup_errors=_mean(wup_err), mean_wup_random=_mean(wup_rnd),
-        close_share=_mean([w >= threshold for w in wup_err]), random_close_share=_mean([w >= threshold for w in wup_rnd]))
+        close_share=_mean([w >= threshold for w in wup_err]),
+        random_close_share=_mean([w >= threshold for w in wup_rnd]))
     return summary, flips
 
 

@@ -42,9 +42,11 @@ def load_wordnet(root: str | None = None):
         raise DatasetError(f"WordNet 3.0 not found in {root}: install it with 'apt-get install wordnet' "
                            f"(or point ${WORDNET_ENV} at a WordNet dict directory)")
     import warnings
-
-    import nltk.data
-    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+    try:
+        import nltk.data
+        from nltk.corpus.reader.wordnet import WordNetCorpusReader
+    except ImportError:
+        raise DatasetError("reading WordNet needs nltk: pip install 'lr0fm[analysis]' (or pip install nltk)") from None
 
     class DictDirWordNet(WordNetCorpusReader):
         """Reads a bare WordNet dict directory: no lexnames file, no Open Multilingual WordNet."""
