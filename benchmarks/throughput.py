@@ -42,33 +42,47 @@ def generate_jpegs(root: Path, n: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def bench_forward(model, S: int, batch: int, n_views: int) -> float:
+def _sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_forward(model, S: int, batch: int, n_views: int, device: str = "cpu", amp: str | None = None) -> float:
     """(a) images/s of encode_image on ready normalised tensors (n_views forwards in batches)."""
-    x = torch.randn(batch, 3, S, S)
-    with torch.no_grad():
+    from lr0fm.evaluate import _autocast
+    x = torch.randn(batch, 3, S, S, device=device)
+    if torch.device(device).type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), _autocast(torch.device(device), amp):
         model.encode_image(x[:2])  # warm-up
+        _sync(device)
         t = time.perf_counter()
         done = 0
         while done < n_views:
             model.encode_image(x[: min(batch, n_views - done)])
             done += min(batch, n_views - done)
+        _sync(device)
     return n_views / (time.perf_counter() - t)
 
 
-def text_prompts_per_s(model, prompts: list[str], batch: int = 256) -> float:
+def text_prompts_per_s(model, prompts: list[str], batch: int = 256, device: str = "cpu") -> float:
     with torch.no_grad():
         model.encode_text(prompts[:4])
+        _sync(device)
         t = time.perf_counter()
         for i in range(0, len(prompts), batch):
             model.encode_text(prompts[i:i + batch])
+        _sync(device)
     return len(prompts) / (time.perf_counter() - t)
 
 
-def bench_lr0fm(model, data, resolutions, batch, workers, store_root) -> float:
+def bench_lr0fm(model, data, resolutions, batch, workers, store_root, device="cpu", amp=None,
+                tensor_views=None) -> float:
     """(b) seconds of evaluate() over all resolutions, classifier already cached."""
     from lr0fm.evaluate import EvalConfig, evaluate
     from lr0fm.store import ResultsStore
-    cfg = EvalConfig(resolutions=resolutions, batch_size=batch, workers=workers, progress=False)
+    cfg = EvalConfig(resolutions=resolutions, batch_size=batch, workers=workers, progress=False, device=device,
+                     amp=amp, tensor_views=tensor_views)
     store = ResultsStore(store_root)
     t = time.perf_counter()
     evaluate(model, data, cfg, store)
@@ -87,10 +101,12 @@ class _Files(torch.utils.data.Dataset):
             return self.transform(im.convert("RGB"))
 
 
-def bench_paper_way(model, paths, classifier, resolutions, batch, workers) -> float:
+def bench_paper_way(model, paths, classifier, resolutions, batch, workers, device="cpu", amp=None) -> float:
     """(c) seconds of one independent run per resolution (images only; the classifier rebuilds are added
     by the caller): torchvision transforms as in the paper's code, decode every run."""
     from torchvision import transforms as T
+
+    from lr0fm.evaluate import _autocast
     p = model.protocol(resolutions)
     S, bicubic = p.input_size, T.InterpolationMode.BICUBIC
     t = time.perf_counter()
@@ -100,10 +116,10 @@ def bench_paper_way(model, paths, classifier, resolutions, batch, workers) -> fl
                                 T.Normalize(p.mean, p.std)])
         loader = torch.utils.data.DataLoader(_Files(paths, tf), batch_size=batch, num_workers=workers)
         preds = []
-        with torch.no_grad():
+        with torch.no_grad(), _autocast(torch.device(device), amp):
             for x in loader:
-                preds.append((model.encode_image(x) @ classifier).topk(5, dim=-1).indices)
-        torch.cat(preds)
+                preds.append((model.encode_image(x.to(device)) @ classifier.to(device)).topk(5, dim=-1).indices)
+        torch.cat(preds).cpu()
     return time.perf_counter() - t
 
 
@@ -116,6 +132,10 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="DataLoader workers for b and c (default: lr0fm's)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--amp", choices=["bf16", "fp16"], default=None)
+    ap.add_argument("--tensor-views", choices=["auto", "on", "off"], default="auto",
+                    help="(b) LR views made on the device (default: on for CUDA)")
     ap.add_argument("--prompt-sample", type=int, default=256, help="prompts timed to extrapolate the classifier")
     ap.add_argument("--full-classifier", action="store_true", help="build all 80,000 prompts (slow on CPU)")
     args = ap.parse_args(argv)
@@ -130,12 +150,14 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     resolutions = parse_resolutions(args.resolutions)
-    workers = default_workers() if args.workers is None else args.workers
+    workers = default_workers(args.device) if args.workers is None else args.workers
+    tensor_views = {"auto": None, "on": True, "off": False}[args.tensor_views]
     names, templates = packaged_text("imagenet1k", "classnames"), packaged_text("imagenet1k", "templates")
-    model = create_model(args.model)
+    model = create_model(args.model, device=args.device)
     S, R, n = model.preprocess.input_size, len(resolutions), args.images
     print(f"model {args.model} S={S}  images {n} x {R} resolutions  batch {args.batch_size}  workers {workers}  "
-          f"torch threads {torch.get_num_threads()}  cpus {os.cpu_count()}  classifier {len(names)}x{len(templates)}")
+          f"torch threads {torch.get_num_threads()}  cpus {os.cpu_count()}  classifier {len(names)}x{len(templates)}  "
+          f"device {args.device} amp {args.amp} tensor views {args.tensor_views}")
 
     tmp = Path(tempfile.mkdtemp(prefix="lr0fm-bench-"))
     paths = generate_jpegs(tmp / "images", n)
@@ -152,13 +174,14 @@ def main(argv=None) -> int:
         store_root = tmp / f"store{rnd}"
         (store_root / "cache" / "classifiers").mkdir(parents=True)
         torch.save(classifier, store_root / "cache" / "classifiers" / f"{key}.pt")
-        a = bench_forward(model, S, args.batch_size, n * R)
-        tb = bench_lr0fm(model, data, resolutions, args.batch_size, workers, store_root)
-        tc = bench_paper_way(model, paths, classifier, resolutions, args.batch_size, workers)
+        a = bench_forward(model, S, args.batch_size, n * R, args.device, args.amp)
+        tb = bench_lr0fm(model, data, resolutions, args.batch_size, workers, store_root, args.device, args.amp,
+                         tensor_views)
+        tc = bench_paper_way(model, paths, classifier, resolutions, args.batch_size, workers, args.device, args.amp)
         sample = prompts if args.full_classifier else prompts[:: max(1, len(prompts) // args.prompt_sample)]
-        tps = text_prompts_per_s(model, sample)
+        tps = text_prompts_per_s(model, sample, device=args.device)
         rows.append((a, tb, tc, len(prompts) / tps))
-        print(f"round {rnd}: (a) {a:.1f} img/s   (b) {n * R / tb:.1f} pairs/s ({tb:.1f}s)   "
+        print(f"round {rnd}: (a) {a:.1f} img/s   (b) {n * R / tb:.1f} pairs/s ({tb:.1f}s)   b/a {n * R / tb / a:.3f}   "
               f"(c) images {tc:.1f}s   classifier {len(prompts) / tps:.0f}s ({tps:.1f} prompts/s)", flush=True)
 
     a, tb, tc, tcls = (statistics.median(col) for col in zip(*rows))
@@ -166,7 +189,8 @@ def main(argv=None) -> int:
     print(f"\nmedians over {args.rounds} rounds (a, b, c interleaved):")
     print(f"(a) forward            {a:8.1f} images/s")
     print(f"(b) lr0fm evaluate     {b:8.1f} image x resolution pairs/s   ({tb:.1f}s)")
-    print(f"b/a                    {b / a:8.3f}")
+    ratio = statistics.median(n * R / row[1] / row[0] for row in rows)
+    print(f"b/a                    {ratio:8.3f}   (median of the per-round ratios; ratio of medians {b / a:.3f})")
     print(f"(c) paper way, images  {tc:8.1f}s   c/b images only: {tc / tb:.2f}")
     print(f"classifier build       {tcls:8.1f}s  ({'measured' if args.full_classifier else 'extrapolated from a sample'})")
     print(f"time(c)/time(b)        {(tc + R * tcls) / (tb + tcls):8.2f}   "

@@ -1,6 +1,5 @@
 """torchrun sharding (images and cells) gives the single-process records; tensor (GPU-path) views
 agree with the PIL protocol within the documented tolerance."""
-import json
 import os
 import shutil
 import signal

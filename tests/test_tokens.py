@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -178,6 +177,10 @@ def test_batches_group_images_by_caption(caption_index):
     assert len(batch) == 6 and len(set(ids)) == 2 and all(ids.count(c) == 3 for c in set(ids))
     assert batch == step_batch(data, 5, 2, 3, 0)  # a pure function of (seed, step): resumable
     assert len({tuple(step_batch(data, s, 2, 3, 0)) for s in range(10)}) > 1
+    # an unreadable file is left out of training batches, not fatal
+    broken = caption_index.parent / data.paths[0]
+    broken.write_bytes(b"not a png")
+    assert not data.readable(0) and data.readable(1)
 
 
 def test_checkpoint_roundtrip_and_resume(tiny_open_clip, caption_index, tmp_path):

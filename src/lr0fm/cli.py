@@ -33,6 +33,8 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype on GPU")
     p.add_argument("--limit", type=int, default=None, help="only the first N images (recorded with results)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--exact-views", action="store_true",
+                   help="on GPU, make LR views with PIL on the CPU (the exact protocol) instead of batched on the GPU")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="images between resume-point saves")
     p.add_argument("--lr-tokens", default=None, help="LR-TK0 token checkpoint (.safetensors): tokens on at every resolution")
     p.add_argument("--sr", default=None, help="super-resolution model between LR image and classifier: "
@@ -63,7 +65,8 @@ def cmd_eval(args) -> int:
     try:
         records = run_groups(groups, resolutions, store, device=device, batch_size=args.batch_size,
                              workers=args.workers, amp=args.amp, limit=args.limit, progress=not args.no_progress,
-                             checkpoint_every=args.checkpoint_every)
+                             checkpoint_every=args.checkpoint_every,
+                             tensor_views=False if getattr(args, "exact_views", False) else None)
     finally:
         distributed.shutdown()
     if distributed.is_main():

@@ -11,7 +11,8 @@ import csv
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -21,6 +22,7 @@ from PIL import Image
 from ..datasets.base import open_image_file
 from ..errors import InputError
 
+log = logging.getLogger("lr0fm")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
@@ -29,15 +31,32 @@ class TrainImages:
     paths: list[str]
     caption_ids: list[int]
     load: Callable[[str], Image.Image] = open_image_file
+    _readable: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def readable(self, index: int) -> bool:
+        """Header check (cached): the file opens and is not a decompression bomb. Unreadable
+        images are left out of their batch (a deterministic choice, so resume is unaffected)."""
+        path = self.paths[index]
+        if path not in self._readable:
+            try:
+                with Image.open(path) as im:
+                    ok = im.size[0] * im.size[1] <= (Image.MAX_IMAGE_PIXELS or float("inf"))
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError):
+                ok = False
+            if not ok:
+                log.warning("skipping unreadable or oversized training image %s", path)
+            self._readable[path] = ok
+        return self._readable[path]
 
     def load_image(self, index: int) -> Image.Image:
         return self.load(self.paths[index])
 
     def subset(self, indices: Sequence[int]) -> "TrainImages":
-        return TrainImages([self.paths[i] for i in indices], [self.caption_ids[i] for i in indices], self.load)
+        return TrainImages([self.paths[i] for i in indices], [self.caption_ids[i] for i in indices], self.load,
+                           self._readable)
 
     def split_holdout(self, fraction: float, seed: int = 0) -> tuple["TrainImages", "TrainImages"]:
         """(train, held-out) split by caption id (a caption's images stay together); stable

@@ -186,7 +186,7 @@ def train_step(d: Distiller, data: TrainImages, step: int, optimizer) -> float:
     """One optimisation step on the global batch of ``step``; returns the (global) loss."""
     cfg, dist = d.cfg, _dist()
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
-    batch = step_batch(data, step, cfg.captions, cfg.per_caption, cfg.seed)
+    batch = [i for i in step_batch(data, step, cfg.captions, cfg.per_caption, cfg.seed) if data.readable(i)]
     lo, hi = _shard(batch, rank, world)
     local = batch[lo:hi]
     teacher = d.teacher(data, batch)                 # the global batch's teacher features
@@ -239,7 +239,7 @@ def validation_loss(d: Distiller, data: TrainImages, batch_size: int = 64) -> fl
         return float("nan")
     total, n = 0.0, 0
     for i in range(0, len(data), batch_size):
-        idx = list(range(i, min(len(data), i + batch_size)))
+        idx = [j for j in range(i, min(len(data), i + batch_size)) if data.readable(j)]
         if len(idx) < 2:
             continue
         teacher = d.teacher(data, idx)
