@@ -7,6 +7,8 @@ maps at each stage input. Training images are the drawings of Debian ``openclipa
 part of them. Results go to OUT/results.json and OUT/results.md.
 
     python benchmarks/train_tokens_offline.py --out runs/lr_tokens_offline
+
+The defaults are the variant documented in docs/lr_tk0.md; a killed run resumes when rerun.
 """
 from __future__ import annotations
 
@@ -67,16 +69,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="lr_tokens_offline")
     ap.add_argument("--model", default="conse-effnet-lite0")
-    ap.add_argument("--steps", type=int, default=240)
+    ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--captions", type=int, default=16, help="images per step (a folder: one per 'caption')")
-    ap.add_argument("--lr", type=float, default=5e-3)
+    ap.add_argument("--captions", type=int, default=12, help="images per step (a folder: one per 'caption')")
+    ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--grid", type=int, default=4, help="token map size per stage (0 = full HxW, 1 = per channel)")
-    ap.add_argument("--buckets", default="16-24,24-32,32-64", help="LR size buckets lo-hi (hi exclusive)")
+    ap.add_argument("--buckets", default="16-24,24-40", help="LR size buckets lo-hi (hi exclusive)")
     ap.add_argument("--target", default="logits", choices=["embedding", "pooled", "logits"])
     ap.add_argument("--aux", default="kl", choices=["none", "cosine", "kl"])
-    ap.add_argument("--micro-batch", type=int, default=32, help="views per forward; 0 = one forward with graph")
-    ap.add_argument("--val-fraction", type=float, default=0.02)
+    ap.add_argument("--micro-batch", type=int, default=0, help="views per forward; 0 = one forward with graph")
+    ap.add_argument("--val-fraction", type=float, default=0.005)
     ap.add_argument("--fashion-limit", type=int, default=None, help="first N Fashion-MNIST test images (default: all)")
     ap.add_argument("--tuxpaint-limit", type=int, default=None)
     ap.add_argument("--workers", type=int, default=1)
