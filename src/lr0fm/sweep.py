@@ -217,7 +217,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="sweep YAML file")
     p.add_argument("--dry-run", action="store_true", help="list the cells and which are done; run nothing")
-    p.add_argument("--out", dest="sweep_out", default=None,
+    p.add_argument("--out", dest="sweep_out", metavar="DIR", default=None,
                    help="results directory (overrides the config's 'out' and the global --out)")
     p.set_defaults(func=cmd_sweep)
 
