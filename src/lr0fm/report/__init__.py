@@ -121,6 +121,10 @@ def plot_accuracy(records: Sequence[dict], path: str | Path) -> Path:
         if chance:
             ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance")
         ax.set_xscale("log", base=2)
+        ticks = sorted({p for r in records if r["dataset"] == d
+                        for p in [r["protocol"]["input_size"] if r["resolution"] == "hr" else int(r["resolution"])]})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
         ax.set_title(d)
         ax.set_xlabel("resolution (px)")
         ax.set_ylabel("top-1 (%)")
