@@ -75,18 +75,6 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def apply_variants(model, resolutions, args):
-    """Optional interventions named on the command line -> (view_fn or None, variant record)."""
-    view_fn, variant = None, {}
-    if getattr(args, "lr_tokens", None):
-        from .tokens import attach_checkpoint  # LR-TK0: returns the checkpoint's hash
-        variant["lr_tokens"] = attach_checkpoint(model, args.lr_tokens)
-    if getattr(args, "sr", None):
-        from .sr import sr_view_fn  # returns (image -> uint8 views, SR model id)
-        view_fn, variant["sr"] = sr_view_fn(model.protocol(resolutions), args.sr, device=args.device)
-    return view_fn, variant
-
-
 def cmd_report(args) -> int:
     from .report import json_records, plot_accuracy, text_report
     from .store import ResultsStore

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Sequence
 
 from . import distributed as dist
@@ -44,13 +43,11 @@ class Group:
     lr_tokens: str | None = None
     sr: str | None = None
 
-    def variant_args(self, device: str) -> SimpleNamespace:
-        return SimpleNamespace(lr_tokens=self.lr_tokens, sr=self.sr, device=device)
 
 
 def _loaded_models(groups: Sequence[Group], indices: Sequence[int], resolutions, device: str):
     """Yield (index, group, model, view_fn, variant), building each (model, variant) once in a row."""
-    from .cli import apply_variants
+    from .variants import apply_variants
     from .models import create_model
 
     key, built = None, None
@@ -59,7 +56,7 @@ def _loaded_models(groups: Sequence[Group], indices: Sequence[int], resolutions,
         if (g.model, g.lr_tokens, g.sr) != key:
             built = None  # free the previous model before building the next
             model = create_model(g.model, device=device)
-            view_fn, variant = apply_variants(model, resolutions, g.variant_args(device))
+            view_fn, variant = apply_variants(model, resolutions, g.lr_tokens, g.sr, device)
             key, built = (g.model, g.lr_tokens, g.sr), (model, view_fn, variant)
         yield (i, g, *built)
 
