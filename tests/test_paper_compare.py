@@ -178,3 +178,20 @@ def test_compare_user_errors_exit_2(tmp_path, store, capsys):
     assert main(["--out", str(store.root), "compare", "--model", "nope"]) == 2
     assert "stored: " in capsys.readouterr().err
     assert main(["--out", str(store.root), "compare", "--resolutions", "8"]) == 2
+
+
+def test_compare_shows_base_vs_tokens_on_offline_datasets_only(tmp_path, capsys):
+    """No paper dataset evaluated (the offline default): no ranking, but base vs variant is shown."""
+    st = ResultsStore(tmp_path / "offline")
+    for res, base, tok in (("hr", 0.674, 0.665), (16, 0.443, 0.470), (32, 0.574, 0.565)):
+        st.put(_record("conse-effnet-lite0", "tuxpaint", res, base, num_classes=11))
+        st.put(_record("conse-effnet-lite0", "tuxpaint", res, tok, num_classes=11, variant={"lr_tokens": "ab" * 32}))
+    assert main(["--out", str(st.root), "compare"]) == 0
+    out = capsys.readouterr().out
+    line16 = next(l for l in out.splitlines() if l.strip().startswith("16 px"))
+    assert "tuxpaint 44.3 -> 47.0%" in line16
+    assert f"SAR {0.443 / 0.674:.3f} -> {0.470 / 0.665:.3f}" in line16
+    assert "No ranking among the paper's backbones" in out
+    assert main(["--out", str(st.root), "compare", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [v["resolution"] for v in data["variants"]] == [16, 32]

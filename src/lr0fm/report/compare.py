@@ -321,6 +321,40 @@ def _gamma_block(entries: list[Entry], cmp: Comparison) -> list[str]:
     return out
 
 
+def variants_on_own_datasets(records: Sequence[dict], resolutions: Sequence[int | str]) -> list[dict]:
+    """Each variant (LR tokens, SR...) against its base model on the datasets both were evaluated
+    on, whatever they are (e.g. the offline tuxpaint): for results the paper cannot be placed beside."""
+    by_label: dict[str, list[dict]] = {}
+    for r in records:
+        by_label.setdefault(model_label(r), []).append(r)
+    out = []
+    for label, recs in sorted(by_label.items()):
+        base = recs[0]["model"]
+        if label == base or base not in by_label:
+            continue
+        cells = lambda rs: {(r["dataset"], _res(r["resolution"])) for r in rs}  # noqa: E731
+        common = cells(recs) & cells(by_label[base])
+        rows = [{"model": lab, "dataset": r["dataset"], "resolution": _res(r["resolution"]), "top1": r["top1"],
+                 "num_classes": r.get("num_classes")}
+                for lab in (base, label) for r in by_label[lab] if (r["dataset"], _res(r["resolution"])) in common]
+        rob = {(x.model, x.resolution): x for x in robustness_table(rows, war_weights(), class_counts())}
+        for res in sorted({x.resolution for x in rob.values()}):
+            if res in resolutions and (base, res) in rob and (label, res) in rob:
+                b, v = rob[(base, res)], rob[(label, res)]
+                out.append({"variant": label, "base": base, "resolution": res, "datasets": sorted(v.gamma),
+                            "accuracy": [b.accuracy, v.accuracy], "SAR": [b.SAR, v.SAR], "WAR": [b.WAR, v.WAR]})
+    return out
+
+
+def format_own_variants(rows: list[dict]) -> str:
+    lines = ["Variants vs their base model, on your own datasets:"]
+    for v in rows:
+        acc = ", ".join(f"{d} {100 * v['accuracy'][0][d]:.1f} -> {100 * v['accuracy'][1][d]:.1f}%" for d in v["datasets"])
+        lines.append(f"  {v['resolution']:>3} px  {v['variant']} vs {v['base']}: top-1 {acc}; "
+                     f"SAR {v['SAR'][0]:.3f} -> {v['SAR'][1]:.3f}, WAR {v['WAR'][0]:.3f} -> {v['WAR'][1]:.3f}")
+    return "\n".join(lines)
+
+
 # -- command ---------------------------------------------------------------------------------------
 def cmd_compare(args) -> int:
     from ..protocol import parse_resolutions
@@ -337,7 +371,18 @@ def cmd_compare(args) -> int:
             known = sorted({model_label(r) for r in records})
             raise InputError(f"--model {args.model}: no results for it in {store.root}; stored: {_join(known)}")
         records = picked
-    cmp = compare(records, parse_resolutions(args.resolutions), rank_by=args.rank_by, common_only=args.datasets_only_common)
+    resolutions = parse_resolutions(args.resolutions)
+    try:
+        cmp = compare(records, resolutions, rank_by=args.rank_by,
+                      common_only=args.datasets_only_common)
+    except InputError as e:
+        # nothing to place beside the paper (e.g. only offline datasets): still show base vs variants
+        own = variants_on_own_datasets(records, resolutions)
+        if not own:
+            raise
+        print(json.dumps({"paper_comparison": str(e), "variants": own}, indent=1) if args.json
+              else f"{format_own_variants(own)}\n\nNo ranking among the paper's backbones: {e}")
+        return 0
     print(json.dumps(cmp.as_dict(), indent=1) if args.json else format_comparison(cmp, context=args.context))
     return 0
 
