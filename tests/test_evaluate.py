@@ -135,6 +135,8 @@ def run_cli(argv, capsys):
     (["eval", "--model", "open_clip:ViT-B-32:laion2b_s34b_b79k", "--dataset", "tuxpaint"], "not available here"),
     (["eval", "--model", "hf:google/siglip-base-patch16-224", "--dataset", "tuxpaint"], "not available here"),
     (["eval", "--dataset", "imagefolder", "--data-root", "/nonexistent/dir"], "does not exist"),
+    (["eval", "--dataset", "tuxpaint", "--limit", "0"], "--limit 0 must be at least 1"),
+    (["eval", "--dataset", "tuxpaint", "--batch-size", "0"], "--batch-size 0 must be at least 1"),
 ])
 def test_bad_input_one_line_nonzero_nothing_written(argv, match, tmp_path, capsys):
     import re

@@ -48,9 +48,11 @@ def cmd_eval(args) -> int:
     from .store import ResultsStore
 
     resolutions = parse_resolutions(args.resolutions)
-    if args.batch_size <= 0:
-        from .errors import InputError
-        raise InputError(f"--batch-size {args.batch_size} must be positive")
+    from .errors import InputError
+    for flag, value, least in (("--batch-size", args.batch_size, 1), ("--limit", args.limit, 1),
+                               ("--workers", args.workers, 0), ("--checkpoint-every", args.checkpoint_every, 1)):
+        if value is not None and value < least:
+            raise InputError(f"{flag} {value} must be at least {least}")
     store = ResultsStore(args.out)
     # Validate every dataset before any model is built or anything is written.
     options = {"download": True} if getattr(args, "download", False) else {}
