@@ -308,3 +308,18 @@ def test_cli_train_tokens_then_eval_with_tokens(tiny_open_clip, image_folder, tm
     capsys.readouterr()
     assert main(["train-tokens", "--model", spec, "--data", str(tmp_path / "nope"), "--output", str(run)]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_train_tokens_bad_config_one_line_nothing_written(tmp_path, capsys):
+    from conftest import make_image
+    from lr0fm.cli import main
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    for i in range(4):
+        make_image(rng, (40, 40)).save(tmp_path / "imgs" / f"{i}.png")
+    out = tmp_path / "run"
+    assert main(["train-tokens", "--model", "conse-effnet-lite0", "--data", str(tmp_path / "imgs"),
+                 "--output", str(out), "--first", "2", "--last", "2", "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--first" in err and "--last" in err
+    assert not out.exists()

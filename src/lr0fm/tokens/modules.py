@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError  # a ValueError: one line in the CLI
 from ..models.towers import Tower, find_tower
 
 VARIANTS = ("additive", "vpt-deep")
@@ -42,9 +43,9 @@ class TokenConfig:
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
-            raise ValueError(f"token variant {self.variant!r} unknown; use one of {VARIANTS}")
+            raise InputError(f"token variant {self.variant!r} unknown; use one of {VARIANTS}")
         if self.first is not None and self.last is not None:
-            raise ValueError("give at most one of first=k and last=k")
+            raise InputError("give at most one of --first k and --last k")
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -283,7 +283,6 @@ def train_tokens(model, data: TrainImages, cfg: TrainConfig, out_dir: str | os.P
     ``stop_at``: end this invocation after that step (time-sliced jobs); the same call again
     resumes and finishes exactly as an uninterrupted run."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     dist = _dist()
     rank = dist.get_rank() if dist else 0
     train, val = data.split_holdout(cfg.val_fraction, cfg.seed)
@@ -291,6 +290,7 @@ def train_tokens(model, data: TrainImages, cfg: TrainConfig, out_dir: str | os.P
         enable_grad_checkpointing(model)
     d = Distiller(model, cfg)
     optimizer, scheduler = make_optimizer(d, cfg)
+    out.mkdir(parents=True, exist_ok=True)  # only once the configuration is known to be valid
     start, best = 0, float("inf")
     last = out / "last.safetensors"
     if resume and last.is_file():
