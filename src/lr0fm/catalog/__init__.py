@@ -34,6 +34,12 @@ def class_counts() -> dict[str, int]:
     return {k: int(v["num_classes"]) for k, v in benchmark()["datasets"].items()}
 
 
+@lru_cache(maxsize=None)  # the packaged files do not change while lr0fm runs; every record asks
+def _catalog_hashes() -> tuple[tuple[str, str], ...]:
+    return tuple((f, resources.file_hash(f)) for f in (MODELS_FILE, BENCHMARK_FILE, PAPER_RESULTS_FILE)
+                 if resources.exists(f))
+
+
 def catalog_hashes() -> dict[str, str]:
-    return {f: resources.file_hash(f) for f in (MODELS_FILE, BENCHMARK_FILE, PAPER_RESULTS_FILE)
-            if resources.exists(f)}
+    return dict(_catalog_hashes())
+

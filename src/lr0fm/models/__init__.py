@@ -91,7 +91,8 @@ def create_model(name: str, device: str = "cpu", **kwargs) -> ZeroShotModel:
     model = BACKENDS[backend](spec, **kwargs)
     if entry:
         model.info.extra["catalog_name"] = name
-    return model.to(device).eval()
+    # every backend's weights are frozen here, once: evaluation, analyses and LR tokens need no grads on them
+    return model.requires_grad_(False).to(device).eval()
 
 
 __all__ = ["BACKENDS", "BACKEND_REQUIRES", "DEFAULT_MODEL", "ModelError", "ModelInfo", "PreprocessCfg", "TextCfg", "ZeroShotModel",

@@ -99,8 +99,6 @@ class ConSEModel(ZeroShotModel):
         with torch.no_grad():
             emb = torch.stack([self.text_model([t.format(l) for l in labels]) for t in LABEL_TEMPLATES]).mean(0)
         self.register_buffer("label_embeddings", nn.functional.normalize(emb, dim=-1))
-        for p in self.parameters():
-            p.requires_grad_(False)
 
     @property
     def tower(self) -> nn.Module:

@@ -114,8 +114,6 @@ class HFModel(ZeroShotModel):
                          extra={"class": type(model).__name__, "model_type": model.config.model_type})
         super().__init__(info, preprocess_from_processor(proc), text_cfg_for(model.config.model_type))
         self.routes, self.model, self.tokenizer = routes, model, tokenizer
-        for p in self.model.parameters():
-            p.requires_grad_(False)
 
     @property
     def tower(self) -> nn.Module:

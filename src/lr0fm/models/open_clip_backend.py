@@ -103,8 +103,6 @@ class OpenCLIPModel(ZeroShotModel):
                 raise ModelError(f"the tokenizer of {arch} is not available offline ({type(e).__name__}); "
                                  "download it once where there is network") from None
         self.tokenizer = tokenizer
-        for p in self.model.parameters():
-            p.requires_grad_(False)
 
     @property
     def tower(self) -> nn.Module:

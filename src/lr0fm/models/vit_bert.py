@@ -159,8 +159,6 @@ class ViTBertModel(ZeroShotModel):
         if missing:
             raise ModelError(f"{path} lacks {len(missing)} weights of the {family} ITC encoders, e.g. {missing[0]}")
         self.eval()
-        for p in self.parameters():
-            p.requires_grad_(False)
 
     @property
     def tower(self) -> nn.Module:
