@@ -7,6 +7,7 @@ maps at each stage input. Training images are the drawings of Debian ``openclipa
 part of them. Results go to OUT/results.json and OUT/results.md.
 
     python benchmarks/train_tokens_offline.py --out runs/lr_tokens_offline
+    python benchmarks/train_tokens_offline.py --out runs/eval --eval-only CKPT --device cuda   # re-evaluate
 
 The defaults are the variant documented in docs/lr_tk0.md; a killed run resumes when rerun.
 """
@@ -69,26 +70,37 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="lr_tokens_offline")
     ap.add_argument("--model", default="conse-effnet-lite0")
-    ap.add_argument("--steps", type=int, default=45)
+    ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--captions", type=int, default=12, help="images per step (a folder: one per 'caption')")
     ap.add_argument("--lr", type=float, default=3e-2)
     ap.add_argument("--grid", type=int, default=4, help="token map size per stage (0 = full HxW, 1 = per channel)")
     ap.add_argument("--buckets", default="16-24,24-32", help="LR size buckets lo-hi (hi exclusive)")
-    ap.add_argument("--target", default="logits", choices=["embedding", "pooled", "logits"])
-    ap.add_argument("--aux", default="kl", choices=["none", "cosine", "kl"])
+    ap.add_argument("--target", default="pooled", choices=["embedding", "pooled", "logits"],
+                    help="distilled features: pooled = the 1280-d CNN features")
+    ap.add_argument("--aux", default="cosine", choices=["none", "cosine", "kl"],
+                    help="non-saturating term beside InfoNCE")
     ap.add_argument("--micro-batch", type=int, default=0, help="views per forward; 0 = one forward with graph")
     ap.add_argument("--val-fraction", type=float, default=0.005)
     ap.add_argument("--fashion-limit", type=int, default=None, help="first N Fashion-MNIST test images (default: all)")
     ap.add_argument("--tuxpaint-limit", type=int, default=None)
+    ap.add_argument("--datasets", default="tuxpaint,fashion_mnist", help="comma-separated evaluation datasets")
+    ap.add_argument("--eval-only", metavar="CKPT", help="skip training; evaluate this token checkpoint")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    unknown = set(args.datasets.split(",")) - {"tuxpaint", "fashion_mnist"}
+    if unknown:
+        ap.error(f"--datasets: unknown {sorted(unknown)}; use tuxpaint and/or fashion_mnist")
+    if args.eval_only and not Path(args.eval_only).is_file():
+        ap.error(f"--eval-only: no checkpoint at {args.eval_only}; give a .safetensors file written by train-tokens")
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     model = create_model(args.model, device=args.device)
+    if args.eval_only:
+        return evaluate(model, Path(args.eval_only), None, 0, args, argv, out)
     data = folder_images(CLIPART)
     data.load = load_clipart
     buckets = tuple(tuple(int(v) for v in b.split("-")) for b in args.buckets.split(","))
@@ -101,12 +113,17 @@ def main(argv=None) -> int:
     train_minutes = (time.time() - started) / 60
     for p in model.parameters():  # training must leave the base model frozen
         assert not p.requires_grad
+    return evaluate(model, best, round(train_minutes, 1), len(data), args, argv, out)
 
+
+def evaluate(model, best: Path, train_minutes, train_images: int, args, argv, out: Path) -> int:
+    """Top-1 before/after per resolution with McNemar tests -> OUT/results.json, OUT/results.md."""
     results = {"command": " ".join(["python", "benchmarks/train_tokens_offline.py"] + (argv or sys.argv[1:])),
-               "train_minutes": round(train_minutes, 1), "train_images": len(data), "config": vars(args),
-               "datasets": {}}
+               "train_minutes": train_minutes, "train_images": train_images, "config": vars(args),
+               "device": str(model.device), "datasets": {}}
     limits = {"tuxpaint": args.tuxpaint_limit, "fashion_mnist": args.fashion_limit}
-    for key, limit in limits.items():
+    for key in args.datasets.split(","):
+        limit = limits[key]
         ds = get_dataset(key)
         if limit is not None:
             ds = ds.subset(range(min(limit, len(ds))))
@@ -119,6 +136,7 @@ def main(argv=None) -> int:
             np.save(base_file, before)
         digest = attach_checkpoint(model, best)
         after = correct_matrix(model, ds, classifier, args.workers)
+        np.save(out / f"after_{key}_{len(ds)}.npy", after)  # per-image outcomes, for audits
         model._lr_tokens.detach()  # back to the base model for the next dataset's baseline
         rows = []
         for j, r in enumerate(RESOLUTIONS):
@@ -139,7 +157,7 @@ def main(argv=None) -> int:
         lines.append("")
     (out / "results.md").write_text("\n".join(lines))
     print("\n".join(lines))
-    print(f"training: {train_minutes:.1f} min; checkpoint {best} (sha256 {results.get('checkpoint_sha256')})")
+    print(f"training: {train_minutes} min; checkpoint {best} (sha256 {results.get('checkpoint_sha256')})")
     return 0
 
 
