@@ -96,11 +96,14 @@ def main(argv=None) -> int:
         ap.error(f"--eval-only: no checkpoint at {args.eval_only}; give a .safetensors file written by train-tokens")
     torch.manual_seed(args.seed)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     model = create_model(args.model, device=args.device)
     if args.eval_only:
+        attach_checkpoint(model, args.eval_only)  # a checkpoint of another model fails here, before any work
+        model._lr_tokens.detach()
+        out.mkdir(parents=True, exist_ok=True)
         return evaluate(model, Path(args.eval_only), None, 0, args, argv, out)
+    out.mkdir(parents=True, exist_ok=True)
     data = folder_images(CLIPART)
     data.load = load_clipart
     buckets = tuple(tuple(int(v) for v in b.split("-")) for b in args.buckets.split(","))
@@ -162,4 +165,9 @@ def evaluate(model, best: Path, train_minutes, train_images: int, args, argv, ou
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lr0fm.errors import USER_ERRORS
+    try:
+        sys.exit(main())
+    except USER_ERRORS as e:  # one line, like the lr0fm CLI
+        print(f"train_tokens_offline: error: {e}", file=sys.stderr)
+        sys.exit(2)
