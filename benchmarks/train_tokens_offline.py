@@ -147,7 +147,7 @@ def evaluate(model, best: Path, train_minutes, train_images: int, args, argv, ou
             rows.append({"resolution": r, "before": float(before[j].mean()), "after": float(after[j].mean()),
                          "gained": g, "lost": l, "p_mcnemar": p})
         results["datasets"][key] = {"n": len(ds), "rows": rows}
-        results["checkpoint_sha256"] = digest
+        results["checkpoint_digest"] = digest
         (out / "results.json").write_text(json.dumps(results, indent=1))
     lines = []
     for key, res in results["datasets"].items():
@@ -160,7 +160,7 @@ def evaluate(model, best: Path, train_minutes, train_images: int, args, argv, ou
         lines.append("")
     (out / "results.md").write_text("\n".join(lines))
     print("\n".join(lines))
-    print(f"training: {train_minutes} min; checkpoint {best} (sha256 {results.get('checkpoint_sha256')})")
+    print(f"training: {train_minutes} min; checkpoint {best} (digest {results.get('checkpoint_digest')})")
     return 0
 
 

@@ -303,8 +303,8 @@ def test_cli_train_tokens_then_eval_with_tokens(tiny_open_clip, image_folder, tm
     assert rc == 0
     from lr0fm.store import ResultsStore
     records = ResultsStore(tmp_path / "res").records()
-    from lr0fm.models.base import file_sha256
-    assert records and all(r["variant"]["lr_tokens"] == file_sha256(ckpt) for r in records)
+    from lr0fm.tokens import checkpoint_digest
+    assert records and all(r["variant"]["lr_tokens"] == checkpoint_digest(ckpt) for r in records)
     capsys.readouterr()
     assert main(["train-tokens", "--model", spec, "--data", str(tmp_path / "nope"), "--output", str(run)]) == 2
     assert "no such folder" in capsys.readouterr().err
@@ -323,3 +323,31 @@ def test_train_tokens_bad_config_one_line_nothing_written(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--first" in err and "--last" in err
     assert not out.exists()
+
+
+def test_checkpoint_digest_is_content_not_file_bytes(tmp_path):
+    """safetensors writes its header in hash-map order: the same tokens must keep one id."""
+    import json
+    import struct
+
+    from safetensors.torch import save_file
+
+    from lr0fm.models.base import file_sha256
+    from lr0fm.tokens import checkpoint_digest
+    from lr0fm.tokens.checkpoint import FORMAT
+    tensors = {"tokens.0": torch.randn(2, 3), "logit_scale": torch.ones(1)}
+    meta = {"format": FORMAT, "model_id": "m", "weights_hash": "h", "step": "1"}
+    a, b, c = (tmp_path / f"{n}.safetensors" for n in "abc")
+    save_file(tensors, str(a), metadata=meta)
+    raw = a.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    header["__metadata__"] = dict(reversed(list(header["__metadata__"].items())))
+    reordered = json.dumps(dict(reversed(list(header.items()))), separators=(",", ":")).encode()
+    assert len(reordered) <= n
+    b.write_bytes(raw[:8] + reordered.ljust(n) + raw[8 + n:])
+    assert file_sha256(a) != file_sha256(b)
+    assert checkpoint_digest(a) == checkpoint_digest(b)
+    tensors["tokens.0"][0, 0] += 1
+    save_file(tensors, str(c), metadata=meta)
+    assert checkpoint_digest(c) != checkpoint_digest(a)

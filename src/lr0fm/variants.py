@@ -14,7 +14,7 @@ def apply_variants(model: ZeroShotModel, resolutions: Sequence[int | str], lr_to
     """-> (view_fn or None, variant record). Tokens are attached to ``model`` in place."""
     view_fn, variant = None, {}
     if lr_tokens:
-        from .tokens import attach_checkpoint  # returns the checkpoint's sha256
+        from .tokens import attach_checkpoint  # returns the checkpoint's content digest
         variant["lr_tokens"] = attach_checkpoint(model, lr_tokens)
     if sr:
         from .sr import sr_view_fn  # returns (image -> uint8 views, SR model id)

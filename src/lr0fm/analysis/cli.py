@@ -90,14 +90,14 @@ def cmd_predictions(args) -> int:
     data = _dataset(args)
     store = ResultsStore(args.out)
     variant = {}
-    if args.lr_tokens:  # results of a tokens run are recorded under the checkpoint's sha256
+    if args.lr_tokens:  # results of a tokens run are recorded under the checkpoint's digest
         from pathlib import Path
 
         from ..errors import InputError
-        from ..models.base import file_sha256
+        from ..tokens.checkpoint import checkpoint_digest
         if not Path(args.lr_tokens).is_file():
             raise InputError(f"--lr-tokens {args.lr_tokens} does not exist; give the checkpoint used with 'lr0fm eval'")
-        variant["lr_tokens"] = file_sha256(args.lr_tokens)
+        variant["lr_tokens"] = checkpoint_digest(args.lr_tokens)
     result = semantic_errors(store, args.model, data, threshold=args.threshold, seed=args.seed, gallery=args.gallery,
                              variant=variant, wordnet_root=args.wordnet)
     print(result.table())

@@ -3,6 +3,7 @@ config, the base model's id and weights hash in the safetensors header. The opti
 scheduler and RNG state needed to resume live in a sidecar ``<name>.state.pt``."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from ..models.base import file_sha256, state_dict_hash
+from ..models.base import state_dict_hash
 
 FORMAT = "lr0fm-lr-tokens/1"
 
@@ -58,6 +59,23 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     return tensors, meta
 
 
+def content_digest(tensors: dict[str, torch.Tensor], meta: dict) -> str:
+    """sha256 of a checkpoint's content: metadata and tensors in sorted order. Not the file's
+    bytes: safetensors writes its header in hash-map order, so the same tokens saved twice give
+    different files (and would give two result variants)."""
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def checkpoint_digest(path: str | os.PathLike) -> str:
+    """The id results record for a token checkpoint (see content_digest)."""
+    return content_digest(*read_checkpoint(path))
+
+
 def check_matches(meta: dict, model, path) -> None:
     if meta["model_id"] != model.info.model_id:
         raise InputError(f"{path}: tokens were trained for model {meta['model_id']!r}, not {model.info.model_id!r}; "
@@ -69,7 +87,7 @@ def check_matches(meta: dict, model, path) -> None:
 
 def attach_checkpoint(model, path: str | os.PathLike):
     """Attach the checkpoint's tokens to ``model`` (on at every resolution, HR included) and
-    return the checkpoint file's sha256, which results record."""
+    return the checkpoint's content digest (sha256), which results record."""
     from .modules import LRTokens, TokenConfig
     tensors, meta = read_checkpoint(path)
     check_matches(meta, model, path)
@@ -89,7 +107,7 @@ def attach_checkpoint(model, path: str | os.PathLike):
     for p in tokens.parameters():
         p.requires_grad_(False)
     object.__setattr__(model, "_lr_tokens", tokens)  # kept alive, not a submodule: model weights unchanged
-    return file_sha256(path)
+    return content_digest(tensors, meta)
 
 
 def load_into(distiller, path, model) -> dict:
