@@ -99,9 +99,6 @@ def main(argv=None) -> int:
 
     model = create_model(args.model, device=args.device)
     if args.eval_only:
-        attach_checkpoint(model, args.eval_only)  # a checkpoint of another model fails here, before any work
-        model._lr_tokens.detach()
-        out.mkdir(parents=True, exist_ok=True)
         return evaluate(model, Path(args.eval_only), None, 0, args, argv, out)
     out.mkdir(parents=True, exist_ok=True)
     data = folder_images(CLIPART)
@@ -121,9 +118,12 @@ def main(argv=None) -> int:
 
 def evaluate(model, best: Path, train_minutes, train_images: int, args, argv, out: Path) -> int:
     """Top-1 before/after per resolution with McNemar tests -> OUT/results.json, OUT/results.md."""
+    digest = attach_checkpoint(model, best)  # a checkpoint of another model fails here, before any work
+    tokens = model._lr_tokens
+    out.mkdir(parents=True, exist_ok=True)
     results = {"command": " ".join(["python", "benchmarks/train_tokens_offline.py"] + (argv or sys.argv[1:])),
                "train_minutes": train_minutes, "train_images": train_images, "config": vars(args),
-               "device": str(model.device), "datasets": {}}
+               "device": str(model.device), "checkpoint_digest": digest, "datasets": {}}
     limits = {"tuxpaint": args.tuxpaint_limit, "fashion_mnist": args.fashion_limit}
     for key in args.datasets.split(","):
         limit = limits[key]
@@ -135,19 +135,17 @@ def evaluate(model, best: Path, train_minutes, train_images: int, args, argv, ou
         if base_file.is_file():
             before = np.load(base_file)
         else:
-            before = correct_matrix(model, ds, classifier, args.workers)
+            with tokens.disabled():  # exactly the base model
+                before = correct_matrix(model, ds, classifier, args.workers)
             np.save(base_file, before)
-        digest = attach_checkpoint(model, best)
         after = correct_matrix(model, ds, classifier, args.workers)
         np.save(out / f"after_{key}_{len(ds)}.npy", after)  # per-image outcomes, for audits
-        model._lr_tokens.detach()  # back to the base model for the next dataset's baseline
         rows = []
         for j, r in enumerate(RESOLUTIONS):
             g, l, p = mcnemar_p(before[j], after[j])
             rows.append({"resolution": r, "before": float(before[j].mean()), "after": float(after[j].mean()),
                          "gained": g, "lost": l, "p_mcnemar": p})
         results["datasets"][key] = {"n": len(ds), "rows": rows}
-        results["checkpoint_digest"] = digest
         (out / "results.json").write_text(json.dumps(results, indent=1))
     lines = []
     for key, res in results["datasets"].items():
@@ -160,7 +158,7 @@ def evaluate(model, best: Path, train_minutes, train_images: int, args, argv, ou
         lines.append("")
     (out / "results.md").write_text("\n".join(lines))
     print("\n".join(lines))
-    print(f"training: {train_minutes} min; checkpoint {best} (digest {results.get('checkpoint_digest')})")
+    print(f"training: {train_minutes} min; checkpoint {best} (digest {digest})")
     return 0
 
 
