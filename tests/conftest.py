@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# lr0fm's own caches (file digests, label embeddings) go to a folder of this test session
+os.environ.setdefault("LR0FM_CACHE", tempfile.mkdtemp(prefix="lr0fm-cache-"))
 
 import numpy as np
 import pytest

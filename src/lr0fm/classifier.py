@@ -1,13 +1,12 @@
 """Zero-shot text classifier: class names x templates -> [D, C] weights, cached on disk.
 
-The cache key is the hash of (model id, weights hash, text config, class names, templates), so a
-classifier is built once per (model, dataset, templates) and reused by every resolution, rerun
-and analysis.
+The cache key comes from lr0fm.identity (the model's identity -- weights digest, kwargs, text
+config -- with the class names and templates), so a classifier is built once per (model,
+prompts) and reused by every resolution, rerun and analysis, and never across weights.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -15,15 +14,10 @@ from typing import Sequence
 import torch
 
 from .datasets.base import fill_template
+from .identity import classifier_key
 from .models.base import ZeroShotModel
 
-
-def classifier_key(model: ZeroShotModel, classnames: Sequence[str], templates: Sequence[str]) -> str:
-    payload = {"model": model.info.model_id, "weights_hash": model.info.weights_hash,
-               "weights": None if model.info.weights_hash else model.info.weights,
-               "text_cfg": vars(model.text_cfg), "classnames": list(classnames), "templates": list(templates),
-               "extra": {k: v for k, v in model.info.extra.items() if k != "catalog_name"}}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+log = logging.getLogger("lr0fm")
 
 
 @torch.no_grad()
@@ -41,8 +35,9 @@ def build_zero_shot_classifier(model: ZeroShotModel, classnames: Sequence[str], 
 
 
 def cached_classifier(model: ZeroShotModel, classnames: Sequence[str], templates: Sequence[str],
-                      cache_dir: str | os.PathLike | None) -> tuple[torch.Tensor, str]:
-    key = classifier_key(model, classnames, templates)
+                      cache_dir: str | os.PathLike | None, key: str | None = None) -> tuple[torch.Tensor, str]:
+    """(classifier, cache key); ``key`` defaults to identity.classifier_key of the model and prompts."""
+    key = key or classifier_key(model, classnames, templates)
     if cache_dir is None:
         return build_zero_shot_classifier(model, classnames, templates), key
     path = Path(cache_dir) / f"{key}.pt"
@@ -54,6 +49,10 @@ def cached_classifier(model: ZeroShotModel, classnames: Sequence[str], templates
     weights = build_zero_shot_classifier(model, classnames, templates)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(weights, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(weights, tmp)
+        os.replace(tmp, path)
+    except OSError as e:  # a cache that cannot be written only costs a rebuild next time
+        tmp.unlink(missing_ok=True)
+        log.warning("warning: could not cache the classifier in %s (%s)", path.parent, e.strerror or e)
     return weights, key

@@ -8,4 +8,12 @@ class InputError(ValueError):
     """A file or option the user gave cannot be used."""
 
 
-USER_ERRORS = (DatasetError, ModelError, ProtocolError, InputError)
+class ViewError(RuntimeError):
+    """Making the views of a readable image failed (an SR model, a custom view function)."""
+
+
+class PassBusy(RuntimeError):
+    """Another process is running this pass of an evaluation (and the caller chose not to wait)."""
+
+
+USER_ERRORS = (DatasetError, ModelError, ProtocolError, InputError, ViewError)

@@ -25,11 +25,14 @@ from . import distributed as dist
 from . import gpu_resize
 from .catalog import catalog_hashes
 from .classifier import cached_classifier
-from .datasets.base import LabeledImages
+from .datasets.base import DatasetError, LabeledImages
+from .errors import ViewError
+from .identity import Evaluation, evaluation
 from .metrics import mean_per_class_recall
 from .models.base import ZeroShotModel
 from .protocol import HR, Protocol, ProtocolError, parse_resolutions
-from .store import ResultsStore, stable_hash
+from .records import FORMAT as RECORD_FORMAT
+from .store import PassBusy, ResultsStore
 
 log = logging.getLogger("lr0fm")
 
@@ -73,9 +76,15 @@ class _ViewDataset(Dataset):
     def __getitem__(self, i: int):
         index = self.indices[i]
         try:
-            return index, self.view_fn(self.data.load_image(index))
+            image = self.data.load_image(index)
         except UNREADABLE:
-            return index, None
+            return index, None  # an unreadable file: skipped and counted
+        try:
+            return index, self.view_fn(image)
+        except Exception as e:  # a broken view maker (e.g. an SR model) is an error, never a skip
+            raise ViewError(f"making the views of {self.data.sample_id(index)!r} failed: {type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:200] if str(e) else ''}; fix or drop --sr / the view "
+                            "function and rerun") from e
 
 
 def _collate(items):
@@ -94,10 +103,11 @@ def default_workers(device: str = "cpu") -> int:
     return max(0, min(cap, cores - 1))
 
 
-def cell_id(model: ZeroShotModel, data: LabeledImages, protocol: Protocol, resolution, cfg: EvalConfig) -> str:
-    return stable_hash({"model": model.info.model_id, "weights_hash": model.info.weights_hash,
-                        "dataset": data.spec.provenance(), "protocol": protocol.describe(resolution),
-                        "variant": cfg.variant, "limit": cfg.limit, "n": len(data)})
+def identify(model: ZeroShotModel, data: LabeledImages, protocol: Protocol, cfg: EvalConfig,
+             tensor_views: bool = False) -> Evaluation:
+    """The identity of this evaluation (lr0fm.identity decides what is in it)."""
+    return evaluation(model, data, protocol, amp=cfg.amp, topk=cfg.topk, variant=cfg.variant, limit=cfg.limit,
+                      views=gpu_resize.TENSOR_VIEWS if tensor_views else "pil")
 
 
 def _autocast(device: torch.device, amp: str | None):
@@ -132,7 +142,7 @@ def predict(model: ZeroShotModel, data: LabeledImages, indices: Sequence[int], c
     weights = classifier.to(device)
     position = {idx: j for j, idx in enumerate(indices)}
     bar = _progress(cfg, progress_total or n, progress_done, data.spec.key)
-    for batch_indices, ok, views in loader:
+    for batch_indices, ok, views in _batches(loader):
         if views is not None:
             b = views.shape[0]
             views = views.to(device, non_blocking=True)
@@ -158,6 +168,15 @@ def predict(model: ZeroShotModel, data: LabeledImages, indices: Sequence[int], c
     return topk, valid
 
 
+def _batches(loader):
+    """The loader's batches; a ViewError raised in a worker comes back as its own one line."""
+    try:
+        yield from loader
+    except ViewError as e:
+        lines = [line for line in str(e).strip().splitlines() if line.strip()]
+        raise ViewError(lines[-1].split("ViewError: ", 1)[-1] if lines else "making the views failed") from None
+
+
 def _progress(cfg: EvalConfig, total: int, initial: int, desc: str):
     if not cfg.progress:
         return None
@@ -168,46 +187,55 @@ def _progress(cfg: EvalConfig, total: int, initial: int, desc: str):
 
 def plan(model: ZeroShotModel, data: LabeledImages, cfg: EvalConfig, view_fn: ViewFn | None = None,
          protocol: Protocol | None = None):
-    """What ``evaluate`` will compute: (effective cfg, data after --limit, protocol, {resolution: cell id},
-    tensor_views). Cheap: no image is read (``lr0fm sweep --dry-run`` uses it)."""
+    """What ``evaluate`` will compute: (effective cfg, data after --limit, protocol, identity,
+    {resolution: cell id}, tensor_views). No image is decoded (``lr0fm sweep --dry-run`` uses it);
+    file contents are hashed once and remembered (lr0fm.filedigest)."""
     protocol = protocol or model.protocol(cfg.resolutions)
     tensor_views = (cfg.tensor_views if cfg.tensor_views is not None
                     else torch.device(cfg.device).type == "cuda" and view_fn is None and gpu_resize.supports(protocol))
-    if tensor_views:
-        if view_fn is not None or not gpu_resize.supports(protocol):
-            raise ProtocolError("tensor views need the protocol's own views with bicubic or bilinear resizes; "
-                                "use tensor_views=False for this run")
-        cfg = replace(cfg, variant={**cfg.variant, "views": gpu_resize.TENSOR_VIEWS})
+    if tensor_views and (view_fn is not None or not gpu_resize.supports(protocol)):
+        raise ProtocolError("tensor views need the protocol's own views with bicubic or bilinear resizes; "
+                            "use tensor_views=False for this run")
     if cfg.limit is not None:
         data = data.subset(range(min(cfg.limit, len(data))))
-    cells = {r: cell_id(model, data, protocol, r, cfg) for r in cfg.resolutions}
-    return cfg, data, protocol, cells, tensor_views
+    ev = identify(model, data, protocol, cfg, tensor_views)
+    cells = {r: ev.cell(r) for r in cfg.resolutions}
+    return cfg, data, protocol, ev, cells, tensor_views
 
 
 def evaluate(model: ZeroShotModel, data: LabeledImages, cfg: EvalConfig, store: ResultsStore,
-             view_fn: ViewFn | None = None, protocol: Protocol | None = None) -> list[dict]:
+             view_fn: ViewFn | None = None, protocol: Protocol | None = None, wait: bool = True) -> list[dict]:
     """Evaluate every requested resolution of one (model, dataset); return their records.
 
-    Finished cells are skipped; the pending ones are computed in one pass over the images.
+    Finished cells are skipped; the pending ones are computed in one pass over the images. One
+    process at a time runs a pass of an evaluation (a lock in the store): with ``wait=False`` a
+    pass another process holds raises ``PassBusy`` (the caller takes other work first).
     Under torchrun (``lr0fm.distributed``) the images are split over the ranks unless this rank
     was given the whole group; the records are the same as a single-process run's.
     """
-    cfg, data, protocol, cells, tensor_views = plan(model, data, cfg, view_fn, protocol)
-    pending = [r for r in cfg.resolutions if not store.has(cells[r])]
+    cfg, data, protocol, ev, cells, tensor_views = plan(model, data, cfg, view_fn, protocol)
+    pending = [r for r in cfg.resolutions if not store.complete(cells[r])]
     if dist.shard_images():
         pending = dist.broadcast(pending)  # every rank takes part in the same passes
-    if pending:
-        _evaluate_pending(model, data, cfg, store, protocol.with_resolutions(pending), pending, cells, view_fn,
-                          tensor_views)
+        if pending:
+            _evaluate_pending(model, data, cfg, store, protocol.with_resolutions(pending), pending, ev, cells,
+                              view_fn, tensor_views)
+    elif pending:
+        with store.pass_lock(ev.id, wait=wait):
+            pending = [r for r in cfg.resolutions if not store.complete(cells[r])]  # another process may have run it
+            if pending:
+                _evaluate_pending(model, data, cfg, store, protocol.with_resolutions(pending), pending, ev, cells,
+                                  view_fn, tensor_views)
     return [store.get(cells[r]) for r in cfg.resolutions]
 
 
-def _evaluate_pending(model, data, cfg, store, protocol, pending, cells, view_fn, tensor_views=False) -> None:
+def _evaluate_pending(model, data, cfg, store, protocol, pending, ev: Evaluation, cells, view_fn,
+                      tensor_views=False) -> None:
     started = time.time()
     sharded = dist.shard_images()
     with dist.main_first() if sharded else contextlib.nullcontext():  # the classifier is built once
-        classifier, classifier_key = cached_classifier(model, data.spec.classnames, data.spec.templates,
-                                                       store.classifier_cache)
+        classifier, _ = cached_classifier(model, data.spec.classnames, data.spec.templates, store.classifier_cache,
+                                       key=ev.classifier_key)
     # a custom view function (e.g. SR) must make only the pending resolutions' views
     view_fn = view_fn.with_resolutions(pending) if hasattr(view_fn, "with_resolutions") else view_fn
     device_views = None
@@ -216,16 +244,11 @@ def _evaluate_pending(model, data, cfg, store, protocol, pending, cells, view_fn
         device_views = lambda hr: gpu_resize.make_views(protocol, hr)  # noqa: E731
     view_fn = view_fn or protocol.views_uint8
     n, R = len(data), len(pending)
-    # The resume point is keyed by (model, dataset, variant) and the pending set. A pass killed
-    # between its record writes leaves a partial whose pending set no longer exists: drop it.
-    family = stable_hash({"model": model.info.model_id, "weights_hash": model.info.weights_hash,
-                          "dataset": data.spec.provenance(), "protocol": protocol.describe(),
-                          "variant": cfg.variant, "limit": cfg.limit, "n": n})
-    group = f"{family}-{stable_hash([cells[r] for r in pending])}"
+    # The resume point is keyed by the evaluation and the pending set, so passes of one evaluation
+    # over other resolution sets keep theirs. Resume points holding a finished cell are stale.
+    group = ev.resume_key(pending)
     if dist.is_main() or not sharded:
-        for stale in store.partial_path(f"{family}-*").parent.glob(f"{family}-*.npz"):
-            if not stale.name.startswith(group):
-                stale.unlink(missing_ok=True)
+        store.drop_stale_partials(ev.id, [cells[r] for r in cfg.resolutions if store.complete(cells[r])])
     # this process's images: all of them, or its block under torchrun -- with its own resume point
     lo, hi = dist.block(n) if sharded else (0, n)
     partial_key = f"{group}-rank{dist.rank()}of{dist.world_size()}" if sharded else group
@@ -234,9 +257,10 @@ def _evaluate_pending(model, data, cfg, store, protocol, pending, cells, view_fn
     k = min(cfg.topk, classifier.shape[1])
     if state is not None and state["topk"].shape == (R, m, k):
         topk, valid, done = state["topk"], state["valid"], int(state["done"])
-        log.info("resuming %s at image %d of %d", data.spec.key, lo + done, n)
+        log.info("resuming %s at image %d of %d", data.spec.label, lo + done, n)
     else:
         topk, valid, done = np.full((R, m, k), -1, np.int32), np.zeros(m, bool), 0
+    pending_cells = np.asarray([cells[r] for r in pending])
 
     last_save = [done]
 
@@ -248,7 +272,7 @@ def _evaluate_pending(model, data, cfg, store, protocol, pending, cells, view_fn
         valid[idx] = part_valid[rows]
         done = int(idx.max()) + 1
         if done - last_save[0] >= cfg.checkpoint_every:
-            store.save_partial(partial_key, topk=topk, valid=valid, done=np.int64(done))
+            store.save_partial(partial_key, topk=topk, valid=valid, done=np.int64(done), cells=pending_cells)
             last_save[0] = done
 
     offset = done  # predict's positions start at this block's first unfinished image
@@ -258,35 +282,44 @@ def _evaluate_pending(model, data, cfg, store, protocol, pending, cells, view_fn
     if sharded:  # rank order == block order: concatenating the blocks gives all n images
         parts = dist.all_gather((topk, valid))
         topk, valid = np.concatenate([p[0] for p in parts], axis=1), np.concatenate([p[1] for p in parts])
+    if not valid.any():  # nothing to score: an error, not a record that would stay "done"
+        store.drop_partial(partial_key)
+        first = data.sample_id(0) if n else "-"
+        raise DatasetError(f"none of the {n} images of {data.spec.label} could be read (first: {first!r}); "
+                           "check the files (formats, permissions) and rerun")
     if dist.is_main() or not sharded:
         labels = np.asarray([data.label(i) for i in range(n)], dtype=np.int32)
         ids = np.asarray([data.sample_id(i) for i in range(n)])
+        run = {"seconds": round(time.time() - started, 2), "resolutions_in_pass": list(pending),
+               "finished": round(time.time(), 3), "views": gpu_resize.TENSOR_VIEWS if tensor_views else "pil",
+               "device": torch.device(cfg.device).type, "batch_size": cfg.batch_size}
         for j, r in enumerate(pending):
-            record = make_record(model, data, protocol, r, cfg, topk[j], valid, labels, ids, cells[r], classifier_key)
-            record["run"] = {"seconds": round(time.time() - started, 2), "resolutions_in_pass": list(pending)}
+            record = make_record(model, data, protocol, r, cfg, topk[j], valid, labels, ids, ev, cells[r])
+            record["run"] = run
             store.put(record, {"topk": topk[j], "labels": labels, "valid": valid, "ids": ids})
     if sharded:
         dist.barrier()  # the records are on disk before any rank reads them
     store.drop_partial(partial_key)
 
 
-def make_record(model, data, protocol, resolution, cfg, topk, valid, labels, ids, cell, classifier_key) -> dict:
+def make_record(model, data, protocol, resolution, cfg, topk, valid, labels, ids, ev: Evaluation, cell) -> dict:
     n_valid = int(valid.sum())
     correct1 = topk[valid, 0] == labels[valid]
     correct5 = (topk[valid] == labels[valid, None]).any(axis=1)
     skipped = [str(i) for i in ids[~valid]]
+    spec = data.spec
     return {
-        "cell": cell,
+        "format": RECORD_FORMAT, "cell": cell, "evaluation": ev.id, "identity": ev.describe(),
         "model": model.info.extra.get("catalog_name", model.info.model_id),
         "model_id": model.info.model_id, "backend": model.info.backend,
-        "weights": model.info.weights, "weights_hash": model.info.weights_hash,
-        "model_extra": model.info.extra,
-        **data.spec.provenance(),
-        "resolution": resolution, "protocol": protocol.describe(resolution), "protocol_hash": protocol.hash(),
-        "variant": cfg.variant, "limit": cfg.limit,
-        "top1": float(correct1.mean()) if n_valid else float("nan"),
-        "top5": float(correct5.mean()) if n_valid else float("nan"),
-        "mean_per_class_recall": mean_per_class_recall(labels[valid], topk[valid, 0], data.spec.num_classes),
+        "weights": model.info.weights, "weights_hash": ev.model["weights"],
+        "model_extra": {k: v for k, v in model.info.extra.items() if not k.startswith("_")},
+        "dataset": spec.label, "dataset_key": spec.key, "split": spec.split, "num_classes": spec.num_classes,
+        "data_root": data.root,  # where it was read from; not part of the identity
+        "resolution": resolution, "protocol": protocol.describe(resolution),
+        "variant": cfg.variant, "limit": cfg.limit, "amp": ev.numerics["amp"],
+        "top1": float(correct1.mean()), "top5": float(correct5.mean()),
+        "mean_per_class_recall": mean_per_class_recall(labels[valid], topk[valid, 0], spec.num_classes),
         "n_images": n_valid, "n_skipped": len(skipped), "skipped_ids": skipped[:50],
-        "classifier_key": classifier_key, "catalog_hashes": catalog_hashes(), "lr0fm_version": __version__,
+        "classifier_key": ev.classifier_key, "catalog_hashes": catalog_hashes(), "lr0fm_version": __version__,
     }

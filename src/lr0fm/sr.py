@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import InputError
-from .models.base import file_sha256
+from .filedigest import file_digest
 from .protocol import HR, Protocol
 
 BICUBIC = "bicubic"
@@ -52,7 +52,7 @@ class SpandrelUpsampler:
 
     def __init__(self, path: str | Path, device: str = "cpu"):
         self.path, self.device = Path(path), device
-        self.sha256 = file_sha256(self.path)
+        self.sha256 = file_digest(self.path)
         self._loaded: dict[str, object] = {}  # device -> spandrel ImageModelDescriptor
         descriptor = self._descriptor("cpu")  # validates the file up front, in the main process
         self.architecture, self.scale = descriptor.architecture.name, int(descriptor.scale)

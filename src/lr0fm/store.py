@@ -2,61 +2,77 @@
 
 Layout under the results directory (``./lr0fm-results`` unless --out / $LR0FM_RESULTS):
 
-    records/<cell>.json        one per (model, dataset, split, protocol, resolution, variant)
-    predictions/<cell>.npz     per-image top-k class indices, labels and ids (analyses, paired tests)
-    partial/<group>.npz        progress of a pass in flight (resume point), removed when done
+    records/<cell>.json        one per cell (lr0fm.identity: an evaluation at one resolution)
+    predictions/<cell>.npz     per-image top-k class indices, labels and ids; the record names its sha256
+    partial/<evaluation>-<pending>.npz   progress of a pass in flight (resume point), removed when done
+    locks/<evaluation>.lock    held while a process runs a pass of that evaluation
     cache/classifiers/<k>.pt   zero-shot text classifiers
 
-A killed run loses at most the images since the last partial save; it never leaves a
-half-written record (tmp file + os.replace).
+A cell is complete only when its record is a valid record of this lr0fm *and* its predictions
+file exists with the digest the record names; anything else (a truncated or foreign file, a
+deleted or altered predictions file) is one warning and the cell is computed again. A killed run
+loses at most the images since the last partial save and never leaves a half-written file.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
+import logging
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
+from .errors import InputError, PassBusy
+from .records import COLUMN_NAMES, flat, problem, res_key
+
+log = logging.getLogger("lr0fm")
+
 RESULTS_ENV = "LR0FM_RESULTS"
 DEFAULT_RESULTS_DIR = "lr0fm-results"
-# Columns of the tidy CSV export (protocol columns included, timm-style).
-CSV_COLUMNS = ["model", "dataset", "split", "resolution", "top1", "top5", "mean_per_class_recall", "n_images",
-               "n_skipped", "mode", "input_size", "interpolation", "antialias", "variant", "model_id", "weights_hash",
-               "classnames_hash", "templates_hash", "protocol_hash", "lr0fm_version", "cell"]
 
 
 def results_dir(out: str | os.PathLike | None = None) -> Path:
     return Path(out or os.environ.get(RESULTS_ENV) or DEFAULT_RESULTS_DIR)
 
 
-def stable_hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write via a temp file and rename: a reader sees the old file or the new one, and a failed
+    write (full or read-only disk) leaves neither a temp file nor half a file behind."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise InputError(f"cannot write {path}: {e.strerror or e}; free space or choose another --out") from None
+
+
+def npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
 
 
 def atomic_write_npz(path: Path, **arrays) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, npz_bytes(**arrays))
 
 
 class ResultsStore:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = results_dir(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise InputError(f"results folder {self.root} is a file; give --out a folder (new or used by lr0fm before)")
+        self._warned: set[Path] = set()
 
     # -- paths ------------------------------------------------------------------------------
     def record_path(self, cell: str) -> Path:
@@ -73,34 +89,89 @@ class ResultsStore:
         return self.root / "cache" / "classifiers"
 
     # -- records ----------------------------------------------------------------------------
-    def has(self, cell: str) -> bool:
-        return self.record_path(cell).is_file()
+    def _warn(self, path: Path, why: str) -> None:
+        if path not in self._warned:
+            self._warned.add(path)
+            log.warning("warning: ignoring %s (%s); 'lr0fm eval' recomputes its cell", path, why)
+
+    def _read(self, path: Path) -> dict | None:
+        """The record in ``path``, or None (with one warning) when it is damaged or foreign."""
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            self._warn(path, f"not a readable JSON record: {type(e).__name__}")
+            return None
+        why = problem(record)
+        if why is None and record["cell"] != path.stem:
+            why = "its cell id does not match its file name"
+        if why is not None:
+            self._warn(path, why)
+            return None
+        return record
 
     def get(self, cell: str) -> dict | None:
-        try:
-            return json.loads(self.record_path(cell).read_text())
-        except (OSError, ValueError):
-            return None
+        return self._read(self.record_path(cell))
 
-    def put(self, record: dict, predictions: dict | None = None) -> None:
-        """Predictions first, record last: a record on disk means the cell is complete."""
+    def complete(self, cell: str) -> bool:
+        """The cell has a valid record and the predictions file it names (same digest)."""
+        record = self.get(cell)
+        if record is None:
+            return False
+        path = self.predictions_path(cell)
+        try:
+            ok = hashlib.sha256(path.read_bytes()).hexdigest() == record["predictions_sha256"]
+        except OSError:
+            ok = False
+        if not ok:
+            self._warn(path, "predictions file missing or changed")
+        return ok
+
+    has = complete
+
+    def put(self, record: dict, predictions: dict) -> None:
+        """Predictions first, record last (naming their digest): a record means the cell is complete."""
         cell = record["cell"]
-        if predictions is not None:
-            atomic_write_npz(self.predictions_path(cell), **predictions)
+        data = npz_bytes(**predictions)
+        atomic_write_bytes(self.predictions_path(cell), data)
+        record = {**record, "predictions_sha256": hashlib.sha256(data).hexdigest()}
         atomic_write_bytes(self.record_path(cell), json.dumps(record, indent=1, sort_keys=True).encode())
 
     def records(self) -> list[dict]:
-        out = []
-        for path in sorted((self.root / "records").glob("*.json")):
-            try:
-                out.append(json.loads(path.read_text()))
-            except ValueError:
-                continue  # not ours / foreign file
-        return sorted(out, key=lambda r: (r["model"], r["dataset"], _res_key(r["resolution"]), json.dumps(r.get("variant"))))
+        """Every valid record, sorted; damaged or foreign files are skipped with one warning each."""
+        out = [r for path in sorted((self.root / "records").glob("*.json")) if (r := self._read(path)) is not None]
+        return sorted(out, key=lambda r: (r["model"], r["dataset"], r["evaluation"], res_key(r["resolution"])))
 
     def load_predictions(self, cell: str) -> dict[str, np.ndarray]:
         with np.load(self.predictions_path(cell), allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
+
+    # -- concurrency ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def pass_lock(self, evaluation: str, wait: bool = True) -> Iterator[None]:
+        """Held while this process runs a pass of ``evaluation``: two processes on one results
+        folder never compute the same cells at once. ``wait=False`` raises PassBusy instead of
+        waiting."""
+        from filelock import FileLock, Timeout
+
+        path = self.root / "locks" / f"{evaluation}.lock"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot write to results folder {self.root}: {e.strerror or e}; choose another --out") from None
+        lock = FileLock(str(path))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            if not wait:
+                raise PassBusy(evaluation) from None
+            log.warning("another lr0fm process is evaluating %s in %s; waiting for it", evaluation[:12], self.root)
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
 
     # -- partial progress -------------------------------------------------------------------
     def load_partial(self, group: str) -> dict[str, np.ndarray] | None:
@@ -119,25 +190,27 @@ class ResultsStore:
     def drop_partial(self, group: str) -> None:
         self.partial_path(group).unlink(missing_ok=True)
 
-    # -- export -----------------------------------------------------------------------------
-    def to_rows(self, records: Iterable[dict] | None = None) -> list[dict]:
-        rows = []
-        for r in self.records() if records is None else records:
-            p = r.get("protocol", {})
-            rows.append({**{k: r.get(k) for k in CSV_COLUMNS},
-                         "mode": p.get("mode"), "input_size": p.get("input_size"),
-                         "interpolation": p.get("interpolation"), "antialias": p.get("antialias"),
-                         "variant": json.dumps(r.get("variant") or {}, sort_keys=True)})
-        return rows
+    def drop_stale_partials(self, evaluation: str, finished_cells: Iterable[str]) -> None:
+        """Remove resume points of ``evaluation`` that cover a cell already finished (their pass can
+        never be resumed); resume points of other evaluations or other pending sets stay."""
+        finished = set(finished_cells)
+        if not finished:
+            return
+        for path in (self.root / "partial").glob(f"{evaluation}-*.npz"):
+            state = self.load_partial(path.stem)
+            cells = set(map(str, state["cells"])) if state is not None and "cells" in state else set()
+            if cells & finished:
+                path.unlink(missing_ok=True)
 
+    # -- export -----------------------------------------------------------------------------
     def export_csv(self, path: str | os.PathLike, records: Iterable[dict] | None = None) -> Path:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(buf, fieldnames=list(COLUMN_NAMES))
         writer.writeheader()
-        writer.writerows(self.to_rows(records))
+        writer.writerows(flat(r) for r in (self.records() if records is None else records))
         atomic_write_bytes(Path(path), buf.getvalue().encode())
         return Path(path)
 
 
-def _res_key(resolution) -> int:
-    return 10 ** 9 if str(resolution) == "hr" else int(resolution)
+__all__ = ["DEFAULT_RESULTS_DIR", "PassBusy", "RESULTS_ENV", "ResultsStore", "atomic_write_bytes", "atomic_write_npz",
+           "results_dir"]

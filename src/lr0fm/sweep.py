@@ -29,7 +29,7 @@ from .errors import InputError
 
 # config key -> EvalConfig field, for the options a sweep passes through
 EVAL_OPTIONS = ("batch_size", "workers", "device", "amp", "limit", "checkpoint_every", "tensor_views", "topk")
-DATASET_KEYS = ("key", "data_root", "split", "classnames", "templates")
+DATASET_KEYS = ("key", "data_root", "split", "classnames", "templates", "name")
 CONFIG_KEYS = {"models", "datasets", "resolutions", "lr_tokens", "sr", "data_root", "split", "out", "progress",
                *EVAL_OPTIONS}
 
@@ -42,20 +42,23 @@ class Group:
     data: Any                 # LabeledImages
     lr_tokens: str | None = None
     sr: str | None = None
+    trust_checkpoint: bool = False  # ALBEF/BLIP .pth: unpickle without restrictions (a file the user trusts)
 
 
 
 def _loaded_models(groups: Sequence[Group], indices: Sequence[int], resolutions, device: str):
     """Yield (index, group, model, view_fn, variant), building each (model, variant) once in a row."""
     from .variants import apply_variants
-    from .models import create_model
+    from .models import create_model, resolve
+    from .models.vit_bert import FORMATS
 
     key, built = None, None
     for i in indices:
         g = groups[i]
         if (g.model, g.lr_tokens, g.sr) != key:
             built = None  # free the previous model before building the next
-            model = create_model(g.model, device=device)
+            trust = {"trust_checkpoint": True} if g.trust_checkpoint and resolve(g.model)[0] in FORMATS else {}
+            model = create_model(g.model, device=device, **trust)
             view_fn, variant = apply_variants(model, resolutions, g.lr_tokens, g.sr, device)
             key, built = (g.model, g.lr_tokens, g.sr), (model, view_fn, variant)
         yield (i, g, *built)
@@ -69,13 +72,21 @@ def run_groups(groups: Sequence[Group], resolutions, store, device: str = "cpu",
     """
     from .evaluate import EvalConfig, evaluate
 
+    from .errors import PassBusy
+
     mine, shard_images = dist.plan_cells(groups)
-    done = []
+    done, busy = [], []
     with dist.sharding(shard_images):
-        for i, g, model, view_fn, variant in _loaded_models(groups, mine, resolutions, device):
-            cfg = EvalConfig(resolutions=resolutions, device=device, variant=variant, **options)
-            records = evaluate(model, g.data, cfg, store, view_fn=view_fn)
-            done.append((i, records))
+        # a group another process is running is deferred: this one takes other work first, then waits
+        for wait, todo in ((False, mine), (True, busy)):
+            for i, g, model, view_fn, variant in _loaded_models(groups, list(todo), resolutions, device):
+                cfg = EvalConfig(resolutions=resolutions, device=device, variant=variant, **options)
+                try:
+                    records = evaluate(model, g.data, cfg, store, view_fn=view_fn, wait=wait or shard_images)
+                except PassBusy:
+                    busy.append(i)
+                    continue
+                done.append((i, records))
     if shard_images or not dist.active():
         return [r for _, records in sorted(done, key=lambda p: p[0]) for r in records]
     return [r for records in dist.gather_ordered(done) for r in records]
@@ -159,7 +170,7 @@ def expand(config: SweepConfig) -> list[Group]:
 
     # Validate every dataset before any model is built or anything is written.
     datasets = [get_dataset(d["key"], root=d["data_root"], split=d["split"], classnames=d.get("classnames"),
-                            templates=d.get("templates")) for d in config.datasets]
+                            templates=d.get("templates"), name=d.get("name")) for d in config.datasets]
     return [Group(m, data, t, s) for m in config.models for t in config.lr_tokens for s in config.sr
             for data in datasets]
 
@@ -171,10 +182,10 @@ def cell_status(groups: Sequence[Group], resolutions, store, device: str = "cpu"
     rows = []
     for _, g, model, view_fn, variant in _loaded_models(groups, range(len(groups)), resolutions, "cpu"):
         cfg = EvalConfig(resolutions=resolutions, device=device, variant=variant, **options)
-        cfg, _, _, cells, _ = plan(model, g.data, cfg, view_fn)
+        cfg, _, _, _, cells, _ = plan(model, g.data, cfg, view_fn)
         for r in resolutions:
-            rows.append({"model": g.model, "dataset": g.data.spec.key, "split": g.data.spec.split, "resolution": r,
-                         "variant": cfg.variant, "cell": cells[r], "done": store.has(cells[r])})
+            rows.append({"model": g.model, "dataset": g.data.spec.label, "split": g.data.spec.split, "resolution": r,
+                         "variant": cfg.variant, "cell": cells[r], "done": store.complete(cells[r])})
     return rows
 
 

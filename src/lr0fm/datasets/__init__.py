@@ -4,6 +4,8 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+from dataclasses import replace
+from pathlib import Path
 from typing import Sequence
 
 from .base import (DATA_ROOT_ENV, DatasetEntry, DatasetError, DatasetSpec, LabeledImages,
@@ -44,10 +46,17 @@ def unknown_dataset_message(key: str) -> str:
     return f"unknown dataset {key!r}.{hint} Run 'lr0fm datasets' to list them."
 
 
+# Options that say how to fetch files, not which samples there are: not part of the identity.
+_FETCH_OPTIONS = ("download",)
+
+
 def get_dataset(key: str, root: str | os.PathLike | None = None, split: str | None = None,
                 classnames: str | Sequence[str] | None = None,
-                templates: str | Sequence[str] | None = None, **options) -> LabeledImages:
-    """Build a dataset by key. ``root`` falls back to $LR0FM_DATA/<key> for on-disk datasets."""
+                templates: str | Sequence[str] | None = None, name: str | None = None, **options) -> LabeledImages:
+    """Build a dataset by key. ``root`` falls back to $LR0FM_DATA/<key> for on-disk datasets.
+
+    ``name`` is what reports call it: default the key, or for your own data (imagefolder, csv)
+    the folder or file stem."""
     entry = REGISTRY.get(key)
     if entry is None:
         raise DatasetError(unknown_dataset_message(key))
@@ -59,8 +68,13 @@ def get_dataset(key: str, root: str | os.PathLike | None = None, split: str | No
         raise DatasetError(f"dataset {key!r} cannot be downloaded by lr0fm; place its files under --data-root")
     if root is None and not entry.offline and entry.key not in ("imagefolder", "csv"):
         root = default_data_root() / key
-    return entry.build(root=root, split=split, classnames=classnames, templates=templates,
-                       **{**entry.options, **options})
+    build_options = {**entry.options, **options}
+    data = entry.build(root=root, split=split, classnames=classnames, templates=templates, **build_options)
+    if name is None and entry.key in ("imagefolder", "csv") and root is not None:
+        name = Path(root).stem
+    data.spec = replace(data.spec, name=name or data.spec.name or key,
+                        options={k: v for k, v in build_options.items() if k not in _FETCH_OPTIONS})
+    return data
 
 
 __all__ = ["DATA_ROOT_ENV", "DatasetEntry", "DatasetError", "DatasetSpec", "LabeledImages", "REGISTRY",

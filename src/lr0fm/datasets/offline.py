@@ -112,5 +112,7 @@ def build_fashion_mnist(root: str | os.PathLike | None = None, split: str = "tes
     samples = [(i, int(l)) for i, l in enumerate(labels)]
     spec = DatasetSpec("fashion_mnist", split, tuple(names), tuple(temps),
                        description="Fashion-MNIST (28x28 grey clothing photos), 10 classes")
+    from ..filedigest import file_digest
     return LabeledImages(spec, samples, load=_ArrayImageLoader(str(images_path)),
-                         ids=[f"{split}-{i}" for i in range(len(samples))], root=str(root))
+                         ids=[f"{split}-{i}" for i in range(len(samples))], root=str(root),
+                         source_digest=file_digest(images_path))

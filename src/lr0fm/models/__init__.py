@@ -3,7 +3,7 @@
 Names, in the order they are tried:
 * the offline ConSE models (``conse-effnet-lite0`` ...);
 * catalog names (catalog/models.yaml: the paper's 66 backbones) -> their backend + id;
-* explicit backend specs: ``open_clip:ARCH[:TAG|:/path/ckpt]``, ``hf-hub:ORG/NAME`` (open_clip),
+* explicit backend specs: ``open_clip:ARCH:TAG|:/path/ckpt|:random``, ``hf-hub:ORG/NAME`` (open_clip),
   ``hf:ID_OR_DIR`` (transformers), ``BACKEND:ID`` for any registered backend.
 """
 from __future__ import annotations
@@ -85,10 +85,15 @@ def resolve(name: str) -> tuple[str, str, dict]:
                      "open_clip:ARCH:TAG, hf:MODEL_ID or a catalog name")
 
 
+# kwargs that do not change a number (where the weights sit), left out of the identity
+_NOT_IDENTITY = ("device",)
+
+
 def create_model(name: str, device: str = "cpu", **kwargs) -> ZeroShotModel:
     backend, spec, entry = resolve(name)
     kwargs.update(entry.get("backend_kwargs", {}) or {})
     model = BACKENDS[backend](spec, **kwargs)
+    model.info.kwargs = {k: v for k, v in kwargs.items() if k not in _NOT_IDENTITY}
     if entry:
         model.info.extra["catalog_name"] = name
     # every backend's weights are frozen here, once: evaluation, analyses and LR tokens need no grads on them

@@ -6,8 +6,6 @@ backend's own preprocessing config or the catalog, never branches in the pipelin
 """
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -53,8 +51,11 @@ class ModelInfo:
     model_id: str
     backend: str
     weights: str | None = None  # file, tag or hub id the weights came from
+    # digest of the weights: a file's sha256, "hf-commit:<sha>", ...; None -> lr0fm.identity
+    # digests the state dict
     weights_hash: str | None = None
     extra: dict = field(default_factory=dict)
+    kwargs: dict = field(default_factory=dict)  # backend kwargs the model was built with (identity)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -109,25 +110,10 @@ class ZeroShotModel(nn.Module):
         return self.preprocess.protocol(resolutions)
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """sha256 of a weights file (recorded so results name the exact weights)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
-
-
 def state_dict_hash(module: nn.Module) -> str:
-    """Hash of a module's weights, for models whose weights do not come from one file."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    """Digest of a module's weights, for models whose weights do not come from one file."""
+    from ..identity import tensors_digest
+    return tensors_digest(module.state_dict())
 
 
 TextEncoder = Callable[[list[str]], torch.Tensor]

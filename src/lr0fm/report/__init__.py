@@ -2,41 +2,37 @@
 from __future__ import annotations
 
 import json
-import re
 import math
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..catalog import class_counts, war_weights
-from ..metrics import Robustness, robustness_table
-
-JSON_KEYS = ["model", "dataset", "split", "resolution", "top1", "top5", "mean_per_class_recall", "n_images",
-             "n_skipped", "protocol", "variant", "model_id", "weights_hash", "classnames_hash", "templates_hash",
-             "cell", "lr0fm_version"]
-
+from ..metrics import Robustness, gamma, improved_gamma, robustness_table
+from ..records import flat, label_records, model_name, primary_per_dataset, res_key
 
 def model_label(record: dict) -> str:
-    """Model name, plus its variant (LR tokens, SR, ...) when there is one."""
-    variant = record.get("variant") or {}
-    if not variant:
-        return record["model"]
-    return record["model"] + "+" + ",".join(f"{k}={_short(v)}" for k, v in sorted(variant.items()))
-
-
-def _short(value) -> str:
-    """Bare hashes (token checkpoints) shortened to 12 hex digits; names (SR ids) kept whole so
-    that two different variants never share a label."""
-    text = str(value)
-    return text[:12] if re.fullmatch(r"[0-9a-f]{16,}", text) else text
+    """The row label of a record (``records.label_records`` decides it; this reads it back)."""
+    return record.get("model_label") or model_name(record)
 
 
 def _res_sort(r) -> int:
-    return 10 ** 9 if str(r) == "hr" else int(r)
+    return res_key(r)
+
+
+def labelled(records: Iterable[dict]) -> list[dict]:
+    """Records with their row labels (one label = one evaluation); idempotent."""
+    records = list(records)
+    if records and all("model_label" in r and "dataset_label" in r for r in records):
+        return records
+    return label_records(records)
 
 
 def accuracy_rows(records: Iterable[dict]) -> list[dict]:
-    return [{"model": model_label(r), "dataset": r["dataset"], "resolution": r["resolution"], "top1": r["top1"],
-             "num_classes": r.get("num_classes")} for r in records]
+    """Rows for the robustness metrics: one evaluation per (model label, dataset), so gamma and
+    Gamma divide numbers of one evaluation only."""
+    kept, _ = primary_per_dataset(labelled(records))
+    return [{"model": r["model_label"], "dataset": r["dataset"], "resolution": r["resolution"], "top1": r["top1"],
+             "num_classes": r.get("num_classes")} for r in kept]
 
 
 def robustness(records: Sequence[dict], weights: dict | None = None) -> list[Robustness]:
@@ -44,7 +40,9 @@ def robustness(records: Sequence[dict], weights: dict | None = None) -> list[Rob
 
 
 def json_records(records: Iterable[dict]) -> str:
-    return json.dumps([{k: r.get(k) for k in JSON_KEYS} for r in records], indent=1)
+    """The tidy columns (lr0fm.records.COLUMNS) of every record, with its row labels."""
+    return json.dumps([{**flat(r), "model_label": r["model_label"], "dataset_label": r["dataset_label"]}
+                       for r in labelled(records)], indent=1, default=str)
 
 
 def _fmt(x: float, pct: bool = True) -> str:
@@ -54,31 +52,46 @@ def _fmt(x: float, pct: bool = True) -> str:
 
 
 def text_report(records: Sequence[dict]) -> str:
-    """Per model: per-dataset top-1 (%) at each resolution with gamma / Gamma; SAR and WAR per LR resolution."""
+    """Per model label: per-dataset top-1 (%) at each resolution with gamma / Gamma; SAR and WAR per
+    LR resolution. A row is one evaluation; several evaluations of one dataset are separate rows
+    labelled by what differs."""
     if not records:
         return "no results yet: run 'lr0fm eval' first"
+    records = labelled(records)
     rob = {(x.model, x.resolution): x for x in robustness(records)}
+    _, notes = primary_per_dataset(records)
+    counts = class_counts()
     lines: list[str] = []
-    models = sorted({model_label(r) for r in records})
-    for model in models:
-        recs = [r for r in records if model_label(r) == model]
+    for model in sorted({r["model_label"] for r in records}):
+        recs = [r for r in records if r["model_label"] == model]
         resolutions = sorted({r["resolution"] for r in recs}, key=_res_sort)
-        head = f"{'dataset':<16}" + "".join(f"{str(r):>8}" for r in resolutions)
+        datasets = sorted({r["dataset_label"] for r in recs})
+        width = max(16, *(len(d) + 2 for d in datasets))
+        head = f"{'dataset':<{width}}" + "".join(f"{str(r):>8}" for r in resolutions)
         lines += [f"== {model}", "top-1 accuracy (%)", head]
-        datasets = sorted({r["dataset"] for r in recs})
-        acc = {(r["dataset"], r["resolution"]): r for r in recs}
+        acc = {(r["dataset_label"], r["resolution"]): r for r in recs}
         for d in datasets:
-            lines.append(f"{d:<16}" + "".join(f"{_fmt(acc[(d, r)]['top1']) if (d, r) in acc else '-':>8}"
-                                              for r in resolutions))
+            lines.append(f"{d:<{width}}" + "".join(f"{_fmt(acc[(d, r)]['top1']) if (d, r) in acc else '-':>8}"
+                                                   for r in resolutions))
         lr = [r for r in resolutions if r != "hr"]
-        for name, attr in (("gamma", "gamma"), ("Gamma", "Gamma")):
-            lines.append(f"{name} (relative robustness)" if name == "gamma" else "Gamma (improved relative robustness)")
+        for name in ("gamma", "Gamma"):
+            lines.append("gamma (relative robustness)" if name == "gamma" else "Gamma (improved relative robustness)")
             for d in datasets:
-                vals = [getattr(rob.get((model, r)), attr, {}).get(d) if (model, r) in rob else None for r in lr]
-                lines.append(f"{d:<16}" + "".join(f"{_fmt(v, False) if v is not None else '-':>8}" for v in vals))
+                vals = []
+                for r in lr:
+                    lo, hr = acc.get((d, r)), acc.get((d, "hr"))
+                    if lo is None or hr is None:
+                        vals.append(None)
+                    elif name == "gamma":
+                        vals.append(gamma(lo["top1"], hr["top1"]))
+                    else:
+                        n = hr.get("num_classes") or counts.get(hr["dataset"])
+                        vals.append(improved_gamma(lo["top1"], hr["top1"], n) if n else None)
+                lines.append(f"{d:<{width}}" + "".join(f"{_fmt(v, False) if v is not None else '-':>8}" for v in vals))
         for name in ("SAR", "WAR"):
             vals = [getattr(rob[(model, r)], name) if (model, r) in rob else None for r in lr]
-            lines.append(f"{name:<16}" + "".join(f"{_fmt(v, False) if v is not None else '-':>8}" for v in vals))
+            lines.append(f"{name:<{width}}" + "".join(f"{_fmt(v, False) if v is not None else '-':>8}" for v in vals))
+        lines += [f"({note.split(': ', 1)[1]})" for note in notes if note.startswith(model + ": ")]
         skipped = sum(r.get("n_skipped", 0) for r in recs if r["resolution"] == resolutions[0])
         if skipped:
             lines.append(f"({skipped} unreadable images skipped; their ids are in the records)")
@@ -107,21 +120,22 @@ def plot_accuracy(records: Sequence[dict], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    datasets = sorted({r["dataset"] for r in records})
+    records = labelled(records)
+    datasets = sorted({r["dataset_label"] for r in records})
     cols = min(3, len(datasets))
     rows = math.ceil(len(datasets) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
     for ax, d in zip(axes.flat, datasets):
-        for model in sorted({model_label(r) for r in records}):
+        for model in sorted({r["model_label"] for r in records}):
             pts = sorted(((r["protocol"]["input_size"] if r["resolution"] == "hr" else int(r["resolution"]), r["top1"])
-                          for r in records if r["dataset"] == d and model_label(r) == model))
+                          for r in records if r["dataset_label"] == d and r["model_label"] == model))
             if pts:
                 ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=model)
-        chance = next((100 / r["num_classes"] for r in records if r["dataset"] == d and r.get("num_classes")), None)
+        chance = next((100 / r["num_classes"] for r in records if r["dataset_label"] == d and r.get("num_classes")), None)
         if chance:
             ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance")
         ax.set_xscale("log", base=2)
-        ticks = sorted({p for r in records if r["dataset"] == d
+        ticks = sorted({p for r in records if r["dataset_label"] == d
                         for p in [r["protocol"]["input_size"] if r["resolution"] == "hr" else int(r["resolution"])]})
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.minorticks_off()

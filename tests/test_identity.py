@@ -1,0 +1,121 @@
+"""One evaluation identity: every part that can change a number gives a new cell; what cannot
+(data root path, workers, batch size, device index) keeps it."""
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from lr0fm import identity
+from lr0fm.datasets import get_dataset
+from lr0fm.evaluate import EvalConfig, evaluate, plan
+from lr0fm.models import create_model
+from lr0fm.store import ResultsStore
+
+from conftest import make_image
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_open_clip):
+    return create_model(tiny_open_clip[0])
+
+
+def cells_of(model, data, **cfg):
+    cfg = EvalConfig(**{"resolutions": (16, "hr"), "workers": 0, "progress": False, **cfg})
+    _, _, _, ev, cells, _ = plan(model, data, cfg)
+    return ev, cells
+
+
+def test_one_digest_length_for_every_id(tiny_model, image_folder):
+    ev, cells = cells_of(tiny_model, get_dataset("imagefolder", root=image_folder))
+    ids = [ev.id, ev.classifier_key, *cells.values(), identity.tensors_digest({"t": torch.ones(2)})]
+    assert {len(i) for i in ids} == {identity.DIGEST_CHARS}
+    assert ev.resume_key([16]).startswith(ev.id + "-")
+    assert len(set(cells.values())) == 2
+
+
+def test_each_part_changes_the_cell(tiny_model, tiny_open_clip, image_folder, tmp_path):
+    data = get_dataset("imagefolder", root=image_folder)
+    base, base_cells = cells_of(tiny_model, data)
+    changed = {}
+    # data: content of one image (same file name), class names, templates, options, name
+    other = tmp_path / "other"
+    shutil.copytree(image_folder, other)
+    make_image(np.random.default_rng(9), (40, 30)).save(other / "cat" / "0.png")
+    changed["content"] = cells_of(tiny_model, get_dataset("imagefolder", root=other))
+    changed["classnames"] = cells_of(tiny_model, get_dataset("imagefolder", root=image_folder,
+                                                             classnames=["a cat", "a dog", "a car"]))
+    changed["templates"] = cells_of(tiny_model, get_dataset("imagefolder", root=image_folder, templates=["{}"]))
+    renamed = get_dataset("imagefolder", root=image_folder, name="pets")
+    changed["name"] = cells_of(tiny_model, renamed)
+    optioned = get_dataset("imagefolder", root=image_folder)
+    optioned.spec = replace(optioned.spec, options={"seed": 1})
+    changed["options"] = cells_of(tiny_model, optioned)
+    # numerics, limit, variant, top-k
+    changed["amp"] = cells_of(tiny_model, data, amp="bf16")
+    changed["limit"] = cells_of(tiny_model, data, limit=5)
+    changed["variant"] = cells_of(tiny_model, data, variant={"sr": "bicubic"})
+    changed["topk"] = cells_of(tiny_model, data, topk=1)
+    # protocol
+    squash = replace(tiny_model.preprocess, resize_mode="squash")
+    m2 = create_model(tiny_open_clip[0])
+    m2.preprocess = squash
+    changed["protocol"] = cells_of(m2, data)
+    # model: other weights in another file, other backend kwargs, other text config
+    state = {k: v + 0.01 if v.is_floating_point() else v for k, v in tiny_model.model.state_dict().items()}
+    ckpt = tmp_path / "other.pt"
+    torch.save(state, ckpt)
+    arch_cfg = tiny_open_clip[1]
+    changed["weights"] = cells_of(create_model(f"open_clip:{arch_cfg}:{ckpt}"), data)
+    m3 = create_model(tiny_open_clip[0])
+    m3.info.kwargs = {"precision": "bf16"}
+    changed["kwargs"] = cells_of(m3, data)
+    m4 = create_model(tiny_open_clip[0])
+    m4.text_cfg = replace(m4.text_cfg, lowercase=True)
+    changed["text"] = cells_of(m4, data)
+    for part, (ev, cells) in changed.items():
+        assert ev.id != base.id, part
+        assert set(cells.values()).isdisjoint(base_cells.values()), part
+    # the classifier depends on the model and prompts only
+    assert changed["limit"][0].classifier_key == base.classifier_key
+    assert changed["amp"][0].classifier_key == base.classifier_key
+    assert changed["templates"][0].classifier_key != base.classifier_key
+    assert changed["weights"][0].classifier_key != base.classifier_key
+
+
+def test_what_cannot_change_a_number_keeps_the_cell(tiny_model, image_folder, tmp_path):
+    data = get_dataset("imagefolder", root=image_folder)
+    base, cells = cells_of(tiny_model, data)
+    moved = tmp_path / "elsewhere" / image_folder.name
+    shutil.copytree(image_folder, moved)  # copied: new paths and new mtimes, same content
+    assert cells_of(tiny_model, get_dataset("imagefolder", root=moved))[1] == cells
+    assert cells_of(tiny_model, data, workers=3, batch_size=7, device="cpu:0", checkpoint_every=5)[1] == cells
+
+
+def test_same_names_and_counts_other_images_is_evaluated_again(tiny_model, image_folder, tmp_path):
+    """Two folders with the same class names, file names and counts but other pixels: the second
+    eval computes its own numbers instead of printing the first one's."""
+    store = ResultsStore(tmp_path / "res")
+    cfg = EvalConfig(resolutions=(16, "hr"), workers=0, progress=False)
+    first = evaluate(tiny_model, get_dataset("imagefolder", root=image_folder), cfg, store)
+    other = tmp_path / "b" / image_folder.name
+    shutil.copytree(image_folder, other)
+    rng = np.random.default_rng(42)
+    for path in sorted(other.rglob("*.png")):
+        make_image(rng, (44, 33)).save(path)
+    second = evaluate(tiny_model, get_dataset("imagefolder", root=other), cfg, store)
+    assert [r["cell"] for r in first] != [r["cell"] for r in second]
+    assert len(store.records()) == 4
+    p1 = store.load_predictions(first[1]["cell"])["topk"]
+    p2 = store.load_predictions(second[1]["cell"])["topk"]
+    assert not np.array_equal(p1, p2)
+
+
+def test_differences_name_what_differs():
+    a = {"model": {"id": "m"}, "numerics": {"amp": "fp32"}, "limit": None, "data": {"n": 12, "samples": "a" * 32}}
+    b = {"model": {"id": "m"}, "numerics": {"amp": "fp32"}, "limit": 6, "data": {"n": 6, "samples": "b" * 32}}
+    c = {"model": {"id": "m"}, "numerics": {"amp": "bf16"}, "limit": None, "data": {"n": 12, "samples": "a" * 32}}
+    assert identity.differences([a, b]) == ["limit=all", "limit=6"]
+    assert identity.differences([a, c]) == ["amp=fp32", "amp=bf16"]
+    assert identity.differences([a]) == [""]
