@@ -6,7 +6,7 @@ import pytest
 
 from lr0fm.catalog import class_counts, war_weights
 from lr0fm.cli import main
-from lr0fm.metrics import gamma, improved_gamma, robustness_table, sar, war
+from lr0fm.metrics import gamma, improved_gamma, rank, robustness_table, sar, war
 
 
 def test_gamma_and_Gamma_hand_computed():
@@ -16,7 +16,22 @@ def test_gamma_and_Gamma_hand_computed():
     # near chance: A_hr = 0.11 with 10 classes -> eps = 0.01 -> factor 1 - exp(-0.02) = 0.0198...
     assert improved_gamma(0.10, 0.11, 10) == pytest.approx((0.10 / 0.11) * (1 - math.exp(-0.02)))
     assert improved_gamma(0.10, 0.11, 10) < 0.02
-    assert gamma(0.1, 0.0) == 0.0
+    # exactly at chance (A_hr = 1/C): eps = 0, so Gamma = 0 however good gamma looks
+    assert gamma(0.25, 0.25) == 1.0 and improved_gamma(0.25, 0.25, 4) == 0.0
+
+
+def test_gamma_edge_cases_hand_computed():
+    # LR above HR: gamma exceeds 1 and is kept (upsampled small images can beat "HR")
+    assert gamma(0.5, 0.4) == pytest.approx(1.25)
+    assert improved_gamma(0.5, 0.4, 10) == pytest.approx(1.25 * (1 - math.exp(-200 * 0.3 ** 2)))
+    # HR = 0 or NaN: gamma = A(r)/A(HR) is undefined -> NaN, never a made-up 0 or a ZeroDivisionError
+    for lr, hr in ((0.1, 0.0), (0.0, 0.0), (0.1, math.nan)):
+        assert math.isnan(gamma(lr, hr)) and math.isnan(improved_gamma(lr, hr, 10))
+    # HR below chance: eps = 0.02 - 0.1 = -0.08 is squared, as in the paper's code -> factor 1 - exp(-1.28)
+    assert improved_gamma(0.01, 0.02, 10) == pytest.approx(0.5 * (1 - math.exp(-1.28)))
+    assert improved_gamma(0.01, 0.02, 10) == pytest.approx(0.36098, abs=1e-5)  # 0.5 * (1 - 0.27804)
+    with pytest.raises(ValueError, match="num_classes"):
+        improved_gamma(0.3, 0.6, 0)
 
 
 def test_sar_war_hand_computed():
@@ -50,6 +65,24 @@ def test_robustness_table_per_resolution():
     assert r16.WAR == pytest.approx((1.0 * G_e + 0.505922498560715 * G_d) / (1.0 + 0.505922498560715))
     # 32 px exists only for dtd: SAR/WAR over that one dataset, never averaged across resolutions
     assert out[1].SAR == pytest.approx(0.9) and set(out[1].gamma) == {"dtd"}
+
+
+def test_robustness_table_undefined_hr_is_nan_and_ranked_last():
+    rows = [
+        {"model": "good", "dataset": "eurosat", "resolution": "hr", "top1": 0.8},
+        {"model": "good", "dataset": "eurosat", "resolution": 16, "top1": 0.2},
+        {"model": "nan_hr", "dataset": "eurosat", "resolution": "hr", "top1": None},  # a failed evaluation
+        {"model": "nan_hr", "dataset": "eurosat", "resolution": 16, "top1": 0.5},
+        {"model": "zero_hr", "dataset": "eurosat", "resolution": "hr", "top1": 0.0},
+        {"model": "zero_hr", "dataset": "eurosat", "resolution": 16, "top1": 0.3},
+    ]
+    out = {x.model: x for x in robustness_table(rows, war_weights(), class_counts())}
+    assert out["good"].SAR == pytest.approx(0.25)
+    assert out["good"].WAR == pytest.approx(0.25 * (1 - math.exp(-200 * 0.7 ** 2)))
+    for model in ("nan_hr", "zero_hr"):
+        assert math.isnan(out[model].SAR) and math.isnan(out[model].WAR) and math.isnan(out[model].gamma["eurosat"])
+    assert [x.model for x in rank(list(out.values()))[16]][0] == "good"
+    assert [x.model for x in rank(list(out.values()), "SAR")[16]][0] == "good"
 
 
 def _write(path, text):
@@ -86,3 +119,38 @@ def test_metrics_cli_bad_input(tmp_path, capsys, content, match):
     assert main(["metrics", "--accuracies", f]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and re.search(match, err)
+
+
+def test_metrics_cli_below_chance_above_hr_and_identical_duplicates(tmp_path, capsys):
+    """HR below chance and LR above HR are computed, not rejected; identical repeated rows count once."""
+    f = _write(tmp_path / "acc.csv", "# a comment line\nmodel,dataset,resolution,top1,num_classes\n"
+               "m,mine,hr,2,10\nm,mine,16,1,10\nm,mine,16,1,10\n"  # below chance (10 %), 16 px given twice
+               "m,eurosat,hr,40,\nm,eurosat,16,50,\n")  # eurosat: 10 classes from the catalog
+    assert main(["metrics", "--accuracies", f, "--percent", "--json"]) == 0
+    (r16,) = json.loads(capsys.readouterr().out)
+    assert r16["gamma"] == pytest.approx({"mine": 0.5, "eurosat": 1.25})
+    G_mine = 0.5 * (1 - math.exp(-200 * (0.02 - 0.1) ** 2))  # = 0.36098
+    G_euro = 1.25 * (1 - math.exp(-200 * (0.4 - 0.1) ** 2))
+    assert r16["Gamma"] == pytest.approx({"mine": G_mine, "eurosat": G_euro})
+    assert r16["SAR"] == pytest.approx((0.5 + 1.25) / 2)
+    # mine has no published weight (1.0), eurosat weighs 1.0
+    assert r16["WAR"] == pytest.approx((G_mine + G_euro) / 2)
+    # --weights overrides: mine 3, eurosat 1
+    w = _write(tmp_path / "w.json", '{"mine": 3}')
+    assert main(["metrics", "--accuracies", f, "--percent", "--json", "--weights", w]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["WAR"] == pytest.approx((3 * G_mine + G_euro) / 4)
+
+
+@pytest.mark.parametrize("rows,match", [
+    ("m,mine,hr,nan,4\nm,mine,16,0.5,4\n", r"acc.csv:2: top1 'nan' is not a finite number"),
+    ("m,mine,hr,0,4\nm,mine,16,0.5,4\n", r"acc.csv:2: model m, dataset mine has HR top1 0, so gamma .* undefined"),
+    ("m,mine,hr,0.5,4\nm,mine,16,0.25,4\nm,mine,16,0.3,4\n",
+     r"acc.csv:4: model m, dataset mine, resolution 16 has top1 0.3 here but 0.25 on line 3; keep one row"),
+], ids=["nan_hr", "zero_hr", "conflicting_duplicates"])
+def test_metrics_cli_undefined_hr_and_conflicting_rows(tmp_path, capsys, rows, match):
+    import re
+    f = _write(tmp_path / "acc.csv", "model,dataset,resolution,top1,num_classes\n" + rows)
+    assert main(["metrics", "--accuracies", f]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert captured.out == "" and len(err.splitlines()) == 1 and re.search(match, err), err

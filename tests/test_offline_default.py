@@ -39,6 +39,10 @@ def test_csv_dataset(image_folder, tmp_path):
     (image_folder / "list.csv").write_text("\n".join(rows) + "\n")
     data = build_csv(image_folder / "list.csv")
     assert data.spec.classnames == ("cat", "dog", "red_car") and len(data) == 12
+    # every sample carries its own folder's class, by path
+    assert [data.spec.classnames[data.label(i)] for i in range(len(data))] == \
+        [p.parent.name for p in sorted(image_folder.rglob("*.png"))]
+    assert [data.label(i) for i in range(len(data))] == [0] * 4 + [1] * 4 + [2] * 4
     assert data.load_image(0).size[0] > 0
 
 

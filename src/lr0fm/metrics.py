@@ -1,6 +1,7 @@
 """The LR0.FM robustness metrics: pure functions over accuracy tables (no I/O, no torch).
 
-Accuracies are fractions in [0, 1]. For dataset d and resolution r:
+Accuracies are fractions in [0, 1]. For dataset d and resolution r (eq. 1 of the paper and the
+authors' MetaData/generate_SAR_WAR.py):
 
     gamma_d(r) = A_d(r) / A_d(HR)                                  relative robustness
     Gamma_d(r) = gamma_d(r) * (1 - exp(-alpha * eps_d**2))         improved relative robustness
@@ -8,7 +9,11 @@ Accuracies are fractions in [0, 1]. For dataset d and resolution r:
     SAR(r) = mean_d gamma_d(r)                                     simple aggregated robustness
     WAR(r) = sum_d w_d * Gamma_d(r) / sum_d w_d                    weighted aggregated robustness
 
-Always per resolution; never averaged across resolutions.
+Always per resolution; never averaged across resolutions. Edge cases, as defined here:
+gamma exceeds 1 when LR beats HR (kept, not clipped); gamma and Gamma are NaN (undefined) when
+A(HR) is 0 or NaN, and a NaN makes that resolution's SAR/WAR NaN (ranked last) rather than being
+dropped silently; eps is squared, so an A(HR) far *below* chance is not zeroed (as in the authors'
+code), only one near chance.
 """
 from __future__ import annotations
 
@@ -20,21 +25,25 @@ ALPHA = 200.0
 
 
 def gamma(acc_lr: float, acc_hr: float) -> float:
-    """Relative robustness A(r) / A(HR) (0 when the HR accuracy is 0)."""
-    return acc_lr / acc_hr if acc_hr > 0 else 0.0
+    """Relative robustness A(r) / A(HR); NaN (undefined) when A(HR) is 0 or NaN."""
+    return acc_lr / acc_hr if acc_hr > 0 else math.nan
 
 
 def improved_gamma(acc_lr: float, acc_hr: float, num_classes: int, alpha: float = ALPHA) -> float:
     """Gamma: gamma scaled towards 0 when the HR accuracy itself is near chance (1 / C)."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
     eps = acc_hr - 1.0 / num_classes
     return gamma(acc_lr, acc_hr) * (1.0 - math.exp(-alpha * eps * eps))
 
 
 def sar(gammas: Mapping[str, float]) -> float:
+    """Plain mean of gamma over datasets (NaN when there are none)."""
     return sum(gammas.values()) / len(gammas) if gammas else float("nan")
 
 
 def war(Gammas: Mapping[str, float], weights: Mapping[str, float], default_weight: float = 1.0) -> float:
+    """Weighted mean of Gamma over datasets; a dataset without a weight weighs ``default_weight``."""
     if not Gammas:
         return float("nan")
     ws = {d: float(weights.get(d, default_weight)) for d in Gammas}
@@ -72,7 +81,8 @@ def robustness_table(rows: Iterable[Mapping], weights: Mapping[str, float], clas
         model, dataset = str(row["model"]), str(row["dataset"])
         res = row["resolution"]
         res = "hr" if str(res).lower() == "hr" else int(res)
-        acc.setdefault(model, {}).setdefault(dataset, {})[res] = float(row["top1"])
+        top1 = row["top1"]
+        acc.setdefault(model, {}).setdefault(dataset, {})[res] = math.nan if top1 is None else float(top1)
         if row.get("num_classes") not in (None, ""):
             ncls[dataset] = int(row["num_classes"])
     out = []
@@ -94,11 +104,16 @@ def robustness_table(rows: Iterable[Mapping], weights: Mapping[str, float], clas
 
 
 def rank(results: list[Robustness], key: str = "WAR") -> dict[int, list[Robustness]]:
-    """Per resolution, models sorted by SAR or WAR (best first)."""
+    """Per resolution, models sorted by SAR or WAR (best first; NaN, i.e. undefined, last)."""
     by_res: dict[int, list[Robustness]] = {}
     for r in results:
         by_res.setdefault(r.resolution, []).append(r)
-    return {res: sorted(v, key=lambda x: -getattr(x, key)) for res, v in sorted(by_res.items())}
+    return {res: sorted(v, key=lambda x: rank_key(getattr(x, key))) for res, v in sorted(by_res.items())}
+
+
+def rank_key(score: float) -> tuple[bool, float]:
+    """Sort key for best-first ranking with undefined (NaN) scores last."""
+    return (math.isnan(score), -score)
 
 
 def top1_from_predictions(top1_correct: Iterable[bool]) -> float:

@@ -6,7 +6,6 @@ dataset it runs: everything it needs is on ``LabeledImages`` and its ``DatasetSp
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from dataclasses import dataclass, field
@@ -25,10 +24,6 @@ class DatasetError(RuntimeError):
     """A dataset cannot be loaded (unknown key, files missing, package not installed)."""
 
 
-def text_hash(lines: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()[:16]
-
-
 @dataclass(frozen=True)
 class DatasetSpec:
     """What a result needs to know about a dataset: its key, split, classes and prompts."""
@@ -39,27 +34,56 @@ class DatasetSpec:
     templates: tuple[str, ...]
     war_weight: float = 1.0
     description: str = ""
+    name: str = ""  # what reports call it (custom data: the folder or file stem, or --name); default: key
+    options: dict = field(default_factory=dict)  # build options that change the samples (partition=, seed=)
 
     @property
     def num_classes(self) -> int:
         return len(self.classnames)
 
     @property
-    def classnames_hash(self) -> str:
-        return text_hash(self.classnames)
+    def label(self) -> str:
+        return self.name or self.key
 
-    @property
-    def templates_hash(self) -> str:
-        return text_hash(self.templates)
 
-    def provenance(self) -> dict:
-        return {"dataset": self.key, "split": self.split, "num_classes": self.num_classes,
-                "classnames_hash": self.classnames_hash, "templates_hash": self.templates_hash}
+SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """An 8-bit "L" image from a wide single-band mode, scaled rather than clipped (Pillow's own
+    convert clips, which turns a 16-bit photo almost all white).
+
+    * I;16, I;16B, I;16L, I;16N and I (Pillow opens 16-bit PNG, TIFF and PGM/PPM samples as these,
+      scaled to 0..65535): the high byte, ``value >> 8`` (what Pillow itself keeps of 16-bit RGB
+      files); I values outside [0, 65535] are clipped first.
+    * F (float): values all within [0, 1] are scaled by 255, otherwise clipped to [0, 255]; then
+      rounded to the nearest level; NaN becomes 0.
+    """
+    import numpy as np
+
+    values = np.asarray(image)
+    if image.mode == "F":
+        values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        if values.size and values.min() >= 0.0 and values.max() <= 1.0:
+            values = values * 255.0
+        out = np.rint(np.clip(values, 0.0, 255.0))
+    else:
+        out = np.clip(values.astype(np.int64), 0, 65535) >> 8
+    return Image.fromarray(out.astype(np.uint8))
 
 
 def composite_on_white(image: Image.Image) -> Image.Image:
-    """RGB image; transparency is composited on white (stamps and clip-art have alpha)."""
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+    """8-bit RGB from any Pillow mode; transparency is composited on white (stamps and clip-art
+    have alpha).
+
+    Alpha bands (RGBA, LA, PA, RGBa, La) and colour-key transparency (P, L or RGB with a
+    ``transparency`` entry, as PNG tRNS gives) are composited; 16-bit and float modes are scaled
+    to 8 bits by ``to_8bit``; 1, L, P, CMYK and YCbCr go through Pillow's converters.
+    """
+    if image.mode in SIXTEEN_BIT_MODES or image.mode == "F":
+        image = to_8bit(image)
+    has_alpha = any(band in ("A", "a") for band in image.getbands())
+    if has_alpha or "transparency" in image.info:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
@@ -86,6 +110,8 @@ class LabeledImages:
     load: Callable[[Any], Image.Image] = open_image_file
     ids: list[str] | None = None
     root: str | None = None
+    # digest of the underlying data when refs are neither files nor bytes (an array file, shards)
+    source_digest: str | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -102,7 +128,8 @@ class LabeledImages:
 
     def subset(self, indices: Sequence[int]) -> "LabeledImages":
         ids = [self.sample_id(i) for i in indices]
-        return LabeledImages(self.spec, [self.samples[i] for i in indices], self.load, ids, self.root)
+        return LabeledImages(self.spec, [self.samples[i] for i in indices], self.load, ids, self.root,
+                             self.source_digest)
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:

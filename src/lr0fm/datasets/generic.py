@@ -2,13 +2,30 @@
 from __future__ import annotations
 
 import csv
+import difflib
+import io
 import os
 from pathlib import Path
 
-from .base import DatasetError, DatasetSpec, LabeledImages, read_lines
+from .base import DatasetError, DatasetSpec, LabeledImages
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
+
+
+def _read_text(path: str | os.PathLike, what: str) -> str:
+    """A user's text file; a non-UTF-8 byte is one error naming its line (a leading BOM is dropped)."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DatasetError(f"{path}:{line}: {what} is not UTF-8 text (byte 0x{data[e.start]:02x}); "
+                           "save it as UTF-8") from None
+
+
+def _text_lines(path: str | os.PathLike, what: str) -> list[str]:
+    return [line for line in _read_text(path, what).splitlines() if line.strip()]
 
 
 def _templates(templates) -> list[str]:
@@ -17,7 +34,7 @@ def _templates(templates) -> list[str]:
     if isinstance(templates, (str, os.PathLike)):
         if not Path(templates).is_file():
             raise DatasetError(f"templates file {templates} does not exist")
-        return read_lines(templates)
+        return _text_lines(templates, "templates file")
     return list(templates)
 
 
@@ -27,7 +44,7 @@ def _classnames_file(classnames) -> list[str] | None:
     if isinstance(classnames, (str, os.PathLike)):
         if not Path(classnames).is_file():
             raise DatasetError(f"class names file {classnames} does not exist")
-        return read_lines(classnames)
+        return _text_lines(classnames, "class names file")
     return list(classnames)
 
 
@@ -57,31 +74,71 @@ def build_imagefolder(root: str | os.PathLike | None = None, split: str = "all",
 
 def build_csv(root: str | os.PathLike | None = None, split: str = "all",
               classnames=None, templates=None, key: str = "csv", csv_path: str | None = None) -> LabeledImages:
-    """A CSV with columns ``path,label`` (label: class index or class name).
+    """A CSV with columns ``path,label``; relative paths are taken relative to the CSV's folder.
 
-    Relative paths are taken relative to the CSV's folder. Class names: given, or the sorted
-    distinct labels when labels are names.
+    Labels are either all class indices (digits only, 0-based; ``classnames`` then gives the
+    names, one per index) or all class names (the classes are ``classnames`` when given, every
+    label being one of them, else the sorted distinct labels). Anything else (a mix, an empty
+    label, an index out of range, an unknown name, a short row) is an error naming the line.
     """
     path = Path(csv_path or root or "")
     if not path.is_file():
         raise DatasetError(f"CSV dataset needs --data-root FILE.csv with columns path,label; {path} is not a file")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise DatasetError(f"{path} must have a header with columns path,label")
-        rows = [(r["path"], r["label"].strip()) for r in reader]
-    names = _classnames_file(classnames)
-    if names is None:
-        if all(l.isdigit() for _, l in rows):
+    rows = _read_csv_rows(path)
+    given = _classnames_file(classnames)
+    indices = [(n, l) for n, _, l in rows if _is_index(l)]
+    names = [(n, l) for n, _, l in rows if not _is_index(l)]
+    if indices and names:
+        raise DatasetError(f"{path} mixes class indices (line {indices[0][0]}: {indices[0][1]!r}) and class names "
+                           f"(line {names[0][0]}: {names[0][1]!r}); use one kind of label throughout")
+    if indices:
+        if given is None:
             raise DatasetError(f"{path} has numeric labels: give --classnames FILE with one class name per line")
-        names = sorted({l for _, l in rows})
-    index = {n: i for i, n in enumerate(names)}
-    samples = []
-    for p, l in rows:
-        label = int(l) if l.isdigit() else index.get(l)
-        if label is None or not 0 <= label < len(names):
-            raise DatasetError(f"{path}: label {l!r} is not a class index or a known class name")
-        full = Path(p) if Path(p).is_absolute() else path.parent / p
-        samples.append((str(full), label))
-    spec = DatasetSpec(key, split, tuple(names), tuple(_templates(templates)))
-    return LabeledImages(spec, samples, ids=[p for p, _ in rows], root=str(path.parent))
+        classes = given
+        for n, l in indices:
+            if int(l) >= len(classes):
+                raise DatasetError(f"{path}:{n}: label {l} is not a class index 0..{len(classes) - 1} "
+                                   f"({len(classes)} class names given)")
+        labels = [int(l) for _, _, l in rows]
+    else:
+        classes = given if given is not None else sorted({l for _, _, l in rows})
+        index = {c: i for i, c in enumerate(classes)}
+        for n, l in names:
+            if l not in index:
+                close = difflib.get_close_matches(l, classes, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise DatasetError(f"{path}:{n}: label {l!r} is not one of the {len(classes)} class names "
+                                   f"given with --classnames{hint}")
+        labels = [index[l] for _, _, l in rows]
+    samples = [(str(Path(p) if Path(p).is_absolute() else path.parent / p), label)
+               for (_, p, _), label in zip(rows, labels)]
+    spec = DatasetSpec(key, split, tuple(classes), tuple(_templates(templates)))
+    return LabeledImages(spec, samples, ids=[p for _, p, _ in rows], root=str(path.parent))
+
+
+def _is_index(label: str) -> bool:
+    return label.isascii() and label.isdigit()
+
+
+def _read_csv_rows(path: Path) -> list[tuple[int, str, str]]:
+    """(line number, path, label) of every data row, each checked to have a path and a label."""
+    reader = csv.reader(io.StringIO(_read_text(path, "CSV dataset"), newline=""))
+    header = [c.strip() for c in next(reader, [])]
+    if "path" not in header or "label" not in header:
+        raise DatasetError(f"{path} must have a header with columns path,label")
+    at_path, at_label = header.index("path"), header.index("label")
+    rows = []
+    for values in reader:
+        if not any(v.strip() for v in values):
+            continue  # blank line
+        n = reader.line_num
+        if len(values) != len(header):
+            raise DatasetError(f"{path}:{n}: {len(values)} values for the {len(header)} columns "
+                               f"{','.join(header)}; quote paths that contain commas")
+        p, label = values[at_path].strip(), values[at_label].strip()
+        if not p or not label:
+            raise DatasetError(f"{path}:{n}: empty {'path' if not p else 'label'}; every row needs a path and a label")
+        rows.append((n, p, label))
+    if not rows:
+        raise DatasetError(f"{path} lists no images; add rows path,label under the header")
+    return rows

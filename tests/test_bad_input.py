@@ -1,0 +1,205 @@
+"""Bad or unusual user input: every bad file is one clear line and exit 2 (never a traceback or a
+silently wrong number), and every image mode decodes to the right 8-bit RGB."""
+import io
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lr0fm.cli import main
+from lr0fm.datasets.base import DatasetError, bytes_loader, composite_on_white, open_image_file
+from lr0fm.datasets.generic import build_csv
+
+HEADER = "model,dataset,resolution,top1,num_classes\n"
+
+
+def _one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert captured.out == "" and len(err.splitlines()) == 1 and err.startswith("lr0fm: error: "), err
+    return err
+
+
+# ---- lr0fm metrics --accuracies ---------------------------------------------------------------
+
+@pytest.mark.parametrize("content,match", [
+    (HEADER + "m,mine,hr,0.5,abc\nm,mine,16,0.4,abc\n", r"acc.csv:2: num_classes 'abc' must be a whole number"),
+    (HEADER + "m,mine,hr,0.5,0\nm,mine,16,0.4,0\n", r"acc.csv:2: num_classes '0' must be a whole number of at least 2"),
+    (HEADER + "m,mine,hr,0.5,-3\nm,mine,16,0.4,-3\n", r"acc.csv:2: num_classes '-3'"),
+    (HEADER + "m,mine,hr,0.5,4\nm,mine,16,0.4,5\n", r"acc.csv:3: dataset mine has num_classes 5 here but 4 on line 2"),
+    (HEADER.encode() + "m,caf\u00e9,hr,0.5,4\n".encode("latin-1"), r"acc.csv:2: accuracy table is not UTF-8 text \(byte 0xe9\)"),
+    (HEADER + "m,mine,hr,0.5,4\nm,mine,16\n", r"acc.csv:3: 3 values for the 5 columns model,dataset,resolution,top1,num_classes"),
+    (HEADER + "m,mine,hr,0.5,4,extra\n", r"acc.csv:2: 6 values for the 5 columns"),
+    (HEADER + "m,mine,16,0.5,4\nm,mine,32,0.6,4\nm,other,hr,0.5,4\n",
+     r"acc.csv: model m, dataset mine has no 'hr' row \(lines 2, 3\).*add a row with resolution hr"),
+    (HEADER + "m,mine,hr,0.5,4\n", r"has only 'hr' rows"),
+    (HEADER, r"acc.csv has a header but no data rows"),
+    ("# only a comment\n\n", r"acc.csv is empty"),
+    (HEADER + ",mine,hr,0.5,4\n", r"acc.csv:2: empty model"),
+    (HEADER + "m,mine,hr,inf,4\n", r"acc.csv:2: top1 'inf' is not a finite number"),
+], ids=["classes_abc", "classes_0", "classes_negative", "classes_conflict", "latin1", "short_row", "long_row",
+        "no_hr", "only_hr", "no_rows", "empty", "empty_model", "inf"])
+def test_metrics_bad_table_one_line(tmp_path, capsys, content, match):
+    f = tmp_path / "acc.csv"
+    f.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert main(["metrics", "--accuracies", str(f)]) == 2
+    assert re.search(match, _one_error_line(capsys))
+
+
+@pytest.mark.parametrize("weights,match", [
+    ('[["eurosat", 1.0]]', r"holds a JSON list; expected a JSON object mapping dataset -> weight"),
+    ('{"eurosat": "heavy"}', r"weight of 'eurosat' is \"heavy\"; each weight must be a number >= 0"),
+    ('{"eurosat": true}', r"weight of 'eurosat' is true"),
+    ('{"eurosat": null}', r"weight of 'eurosat' is null"),
+    ('{"eurosat": -1}', r"weight of 'eurosat' is -1"),
+    ('{"eurosat": NaN}', r"weight of 'eurosat' is NaN"),
+    ('{"eurosat": 1.0', r"is not valid JSON"),
+], ids=["list", "string", "bool", "null", "negative", "nan", "broken_json"])
+def test_metrics_bad_weights_one_line(tmp_path, capsys, weights, match):
+    table = tmp_path / "acc.csv"
+    table.write_text(HEADER + "m,eurosat,hr,0.5,\nm,eurosat,16,0.4,\n")
+    w = tmp_path / "w.json"
+    w.write_text(weights)
+    assert main(["metrics", "--accuracies", str(table), "--weights", str(w)]) == 2
+    assert re.search(match, _one_error_line(capsys))
+
+
+def test_metrics_table_with_bom_and_crlf_reads(tmp_path, capsys):
+    """Spreadsheet exports (UTF-8 BOM, CRLF) are ordinary tables, not errors."""
+    f = tmp_path / "acc.csv"
+    f.write_bytes(b"\xef\xbb\xbf" + (HEADER + "m,mine,hr,0.8,4\nm,mine,16,0.4,4\n").replace("\n", "\r\n").encode())
+    assert main(["metrics", "--accuracies", str(f), "--json"]) == 0
+    assert '"mine": 0.5' in capsys.readouterr().out
+
+
+# ---- CSV datasets (path,label) ----------------------------------------------------------------
+
+def _csv(tmp_path, rows: str, name="list.csv"):
+    f = tmp_path / name
+    f.write_text("path,label\n" + rows)
+    return f
+
+
+def test_csv_labels_by_index_and_by_name(tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("cat\ndog\nbird\n")
+    by_index = build_csv(_csv(tmp_path, "a.png,2\nb.png,0\nc.png,1\n"), classnames=names)
+    assert by_index.spec.classnames == ("cat", "dog", "bird")
+    assert [by_index.label(i) for i in range(3)] == [2, 0, 1]
+    # name labels with --classnames follow the file's order, not sorted order
+    by_name = build_csv(_csv(tmp_path, "a.png,bird\nb.png,cat\nc.png,dog\n"), classnames=names)
+    assert [by_name.label(i) for i in range(3)] == [2, 0, 1]
+    assert by_name.samples[0][0] == str(tmp_path / "a.png")
+
+
+@pytest.mark.parametrize("rows,classnames,match", [
+    ("a.png,cat\nb.png,1\n", None, r"list.csv mixes class indices \(line 3: '1'\) and class names \(line 2: 'cat'\)"),
+    ("a.png,cat\nb.png,\n", None, r"list.csv:3: empty label"),
+    ("a.png,cat\n,dog\n", None, r"list.csv:3: empty path"),
+    ("a.png,cat\nb.png\n", None, r"list.csv:3: 1 values for the 2 columns path,label"),
+    ("a.png,cat\nb.png,dgo\n", ["cat", "dog"], r"list.csv:3: label 'dgo' is not one of the 2 class names .*did you mean 'dog'"),
+    ("a.png,0\nb.png,2\n", ["cat", "dog"], r"list.csv:3: label 2 is not a class index 0..1 \(2 class names given\)"),
+    ("a.png,0\nb.png,1\n", None, r"numeric labels: give --classnames"),
+    ("", None, r"list.csv lists no images"),
+], ids=["mixed", "empty_label", "empty_path", "short_row", "unknown_name", "index_out_of_range", "indices_no_names",
+        "no_rows"])
+def test_csv_dataset_bad_labels_one_line(tmp_path, rows, classnames, match):
+    with pytest.raises(DatasetError) as e:
+        build_csv(_csv(tmp_path, rows), classnames=classnames)
+    assert len(str(e.value).splitlines()) == 1 and re.search(match, str(e.value)), str(e.value)
+
+
+def test_csv_dataset_latin1_file_one_line(tmp_path):
+    f = tmp_path / "list.csv"
+    f.write_bytes("path,label\na.png,caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"list.csv:2: CSV dataset is not UTF-8 text \(byte 0xe9\)"):
+        build_csv(f)
+
+
+def test_csv_dataset_bad_label_through_cli(tmp_path, capsys):
+    f = _csv(tmp_path, "a.png,cat\nb.png,1\n")
+    assert main(["--out", str(tmp_path / "out"), "eval", "--dataset", "csv", "--data-root", str(f),
+                 "--no-progress"]) == 2
+    assert "mixes class indices" in _one_error_line(capsys)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.json*"))
+
+
+# ---- image modes ------------------------------------------------------------------------------
+
+def _png_bytes(image: Image.Image, **params) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG", **params)
+    return buf.getvalue()
+
+
+def _gradient16() -> np.ndarray:
+    """A 16-bit horizontal gradient over the whole range (0 .. 65535)."""
+    return np.tile(np.linspace(0, 65535, 256).round().astype(np.uint16), (8, 1))
+
+
+def test_16bit_png_scales_to_8bit_not_white(tmp_path):
+    arr = _gradient16()
+    image = Image.fromarray(arr)  # mode I;16 (Pillow picks it for uint16)
+    assert image.mode == "I;16"
+    path = tmp_path / "g16.png"
+    path.write_bytes(_png_bytes(image))
+    with Image.open(path) as raw:
+        assert raw.mode in ("I", "I;16")  # what Pillow reads 16-bit PNGs as, depending on version
+    for decoded in (open_image_file(path), bytes_loader(path.read_bytes())):
+        assert decoded.mode == "RGB"
+        out = np.asarray(decoded).astype(int)
+        assert (out[..., 0] == out[..., 1]).all() and (out[..., 0] == out[..., 2]).all()
+        # the rule: the high byte, value >> 8
+        assert np.abs(out[..., 0] - (arr >> 8)).max() <= 1
+        assert out.min() == 0 and out.max() == 255 and 120 <= out.mean() <= 135  # a gradient, not all white
+
+
+@pytest.mark.parametrize("mode,dtype", [("I", "<i4"), ("I;16B", ">u2"), ("I;16L", "<u2"), ("I;16N", "=u2")])
+def test_wide_integer_modes_scale_like_16bit(mode, dtype):
+    arr = _gradient16()
+    image = Image.frombytes(mode, arr.shape[::-1], arr.astype(dtype).tobytes())
+    out = np.asarray(composite_on_white(image)).astype(int)[..., 0]
+    assert np.abs(out - (arr >> 8)).max() <= 1
+
+
+def test_12bit_pgm_uses_its_own_depth():
+    """A PGM with maxval 4095 (12-bit): Pillow rescales it to 16 bits, so the result is ~ value >> 4."""
+    values = np.array([[0, 1000, 2048, 4095]], dtype=np.uint16)
+    out = np.asarray(bytes_loader(b"P5\n4 1\n4095\n" + values.astype(">u2").tobytes())).astype(int)[0, :, 0]
+    assert np.abs(out - values.astype(float) * 255 / 4095).max() <= 1
+
+
+def test_float_images_scale_or_clip():
+    unit = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32))  # within [0, 1]: x 255
+    assert np.asarray(composite_on_white(unit))[0, :, 0].tolist() == [0, 128, 255]
+    wide = Image.fromarray(np.array([[-5.0, 0.5, 100.4, 300.0, np.nan]], dtype=np.float32))  # clipped to [0, 255]
+    assert np.asarray(composite_on_white(wide))[0, :, 0].tolist() == [0, 0, 100, 255, 0]
+
+
+@pytest.mark.parametrize("image,expected", [
+    (Image.new("CMYK", (2, 2), (0, 255, 255, 0)), (255, 0, 0)),
+    (Image.new("CMYK", (2, 2), (128, 0, 0, 128)), (63, 127, 127)),  # (1 - C)(1 - K): 255 * 127/255 * 127/255
+    (Image.new("YCbCr", (2, 2), (128, 128, 128)), (128, 128, 128)),
+    (Image.new("1", (2, 2), 1), (255, 255, 255)),
+    (Image.new("1", (2, 2), 0), (0, 0, 0)),
+    (Image.new("LA", (2, 2), (0, 0)), (255, 255, 255)),  # fully transparent black -> white
+    (Image.new("LA", (2, 2), (0, 255)), (0, 0, 0)),
+    (Image.new("RGBA", (2, 2), (255, 0, 0, 128)), (255, 127, 127)),
+], ids=["cmyk_red", "cmyk_mixed", "ycbcr_grey", "1bit_white", "1bit_black", "la_clear", "la_opaque", "rgba_half"])
+def test_modes_to_rgb(image, expected):
+    out = composite_on_white(image)
+    assert out.mode == "RGB" and out.getpixel((0, 0)) == expected
+
+
+def test_png_transparency_keys_composite_on_white():
+    """P, L and RGB PNGs with a tRNS colour key: the keyed colour becomes white, others stay."""
+    palette = Image.new("P", (2, 1))
+    palette.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
+    palette.putpixel((1, 0), 1)
+    for image, key in ((palette, 0), (Image.new("L", (2, 1), 7), 7), (Image.new("RGB", (2, 1), (10, 20, 30)), (10, 20, 30))):
+        if image.mode != "P":
+            image.putpixel((1, 0), 9 if image.mode == "L" else (200, 100, 50))
+        decoded = bytes_loader(_png_bytes(image, transparency=key))
+        assert decoded.getpixel((0, 0)) == (255, 255, 255)
+        assert decoded.getpixel((1, 0)) == ((9, 9, 9) if image.mode == "L" else (200, 100, 50))
