@@ -86,7 +86,7 @@ def test_interrupted_sweep_resumes_to_identical_records(sweep_config, tmp_path, 
         assert all(np.array_equal(pa[k], pb[k]) for k in pa)
     assert not list((out / "partial").glob("*.npz"))
     # the two datasets differ only in prompts: both were run, as separate cells
-    assert len({r["templates_hash"] for r in a.records()}) == 2
+    assert len({r["identity"]["data"]["templates"] for r in a.records()}) == 2
 
     # a finished sweep recomputes nothing
     mtimes = sorted(p.stat().st_mtime_ns for p in (out / "records").glob("*.json"))
