@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="lr0fm-mem-"))
     cfg_path = tmp / "lr0fm-mem-tiny.json"
     cfg_path.write_text(json.dumps(TINY))
-    model = create_model(f"open_clip:{cfg_path}")
+    model = create_model(f"open_clip:{cfg_path}:random")
     names = tuple(f"class {i}" for i in range(10))
     spec = DatasetSpec("synthetic", "all", names, ("a photo of a {}.",))
     data = LabeledImages(spec, [(i, i % 10) for i in range(args.images)], load=synth_image)

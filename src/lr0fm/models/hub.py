@@ -1,13 +1,15 @@
-"""Offline-aware access to downloadable weights: fail at once instead of long hub retries."""
+"""Downloadable weights: offline-aware access (fail at once instead of long hub retries) and the
+digests that identify weights files and save_pretrained folders."""
 from __future__ import annotations
 
-import json
 import os
+import re
 import socket
 from functools import lru_cache
 from pathlib import Path
 
-from .base import file_sha256
+from ..filedigest import file_digest, file_digests
+from .base import ModelError
 
 HUB_HOST = os.environ.get("LR0FM_HUB_HOST", "huggingface.co")
 
@@ -37,27 +39,49 @@ def go_offline_if_unreachable() -> None:
         pass
 
 
-def _hash_cache_file() -> Path:
-    return Path(os.environ.get("LR0FM_CACHE", Path.home() / ".cache" / "lr0fm")) / "weights_hashes.json"
-
-
 def cached_file_hash(path: str | os.PathLike) -> str:
     """sha256 of a weights file, remembered by (path, size, mtime) -- big checkpoints hash once."""
-    path = Path(path).resolve()
-    st = path.stat()
-    key = f"{path}|{st.st_size}|{int(st.st_mtime)}"
-    cache_path = _hash_cache_file()
+    return file_digest(path)
+
+
+def open_clip_hf_weights(repo_id: str) -> str:
+    """The local path of the weights file open_clip loads for ``hf-hub:ORG/NAME`` (its own file
+    choice: safetensors first), downloaded once into the Hugging Face cache; from the cache alone
+    when offline. open_clip's create_model then finds the same cached file."""
+    from open_clip.pretrained import download_pretrained_from_hf
+
     try:
-        cache = json.loads(cache_path.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if key not in cache:
-        cache[key] = file_sha256(path)
-        try:
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(cache, indent=0))
-            os.replace(tmp, cache_path)
-        except OSError:
-            pass
-    return cache[key]
+        return download_pretrained_from_hf(repo_id)
+    except Exception as e:  # offline and not cached, no such repo, or the hub refused
+        raise ModelError(f"weights for hf-hub:{repo_id} are not available here ({type(e).__name__}); download them "
+                         "where there is network (they go to the Hugging Face cache) or pass ARCH:/path/to/checkpoint") from None
+
+
+# The files of a save_pretrained folder that can change a number: every weights file (all shards,
+# safetensors and .bin) with its index, the config, the tokenizer's files, and local remote code.
+# The image processor is left out: lr0fm makes its own views, and the protocol records them.
+SAVE_PRETRAINED_FILES = ("*.safetensors", "*.bin", "*.index.json", "config.json", "tokenizer*.json",
+                         "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "*.model", "*.py")
+
+
+def save_pretrained_hash(folder: str | os.PathLike) -> str | None:
+    """'sha256:<digest>' of a save_pretrained folder: a digest of the sorted (file name, sha256)
+    list of its SAVE_PRETRAINED_FILES, so a re-saved fine-tune gets a new one and a moved folder
+    keeps it (the local counterpart of a hub commit). None when the folder holds no weights."""
+    from ..identity import digest
+
+    files = sorted({p for pattern in SAVE_PRETRAINED_FILES for p in Path(folder).glob(pattern) if p.is_file()})
+    if not any(p.suffix in (".safetensors", ".bin") for p in files):
+        return None
+    return "sha256:" + digest([[p.name, d] for p, d in zip(files, file_digests(files))])
+
+
+def hub_commit(repo_id: str, revision: str | None = None, cache_dir: str | os.PathLike | None = None) -> str | None:
+    """The commit a hub model was loaded from: the Hugging Face cache's snapshot folder that
+    ``revision`` (default: the main branch) points to, the resolution from_pretrained just made --
+    online or offline, with every transformers version. None when the repo is not in the cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    path = try_to_load_from_cache(repo_id, "config.json", revision=revision, cache_dir=cache_dir)
+    found = re.search(r"/snapshots/([0-9a-f]{40})/", Path(path).as_posix()) if isinstance(path, str) else None
+    return found.group(1) if found else None

@@ -1,4 +1,6 @@
-"""open_clip backend: any ``ARCH:TAG``, ``hf-hub:ORG/NAME``, or ``ARCH:/path/checkpoint``.
+"""open_clip backend: any ``ARCH:TAG``, ``hf-hub:ORG/NAME``, ``ARCH:/path/checkpoint``, or
+``ARCH:random`` (randomly initialised weights, seeded, so reproducible). A bare ``ARCH`` names no
+weights and is refused: random weights are asked for explicitly and named so in every record.
 
 The resize mode, mean/std, interpolation and input size come from open_clip's per-tag
 preprocess config (``model.visual.preprocess_cfg``): SigLIP/CLIPA tags say ``squash``,
@@ -20,6 +22,10 @@ from .base import ModelError, ModelInfo, PreprocessCfg, TextCfg, ZeroShotModel
 
 def _is_path(text: str) -> bool:
     return "/" in text or text.endswith((".pt", ".pth", ".bin", ".safetensors", ".json")) or Path(text).exists()
+
+
+RANDOM = "random"  # the tag that asks for randomly initialised weights
+RANDOM_SEED = 0
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -62,7 +68,17 @@ class OpenCLIPModel(ZeroShotModel):
 
         weights, weights_hash = None, None
         hub.go_offline_if_unreachable()
-        if tag is not None and _is_path(tag):
+        if tag is None and not arch.startswith("hf-hub:"):
+            tags = open_clip.list_pretrained_tags_by_model(arch)
+            known = f"pretrained tags for it: {', '.join(tags)}" if tags else "open_clip has no pretrained tags for it"
+            raise ModelError(f"open_clip:{spec} names an architecture but no weights ({known}); give open_clip:{spec}:TAG, "
+                             f"open_clip:{spec}:/path/to/checkpoint, or open_clip:{spec}:{RANDOM} for randomly "
+                             "initialised weights")
+        if tag == RANDOM:  # identity then digests the state dict (lr0fm.identity.model_part)
+            # every tower random (no default text/image tower weights), the same init on every run
+            model_kwargs.setdefault("pretrained_text", False)
+            model_kwargs.setdefault("pretrained_image", False)
+        elif tag is not None and _is_path(tag):
             if not Path(tag).is_file():
                 raise ModelError(f"checkpoint {tag} does not exist; give an existing file as ARCH:/path/to/checkpoint")
             weights, weights_hash = tag, hub.cached_file_hash(tag)
@@ -70,17 +86,24 @@ class OpenCLIPModel(ZeroShotModel):
             cfg = open_clip.get_pretrained_cfg(arch, tag)
             if not cfg:
                 tags = open_clip.list_pretrained_tags_by_model(arch)
-                raise ModelError(f"open_clip has no pretrained tag {tag!r} for {arch}; known tags: {', '.join(tags) or 'none'}")
+                raise ModelError(f"open_clip has no pretrained tag {tag!r} for {arch}; known tags: {', '.join(tags) or 'none'}"
+                                 f", or {RANDOM} for randomly initialised weights")
             try:
                 weights = open_clip.download_pretrained(cfg)
             except Exception as e:  # offline and not cached, or hub refused
                 raise ModelError(f"weights for {arch}:{tag} are not available here ({type(e).__name__}); download them "
                                  "where there is network (they go to the Hugging Face cache) or pass ARCH:/path/to/checkpoint") from None
             weights_hash = hub.cached_file_hash(weights) if weights else None
+        else:  # hf-hub:ORG/NAME: the file open_clip's create_model loads (a second call finds it in the cache)
+            weights = hub.open_clip_hf_weights(arch[len("hf-hub:"):])
+            weights_hash = hub.cached_file_hash(weights)
         if preprocess_tag is not None:
             model_kwargs["force_preprocess_cfg"] = tag_preprocess_cfg(arch, preprocess_tag)
         try:
-            model = open_clip.create_model(arch, pretrained=tag, device=device, precision=precision, **model_kwargs)
+            with torch.random.fork_rng(devices=[]):  # weights are made on the CPU; the caller's RNG is untouched
+                torch.manual_seed(RANDOM_SEED)
+                model = open_clip.create_model(arch, pretrained=None if tag == RANDOM else tag, device=device,
+                                               precision=precision, **model_kwargs)
         except ModelError:
             raise
         except Exception as e:
@@ -93,15 +116,17 @@ class OpenCLIPModel(ZeroShotModel):
                             tuple(pcfg.get("std", open_clip.OPENAI_DATASET_STD)),
                             pcfg.get("resize_mode", "shortest"), pcfg.get("interpolation", "bicubic"))
         info = ModelInfo(model_id=f"open_clip:{spec}", backend="open_clip", weights=str(weights) if weights else tag,
-                         weights_hash=weights_hash, extra={"arch": arch, "tag": tag})
-        super().__init__(info, pre, TextCfg())
-        self.model = model
+                         weights_hash=weights_hash, extra={"arch": arch, "tag": tag,
+                                                          **({"seed": RANDOM_SEED} if tag == RANDOM else {})})
         if tokenizer is None:
-            try:
-                tokenizer = open_clip.get_tokenizer(arch)
+            try:  # the model's context length, which force_context_length may have changed
+                tokenizer = open_clip.get_tokenizer(arch, context_length=getattr(model, "context_length", None))
             except Exception as e:
                 raise ModelError(f"the tokenizer of {arch} is not available offline ({type(e).__name__}); "
                                  "download it once where there is network") from None
+        # open_clip tokenizers pad every prompt to the context length (and lower-case, or not, themselves)
+        super().__init__(info, pre, TextCfg(padding="max_length", max_length=getattr(tokenizer, "context_length", None)))
+        self.model = model
         self.tokenizer = tokenizer
 
     @property

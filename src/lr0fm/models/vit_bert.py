@@ -10,9 +10,17 @@ image size, vocabulary) is read from the checkpoint. What differs per family is 
 (``FORMATS``): ALBEF's text-only pass stops where its fusion (cross-attention) layers begin,
 BLIP's runs all layers and skips their cross-attention; and the caption length of each
 family's retrieval eval. Momentum encoders, fusion/ITM heads and decoders are not loaded.
+
+The files are pickles, read with torch's weights-only unpickler: tensors, plain data and
+``CHECKPOINT_GLOBALS``. A file that needs more is refused unless the caller trusts it
+(``trust_checkpoint=True``, ``lr0fm eval --trust-checkpoint``), because full unpickling runs
+code from the file.
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
+import logging
 import math
 import pickle
 import re
@@ -26,10 +34,18 @@ from torch import nn
 from . import hub
 from .base import ModelError, ModelInfo, PreprocessCfg, TextCfg, ZeroShotModel
 
+log = logging.getLogger("lr0fm")
+
 # Both families' eval transform: Resize((S, S), BICUBIC) -> ToTensor -> Normalize(CLIP stats).
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
 HEAD_DIM = 64  # ViT-B/L and BERT-base all use 64-d attention heads
+# Classes the weights-only unpickler may build beyond its defaults. The official training scripts
+# (ALBEF Pretrain.py, BLIP pretrain.py / train_*.py) save {"model": state_dict, "optimizer":
+# state_dict, ["lr_scheduler": timm-style scheduler __dict__,] "config": the YAML config as a
+# dict, "epoch": int}: tensors and plain data only, which the defaults cover. A config saved as
+# the parsed command line is an argparse.Namespace, an attribute holder that runs no code.
+CHECKPOINT_GLOBALS = (argparse.Namespace,)
 
 # checkpoint key prefix -> submodule here; the rest of each key is unchanged.
 KEY_PREFIXES = {"visual_encoder.": "vision.", "text_encoder.": "text.",
@@ -70,12 +86,24 @@ def fetch_checkpoint(spec: str) -> Path:
     return dest
 
 
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # the official files also pickle their training config and optimizer state
+def load_state_dict(path: Path, trust_checkpoint: bool = False) -> dict[str, torch.Tensor]:
+    """The checkpoint's model state dict; ``trust_checkpoint``: unpickle anything (runs code from the file)."""
+    if trust_checkpoint:
+        log.warning("unpickling %s without restrictions (--trust-checkpoint): it can run code", path)
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    else:
+        try:
+            allow = getattr(torch.serialization, "safe_globals", None)  # torch < 2.5: the defaults only
+            with allow(list(CHECKPOINT_GLOBALS)) if allow else contextlib.nullcontext():
+                ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            found = re.search(r"GLOBAL (\S+)", str(e))
+            what = found.group(1) if found else "objects beyond tensors and plain data"
+            raise ModelError(f"{path} unpickles {what}, which could run code; if you trust the file's source, pass "
+                             "--trust-checkpoint (trust_checkpoint=True)") from None
+        except (RuntimeError, EOFError) as e:  # not a torch file, truncated
+            reason = str(e).splitlines()[0].split(". ")[0][:160]
+            raise ModelError(f"{path} is not a readable PyTorch checkpoint ({reason})") from None
     state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not any(k.startswith("visual_encoder.") for k in state):
         raise ModelError(f"{path} is not an ALBEF/BLIP checkpoint (no 'model' state dict with visual_encoder.* keys)")
@@ -128,14 +156,15 @@ def build_text(state: dict[str, torch.Tensor], fmt: CheckpointFormat) -> nn.Modu
 
 class ViTBertModel(ZeroShotModel):
     """``spec``: a .pth path or URL; ``family``: a key of FORMATS; ``tokenizer``: a transformers
-    tokenizer or where to load one (default bert-base-uncased, as both families used)."""
+    tokenizer or where to load one (default bert-base-uncased, as both families used);
+    ``trust_checkpoint``: unpickle the .pth without restrictions (only for a file you trust)."""
 
-    def __init__(self, spec: str, family: str, tokenizer=None):
+    def __init__(self, spec: str, family: str, tokenizer=None, trust_checkpoint: bool = False):
         from transformers import AutoTokenizer
 
         fmt = FORMATS[family]
         path = fetch_checkpoint(spec)
-        state = remap(load_state_dict(path))
+        state = remap(load_state_dict(path, trust_checkpoint))
         vision, text = build_vision(state), build_text(state, fmt)
         embed_dim = state["vision_proj.weight"].shape[0]
         vision_proj = nn.Linear(vision.embed_dim, embed_dim)

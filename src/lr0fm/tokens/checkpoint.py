@@ -1,6 +1,8 @@
 """Token checkpoints: only the tokens and the logit scale (safetensors, small), with their token
 config, the base model's id and weights hash in the safetensors header. The optimizer,
-scheduler and RNG state needed to resume live in a sidecar ``<name>.state.pt``."""
+scheduler, RNG state and teacher cache needed to resume live in a sidecar
+``<name>.state.safetensors``: tensors in the file, everything else as JSON in its header (no
+pickle, so a run folder from elsewhere cannot run code when resumed)."""
 from __future__ import annotations
 
 import hashlib
@@ -11,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from ..identity import tensors_digest
 from ..models.base import state_dict_hash
 
 FORMAT = "lr0fm-lr-tokens/1"
@@ -60,15 +63,10 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 
 def content_digest(tensors: dict[str, torch.Tensor], meta: dict) -> str:
-    """sha256 of a checkpoint's content: metadata and tensors in sorted order. Not the file's
-    bytes: safetensors writes its header in hash-map order, so the same tokens saved twice give
-    different files (and would give two result variants)."""
-    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
-    for key in sorted(tensors):
-        t = tensors[key].detach().cpu().contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    """The id of a checkpoint's content (lr0fm.identity.tensors_digest of its tensors and metadata).
+    Not the file's bytes: safetensors writes its header in hash-map order, so the same tokens
+    saved twice give different files (and would give two result variants)."""
+    return tensors_digest(tensors, meta)
 
 
 def checkpoint_digest(path: str | os.PathLike) -> str:
@@ -119,33 +117,102 @@ def load_into(distiller, path, model) -> dict:
     return meta
 
 
+STATE_FORMAT = "lr0fm-lr-tokens-state/1"
+# TrainConfig fields that do not change what is trained: a run may resume with other values.
+RESUME_FREE = ("micro_batch", "grad_checkpointing", "save_every")
+
+
+def config_differences(meta: dict, cfg) -> list[str]:
+    """The settings (TrainConfig fields, ``tokens.<field>``) in which ``cfg`` differs from the run
+    that wrote the checkpoint with header ``meta``."""
+    from dataclasses import asdict
+
+    from .modules import TokenConfig
+    saved = json.loads(meta.get("train_config", "{}"))
+    now = json.loads(json.dumps(asdict(cfg), sort_keys=True, default=list))
+    differ = [k for k in sorted(saved.keys() | now.keys())
+              if k not in (*RESUME_FREE, "tokens") and saved.get(k) != now.get(k)]
+    saved_tokens = json.loads(meta.get("token_config", "{}"))
+    now_tokens = TokenConfig(**cfg.tokens).as_dict()
+    return differ + [f"tokens.{k}" for k in sorted(saved_tokens.keys() | now_tokens.keys())
+                     if saved_tokens.get(k) != now_tokens.get(k)]
+
+
 def sidecar_path(path: str | os.PathLike) -> Path:
-    return Path(path).with_suffix(".state.pt")
+    return Path(path).with_suffix(".state.safetensors")
+
+
+def _encode(obj, tensors: dict[str, torch.Tensor]):
+    """A nested state (dicts, lists, tuples, tensors, plain values) -> JSON, tensors moved to
+    ``tensors``. Dicts become key-value pairs and tuples are tagged, so int keys (optimizer
+    state) and tuples (Adam betas) come back as they were."""
+    if isinstance(obj, torch.Tensor):
+        name = f"t{len(tensors)}"
+        tensors[name] = obj.detach().cpu().clone()  # own storage: safetensors refuses shared memory
+        return {"tensor": name}
+    if isinstance(obj, dict):
+        return {"dict": [[k, _encode(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        items = [_encode(v, tensors) for v in obj]
+        return {"tuple": items} if isinstance(obj, tuple) else items
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"resume state holds a {type(obj).__name__}, which has no safe encoding")
+
+
+def _decode(obj, tensors: dict[str, torch.Tensor]):
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        (tag, value), = obj.items()
+        if tag == "tensor":
+            return tensors[value]
+        if tag == "tuple":
+            return tuple(_decode(v, tensors) for v in value)
+        return {k: _decode(v, tensors) for k, v in value}
+    return obj
 
 
 def save_state_sidecar(path, step: int, best: float, optimizer, scheduler, teacher_cache: dict | None = None) -> None:
     # The teacher cache is saved too: a feature computed in another batch can differ in the last
     # bit (batch-size dependent kernels), and a resumed run must continue bit-identically.
+    from safetensors.torch import save_file
     state = {"step": step, "best": best, "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
              "teacher_cache": teacher_cache or {}}
+    tensors: dict[str, torch.Tensor] = {}
+    encoded = json.dumps(_encode(state, tensors))
     target = sidecar_path(path)
     tmp = target.with_suffix(f".tmp{os.getpid()}")
-    torch.save(state, tmp)
+    save_file(tensors, str(tmp), metadata={"format": STATE_FORMAT, "state": encoded})
     os.replace(tmp, target)
+
+
+def read_state_sidecar(path) -> dict:
+    """The resume state next to checkpoint ``path`` (read with safetensors and JSON only)."""
+    from safetensors import safe_open
+    side = sidecar_path(path)
+    if not side.is_file():
+        raise InputError(f"{side}: resume state missing next to {path}; pass --restart to start over")
+    try:
+        with safe_open(str(side), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        if meta.get("format") != STATE_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, expected {STATE_FORMAT!r}")
+        return _decode(json.loads(meta["state"]), tensors)
+    except Exception as e:  # not safetensors, truncated, foreign header
+        raise InputError(f"{side}: unreadable resume state ({e}); pass --restart to start over") from None
 
 
 def load_state_sidecar(path, distiller, optimizer, scheduler, model, cfg) -> tuple[int, float]:
     meta = load_into(distiller, path, model)
-    side = sidecar_path(path)
-    if not side.is_file():
-        raise InputError(f"{side}: resume state missing next to {path}; delete {path} to start over")
-    state = torch.load(side, map_location="cpu", weights_only=False)
+    state = read_state_sidecar(path)
     if int(meta["step"]) != state["step"]:
-        raise InputError(f"{side}: resume state is for step {state['step']}, checkpoint for {meta['step']}; "
-                         "delete both to start over")
+        raise InputError(f"{sidecar_path(path)}: resume state is for step {state['step']}, checkpoint for "
+                         f"{meta['step']}; pass --restart to start over")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
-    distiller._teacher_cache.update({k: v.to(model.device) for k, v in state.get("teacher_cache", {}).items()})
+    distiller._teacher_cache.update({k: v.to(model.device) for k, v in state["teacher_cache"].items()})
     return int(state["step"]), float(state["best"])

@@ -20,7 +20,10 @@ def add_commands(sub) -> None:
     p = sub.add_parser("train-tokens", help="train LR-TK0 low-resolution tokens (self-distillation from HR)")
     p.add_argument("--model", "-m", default="conse-effnet-lite0")
     p.add_argument("--data", required=True, help="a synth index (.jsonl/.csv from 'lr0fm synth') or a folder of images")
-    p.add_argument("--output", "-o", required=True, help="run folder: last/best .safetensors (+ resume state)")
+    p.add_argument("--output", "-o", required=True, help="run folder: last/best .safetensors (+ resume state); "
+                                                          "rerunning the same command resumes")
+    p.add_argument("--restart", action="store_true",
+                   help="discard a run already in --output (needed to change its settings) and start over")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--captions", type=int, default=32, help="caption ids per global batch")
     p.add_argument("--per-caption", type=int, default=4, help="images per caption id (hard negatives)")
@@ -79,7 +82,7 @@ def cmd_train_tokens(args) -> int:
                       save_every=args.save_every, tokens=tokens)
     try:
         model = create_model(args.model, device=device)
-        best = train_tokens(model, data, cfg, args.output, progress=not args.no_progress)
+        best = train_tokens(model, data, cfg, args.output, progress=not args.no_progress, restart=args.restart)
     finally:
         if world > 1:
             import torch.distributed as dist

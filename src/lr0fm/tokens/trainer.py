@@ -28,7 +28,8 @@ from torch import nn
 
 from ..errors import InputError
 from ..protocol import HR
-from .checkpoint import load_state_sidecar, save_checkpoint, save_state_sidecar
+from .checkpoint import (config_differences, load_state_sidecar, read_checkpoint, save_checkpoint,
+                         save_state_sidecar, sidecar_path)
 from .data import TrainImages, draw_resolutions, step_batch
 from .modules import LRTokens, TokenConfig
 
@@ -276,15 +277,18 @@ def enable_grad_checkpointing(model) -> None:
 
 
 def train_tokens(model, data: TrainImages, cfg: TrainConfig, out_dir: str | os.PathLike,
-                 progress: bool = True, resume: bool = True, stop_at: int | None = None) -> Path:
+                 progress: bool = True, restart: bool = False, stop_at: int | None = None) -> Path:
     """Train tokens on ``data`` (a held-out part is split off for model selection); write
     ``out_dir/last.safetensors`` (+ sidecar state) and ``out_dir/best.safetensors``; return best.
 
     ``stop_at``: end this invocation after that step (time-sliced jobs); the same call again
-    resumes and finishes exactly as an uninterrupted run."""
+    resumes and finishes exactly as an uninterrupted run. A run in ``out_dir`` with another
+    config is refused unless ``restart``, which discards it."""
     out = Path(out_dir)
     dist = _dist()
     rank = dist.get_rank() if dist else 0
+    if not restart:
+        check_same_run(out, cfg)  # before the model gets tokens or anything is written
     train, val = data.split_holdout(cfg.val_fraction, cfg.seed)
     if cfg.grad_checkpointing:
         enable_grad_checkpointing(model)
@@ -293,7 +297,11 @@ def train_tokens(model, data: TrainImages, cfg: TrainConfig, out_dir: str | os.P
     out.mkdir(parents=True, exist_ok=True)  # only once the configuration is known to be valid
     start, best = 0, float("inf")
     last = out / "last.safetensors"
-    if resume and last.is_file():
+    if restart:
+        if rank == 0:
+            for stale in (last, sidecar_path(last), out / "best.safetensors"):
+                stale.unlink(missing_ok=True)
+    elif last.is_file():
         start, best = load_state_sidecar(last, d, optimizer, scheduler, model, cfg)
         log.info("resuming token training at step %d", start)
     bar = None
@@ -323,6 +331,17 @@ def train_tokens(model, data: TrainImages, cfg: TrainConfig, out_dir: str | os.P
     if dist is not None:
         dist.barrier()
     return out / "best.safetensors"
+
+
+def check_same_run(out: Path, cfg: TrainConfig) -> None:
+    """Refuse to continue (or to return the best of) a run in ``out`` made with another config."""
+    for name in ("last.safetensors", "best.safetensors"):
+        if (out / name).is_file():
+            differ = config_differences(read_checkpoint(out / name)[1], cfg)
+            if differ:
+                raise InputError(f"{out} holds a run with other settings ({', '.join(differ)}); pass --restart "
+                                 "to discard it and start over, or use another --output")
+            return
 
 
 def config_from_dict(d: dict) -> TrainConfig:

@@ -1,0 +1,96 @@
+"""--protocol paper reproduces the authors' transforms pixel for pixel; the choice and the
+timm-style overrides are part of the identity."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms
+from torchvision.transforms import InterpolationMode
+
+from lr0fm.catalog import model_catalog, paper_protocol
+from lr0fm.datasets import get_dataset
+from lr0fm.evaluate import EvalConfig, plan
+from lr0fm.models import choose_protocol, create_model
+from lr0fm.protocol import ProtocolError
+
+from conftest import make_image
+
+OPENCLIP_ROWS = sorted(n for n, e in paper_protocol().items() if e["protocol"] == "OpenCLIP")
+
+
+def authors_openclip_chain(r, S):
+    """CLIP_benchmark/data/__init__.py (their repo) for --model_name openclip: squash, no crop,
+    RGB conversion after the resizes (their ToTensor/normalise left out: lr0fm normalises on the device)."""
+    steps = [transforms.Resize(size=(S, S), interpolation=InterpolationMode.BICUBIC), lambda im: im.convert("RGB")]
+    if r != "hr":
+        steps.insert(0, transforms.Resize(size=(r, r), interpolation=InterpolationMode.BICUBIC))
+    return transforms.Compose(steps)
+
+
+@pytest.fixture()
+def model_as(tiny_open_clip):
+    def build(catalog_name):
+        model = create_model(tiny_open_clip[0])
+        model.info.extra["catalog_name"] = catalog_name
+        return model
+    return build
+
+
+@pytest.mark.parametrize("name", OPENCLIP_ROWS)
+def test_paper_protocol_of_openclip_rows_is_the_authors_squash_chain(name, model_as):
+    model = choose_protocol(model_as(name), "paper")
+    protocol = model.protocol()
+    assert protocol.mode == "squash" and protocol.source.startswith("paper") and protocol.rgb_last
+    S = protocol.input_size
+    rng = np.random.default_rng(0)
+    images = [make_image(rng, size) for size in ((97, 41), (33, 120), (64, 64))]
+    images.append(images[0].convert("P", palette=Image.ADAPTIVE))  # palette: resized nearest, as theirs
+    images.append(images[1].convert("RGBA"))
+    for image in images:
+        for r in (16, 32, 128, "hr"):
+            theirs = np.asarray(authors_openclip_chain(r, S)(image))
+            if r == "hr" and protocol.hr_via:  # their HR column went through a 224 px down step
+                theirs = np.asarray(authors_openclip_chain(protocol.hr_via, S)(image))
+            assert np.array_equal(np.asarray(protocol.view(image, r)), theirs), (name, image.mode, r)
+
+
+def test_native_openclip_rows_differ_from_the_paper_where_the_audit_says(model_as):
+    name = "openclip-vit-b-16-datacomp-xl"
+    assert model_catalog()[name]["resize_mode"] == "shortest" and paper_protocol()[name]["paper_resize_mode"] == "squash"
+    native = model_as(name)
+    paper = choose_protocol(model_as(name), "paper")
+    assert native.protocol().describe() != paper.protocol().describe()
+
+
+def test_protocol_choice_and_overrides_change_the_identity(model_as, image_folder):
+    data = get_dataset("imagefolder", root=image_folder)
+    cfg = EvalConfig(resolutions=(16, "hr"), workers=0, progress=False)
+    name = "openclip-vit-b-16-datacomp-xl"
+    ids = {}
+    for label, kw in {"native": {}, "paper": {"protocol": "paper"}, "squash": {"resize_mode": "squash"},
+                      "size": {"input_size": 48}, "bilinear": {"interpolation": "bilinear"}}.items():
+        ids[label] = plan(choose_protocol(model_as(name), **kw), data, cfg)[3]
+    assert len({ev.id for ev in ids.values()}) == len(ids)
+    assert ids["squash"].protocol["source"] == "native+override"
+    assert ids["paper"].protocol["source"].startswith("paper")
+
+
+def test_paper_protocol_needs_a_paper_backbone(tiny_open_clip):
+    with pytest.raises(ProtocolError, match="not one of the paper's backbones"):
+        choose_protocol(create_model(tiny_open_clip[0]), "paper")
+    with pytest.raises(ProtocolError, match="--protocol 'papr' unknown"):
+        choose_protocol(create_model(tiny_open_clip[0]), "papr")
+
+
+def test_cli_protocol_flags_reach_the_records(tiny_open_clip, image_folder, tmp_path):
+    from lr0fm.cli import main
+    from lr0fm.store import ResultsStore
+
+    args = ["--model", tiny_open_clip[0], "--dataset", "imagefolder", "--data-root", str(image_folder),
+            "--resolutions", "16,hr", "--workers", "0", "--no-progress"]
+    assert main(["--out", str(tmp_path), "eval", *args]) == 0
+    assert main(["--out", str(tmp_path), "eval", *args, "--resize-mode", "squash", "--interpolation", "bilinear"]) == 0
+    records = ResultsStore(tmp_path).records()
+    assert len(records) == 4 and len({r["evaluation"] for r in records}) == 2
+    modes = {(r["protocol"]["mode"], r["protocol"]["interpolation"], r["protocol"]["source"]) for r in records}
+    assert modes == {("shortest", "bicubic", "native"), ("squash", "bilinear", "native+override")}
