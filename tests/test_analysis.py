@@ -18,6 +18,8 @@ from lr0fm.models import create_model
 from lr0fm.models.towers import find_tower
 from lr0fm.store import ResultsStore
 
+from fake_records import fake_record, put_fake
+
 wordnet_files = pytest.mark.skipif(not Path("/usr/share/wordnet/data.noun").is_file(),
                                    reason="Debian package wordnet not installed")
 
@@ -116,8 +118,6 @@ def test_missing_wordnet_says_how_to_install(tmp_path):
 
 
 CLASSES = ("dog", "cat", "car", "truck")
-PROTOCOL = {"input_size": 64, "mean": [0.5] * 3, "std": [0.5] * 3, "mode": "shortest", "interpolation": "bicubic",
-            "antialias": True}
 
 
 def toy_data() -> LabeledImages:
@@ -125,14 +125,15 @@ def toy_data() -> LabeledImages:
     return LabeledImages(spec, [(f"img{i}", i // 2) for i in range(8)])
 
 
-def put_cell(store, data, resolution, top1, valid, model="toy-model"):
-    spec = data.spec
-    record = {"cell": f"{model}-{resolution}", "model": model, "model_id": model, **spec.provenance(),
-              "resolution": resolution, "protocol": {**PROTOCOL, "resolution": resolution}, "protocol_hash": "p",
-              "variant": {}, "limit": None, "weights_hash": "w", "n_images": int(valid.sum()), "top1": 0.0}
+def put_cell(store, data, resolution, top1, valid, model="toy-model", **kwargs):
+    """A stored cell of ``model`` on ``data`` (its real data identity) with these top-1 predictions."""
+    from lr0fm.identity import data_part
     labels = np.array([y for _, y in data.samples], np.int32)
-    store.put(record, {"topk": np.stack([top1, (top1 + 1) % 4], 1).astype(np.int32), "labels": labels,
-                       "valid": valid, "ids": np.array([data.sample_id(i) for i in range(len(data))])})
+    return put_fake(store, model, data.spec.key, resolution, float((top1 == labels)[valid].mean()),
+                    n_images=int(valid.sum()), n_skipped=int((~valid).sum()), data=data_part(data),
+                    predictions={"topk": np.stack([top1, (top1 + 1) % 4], 1).astype(np.int32), "labels": labels,
+                                 "valid": valid, "ids": np.array([data.sample_id(i) for i in range(len(data))])},
+                    **kwargs)
 
 
 @wordnet_files
@@ -173,10 +174,11 @@ def test_models_spearman_equals_scipy():
     lr_acc = [0.30, 0.10, 0.45, 0.20, 0.25, 0.50]
     records = []
     for name, acc in zip(names, lr_acc):
-        records += [{"model": name, "dataset": "toy", "resolution": "hr", "top1": 0.8, "num_classes": 10},
-                    {"model": name, "dataset": "toy", "resolution": 16, "top1": acc, "num_classes": 10}]
-    records += [{"model": "not-in-catalog", "dataset": "toy", "resolution": r, "top1": 0.5, "num_classes": 10}
-                for r in ("hr", 16)]
+        records += [fake_record(name, "toy", "hr", 0.8), fake_record(name, "toy", 16, acc)]
+        # the same model in bf16 and with LR tokens: other evaluations, not other points
+        records += [fake_record(name, "toy", "hr", 0.8, amp="bf16"), fake_record(name, "toy", 16, 0.8, amp="bf16")]
+        records += [fake_record(name, "toy", r, 0.8, variant={"lr_tokens": "ab" * 32}) for r in ("hr", 16)]
+    records += [fake_record("not-in-catalog", "toy", r, 0.5) for r in ("hr", 16)]
     result = robustness_vs_properties(records, "user")
     params = [catalog[n]["params_vision_m"] + catalog[n]["params_text_m"] for n in names]
     sar = [a / 0.8 for a in lr_acc]
@@ -185,12 +187,13 @@ def test_models_spearman_equals_scipy():
     assert (c.source, c.resolution, c.n) == ("user", 16, 6)
     assert c.rho == pytest.approx(rho) and c.p == pytest.approx(p)
     assert result.skipped == ["not-in-catalog"]
+    assert sorted(p["model"] for p in result.points) == sorted(f"{n} [amp=fp32]" for n in names)
+    assert any("variants left out" in n for n in result.notes)
 
 
 def test_models_user_source_without_catalog_models_is_a_clear_error():
     from lr0fm.analysis.models import robustness_vs_properties
-    records = [{"model": "mine", "dataset": "toy", "resolution": r, "top1": 0.5, "num_classes": 10}
-               for r in ("hr", 16)]
+    records = [fake_record("mine", "toy", r, 0.5) for r in ("hr", 16)]
     with pytest.raises(InputError, match="catalog"):
         robustness_vs_properties(records, "user")
 
@@ -208,6 +211,19 @@ def test_analyze_commands_on_tiny_model(tiny_open_clip, image_folder, tmp_path, 
     assert main(["--out", str(out), "analyze", "predictions", *common, "--gallery", "2"]) == 0
     text = capsys.readouterr().out
     assert "WuP" in text and "red car" in text  # 'red car' is not a WordNet lemma: reported as left out
+    (record,) = [r for r in ResultsStore(out).records() if r["resolution"] == 16]
+    assert f"evaluation {record['evaluation'][:12]}" in text
+    # an altered predictions file: one line saying to rerun eval, which recomputes it
+    preds = ResultsStore(out).predictions_path(record["cell"])
+    original = preds.read_bytes()
+    preds.write_bytes(original[:-10])
+    assert main(["--out", str(out), "analyze", "predictions", *common]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lr0fm: error:") and "at 16 are missing or changed; rerun 'lr0fm eval" in err.splitlines()[-1]
+    assert main(["--out", str(out), "eval", *common, "-r", "16,hr", "--workers", "0", "--no-progress"]) == 0
+    assert preds.read_bytes() == original  # recomputed: the same predictions
+    assert main(["--out", str(out), "analyze", "predictions", *common, "--gallery", "2"]) == 0
+    capsys.readouterr()
     assert main(["--out", str(out), "analyze", "layers", *common, "-r", "16", "--limit", "4"]) == 0
     assert "block2" in capsys.readouterr().out
     assert main(["--out", str(out), "analyze", "models", "--source", "paper"]) == 0
@@ -216,3 +232,39 @@ def test_analyze_commands_on_tiny_model(tiny_open_clip, image_folder, tmp_path, 
     assert any(f.startswith("layers_") and f.endswith(".png") for f in files)
     assert any(f.startswith("predictions_") and f.endswith(".csv") for f in files)
     assert {"models_paper_WAR.png", "models_paper_correlations.csv"} <= files
+
+
+def test_analysis_picks_one_evaluation_says_which_and_survives_a_deleted_predictions_file(tmp_path):
+    """Several evaluations of one model on the same images: HR and LR come from one of them (the
+    full one by default, --where another); a deleted predictions file is one line, not a crash."""
+    from lr0fm.analysis.predictions import matching_records
+    from lr0fm.identity import data_part
+    from lr0fm.records import parse_where
+    store, data = ResultsStore(tmp_path), toy_data()
+    labels = np.array([y for _, y in data.samples])
+    ones = np.ones(8, bool)
+    full = [put_cell(store, data, r, labels, ones, finished=1.0) for r in ("hr", 16)]
+    bf16 = [put_cell(store, data, r, labels, ones, amp="bf16", finished=2.0) for r in ("hr", 16)]
+    cut = data.subset(range(4))
+    limited = [put_fake(store, "toy-model", "toy", r, 1.0, n_images=4, limit=4, data=data_part(cut), finished=3.0,
+                        predictions={"topk": np.zeros((4, 2), np.int32), "labels": labels[:4], "valid": ones[:4],
+                                     "ids": np.array([cut.sample_id(i) for i in range(4)])}) for r in ("hr", 16)]
+    other_images = toy_data()
+    other_images.samples = [(f"other{i}", y) for i, y in other_images.samples]
+    put_cell(store, other_images, "hr", labels, ones)  # another dataset's images: never matched
+    assert len({r["evaluation"] for r in full + bf16 + limited}) == 3
+
+    chosen, notes = matching_records(store, "toy-model", data)
+    # no --limit first, then most images, then newest: the bf16 run
+    assert {res: r["cell"] for res, r in chosen.items()} == {"hr": bf16[0]["cell"], 16: bf16[1]["cell"]}
+    assert bf16[0]["evaluation"][:12] in notes[0] and "2 other evaluation(s)" in notes[1]
+    chosen, _ = matching_records(store, "toy-model", data, where=parse_where(["limit=4"]))
+    assert {r["evaluation"] for r in chosen.values()} == {limited[0]["evaluation"]}
+    chosen, _ = matching_records(store, "toy-model", data, where=parse_where(["amp=fp32", "limit=none"]))
+    assert [chosen[r]["cell"] for r in ("hr", 16)] == [r["cell"] for r in full]
+
+    store.predictions_path(bf16[1]["cell"]).unlink()
+    with pytest.raises(InputError, match="missing or changed; rerun 'lr0fm eval"):
+        matching_records(store, "toy-model", data)
+    with pytest.raises(InputError, match="no stored HR and LR predictions"):
+        matching_records(store, "toy-model", data, where=parse_where(["limit=5"]))

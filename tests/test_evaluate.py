@@ -41,24 +41,40 @@ def test_classifier_is_mean_of_normalised_prompt_embeddings(tiny_model, tmp_path
     assert cached_classifier(tiny_model, names, ["{}"], tmp_path)[1] != key
 
 
-def test_single_pass_matches_direct_computation(tiny_model, image_folder, tmp_path):
-    data = get_dataset("imagefolder", root=image_folder)
+def test_single_pass_matches_direct_computation(tiny_model, tmp_path):
+    # 7 classes, so top-5 can miss; every number is recomputed here from the model directly
+    rng = np.random.default_rng(3)
+    root = tmp_path / "seven"
+    for c in range(7):
+        (root / f"class_{c}").mkdir(parents=True)
+        for i in range(3):
+            make_image(rng, (36 + 5 * i + c, 30 + 3 * c)).save(root / f"class_{c}" / f"{i}.png")
+    data = get_dataset("imagefolder", root=root)
     store = ResultsStore(tmp_path / "res")
     cfg = EvalConfig(resolutions=(16, 32, "hr"), batch_size=5, workers=0, progress=False)
     records = evaluate(tiny_model, data, cfg, store)
     assert [r["resolution"] for r in records] == [16, 32, "hr"]
     W = build_zero_shot_classifier(tiny_model, data.spec.classnames, data.spec.templates)
     protocol = tiny_model.protocol((16, 32, "hr"))
+    labels = np.array([data.label(i) for i in range(len(data))])
+    top5_seen = []
     for j, r in enumerate(records):
         views = torch.stack([torch.from_numpy(protocol.views(data.load_image(i)))[j] for i in range(len(data))])
-        pred = (tiny_model.encode_image(views) @ W).argmax(-1).numpy()
-        labels = np.array([data.label(i) for i in range(len(data))])
+        scores = tiny_model.encode_image(views) @ W
+        pred = scores.argmax(-1).numpy()
+        top5 = scores.topk(5, dim=-1).indices.numpy()
         assert r["top1"] == pytest.approx((pred == labels).mean())
-        assert r["n_images"] == 12 and r["n_skipped"] == 0 and r["top5"] == 1.0  # 3 classes
+        assert r["top5"] == pytest.approx((top5 == labels[:, None]).any(1).mean())
+        recall = np.mean([(pred[labels == c] == c).mean() for c in range(7)])
+        assert r["mean_per_class_recall"] == pytest.approx(recall)
+        assert r["n_images"] == 21 and r["n_skipped"] == 0 and r["num_classes"] == 7
         assert r["protocol"]["resolution"] == r["resolution"] and r["protocol"]["input_size"] == 64
-        assert r["classnames_hash"] == data.spec.classnames_hash and r["weights_hash"]
+        assert r["dataset"] == "seven" and r["dataset_key"] == "imagefolder"
+        assert r["identity"]["model"]["weights"] == tiny_model.info.weights_hash
         preds = store.load_predictions(r["cell"])
-        assert (preds["topk"][:, 0] == pred).all()
+        assert (preds["topk"][:, 0] == pred).all() and (preds["topk"] == top5).all()
+        top5_seen.append(r["top5"])
+    assert min(top5_seen) < 1.0  # the assertion above is not vacuous
     # rerun: every cell is finished, nothing recomputed
     mtimes = [store.record_path(r["cell"]).stat().st_mtime_ns for r in records]
     evaluate(tiny_model, data, cfg, store)
@@ -129,7 +145,7 @@ def run_cli(argv, capsys):
 
 @pytest.mark.parametrize("argv,match", [
     (["eval", "--model", "conse-effnet-lite", "--dataset", "tuxpaint"], "unknown model.*conse-effnet-lite0"),
-    (["eval", "--model", "open_clip:ViT-B-32", "--dataset", "tuxpain"], "unknown dataset.*tuxpaint"),
+    (["eval", "--model", "open_clip:ViT-B-32:random", "--dataset", "tuxpain"], "unknown dataset.*tuxpaint"),
     (["eval", "--dataset", "tuxpaint", "--resolutions", "0,16"], "positive"),
     (["eval", "--dataset", "tuxpaint", "--resolutions", "-32"], "positive"),
     (["eval", "--model", "open_clip:ViT-B-32:laion2b_s34b_b79k", "--dataset", "tuxpaint"], "not available here"),
@@ -157,18 +173,48 @@ def test_missing_debian_dataset_package_names_it(monkeypatch, tmp_path, capsys):
 
 
 def test_report_json_csv_and_plot(tiny_open_clip, image_folder, tmp_path, capsys):
+    import csv
+    import hashlib
+
+    from lr0fm.records import COLUMN_NAMES
     out = tmp_path / "out"
     code, stdout, _ = run_cli(["--out", str(out), "eval", "--model", tiny_open_clip[0], "--dataset", "imagefolder",
                                "--data-root", str(image_folder), "--workers", "0", "--no-progress",
                                "--resolutions", "16,hr"], capsys)
     assert code == 0 and "SAR" in stdout and "WAR" in stdout
+    # top-1 of every cell from its predictions file, read with numpy; labels from the folder names
+    classes = sorted(p.name for p in image_folder.iterdir())
+    expected = {}
+    for path in (out / "records").glob("*.json"):
+        record = json.loads(path.read_text())
+        raw = (out / "predictions" / f"{path.stem}.npz").read_bytes()
+        assert hashlib.sha256(raw).hexdigest() == record["predictions_sha256"]
+        with np.load(out / "predictions" / f"{path.stem}.npz") as z:
+            assert [classes.index(i.split("/")[0]) for i in z["ids"]] == z["labels"].tolist()
+            hit = z["topk"][z["valid"], 0] == z["labels"][z["valid"]]
+            expected[str(record["resolution"])] = (path.stem, hit.mean(), int(z["valid"].sum()))
+    assert set(expected) == {"16", "hr"} and all(n == 12 for _, _, n in expected.values())
+
+    columns = [*COLUMN_NAMES, "model_label", "dataset_label"]
     code, stdout, _ = run_cli(["--out", str(out), "report", "--json"], capsys)
     data = json.loads(stdout)
-    assert {d["resolution"] for d in data} == {16, "hr"}
-    for d in data:
-        assert {"model", "dataset", "resolution", "top1", "top5", "n_images", "n_skipped", "protocol"} <= set(d)
+    assert code == 0 and len(data) == 2 and all(list(d) == columns for d in data)
     csv_path = tmp_path / "r.csv"
     code, stdout, _ = run_cli(["--out", str(out), "report", "--csv", str(csv_path)], capsys)
-    assert code == 0 and csv_path.read_text().startswith("model,dataset,split,resolution,top1")
+    rows = list(csv.DictReader(csv_path.open()))
+    assert code == 0 and list(rows[0]) == columns and len(rows) == 2
+    for d in data:
+        cell, top1, n = expected[str(d["resolution"])]
+        assert (d["cell"], d["top1"], d["n_images"], d["n_skipped"]) == (cell, pytest.approx(top1), n, 0)
+        assert d["model_label"] == d["model"] and d["dataset_label"] == d["dataset"] == image_folder.name
+        assert d["dataset_key"] == "imagefolder" and d["limit"] is None and d["amp"] == "fp32"
+        row = next(r for r in rows if r["cell"] == cell)
+        assert float(row["top1"]) == pytest.approx(top1) and int(row["n_images"]) == n
+        # the CSV says what the JSON says, column by column
+        assert row == {k: "" if v is None else str(v) for k, v in d.items()}
     png = out / "report" / "accuracy_vs_resolution.png"
-    assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
+    assert f"plot: {png}" in stdout
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+    with Image.open(png) as image:
+        assert image.format == "PNG" and min(image.size) > 100

@@ -10,8 +10,10 @@ import pytest
 from PIL import Image
 
 from lr0fm.cli import main
-from lr0fm.protocol import Protocol
+from lr0fm.records import COLUMN_NAMES
 from lr0fm.store import ResultsStore
+
+from fake_records import put_fake
 
 CHROMIUM = "/usr/bin/chromium"
 ACCURACY = {"hr": 0.8, 128: 0.76, 64: 0.6, 32: 0.35, 16: 0.12}
@@ -19,16 +21,11 @@ MODELS = {"beta & co": 0.8, "alpha-<clip>": 1.0}  # LR accuracy scale; names tha
 
 
 def _records(store: ResultsStore) -> None:
-    protocol = Protocol(input_size=224, mean=(0.5,) * 3, std=(0.5,) * 3)
-    for i, (model, scale) in enumerate(MODELS.items()):
+    for model, scale in MODELS.items():
         for dataset in ("cifar10", "tuxpaint"):
             for res, acc in ACCURACY.items():
-                store.put({"cell": f"m{i}-{dataset}-{res}", "model": model, "dataset": dataset, "split": "test",
-                           "num_classes": 10, "resolution": res, "top1": acc if res == "hr" else acc * scale,
-                           "top5": 0.95,
-                           "n_images": 200, "n_skipped": 1, "protocol": protocol.describe(res),
-                           "variant": {"sr": "bicubic"} if scale < 1 else {}, "weights_hash": f"{i}" * 64,
-                           "classnames_hash": "c" * 16, "templates_hash": "t" * 16, "lr0fm_version": "9.9"})
+                put_fake(store, model, dataset, res, acc if res == "hr" else acc * scale, top5=0.95,
+                         num_classes=10, n_images=200, n_skipped=1, variant={"sr": "bicubic"} if scale < 1 else {})
 
 
 def _analysis_png(store: ResultsStore) -> Path:
@@ -54,6 +51,15 @@ def test_html_page_is_self_contained(tmp_path, capsys):
     # the analysis PNG is embedded byte for byte, captioned with its path
     assert base64.b64encode(png.read_bytes()).decode() in text and "demo/attention_shift.png" in text
     assert len(re.findall(r'<img src="data:image/png;base64,', text)) == 3  # curves, Gamma map, analysis
+    # provenance: the row labels, then the tidy columns of lr0fm.records, one row per record
+    table = text.split('<table class="provenance">')[1].split("</table>")[0]
+    assert re.findall(r"<th(?: [^>]*)?>(.*?)</th>", table) == ["model_label", "dataset_label", *COLUMN_NAMES]
+    rows = re.findall(r"<tr data-evaluation=.*?</tr>", table)
+    assert len(rows) == len(store.records()) == 2 * 2 * len(ACCURACY)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", next(r for r in rows if ">cifar10<" in r and ">16<" in r
+                                                      and "alpha" in r))
+    row = dict(zip(["model_label", "dataset_label", *COLUMN_NAMES], cells))
+    assert row["top1"] == f"{ACCURACY[16]:.4f}" and row["n_images"] == "200" and row["n_skipped"] == "1"
 
 
 def test_html_empty_store(tmp_path):

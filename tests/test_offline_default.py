@@ -22,7 +22,14 @@ def test_tuxpaint_categories():
     bird = data.spec.classnames.index("bird")
     assert all(data.sample_id(i).startswith("animals/birds/") for i in range(len(data)) if data.label(i) == bird)
     img = data.load_image(0)
-    assert img.mode == "RGB"  # alpha composited on white
+    assert img.mode == "RGBA"  # decoded as is; the protocol composites the alpha on white
+    from lr0fm.protocol import Protocol
+    from lr0fm.images import composite_on_white
+    protocol = Protocol(input_size=64, mean=(0.5,) * 3, std=(0.5,) * 3)
+    on_white = composite_on_white(img)
+    transparent = np.asarray(img.getchannel("A")) == 0
+    assert on_white.mode == "RGB" and transparent.any() and (np.asarray(on_white)[transparent] == 255).all()
+    assert np.array_equal(np.asarray(protocol.view(img, 16)), np.asarray(protocol.view(on_white, 16)))
 
 
 @pytest.mark.skipif(not FASHION.is_dir(), reason="Debian dataset-fashion-mnist not installed")

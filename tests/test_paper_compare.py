@@ -18,6 +18,8 @@ from lr0fm.report.compare import compare
 from lr0fm.report.paper import load_paper_results, paper_leaderboard
 from lr0fm.store import ResultsStore
 
+from fake_records import put_fake
+
 PKG = Path(lr0fm.__file__).parent
 RESOLUTIONS = (128, 64, 32, 16)
 
@@ -86,13 +88,15 @@ def test_leaderboard_has_every_backbone_at_every_resolution(published, bench):
     assert block[2].split()[:2] == ["1", best]
 
 
-def _record(model, dataset, res, top1, *, variant=None, split="test", limit=None, mode="shortest", num_classes=None,
-            n_images=None):
-    cell = f"{model}-{dataset}-{res}-{'v' if variant else 'b'}-{split}-{limit}"
-    return {"cell": cell, "model": model, "dataset": dataset, "split": split, "num_classes": num_classes,
-            "resolution": res, "top1": top1, "top5": top1, "variant": variant or {}, "limit": limit,
-            "n_images": n_images, "n_skipped": 0,
-            "protocol": {"mode": mode, "input_size": 224, "interpolation": "bicubic", "antialias": True}}
+def _put(store, model, dataset, res, top1, *, num_classes=None, n_images=None, **kwargs):
+    """A stored record; by default with the paper's class count and (for its split) image count."""
+    from lr0fm.catalog import class_counts
+    from lr0fm.report.paper import paper_split
+    split, size = paper_split(dataset) or ("test", 100)
+    if n_images is None:
+        n_images = size if kwargs.get("split", "test") == split else 100
+    put_fake(store, model, dataset, res, top1, num_classes=num_classes or class_counts().get(dataset),
+             n_images=n_images, **kwargs)
 
 
 COMMON = ("dtd", "pets", "eurosat")
@@ -107,14 +111,14 @@ def store(tmp_path, published, bench):
         for res in ("hr",) + RESOLUTIONS:
             acc = published[("clip-vit-b-32", d, str(res))]
             hr = published[("clip-vit-b-32", d, "hr")]
-            st.put(_record("mine", d, res, acc, num_classes=bench[d][0],  # eurosat: test split
-                           n_images={"dtd": 100, "pets": 3669}.get(d)))  # pets' test split is 3669 images
-            st.put(_record("clip-vit-b-32", d, res, hr, mode="squash", split="val" if d == "eurosat" else "test"))
-            st.put(_record("clip-vit-b-32", d, res, hr if res == "hr" else 1 / bench[d][0],
-                           variant={"lr_tokens": "0123456789abcdef"}, limit=100,
-                           split="val" if d == "eurosat" else "test"))
+            _put(st, "mine", d, res, acc, num_classes=bench[d][0],  # eurosat: test split
+                 n_images={"dtd": 100, "pets": 3669}.get(d))  # pets' test split is 3669 images
+            _put(st, "clip-vit-b-32", d, res, hr, mode="squash", split="val" if d == "eurosat" else "test")
+            _put(st, "clip-vit-b-32", d, res, hr if res == "hr" else 1 / bench[d][0],
+                 variant={"lr_tokens": "0123456789abcdef"}, limit=100, mode="squash",
+                 split="val" if d == "eurosat" else "test")
     for res in ("hr", 16):
-        st.put(_record("clip-vit-b-32", "tuxpaint", res, 0.5, num_classes=11))
+        _put(st, "clip-vit-b-32", "tuxpaint", res, 0.5, num_classes=11, mode="squash")
     return st
 
 
@@ -184,8 +188,8 @@ def test_compare_shows_base_vs_tokens_on_offline_datasets_only(tmp_path, capsys)
     """No paper dataset evaluated (the offline default): no ranking, but base vs variant is shown."""
     st = ResultsStore(tmp_path / "offline")
     for res, base, tok in (("hr", 0.674, 0.665), (16, 0.443, 0.470), (32, 0.574, 0.565)):
-        st.put(_record("conse-effnet-lite0", "tuxpaint", res, base, num_classes=11))
-        st.put(_record("conse-effnet-lite0", "tuxpaint", res, tok, num_classes=11, variant={"lr_tokens": "ab" * 32}))
+        _put(st, "conse-effnet-lite0", "tuxpaint", res, base, num_classes=11)
+        _put(st, "conse-effnet-lite0", "tuxpaint", res, tok, num_classes=11, variant={"lr_tokens": "ab" * 32})
     assert main(["--out", str(st.root), "compare"]) == 0
     out = capsys.readouterr().out
     line16 = next(l for l in out.splitlines() if l.strip().startswith("16 px"))

@@ -28,7 +28,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .errors import InputError, PassBusy
-from .records import COLUMN_NAMES, flat, problem, res_key
+from .records import COLUMN_NAMES, flat, label_records, problem, res_key
 
 log = logging.getLogger("lr0fm")
 
@@ -204,10 +204,12 @@ class ResultsStore:
 
     # -- export -----------------------------------------------------------------------------
     def export_csv(self, path: str | os.PathLike, records: Iterable[dict] | None = None) -> Path:
+        """The tidy columns (records.COLUMNS) of ``records`` (default: all), with their row labels."""
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(COLUMN_NAMES))
+        writer = csv.DictWriter(buf, fieldnames=[*COLUMN_NAMES, "model_label", "dataset_label"])
         writer.writeheader()
-        writer.writerows(flat(r) for r in (self.records() if records is None else records))
+        writer.writerows({**flat(r), "model_label": r["model_label"], "dataset_label": r["dataset_label"]}
+                         for r in label_records(self.records() if records is None else records))
         atomic_write_bytes(Path(path), buf.getvalue().encode())
         return Path(path)
 

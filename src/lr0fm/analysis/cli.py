@@ -31,6 +31,9 @@ def add_commands(subparsers) -> None:
     q.add_argument("--lr-tokens", default=None, help="use the predictions stored for this token checkpoint")
     q.add_argument("--wordnet", default=None, help="WordNet 3.0 dict directory (default: $LR0FM_WORDNET or "
                                                   "/usr/share/wordnet)")
+    q.add_argument("--where", action="append", metavar="COLUMN=VALUE",
+                   help="when several evaluations match (another --limit, --amp, templates...), use the one whose "
+                        "column has this value, e.g. limit=60 or evaluation=1a2b (columns: lr0fm report --json keys)")
     q.set_defaults(func=cmd_predictions)
 
     q = sub.add_parser("models", help="Spearman correlation of SAR/WAR with model size, GFLOPs, data, resolution")
@@ -83,10 +86,12 @@ def cmd_layers(args) -> int:
 
 
 def cmd_predictions(args) -> int:
+    from ..records import parse_where
     from ..store import ResultsStore
     from . import analysis_dir
     from .predictions import semantic_errors
 
+    where = parse_where(args.where)
     data = _dataset(args)
     store = ResultsStore(args.out)
     variant = {}
@@ -99,7 +104,7 @@ def cmd_predictions(args) -> int:
             raise InputError(f"--lr-tokens {args.lr_tokens} does not exist; give the checkpoint used with 'lr0fm eval'")
         variant["lr_tokens"] = checkpoint_digest(args.lr_tokens)
     result = semantic_errors(store, args.model, data, threshold=args.threshold, seed=args.seed, gallery=args.gallery,
-                             variant=variant, wordnet_root=args.wordnet)
+                             variant=variant, wordnet_root=args.wordnet, where=where)
     print(result.table())
     _print_paths(result.save(analysis_dir(args.out), data))
     return 0

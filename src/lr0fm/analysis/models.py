@@ -148,17 +148,49 @@ def _cell(c: Correlation | None) -> str:
     return f"{c.rho:+.2f} ({c.p:.2g}, {c.n})"
 
 
-def _points(source: str, rob: Sequence[Robustness], skipped: list[str]) -> list[dict]:
+def _points(source: str, rob: Sequence[Robustness], skipped: list[str], names: dict[str, str] | None = None
+            ) -> list[dict]:
+    """Scatter points; ``names`` maps a row label to its catalog name (default: the label)."""
     out = []
     for x in rob:
-        props = model_properties(x.model)
+        name = (names or {}).get(x.model, x.model)
+        props = model_properties(name)
         if props is None:
             if x.model not in skipped:
                 skipped.append(x.model)
             continue
-        out.append({"source": source, "model": x.model, "resolution": x.resolution, "SAR": x.SAR, "WAR": x.WAR,
-                    "n_datasets": len(x.gamma), **props})
+        out.append({"source": source, "model": x.model, "catalog_name": name, "resolution": x.resolution,
+                    "SAR": x.SAR, "WAR": x.WAR, "n_datasets": len(x.gamma), **props})
     return out
+
+
+def _one_label_per_model(records: Sequence[dict], notes: list[str]) -> dict[str, str]:
+    """Row label -> catalog name for the labels that stand for their model: one per model, without
+    a variant (LR tokens and SR are interventions, not properties), preferring fp32 and the
+    catalog's resize mode and input size. What is left out is said in ``notes``."""
+    catalog = model_catalog()
+    by_model: dict[str, dict[str, dict]] = {}
+    variants = sorted({r["model_label"] for r in records if r.get("variant")})
+    for r in records:
+        if not r.get("variant"):
+            by_model.setdefault(r["model"], {}).setdefault(r["model_label"], r)
+    if variants:
+        notes.append(f"variants left out (interventions, not model properties): {', '.join(variants)}")
+    chosen = {}
+    for model, labels in sorted(by_model.items()):
+        entry = catalog.get(model) or {}
+
+        def fit(label: str) -> tuple:
+            ident = labels[label]["identity"]
+            protocol = ident.get("protocol") or {}
+            return ((ident.get("numerics") or {}).get("amp") != "fp32", protocol.get("mode") != entry.get("resize_mode"),
+                    protocol.get("input_size") != entry.get("native_resolution"), label)
+        best = min(labels, key=fit)
+        chosen[best] = model
+        if len(labels) > 1:
+            others = ", ".join(sorted(set(labels) - {best}))
+            notes.append(f"{model}: correlated as {best}; left out {others} (one point per model)")
+    return chosen
 
 
 def robustness_vs_properties(records: Sequence[dict] | None = None, source: str = "both") -> ModelRobustness:
@@ -171,16 +203,19 @@ def robustness_vs_properties(records: Sequence[dict] | None = None, source: str 
         raise InputError(f"--source {source!r} unknown; use one of {', '.join(SOURCES)}")
     points, skipped, notes = [], [], []
     if source in ("user", "both"):
-        from ..report import robustness
-        user = robustness(records or [])
+        from ..report import labelled, robustness
+        records = labelled(records or [])
+        user = robustness(records)
         if not user and source == "user":
             raise InputError("no stored results with HR and LR accuracies; run 'lr0fm eval' first (same --out), "
                              "or use --source paper")
-        points += _points("user", user, skipped)
+        names = _one_label_per_model(records, notes)
+        points += _points("user", [x for x in user if x.model in names], skipped, names)
         if user and not any(p["source"] == "user" for p in points):
             if source == "user":
-                raise InputError(f"none of your evaluated models ({', '.join(skipped)}) is in catalog/models.yaml, so "
-                                 "they have no properties to correlate; evaluate catalog models "
+                raise InputError(f"none of your evaluated models ({', '.join(skipped or sorted({x.model for x in user}))})"
+                                 " is a catalog/models.yaml model without a variant, so they have no properties to "
+                                 "correlate; evaluate catalog models "
                                  "('lr0fm models --paper') or use --source paper")
             notes.append("so only the paper's results are correlated")
     if source in ("paper", "both"):

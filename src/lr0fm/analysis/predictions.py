@@ -8,7 +8,6 @@ at HR and wrong at LR, shown as the LR view with both labels.
 """
 from __future__ import annotations
 
-import json
 import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +17,9 @@ import numpy as np
 
 from ..datasets.base import LabeledImages
 from ..errors import InputError
+from ..identity import data_part, text_digest
 from ..protocol import HR, Protocol
+from ..records import label_records, primary_per_dataset, select
 from ..store import ResultsStore
 from . import pyplot, save_figure, slug, write_csv, write_json
 from .wordnet import class_synsets, load_wordnet, wup
@@ -64,6 +65,8 @@ class SemanticErrors:
     examples: list[Example] = field(default_factory=list)
     variant: dict = field(default_factory=dict)
     protocol: dict = field(default_factory=dict)   # the evaluation's protocol (makes the gallery's LR views)
+    evaluation: str = ""                           # the evaluation whose predictions these are
+    notes: list[str] = field(default_factory=list)  # which evaluation, and the others that matched
 
     def table(self) -> str:
         mapped = self.num_classes - len(self.unmapped_classes)
@@ -78,10 +81,12 @@ class SemanticErrors:
         if self.unmapped_classes:
             shown = ", ".join(self.unmapped_classes[:8]) + (" ..." if len(self.unmapped_classes) > 8 else "")
             lines.append(f"(not in WordNet, left out: {shown})")
-        return "\n".join(lines)
+        return "\n".join(lines + self.notes)
 
     def stem(self) -> str:
-        return "predictions_" + slug(self.model, self.dataset, *(f"{k}-{v}" for k, v in sorted(self.variant.items())))
+        """File stem: model, dataset, variant and evaluation (analyses of two evaluations never overwrite)."""
+        return "predictions_" + slug(self.model, self.dataset, *(f"{k}-{v}" for k, v in sorted(self.variant.items())),
+                                     *([self.evaluation[:8]] if self.evaluation else []))
 
     def save(self, directory: Path, data: LabeledImages | None = None) -> dict[str, Path]:
         """JSON + CSV; with ``data`` (the evaluated dataset) also the gallery PNG."""
@@ -136,25 +141,61 @@ def summarize_errors(resolution: int, hr_pred: np.ndarray, lr_pred: np.ndarray, 
     return summary, flips
 
 
-def matching_records(store: ResultsStore, model: str, data: LabeledImages, variant: dict | None = None
-                     ) -> dict[int | str, dict]:
-    """resolution -> record of one evaluation of ``model`` on ``data`` (same protocol, limit and weights)
-    that includes HR; the one with most resolutions, then most images, when there are several."""
+def matching_records(store: ResultsStore, model: str, data: LabeledImages, variant: dict | None = None,
+                     where: Sequence[tuple[str, str]] = ()) -> tuple[dict[int | str, dict], list[str]]:
+    """resolution -> record of one evaluation of ``model`` on ``data`` with HR and LR cells, and
+    notes saying which evaluation it is. An evaluation matches when its data are these images
+    with these labels and class names (cut to its --limit); when several match (another limit,
+    templates, precision...), the one ``lr0fm report`` uses for SAR/WAR is taken (no --limit,
+    most images, newest) among those ``where`` keeps. Cells whose predictions file is missing or
+    changed are an error telling to rerun ``lr0fm eval``, which recomputes them."""
     variant = variant or {}
     spec = data.spec
-    candidates = [r for r in store.records()
-                  if model in (r.get("model"), r.get("model_id")) and r.get("dataset") == spec.key
-                  and r.get("split") == spec.split and r.get("classnames_hash") == spec.classnames_hash
-                  and (r.get("variant") or {}) == variant]
-    groups: dict[tuple, dict] = {}
+    same_data = _data_matcher(data)
+    candidates = [r for r in select(label_records(store.records()), where)
+                  if model in (r["model"], r.get("model_id")) and r.get("dataset_key") == spec.key
+                  and (r.get("variant") or {}) == variant and same_data(r)]
+    evaluations: dict[str, dict] = {}
     for r in candidates:
-        key = (r.get("protocol_hash"), json.dumps(r.get("limit")), r.get("weights_hash"))
-        groups.setdefault(key, {})[r["resolution"]] = r
-    complete = [g for g in groups.values() if HR in g and len(g) > 1]
-    if not complete:
-        raise InputError(f"no stored HR and LR predictions of {model} on {spec.key} in {store.root}; run "
-                         f"'lr0fm eval --model {model} --dataset {spec.key}' first (same --out)")
-    return max(complete, key=lambda g: (len(g), g[HR].get("n_images", 0)))
+        evaluations.setdefault(r["evaluation"], {})[r["resolution"]] = r
+    usable = [g for g in evaluations.values() if HR in g and len(g) > 1]
+    if not usable:
+        what = f" matching --where {' '.join(f'{k}={v}' for k, v in where)}" if where else ""
+        raise InputError(f"no stored HR and LR predictions of {model} on these {spec.label} images{what} in "
+                         f"{store.root}; run 'lr0fm eval --model {model} --dataset {spec.key}' with the same data "
+                         "first (same --out)")
+    # the report's rule for SAR/WAR, applied across all matches (one model, one dataset here)
+    kept, _ = primary_per_dataset([{**r, "model_label": model, "dataset": spec.key} for g in usable for r in g.values()])
+    chosen = next(g for g in usable if g[HR]["evaluation"] == kept[0]["evaluation"])
+    def describe(group: dict) -> str:
+        hr = group[HR]
+        return f"evaluation {hr['evaluation'][:12]}: {hr['model_label']} on {hr['dataset_label']}"
+    notes = [describe(chosen)]
+    if len(usable) > 1:
+        notes.append(f"({len(usable) - 1} other evaluation(s) match: "
+                     f"{'; '.join(describe(g) for g in usable if g is not chosen)}; --where evaluation=ID selects one)")
+    broken = [res for res, r in chosen.items() if not store.complete(r["cell"])]
+    if broken:
+        raise InputError(f"the stored predictions of {model} on {spec.label} at {', '.join(map(str, broken))} are "
+                         f"missing or changed; rerun 'lr0fm eval --model {model} --dataset {spec.key}' with the same "
+                         "options (same --out), which recomputes them")
+    return chosen, notes
+
+
+def _data_matcher(data: LabeledImages):
+    """record -> whether its evaluation ran on ``data``'s images, labels and class names (cut to
+    its --limit); the images are hashed once per limit."""
+    classnames = text_digest(data.spec.classnames)
+    samples: dict[int | None, str] = {}
+
+    def matches(record: dict) -> bool:
+        stored, limit = record["identity"].get("data") or {}, record["identity"].get("limit")
+        if (stored.get("split"), stored.get("classnames")) != (data.spec.split, classnames):
+            return False
+        if limit not in samples:
+            samples[limit] = data_part(data if limit is None else data.subset(range(min(limit, len(data)))))["samples"]
+        return stored.get("samples") == samples[limit]
+    return matches
 
 
 def protocol_from(p: dict) -> Protocol:
@@ -164,12 +205,13 @@ def protocol_from(p: dict) -> Protocol:
 
 
 def semantic_errors(store: ResultsStore, model: str, data: LabeledImages, threshold: float = DEFAULT_THRESHOLD,
-                    seed: int = 0, gallery: int = 6, variant: dict | None = None, wordnet_root: str | None = None
-                    ) -> SemanticErrors:
-    """Per LR resolution: how semantically close the stored LR errors of ``model`` on ``data`` are."""
+                    seed: int = 0, gallery: int = 6, variant: dict | None = None, wordnet_root: str | None = None,
+                    where: Sequence[tuple[str, str]] = ()) -> SemanticErrors:
+    """Per LR resolution: how semantically close the stored LR errors of ``model`` on ``data`` are
+    (one evaluation: see ``matching_records``)."""
     if not 0 <= threshold <= 1:
         raise InputError(f"--threshold {threshold} must be a Wu-Palmer similarity between 0 and 1")
-    records = matching_records(store, model, data, variant)
+    records, notes = matching_records(store, model, data, variant, where)
     wn = load_wordnet(wordnet_root)
     classnames = list(data.spec.classnames)
     synsets, mapping = class_synsets(wn, data.spec.key, classnames)
@@ -187,11 +229,11 @@ def semantic_errors(store: ResultsStore, model: str, data: LabeledImages, thresh
             y, p = int(hr["labels"][i]), int(lr["topk"][i, 0])
             w = wup(synsets[p], synsets[y]) if synsets[p] is not None and synsets[y] is not None else float("nan")
             examples.append(Example(int(resolution), str(hr["ids"][i]), classnames[y], classnames[p], w))
-    return SemanticErrors(model=model, dataset=data.spec.key, threshold=threshold, mapping=mapping,
+    return SemanticErrors(model=model, dataset=data.spec.label, threshold=threshold, mapping=mapping,
                           num_classes=len(classnames),
                           unmapped_classes=[c for c, s in zip(classnames, synsets) if s is None],
                           summaries=summaries, examples=examples, variant=dict(variant or {}),
-                          protocol=records[HR]["protocol"])
+                          protocol=records[HR]["protocol"], evaluation=records[HR]["evaluation"], notes=notes)
 
 
 def plot_gallery(examples: Sequence[Example], data: LabeledImages, protocol: Protocol, path: Path,

@@ -5,6 +5,12 @@ SAR/WAR are averages over datasets, so two of them are comparable only over the 
 By default every row (yours and the paper's) is scored on the datasets in common: the paper's 15
 that all compared models have at HR and at their LR resolutions. ``--no-datasets-only-common``
 ranks your SAR/WAR over whatever you evaluated against the paper's over all 15 (flagged).
+
+A row of yours is a model label of ``lr0fm.records.label_records`` with one evaluation per
+dataset (``your_rows``): gamma, Gamma, SAR and WAR never combine two evaluations of one dataset.
+A dataset evaluated several ways (a --limit run and a full one) gives one row per way, named by
+what differs ("X [limit=60]", "X [limit=all]"); rows whose limit, split or image count differ from
+the paper's are flagged, and ``--where`` keeps only the records wanted.
 """
 from __future__ import annotations
 
@@ -18,7 +24,8 @@ from typing import Sequence
 from ..catalog import class_counts, model_catalog, war_weights
 from ..errors import InputError
 from ..metrics import Robustness, robustness_table
-from . import model_label
+from ..records import parse_where, select
+from . import labelled, model_label
 from .paper import (PAPER_RESOLUTIONS, paper_datasets, paper_models, paper_robustness, paper_split, ranked)
 
 HR = "hr"
@@ -32,11 +39,15 @@ class Entry:
     source: str  # "paper" | "yours"
     rank: int  # yours: 1 + number of paper backbones strictly better
     robustness: Robustness
+    evaluations: dict[str, str] = field(default_factory=dict)  # yours: dataset -> evaluation id
 
     def as_dict(self) -> dict:
         x = self.robustness
-        return {"rank": self.rank, "model": self.model, "source": self.source, "SAR": x.SAR, "WAR": x.WAR,
-                "gamma": x.gamma, "Gamma": x.Gamma}
+        out = {"rank": self.rank, "model": self.model, "source": self.source, "SAR": x.SAR, "WAR": x.WAR,
+               "gamma": x.gamma, "Gamma": x.Gamma}
+        if self.evaluations:
+            out["evaluations"] = self.evaluations
+        return out
 
 
 @dataclass
@@ -110,30 +121,72 @@ def _protocol_differences(by_label: dict[str, list[dict]], diffs: _Differences) 
             if classes and classes != [ncls.get(d)]:
                 diffs.add("classes", f"{label}: {d} with {_join(classes)} classes; the paper's has {ncls.get(d)}",
                           model=label, dataset=d)
+        own = sorted({(r["dataset"], r["dataset_key"]) for r in recs if r.get("dataset_key") not in (None, r["dataset"])})
+        if own:
+            diffs.add("data_source", f"{label}: {_join(d for d, _ in own)} read as your own data "
+                      f"({_join(sorted({k for _, k in own}))}), not with lr0fm's loader of the paper's dataset",
+                      model=label, datasets=[d for d, _ in own])
         variant = recs[0].get("variant") if recs else None
         if variant:
             diffs.add("variant", f"{label}: intervention {_join(sorted(variant))} on {recs[0]['model']}; the paper's "
                       "table holds base models only", model=label)
 
 
-def _pick_records(records: Sequence[dict], diffs: _Differences) -> dict[str, list[dict]]:
-    """label -> records, one per (dataset, resolution): when a cell was evaluated more than once
-    (another split, a --limit run), the one closest to the paper's protocol is used."""
-    cells: dict[tuple, list[dict]] = {}
+@dataclass
+class Row:
+    """One row of yours: a model label with one evaluation per dataset (lr0fm.records labels)."""
+
+    name: str
+    model: str  # the model's name: its paper row, if any
+    suffix: str  # what this row's evaluations of several-times-evaluated datasets say ("" = none)
+    records: list[dict] = field(default_factory=list)  # every resolution of each of its evaluations
+
+
+def _suffix(record: dict) -> str:
+    """The bracketed part of a dataset label ("limit=6" of "dtd [limit=6]"); "" when none."""
+    rest = record["dataset_label"][len(record["dataset"]):].strip()
+    return rest[1:-1] if rest.startswith("[") and rest.endswith("]") else rest
+
+
+def your_rows(records: Sequence[dict], diffs: _Differences) -> dict[str, Row]:
+    """Row name -> Row. A model label whose datasets were each evaluated once is one row. When a
+    dataset was evaluated several ways (a --limit run and a full one, other images under one
+    name, ...), each way is its own row named by what differs ("X [limit=6]", "X [limit=all]"),
+    holding the datasets evaluated that way and those evaluated only once: no number of one
+    evaluation is divided by, or averaged with, one of another evaluation of the same dataset."""
+    valid = []
     for rec in records:
-        rec = {**rec, "resolution": _res(rec["resolution"])}
         top1 = rec.get("top1")
         if top1 is None or not math.isfinite(float(top1)):
             diffs.add("invalid", f"{model_label(rec)}: no valid images on {rec['dataset']} at {rec['resolution']}; "
                       "left out", model=model_label(rec))
-            continue
-        cells.setdefault((model_label(rec), rec["dataset"], rec["resolution"]), []).append(rec)
-    by_label: dict[str, list[dict]] = {}
-    for (label, dataset, _), recs in cells.items():
-        split = (paper_split(dataset) or (None,))[0]
-        best = min(recs, key=lambda r: (r.get("split") != split, bool(r.get("limit"))))
-        by_label.setdefault(label, []).append(best)
-    return by_label
+        else:
+            valid.append(rec)
+    evaluations: dict[str, dict[str, dict[str, list[dict]]]] = {}  # label -> dataset -> evaluation -> records
+    model_of: dict[str, str] = {}
+    for rec in labelled(valid):
+        rec = {**rec, "resolution": _res(rec["resolution"])}
+        evaluations.setdefault(rec["model_label"], {}).setdefault(rec["dataset"], {}) \
+            .setdefault(rec["evaluation"], []).append(rec)
+        model_of[rec["model_label"]] = rec["model"]
+    rows: dict[str, Row] = {}
+    for label, datasets in sorted(evaluations.items()):
+        model = model_of[label]
+        once = [recs for evs in datasets.values() if len(evs) == 1 for recs in evs.values()]
+        ways: dict[str, list[list[dict]]] = {}
+        for dataset, evs in sorted(datasets.items()):
+            if len(evs) > 1:
+                for recs in evs.values():
+                    ways.setdefault(_suffix(recs[0]), []).append(recs)
+                diffs.add("evaluations", f"{label}: {dataset} evaluated {len(evs)} ways "
+                          f"({_join(sorted(recs[0]['dataset_label'] for recs in evs.values()))}); each is its own "
+                          "row (--where selects one)", model=label, dataset=dataset)
+        if not ways:
+            rows[label] = Row(label, model, "", [r for recs in once for r in recs])
+        for suffix, chosen in sorted(ways.items()):
+            name = f"{label} [{suffix}]"
+            rows[name] = Row(name, model, suffix, [r for recs in once + chosen for r in recs])
+    return rows
 
 
 def compare(records: Sequence[dict], resolutions: Sequence[int | str] | None = None, rank_by: str = "WAR",
@@ -152,7 +205,8 @@ def compare(records: Sequence[dict], resolutions: Sequence[int | str] | None = N
     if not wanted:
         raise InputError(f"no resolution to compare: the paper has results at {_join(PAPER_RESOLUTIONS)} px")
 
-    by_label = _pick_records(records, diffs)
+    rows_of = your_rows(records, diffs)
+    by_label = {name: row.records for name, row in rows_of.items()}
 
     # Datasets and resolutions outside the paper's grid.
     for label, recs in sorted(by_label.items()):
@@ -223,25 +277,46 @@ def compare(records: Sequence[dict], resolutions: Sequence[int | str] | None = N
     yours = robustness_table(rows, weights, ncls)
 
     cmp = Comparison(rank_by, common_only, datasets,
-                     base_model={label: recs[0]["model"] for label, recs in by_label.items() if label in have})
+                     base_model={name: row.model for name, row in rows_of.items() if name in have})
     for res in wanted:
         paper = ranked([x for x in paper_rob if x.resolution == res and set(datasets) <= set(x.gamma)], rank_by)
         entries = [Entry(x.model, "paper", i, x) for i, x in enumerate(paper, 1)]
         for x in (y for y in yours if y.resolution == res):
-            entries.append(Entry(x.model, "yours", 1 + sum(getattr(p, rank_by) > getattr(x, rank_by) for p in paper), x))
+            evaluations = {r["dataset"]: r["evaluation"] for r in rows_of[x.model].records if r["dataset"] in x.gamma}
+            entries.append(Entry(x.model, "yours", 1 + sum(getattr(p, rank_by) > getattr(x, rank_by) for p in paper),
+                                 x, evaluations))
         # Yours after paper rows of equal score, consistent with the rank definition.
         cmp.rankings[res] = sorted(entries, key=lambda e: (e.rank, e.source == "yours"))
     cmp.differences = diffs.items
-    cmp.variants = _variants_vs_base(cmp, by_label)
+    cmp.variants = _variants_vs_base(cmp, rows_of)
     return cmp
 
 
-def _variants_vs_base(cmp: Comparison, by_label: dict[str, list[dict]]) -> list[dict]:
+def _model_side(row: Row) -> str:
+    """The model-side identity of a row apart from its variant (weights, protocol, precision)."""
+    ident = row.records[0]["identity"]
+    return json.dumps({k: ident.get(k) for k in ("model", "protocol", "numerics")}, sort_keys=True, default=str)
+
+
+def _base_row(row: Row, rows: dict[str, Row]) -> str | None:
+    """For a variant's row (LR tokens, SR), the row of the same model, weights, protocol and
+    precision without a variant -- on the same evaluations of the data when there are several."""
+    if not row.records[0].get("variant"):
+        return None
+    bases = [b for b in rows.values() if not b.records[0].get("variant") and _model_side(b) == _model_side(row)]
+    for suffix in (row.suffix, ""):
+        same = [b.name for b in bases if b.suffix == suffix]
+        if len(same) == 1:
+            return same[0]
+    return None
+
+
+def _variants_vs_base(cmp: Comparison, rows: dict[str, Row]) -> list[dict]:
     """Each variant (LR tokens, SR...) next to its own base model's row, when both were evaluated."""
     out = []
-    for label, recs in sorted(by_label.items()):
-        base = recs[0]["model"]
-        if label == base or base not in by_label:
+    for label, row in sorted(rows.items()):
+        base = _base_row(row, rows)
+        if base is None:
             continue
         for res, entries in cmp.rankings.items():
             mine = {e.model: e for e in entries if e.source == "yours"}
@@ -324,20 +399,18 @@ def _gamma_block(entries: list[Entry], cmp: Comparison) -> list[str]:
 def variants_on_own_datasets(records: Sequence[dict], resolutions: Sequence[int | str]) -> list[dict]:
     """Each variant (LR tokens, SR...) against its base model on the datasets both were evaluated
     on, whatever they are (e.g. the offline tuxpaint): for results the paper cannot be placed beside."""
-    by_label: dict[str, list[dict]] = {}
-    for r in records:
-        by_label.setdefault(model_label(r), []).append(r)
+    rows = your_rows(records, _Differences())
     out = []
-    for label, recs in sorted(by_label.items()):
-        base = recs[0]["model"]
-        if label == base or base not in by_label:
+    for label, row in sorted(rows.items()):
+        base = _base_row(row, rows)
+        if base is None:
             continue
-        cells = lambda rs: {(r["dataset"], _res(r["resolution"])) for r in rs}  # noqa: E731
-        common = cells(recs) & cells(by_label[base])
-        rows = [{"model": lab, "dataset": r["dataset"], "resolution": _res(r["resolution"]), "top1": r["top1"],
-                 "num_classes": r.get("num_classes")}
-                for lab in (base, label) for r in by_label[lab] if (r["dataset"], _res(r["resolution"])) in common]
-        rob = {(x.model, x.resolution): x for x in robustness_table(rows, war_weights(), class_counts())}
+        cells = lambda rs: {(r["dataset"], r["resolution"]) for r in rs}  # noqa: E731
+        common = cells(row.records) & cells(rows[base].records)
+        table = [{"model": name, "dataset": r["dataset"], "resolution": r["resolution"], "top1": r["top1"],
+                  "num_classes": r.get("num_classes")}
+                 for name in (base, label) for r in rows[name].records if (r["dataset"], r["resolution"]) in common]
+        rob = {(x.model, x.resolution): x for x in robustness_table(table, war_weights(), class_counts())}
         for res in sorted({x.resolution for x in rob.values()}):
             if res in resolutions and (base, res) in rob and (label, res) in rob:
                 b, v = rob[(base, res)], rob[(label, res)]
@@ -364,11 +437,15 @@ def cmd_compare(args) -> int:
     records = store.records()
     if not records:
         raise InputError(f"no results in {store.root}: run 'lr0fm eval' first (or give --out DIR)")
+    records = select(records, parse_where(args.where))
+    if not records:
+        raise InputError(f"no results in {store.root} match --where {' '.join(args.where)}")
+    records = labelled(records)  # labels over everything selected, as 'lr0fm report' shows them
     if args.model:
         names = [n.strip() for n in args.model.split(",") if n.strip()]
-        picked = [r for r in records if r["model"] in names or model_label(r) in names]
+        picked = [r for r in records if r["model"] in names or r["model_label"] in names]
         if not picked:
-            known = sorted({model_label(r) for r in records})
+            known = sorted({r["model_label"] for r in records})
             raise InputError(f"--model {args.model}: no results for it in {store.root}; stored: {_join(known)}")
         records = picked
     resolutions = parse_resolutions(args.resolutions)
@@ -398,4 +475,6 @@ def add_commands(subparsers) -> None:
                    help="score everyone on the datasets all compared models and the paper share (default); "
                         "--no-datasets-only-common ranks your SAR/WAR over your datasets against the paper's over 15")
     p.add_argument("--context", type=int, default=2, help="paper rows shown around each of yours (default: %(default)s)")
+    p.add_argument("--where", action="append", metavar="COLUMN=VALUE",
+                   help="compare only records whose column has this value, e.g. limit=none (as 'lr0fm report')")
     p.set_defaults(func=cmd_compare)

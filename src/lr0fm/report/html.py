@@ -5,13 +5,17 @@ plot is a base64 PNG data URI; there is no JavaScript. Sections: the SAR/WAR lea
 resolution (the paper's backbones alongside, when their published results are available),
 accuracy-vs-resolution curves, a Gamma heat map per model, the plots ``lr0fm analyze`` left under
 ``<results>/analysis/``, and the protocol and provenance of every number. All text is escaped.
+
+Rows are the labels of ``lr0fm.records.label_records``: one label is one evaluation, so a
+``--limit`` run and a full run of one (model, dataset) are separate rows and curves, each Gamma is
+computed within its evaluation, and the leaderboard says which evaluation entered SAR/WAR. The
+provenance table is ``lr0fm.records.COLUMNS`` of every record.
 """
 from __future__ import annotations
 
 import base64
 import datetime as _dt
 import io
-import json
 import logging
 import math
 import tempfile
@@ -20,10 +24,11 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import __version__, resources
-from ..catalog import catalog_hashes
-from ..metrics import Robustness
+from ..catalog import catalog_hashes, class_counts
+from ..metrics import Robustness, robustness_table
+from ..records import COLUMNS, flat, primary_per_dataset, res_key
 from ..store import ResultsStore, atomic_write_bytes
-from . import _res_sort, model_label, plot_accuracy, robustness
+from . import labelled, plot_accuracy, robustness
 
 log = logging.getLogger("lr0fm")
 
@@ -40,12 +45,11 @@ def write_html(records: Sequence[dict], out_dir: str | Path, store: ResultsStore
 
 
 def render_html(records: Sequence[dict], store: ResultsStore | None = None) -> str:
-    records = list(records)
+    records = labelled(records)
     analysis_root = store.root / ANALYSIS_DIR if store is not None else None
     body = [_header(records, store)]
     if records:
-        rob = robustness(records)
-        body += [_leaderboard(rob, records), _curves(records), _heatmaps(rob)]
+        body += [_leaderboard(robustness(records), records), _curves(records), _heatmaps(records)]
     else:
         body.append('<p class="empty">No results yet: run <code>lr0fm eval</code> first.</p>')
     body.append(_analysis(analysis_root))
@@ -61,14 +65,16 @@ def render_html(records: Sequence[dict], store: ResultsStore | None = None) -> s
 # -- sections --------------------------------------------------------------------------------
 def _header(records: Sequence[dict], store: ResultsStore | None) -> str:
     where = f" from <code>{escape(str(store.root))}</code>" if store is not None else ""
-    models = sorted({model_label(r) for r in records})
-    datasets = sorted({r["dataset"] for r in records})
+    models = sorted({r["model_label"] for r in records})
+    datasets = sorted({r["dataset_label"] for r in records})
+    evaluations = len({r["evaluation"] for r in records})
     return (f"<header><h1>LR0.FM low-resolution robustness report</h1>"
-            f"<p class=\"meta\">{len(records)} result records{where}; {len(models)} model(s), {len(datasets)} "
-            f"dataset(s): {escape(', '.join(datasets)) or '-'}. Generated {_dt.datetime.now():%Y-%m-%d %H:%M} "
+            f"<p class=\"meta\">{len(records)} result records of {evaluations} evaluation(s){where}; "
+            f"{len(models)} model(s), {len(datasets)} dataset(s): {escape(', '.join(datasets)) or '-'}. Generated {_dt.datetime.now():%Y-%m-%d %H:%M} "
             f"by lr0fm {escape(__version__)}.</p>"
             "<p class=\"meta\">Accuracies are top-1 zero-shot; gamma = A(r)/A(HR), Gamma = gamma damped near "
-            "chance; SAR = mean gamma, WAR = weighted mean Gamma over datasets, per resolution.</p></header>")
+            "chance; SAR = mean gamma, WAR = weighted mean Gamma over datasets, per resolution. A label in "
+            "brackets names what differs between evaluations of one model or dataset.</p></header>")
 
 
 def _paper_rows(user_datasets: set[str]) -> tuple[list[Robustness], str]:
@@ -101,7 +107,8 @@ def _leaderboard(rob: Sequence[Robustness], records: Sequence[dict]) -> str:
         return ("<section id=\"leaderboard\"><h2>Leaderboard</h2><p>SAR/WAR need an HR result and at least "
                 "one LR resolution of the same model and dataset.</p></section>")
     paper, note = _paper_rows({r["dataset"] for r in records})
-    resolutions = sorted({x.resolution for x in rob}, key=_res_sort, reverse=True)
+    _, chosen = primary_per_dataset(records)
+    resolutions = sorted({x.resolution for x in rob}, key=res_key, reverse=True)
     by_key = {(x.model, x.resolution): x for x in rob}
     summary = ["<table class=\"summary\"><thead><tr><th class=\"model\" rowspan=\"2\">your model</th>"
                + "".join(f"<th colspan=\"2\">{escape(str(r))} px</th>" for r in resolutions)
@@ -111,8 +118,8 @@ def _leaderboard(rob: Sequence[Robustness], records: Sequence[dict]) -> str:
             f"<td>{_f3(by_key[(m, r)].SAR)}</td><td>{_f3(by_key[(m, r)].WAR)}</td>" if (m, r) in by_key
             else "<td>-</td><td>-</td>" for r in resolutions) + "</tr>")
     summary.append("</tbody></table>")
-    parts = ["<section id=\"leaderboard\"><h2>Leaderboard: SAR / WAR per resolution</h2>",
-             "".join(summary),
+    parts = ["<section id=\"leaderboard\"><h2>Leaderboard: SAR / WAR per resolution</h2>", "".join(summary),
+             *(f"<p class=\"note choice\">{escape(c)}</p>" for c in chosen),
              f"<p class=\"note\"><span class=\"badge user\">yours</span> rows are your results; "
              f"<span class=\"badge paper\">paper</span> rows are LR0.FM's published backbones. {note}</p>",
              "<div class=\"boards\">"]
@@ -141,11 +148,21 @@ def _curves(records: Sequence[dict]) -> str:
             f"{_figure(png, 'top-1 accuracy per dataset; HR drawn at the model input size')}</section>")
 
 
-def _heatmaps(rob: Sequence[Robustness]) -> str:
+def per_evaluation_robustness(records: Sequence[dict]) -> list[Robustness]:
+    """gamma/Gamma of every evaluation: per model label, keyed by dataset label (one evaluation
+    each), so every value divides numbers of one evaluation. Their SAR/WAR mean nothing here."""
+    records, counts = labelled(records), class_counts()
+    rows = [{"model": r["model_label"], "dataset": r["dataset_label"], "resolution": r["resolution"],
+             "top1": r["top1"], "num_classes": r.get("num_classes") or counts.get(r["dataset"])} for r in records]
+    return robustness_table(rows, {}, {})
+
+
+def _heatmaps(records: Sequence[dict]) -> str:
+    rob = per_evaluation_robustness(records)
     if not rob:
         return ""
     return ("<section id=\"gamma\"><h2>Improved relative robustness &Gamma; (dataset &times; resolution)</h2>"
-            f"{_figure(_gamma_png(rob), 'Gamma per model: 1 = as accurate as at HR, 0 = lost (or HR near chance)')}"
+            f"{_figure(_gamma_png(rob), 'Gamma per model and evaluation: 1 = as accurate as at HR, 0 = lost (or HR near chance)')}"
             "</section>")
 
 
@@ -163,7 +180,7 @@ def _gamma_png(rob: Sequence[Robustness]) -> bytes:
     fig, axes = plt.subplots(nrows, cols, figsize=(5.6 * cols, height * nrows), squeeze=False)
     image = None
     for ax, m in zip(axes.flat, models):
-        resolutions = sorted({x.resolution for x in rob if x.model == m}, key=_res_sort)
+        resolutions = sorted({x.resolution for x in rob if x.model == m}, key=res_key)
         datasets = datasets_of[m]
         grid = [[by_key[(m, r)].Gamma.get(d, math.nan) for r in resolutions] for d in datasets]
         image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
@@ -204,30 +221,35 @@ def _analysis(root: Path | None) -> str:
     return "\n".join(parts)
 
 
-PROVENANCE_COLUMNS = ["model", "dataset", "split", "resolution", "top-1 %", "top-5 %", "images", "skipped",
-                      "mode", "size", "interp.", "weights sha256", "classnames", "templates", "variant",
-                      "limit", "lr0fm"]
+LABEL_COLUMNS = (("model_label", "the row's model: name, variant and, in brackets, what differs between its "
+                                  "evaluations"),
+                 ("dataset_label", "the row's dataset: name and, in brackets, what differs between its evaluations"))
+DIGEST_COLUMNS = {"weights_digest", "samples_digest", "classnames_digest", "templates_digest", "evaluation", "cell"}
 
 
 def _provenance(records: Sequence[dict]) -> str:
+    """Every record's tidy columns (lr0fm.records.COLUMNS) after its row labels."""
+    records = sorted(records, key=lambda r: (r["model_label"], r["dataset_label"], res_key(r["resolution"])))
+    head = [(name, doc) for name, doc in LABEL_COLUMNS] + [(c.name, c.doc) for c in COLUMNS]
     rows = []
     for r in records:
-        p = r.get("protocol") or {}
-        cells = [r["model"], r["dataset"], r.get("split"), r["resolution"], _pct(r.get("top1")), _pct(r.get("top5")),
-                 r.get("n_images"), r.get("n_skipped"), p.get("mode"), p.get("input_size"), p.get("interpolation"),
-                 _short(r.get("weights_hash")), _short(r.get("classnames_hash")), _short(r.get("templates_hash")),
-                 json.dumps(r.get("variant") or {}, sort_keys=True) if r.get("variant") else "",
-                 r.get("limit"), r.get("lr0fm_version")]
-        titles = {11: r.get("weights_hash"), 12: r.get("classnames_hash"), 13: r.get("templates_hash")}
-        rows.append("<tr>" + "".join(
-            f"<td title=\"{escape(str(titles[i]))}\">{escape(_cell(c))}</td>" if titles.get(i) else
-            f"<td>{escape(_cell(c))}</td>" for i, c in enumerate(cells)) + "</tr>")
+        values = {"model_label": r["model_label"], "dataset_label": r["dataset_label"], **flat(r)}
+        cells = []
+        for name, _ in head:
+            value = values[name]
+            if name in DIGEST_COLUMNS and value:  # shortened; the full value on hover
+                cells.append(f"<td title=\"{escape(str(value))}\">{escape(str(value)[:12])}</td>")
+            else:
+                cls = " class=\"model\"" if name in ("model_label", "dataset_label") else ""
+                cells.append(f"<td{cls}>{escape(_cell(value))}</td>")
+        rows.append(f"<tr data-evaluation=\"{escape(r['evaluation'])}\">" + "".join(cells) + "</tr>")
     hashes = ", ".join(f"{k}: {v[:12]}" for k, v in catalog_hashes().items())
     return ("<section id=\"provenance\"><h2>Protocol and provenance of every number</h2>"
-            "<p class=\"note\">One row per stored record (cell). Hashes are shortened; hover for the full value. "
-            f"Catalogs of this lr0fm: {escape(hashes)}.</p>"
+            "<p class=\"note\">One row per stored record (cell), with the columns of <code>lr0fm report --csv</code>; "
+            "accuracies are fractions. Digests are shortened; hover for the full value, or a column name for what "
+            f"it means. Catalogs of this lr0fm: {escape(hashes)}.</p>"
             "<div class=\"scroll\"><table class=\"provenance\"><thead><tr>"
-            + "".join(f"<th>{escape(c)}</th>" for c in PROVENANCE_COLUMNS)
+            + "".join(f"<th title=\"{escape(doc)}\">{escape(name)}</th>" for name, doc in head)
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div></section>")
 
 
@@ -245,13 +267,9 @@ def _f3(x) -> str:
     return "-" if _num(x) == -math.inf else f"{x:.3f}"
 
 
-def _pct(x) -> str:
-    return "-" if _num(x) == -math.inf else f"{100 * x:.1f}"
-
-
-def _short(h) -> str:
-    return str(h)[:12] if h else ""
-
-
 def _cell(value) -> str:
-    return "" if value is None else str(value)
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
