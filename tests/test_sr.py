@@ -158,7 +158,8 @@ def test_cli_sr_in_workers_and_bicubic_baseline(tiny_open_clip, image_folder, es
     # DataLoader workers (the SR network loaded lazily in each worker, on CPU) give the same predictions
     assert _eval(out_w, spec, image_folder, "--sr", str(esrgan_file), "-r", "16,hr", "--workers", "2") == 0
     store, store_w = ResultsStore(out), ResultsStore(out_w)
-    for r, rw in zip(store.records(), store_w.records()):
+    assert len(store.records()) == len(store_w.records()) == 2
+    for r, rw in zip(store.records(), store_w.records(), strict=True):
         assert r["cell"] == rw["cell"]
         np.testing.assert_array_equal(store.load_predictions(r["cell"])["topk"],
                                       store_w.load_predictions(rw["cell"])["topk"])

@@ -11,6 +11,7 @@ from typing import Sequence
 from .base import (DATA_ROOT_ENV, DatasetEntry, DatasetError, DatasetSpec, LabeledImages,
                    default_data_root, fill_template)
 from .generic import build_csv, build_imagefolder
+from .hub import build_hfds, build_wds
 from .offline import build_fashion_mnist, build_tuxpaint
 
 REGISTRY: dict[str, DatasetEntry] = {}
@@ -29,6 +30,12 @@ register(DatasetEntry("imagefolder", build_imagefolder, "your images: --data-roo
                       splits=("all",), default_split="all"))
 register(DatasetEntry("csv", build_csv, "your images: --data-root FILE.csv with columns path,label",
                       splits=("all",), default_split="all"))
+# Source prefixes: "wds:DIR_OR_REPO" / "hfds:DIR_OR_REPO"; the source decides which splits exist.
+SOURCE_PREFIXES = ("wds", "hfds")
+register(DatasetEntry("wds", build_wds, "webdataset shards, CLIP_benchmark layout: wds:DIR or wds:OWNER/REPO (HF hub)",
+                      splits=()))
+register(DatasetEntry("hfds", build_hfds, "HF datasets image classification: hfds:DIR (save_to_disk) or "
+                      "hfds:OWNER/REPO --split S", splits=()))
 
 try:  # the 15 benchmark datasets of the paper (on-disk layouts / torchvision downloads)
     from . import paper as _paper  # noqa: F401  (registers itself)
@@ -46,8 +53,9 @@ def unknown_dataset_message(key: str) -> str:
     return f"unknown dataset {key!r}.{hint} Run 'lr0fm datasets' to list them."
 
 
-# Options that say how to fetch files, not which samples there are: not part of the identity.
-_FETCH_OPTIONS = ("download",)
+# Options that say how to fetch files, not which samples there are: not part of the identity
+# (a source folder's path is not; a hub source records its repo itself).
+_FETCH_OPTIONS = ("download", "source")
 
 
 def get_dataset(key: str, root: str | os.PathLike | None = None, split: str | None = None,
@@ -57,23 +65,28 @@ def get_dataset(key: str, root: str | os.PathLike | None = None, split: str | No
 
     ``name`` is what reports call it: default the key, or for your own data (imagefolder, csv)
     the folder or file stem."""
+    prefix, colon, source = key.partition(":")
+    if colon and prefix in SOURCE_PREFIXES:
+        key, options = prefix, {**options, "source": source}
     entry = REGISTRY.get(key)
     if entry is None:
         raise DatasetError(unknown_dataset_message(key))
     split = split or entry.default_split
-    if split not in entry.splits:
+    if entry.splits and split not in entry.splits:
         raise DatasetError(f"dataset {key!r} has no split {split!r}; choose one of {', '.join(entry.splits)}")
     if options.get("download") and "download" not in inspect.signature(entry.build).parameters \
             and "download" not in entry.options:
         raise DatasetError(f"dataset {key!r} cannot be downloaded by lr0fm; place its files under --data-root")
-    if root is None and not entry.offline and entry.key not in ("imagefolder", "csv"):
+    if root is None and not entry.offline and entry.key not in ("imagefolder", "csv", *SOURCE_PREFIXES):
         root = default_data_root() / key
     build_options = {**entry.options, **options}
     data = entry.build(root=root, split=split, classnames=classnames, templates=templates, **build_options)
     if name is None and entry.key in ("imagefolder", "csv") and root is not None:
         name = Path(root).stem
     data.spec = replace(data.spec, name=name or data.spec.name or key,
-                        options={k: v for k, v in build_options.items() if k not in _FETCH_OPTIONS})
+                        # plus what the builder resolved (a hub repo, detected columns)
+                        options={**{k: v for k, v in build_options.items() if k not in _FETCH_OPTIONS},
+                                 **data.spec.options})
     return data
 
 
