@@ -77,12 +77,12 @@ def text_prompts_per_s(model, prompts: list[str], batch: int = 256, device: str 
 
 
 def bench_lr0fm(model, data, resolutions, batch, workers, store_root, device="cpu", amp=None,
-                tensor_views=None) -> float:
+                views=None) -> float:
     """(b) seconds of evaluate() over all resolutions, classifier already cached."""
     from lr0fm.evaluate import EvalConfig, evaluate
     from lr0fm.store import ResultsStore
     cfg = EvalConfig(resolutions=resolutions, batch_size=batch, workers=workers, progress=False, device=device,
-                     amp=amp, tensor_views=tensor_views)
+                     amp=amp, views=views)
     store = ResultsStore(store_root)
     t = time.perf_counter()
     evaluate(model, data, cfg, store)
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--amp", choices=["bf16", "fp16"], default=None)
-    ap.add_argument("--tensor-views", choices=["auto", "on", "off"], default="auto",
+    ap.add_argument("--views", choices=["auto", "device", "pil"], default="auto",
                     help="(b) LR views made on the device (default: on for CUDA)")
     ap.add_argument("--prompt-sample", type=int, default=256, help="prompts timed to extrapolate the classifier")
     ap.add_argument("--full-classifier", action="store_true", help="build all 80,000 prompts (slow on CPU)")
@@ -151,13 +151,13 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     resolutions = parse_resolutions(args.resolutions)
     workers = default_workers(args.device) if args.workers is None else args.workers
-    tensor_views = {"auto": None, "on": True, "off": False}[args.tensor_views]
+    views = None if args.views == "auto" else args.views
     names, templates = packaged_text("imagenet1k", "classnames"), packaged_text("imagenet1k", "templates")
     model = create_model(args.model, device=args.device)
     S, R, n = model.preprocess.input_size, len(resolutions), args.images
     print(f"model {args.model} S={S}  images {n} x {R} resolutions  batch {args.batch_size}  workers {workers}  "
           f"torch threads {torch.get_num_threads()}  cpus {os.cpu_count()}  classifier {len(names)}x{len(templates)}  "
-          f"device {args.device} amp {args.amp} tensor views {args.tensor_views}")
+          f"device {args.device} amp {args.amp} views {args.views}")
 
     tmp = Path(tempfile.mkdtemp(prefix="lr0fm-bench-"))
     paths = generate_jpegs(tmp / "images", n)
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
         torch.save(classifier, store_root / "cache" / "classifiers" / f"{key}.pt")
         a = bench_forward(model, S, args.batch_size, n * R, args.device, args.amp)
         tb = bench_lr0fm(model, data, resolutions, args.batch_size, workers, store_root, args.device, args.amp,
-                         tensor_views)
+                         views)
         tc = bench_paper_way(model, paths, classifier, resolutions, args.batch_size, workers, args.device, args.amp)
         sample = prompts if args.full_classifier else prompts[:: max(1, len(prompts) // args.prompt_sample)]
         tps = text_prompts_per_s(model, sample, device=args.device)

@@ -147,7 +147,8 @@ def test_16bit_png_scales_to_8bit_not_white(tmp_path):
     with Image.open(path) as raw:
         assert raw.mode in ("I", "I;16")  # what Pillow reads 16-bit PNGs as, depending on version
     for decoded in (open_image_file(path), bytes_loader(path.read_bytes())):
-        assert decoded.mode == "RGB"
+        assert decoded.mode == "L"  # scaled to 8 bits on decode; RGB is the protocol's first step
+        decoded = composite_on_white(decoded)
         out = np.asarray(decoded).astype(int)
         assert (out[..., 0] == out[..., 1]).all() and (out[..., 0] == out[..., 2]).all()
         # the rule: the high byte, value >> 8
@@ -166,7 +167,8 @@ def test_wide_integer_modes_scale_like_16bit(mode, dtype):
 def test_12bit_pgm_uses_its_own_depth():
     """A PGM with maxval 4095 (12-bit): Pillow rescales it to 16 bits, so the result is ~ value >> 4."""
     values = np.array([[0, 1000, 2048, 4095]], dtype=np.uint16)
-    out = np.asarray(bytes_loader(b"P5\n4 1\n4095\n" + values.astype(">u2").tobytes())).astype(int)[0, :, 0]
+    out = np.asarray(composite_on_white(bytes_loader(b"P5\n4 1\n4095\n" + values.astype(">u2").tobytes())))
+    out = out.astype(int)[0, :, 0]
     assert np.abs(out - values.astype(float) * 255 / 4095).max() <= 1
 
 
@@ -200,6 +202,6 @@ def test_png_transparency_keys_composite_on_white():
     for image, key in ((palette, 0), (Image.new("L", (2, 1), 7), 7), (Image.new("RGB", (2, 1), (10, 20, 30)), (10, 20, 30))):
         if image.mode != "P":
             image.putpixel((1, 0), 9 if image.mode == "L" else (200, 100, 50))
-        decoded = bytes_loader(_png_bytes(image, transparency=key))
+        decoded = composite_on_white(bytes_loader(_png_bytes(image, transparency=key)))
         assert decoded.getpixel((0, 0)) == (255, 255, 255)
         assert decoded.getpixel((1, 0)) == ((9, 9, 9) if image.mode == "L" else (200, 100, 50))

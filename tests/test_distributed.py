@@ -1,5 +1,5 @@
-"""torchrun sharding (images and cells) gives the single-process records; tensor (GPU-path) views
-agree with the PIL protocol within the documented tolerance."""
+"""torchrun sharding (images and cells) gives the single-process records. (Device views: tests/test_gpu_resize.py
+and tests/test_one_pass.py.)"""
 import os
 import shutil
 import signal
@@ -9,15 +9,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from lr0fm import distributed as dist
-from lr0fm import gpu_resize
 from lr0fm.cli import main
-from lr0fm.datasets import get_dataset
-from lr0fm.evaluate import EvalConfig, evaluate
-from lr0fm.models import create_model
-from lr0fm.protocol import HR, Protocol
 from lr0fm.store import ResultsStore
 
 
@@ -80,65 +74,3 @@ def test_torchrun_two_processes_match_single_process(two_models, tiny_open_clip,
     # rank 0 alone prints the report, with the same table as the single process
     assert stdout.count("results:") == 1
     assert single_out.split("results:")[0] == stdout.split("results:")[0]
-
-
-# -- tensor views (the GPU path), checked on CPU ---------------------------------------------------
-def _photo_like(rng, w, h):
-    """Smooth colour field with a hard edge: closer to photo statistics than pixel noise."""
-    small = rng.integers(0, 255, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
-    a = np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC)).copy()
-    a[h // 3: h // 2, :, 0] = 255
-    return Image.fromarray(a)
-
-
-def view_differences(mode, sizes, S=64, resolutions=(16, 32, 48, HR)):
-    """Per resolution: (max, mean) |tensor view - PIL view| in /255 units over images of ``sizes``."""
-    rng = np.random.default_rng(0)
-    protocol = Protocol(S, (0.5,) * 3, (0.5,) * 3, mode=mode, resolutions=resolutions)
-    images = [_photo_like(rng, w, h) for w, h in sizes]
-    pil = torch.from_numpy(np.stack([protocol.views_uint8(im) for im in images])).float()
-    hr = torch.from_numpy(np.concatenate([gpu_resize.HRCarrier(protocol)(im) for im in images]))
-    tensor = gpu_resize.make_views(protocol, hr)
-    assert tensor.dtype == torch.uint8 and tensor.shape == pil.shape
-    d = (tensor.float() - pil).abs()
-    return {r: (d[:, j].max().item(), d[:, j].mean().item()) for j, r in enumerate(resolutions)}
-
-
-def test_tensor_views_agree_with_pil_protocol():
-    rng = np.random.default_rng(1)
-    any_aspect = [(int(rng.integers(40, 200)), int(rng.integers(40, 200))) for _ in range(12)]
-    square = [(s, s) for s in (50, 96, 150, 200)]
-    squash = view_differences("squash", any_aspect)
-    shortest_square = view_differences("shortest", square)
-    shortest_any = view_differences("shortest", any_aspect)
-    print("\nsquash", squash, "\nshortest square", shortest_square, "\nshortest any aspect", shortest_any)
-    for diffs in (squash, shortest_square, shortest_any):
-        assert diffs[HR] == (0.0, 0.0)  # the HR view is the exact PIL chain
-    for r in (16, 32, 48):
-        # squash, and shortest on square images: only the cascaded resize differs
-        assert squash[r][1] < 1.0 and squash[r][0] <= 32
-        assert shortest_square[r][1] < 1.0 and shortest_square[r][0] <= 32
-        # shortest on other aspects: the crop-before-down geometry adds a sub-pixel shift
-        assert shortest_any[r][1] < 8.0
-
-
-def test_tensor_views_refuse_filters_torch_lacks():
-    protocol = Protocol(32, (0.5,) * 3, (0.5,) * 3, interpolation="lanczos")
-    assert not gpu_resize.supports(protocol)
-    with pytest.raises(ValueError, match="lanczos"):
-        gpu_resize.make_views(protocol, torch.zeros(1, 32, 32, 3, dtype=torch.uint8))
-
-
-def test_tensor_views_through_evaluate_are_a_separate_variant(tiny_open_clip, image_folder, tmp_path):
-    model = create_model(tiny_open_clip[0])
-    data = get_dataset("imagefolder", root=image_folder)
-    store = ResultsStore(tmp_path)
-    base = dict(resolutions=(16, HR), batch_size=5, workers=0, progress=False)
-    exact = evaluate(model, data, EvalConfig(**base), store)
-    tensor = evaluate(model, data, EvalConfig(**base, tensor_views=True), store)
-    assert all(r["variant"] == {} for r in exact)
-    assert all(r["variant"] == {"views": gpu_resize.TENSOR_VIEWS} for r in tensor)
-    assert {r["cell"] for r in exact}.isdisjoint(r["cell"] for r in tensor)
-    # the HR view is made identically on both paths, so its predictions are identical
-    pe, pt = store.load_predictions(exact[1]["cell"]), store.load_predictions(tensor[1]["cell"])
-    assert np.array_equal(pe["topk"], pt["topk"])

@@ -187,7 +187,7 @@ def test_dtd_split_file(tmp_path):
     assert data.sample_id(1) == "dtd/images/zigzagged/zigzagged_0010.jpg"
 
 
-def test_dtd_download_uses_torchvision_then_parses_its_layout(tmp_path, monkeypatch):
+def test_dtd_download_from_torchvision_then_parses_its_layout(tmp_path, monkeypatch):
     import torchvision.datasets as tvd
     calls = []
 
@@ -197,7 +197,7 @@ def test_dtd_download_uses_torchvision_then_parses_its_layout(tmp_path, monkeypa
             put(Path(root) / "dtd" / "dtd" / "images" / "woven" / "woven_0001.jpg")
             put(Path(root) / "dtd" / "dtd" / "labels" / "test1.txt", "woven/woven_0001.jpg\n")
     monkeypatch.setattr(tvd, "DTD", FakeDTD)
-    data = get_dataset("dtd", root=tmp_path, download=True)
+    data = get_dataset("dtd", root=tmp_path, download="torchvision")  # download=True reads the hub copy
     assert calls == [(str(tmp_path), True, "test", 1)]
     assert by_id(data) == {"dtd/dtd/images/woven/woven_0001.jpg": names("dtd").index("woven")}
 
@@ -353,7 +353,8 @@ MISSING = {
     "ucf101": "split_zhou_UCF101.json",
 }
 
-FETCHABLE = {"caltech101", "dtd", "food101", "fgvc_aircraft", "pets", "flowers"}
+# download=True reads the hub copy (catalog/dataset_sources.yaml): every key but ucf101 has one
+FETCHABLE = set(KEYS) - {"ucf101"}
 
 
 @pytest.mark.parametrize("key", KEYS)
@@ -363,7 +364,7 @@ def test_missing_files_name_the_file_in_one_line(tmp_path, key):
     message = str(err.value)
     assert "\n" not in message and message.startswith(f"{key}: ")
     assert f"{tmp_path / 'empty'}/{MISSING[key]}" in message
-    # offered only where torchvision fetches that very file (not SUN397 partitions, not CoOp JSONs)
+    # offered only where a hub copy exists
     assert ("download=True" in message) == (key in FETCHABLE)
 
 

@@ -26,7 +26,6 @@ from PIL import Image
 
 from .protocol import HR, Protocol, _shortest_side_size
 
-TENSOR_VIEWS = "torch-antialias"  # how evaluate.py records views made on the device (its name predates exactness)
 PRECISION_BITS = 22  # Resample.c: 32 bits - 8 for the pixel - 2 for the filters' negative lobes
 _ONE = float(1 << PRECISION_BITS)
 # Pillow 13 runs the vertical pass first when the height shrinks by more than twice as many pixels
@@ -242,14 +241,3 @@ class OriginalCarrier:
             return self.protocol.views_uint8(image)
         image = self.protocol.prepare(image)
         return np.array(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8)  # writable
-
-
-class HRCarrier:
-    """image -> [1, S, S, 3] uint8: the HR view (the old cascaded tensor path, kept until the
-    evaluator sends originals; ``make_views`` on it makes the views *of the HR view*)."""
-
-    def __init__(self, protocol: Protocol):
-        self.protocol = protocol
-
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        return np.array(self.protocol.view(image, HR), dtype=np.uint8)[None]

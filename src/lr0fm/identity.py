@@ -110,8 +110,14 @@ def data_part(data: "LabeledImages") -> dict:
 def protocol_part(protocol: "Protocol", views: str = "pil", decoder: str = "pil") -> dict:
     """The view-making settings. ``views`` names how views are made only when that changes
     pixels (an approximation); exact device views are the protocol itself."""
+    import PIL
+
     part = protocol.describe()
     part["decoder"] = decoder
+    # Pillow's resampler changed between major versions (13 runs some passes in another order,
+    # and each pass rounds): PIL-made views are Pillow-version specific, and so are device views,
+    # which reproduce the installed Pillow
+    part["pillow"] = PIL.__version__.split(".")[0]
     if views != "pil":
         part["views"] = views
     return part

@@ -2,6 +2,10 @@
 
     lr0fm sweep sweep.yaml [--dry-run] [--out DIR]
     torchrun --nproc_per_node 4 -m lr0fm sweep sweep.yaml
+    lr0fm sweep --preset lr0fm --dry-run [--models family=OpenCLIP] [--datasets dtd] [--resolutions 16,hr]
+
+A preset is a config shipped with lr0fm (lr0fm = the paper's grid); filters and the estimate are
+lr0fm.sweep_plan's.
 
 A config (relative paths are taken from the config file's folder)::
 
@@ -13,7 +17,9 @@ A config (relative paths are taken from the config file's folder)::
                                             # resize_mode, input_size, interpolation (overrides)
     sr: [null, bicubic]                     # optional; null = no super-resolution
     limit: 1000                             # and any of batch_size, workers, device, amp,
-                                            # checkpoint_every, tensor_views, data_root, split, out
+                                            # checkpoint_every, views, decoder, data_root, split, out
+    download: true                          # optional (also per dataset): a paper dataset whose
+                                            # files are missing is read from its hub copy
 
 Every cell is a results-store record, so finished cells are skipped and an interrupted sweep
 resumes (inside a group, from its last partial save) when run again. ``run_groups`` is also
@@ -30,11 +36,14 @@ from . import distributed as dist
 from .errors import InputError
 
 # config key -> EvalConfig field, for the options a sweep passes through
-EVAL_OPTIONS = ("batch_size", "workers", "device", "amp", "limit", "checkpoint_every", "tensor_views", "topk")
-DATASET_KEYS = ("key", "data_root", "split", "classnames", "templates", "name")
+EVAL_OPTIONS = ("batch_size", "workers", "device", "amp", "limit", "checkpoint_every", "views", "decoder", "topk")
+# dataset entry keys passed to get_dataset as options (download: a paper dataset missing under
+# data_root is read from its hub copy; true at top level applies to every dataset)
+DATASET_OPTIONS = ("download", "image_column", "label_column")
+DATASET_KEYS = ("key", "data_root", "split", "classnames", "templates", "name", *DATASET_OPTIONS)
 # config key -> lr0fm.models.choose_protocol argument
 PROTOCOL_OPTIONS = ("protocol", "resize_mode", "input_size", "interpolation")
-CONFIG_KEYS = {"models", "datasets", "resolutions", "lr_tokens", "sr", "data_root", "split", "out", "progress",
+CONFIG_KEYS = {"models", "datasets", "resolutions", "lr_tokens", "sr", "data_root", "split", "out", "progress", "download",
                *EVAL_OPTIONS, *PROTOCOL_OPTIONS}
 
 
@@ -79,29 +88,40 @@ def run_groups(groups: Sequence[Group], resolutions, store, device: str = "cpu",
                **options) -> list[dict]:
     """Evaluate every group (skipping finished cells); the records of all groups, in order, on every rank.
 
+    In one process, all models of a dataset run in one pass (``evaluate_many``): each image is
+    decoded once and its views are made once per group of models with the same view pixels, so a
+    model zoo costs about the sum of its forwards (every model is held in memory meanwhile).
     Under torchrun the groups (or, when there are fewer groups than ranks, their images) are
     split over the ranks; ``options`` are EvalConfig fields.
     """
-    from .evaluate import EvalConfig, evaluate
-
-    from .errors import PassBusy
+    from .evaluate import EvalConfig, Job, evaluate_many
 
     mine, shard_images = dist.plan_cells(groups)
     done, busy = [], []
     with dist.sharding(shard_images):
-        # a group another process is running is deferred: this one takes other work first, then waits
+        if dist.active():  # one group at a time: ranks split groups or images
+            loaded = lambda todo: ([entry] for entry in _loaded_models(groups, todo, resolutions, device, protocol))  # noqa: E731
+        else:  # every model built once; one pass per dataset
+            loaded = lambda todo: _by_dataset(_loaded_models(groups, todo, resolutions, device, protocol))  # noqa: E731
+        # a pass another process is running is deferred: this one takes other work first, then waits
         for wait, todo in ((False, mine), (True, busy)):
-            for i, g, model, view_fn, variant in _loaded_models(groups, list(todo), resolutions, device, protocol):
-                cfg = EvalConfig(resolutions=resolutions, device=device, variant=variant, **options)
-                try:
-                    records = evaluate(model, g.data, cfg, store, view_fn=view_fn, wait=wait or shard_images)
-                except PassBusy:
-                    busy.append(i)
-                    continue
-                done.append((i, records))
+            for entries in loaded(list(todo)):
+                jobs = [Job(model, EvalConfig(resolutions=resolutions, device=device, variant=variant, **options),
+                            view_fn) for _, _, model, view_fn, variant in entries]
+                results = evaluate_many(jobs, entries[0][1].data, store, wait=wait or shard_images)
+                for (i, *_), records in zip(entries, results):
+                    (busy if records is None else done).append(i if records is None else (i, records))
     if shard_images or not dist.active():
         return [r for _, records in sorted(done, key=lambda p: p[0]) for r in records]
     return [r for records in dist.gather_ordered(done) for r in records]
+
+
+def _by_dataset(entries) -> list[list]:
+    """Loaded groups (all models kept) bundled per dataset, in first-seen order."""
+    bundles: dict[int, list] = {}
+    for entry in entries:
+        bundles.setdefault(id(entry[1].data), []).append(entry)
+    return list(bundles.values())
 
 
 # -- config ----------------------------------------------------------------------------------
@@ -163,6 +183,7 @@ def load_config(path: str | Path) -> SweepConfig:
                              f"{', '.join(DATASET_KEYS[1:])}; got {d}")
         d.setdefault("data_root", raw.get("data_root"))
         d.setdefault("split", raw.get("split"))
+        d.setdefault("download", raw.get("download"))
         for k in ("data_root", "classnames", "templates"):
             d[k] = _path(d.get(k), base)
         datasets.append(d)
@@ -183,7 +204,8 @@ def expand(config: SweepConfig) -> list[Group]:
 
     # Validate every dataset before any model is built or anything is written.
     datasets = [get_dataset(d["key"], root=d["data_root"], split=d["split"], classnames=d.get("classnames"),
-                            templates=d.get("templates"), name=d.get("name")) for d in config.datasets]
+                            templates=d.get("templates"), name=d.get("name"),
+                            **{k: d[k] for k in DATASET_OPTIONS if d.get(k)}) for d in config.datasets]
     return [Group(m, data, t, s) for m in config.models for t in config.lr_tokens for s in config.sr
             for data in datasets]
 
@@ -205,14 +227,38 @@ def cell_status(groups: Sequence[Group], resolutions, store, device: str = "cpu"
 
 # -- command line ----------------------------------------------------------------------------
 def cmd_sweep(args) -> int:
+    import sys
+
     from .report import text_report
     from .store import ResultsStore
+    from .sweep_plan import preset_names, preset_path, print_plan, runnable, select
 
-    config = load_config(args.config)
-    store = ResultsStore(args.sweep_out or args.out or config.out)
+    if bool(args.config) == bool(args.preset):
+        raise InputError("give a sweep config file or --preset NAME (one of them; presets: "
+                         f"{', '.join(preset_names())})")
+    config = load_config(args.config or preset_path(args.preset))
+    config = select(config, models=args.models, datasets=args.datasets, resolutions=args.resolutions)
+    if args.device:
+        config.options["device"] = args.device
+    store = ResultsStore(args.out or config.out)
+    if args.estimate or (args.dry_run and args.preset):  # a plan: no model built, no image read
+        if dist.is_main():
+            print_plan(config, store, f"preset {args.preset}" if args.preset else f"sweep {args.config}",
+                       tflops=args.throughput, images_per_second=args.images_per_second)
+        return 0
+    if args.throughput is not None or args.images_per_second is not None:
+        raise InputError("--throughput / --images-per-second set the estimate: add --estimate "
+                         "(or --dry-run with --preset)")
     groups = expand(config)
+    models, cannot = runnable(config.models)
+    if cannot and dist.is_main():
+        print(f"lr0fm sweep: skipping {', '.join(cannot)}: lr0fm cannot run them (catalog/models.yaml notes say why)",
+              file=sys.stderr)
+    if not models:
+        raise InputError("none of the sweep's models can run in lr0fm; choose others (lr0fm models --paper)")
+    groups = [g for g in groups if g.model in models]
     options = dict(config.options)
-    device = options.pop("device", "cpu")
+    device = dist.check_device(options.pop("device", "cpu"), options.get("amp"))
     if args.dry_run:
         if dist.is_main():
             rows = cell_status(groups, config.resolutions, store, device=device, **options)
@@ -235,12 +281,31 @@ def cmd_sweep(args) -> int:
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("sweep", help="run a YAML grid of models x datasets x resolutions (resumable, torchrun-ready)",
+    from .cli import add_command
+
+    # --out (before or after 'sweep') is the global option; it overrides the config's 'out'
+    p = add_command(subparsers, "sweep", help="run a YAML grid of models x datasets x resolutions (resumable, torchrun-ready)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="sweep YAML file")
-    p.add_argument("--dry-run", action="store_true", help="list the cells and which are done; run nothing")
-    p.add_argument("--out", dest="sweep_out", metavar="DIR", default=None,
-                   help="results directory (overrides the config's 'out' and the global --out)")
+    p.add_argument("config", nargs="?", help="sweep YAML file (or --preset)")
+    p.add_argument("--preset", metavar="NAME", default=None,
+                   help="a sweep shipped with lr0fm instead of a file: lr0fm = the paper's 66 models x 15 datasets "
+                        "x 5 resolutions with the paper protocol")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the cells and which are done, building each model (with --preset: the --estimate "
+                        "plan); run nothing")
+    p.add_argument("--estimate", action="store_true",
+                   help="count the cells, name missing datasets and estimate device time per model, building no "
+                        "model and reading no image; run nothing")
+    p.add_argument("--throughput", type=float, metavar="TFLOPS", default=None,
+                   help="sustained TFLOPS for the estimate (default: 40 fp32, 190 bf16/fp16; see lr0fm.sweep_plan)")
+    p.add_argument("--images-per-second", type=float, metavar="N", default=None,
+                   help="images/s your input pipeline decodes: the estimate's floor per pass")
+    p.add_argument("--models", action="append", metavar="FILTER",
+                   help="keep models by name, family or backend: NAME,NAME or FIELD=V1,V2 "
+                        "(e.g. family=OpenCLIP, backend=open_clip); repeatable (all must match)")
+    p.add_argument("--datasets", metavar="KEY,KEY", default=None, help="keep only these datasets of the sweep")
+    p.add_argument("--resolutions", metavar="R,R", default=None, help="keep only these resolutions of the sweep")
+    p.add_argument("--device", default=None, help="run on this device (overrides the config's 'device')")
     p.set_defaults(func=cmd_sweep)
 
 

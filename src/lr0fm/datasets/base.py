@@ -75,6 +75,18 @@ class LabeledImages:
     def label(self, index: int) -> int:
         return self.samples[index][1]
 
+    def encoded(self, index: int) -> bytes | None:
+        """The sample's encoded bytes, when its loader can give them (for decoding on the device):
+        a loader with ``read(ref)``, or a file read by ``open_image_file``; else None."""
+        ref, _ = self.samples[index]
+        read = getattr(self.load, "read", None)
+        if read is not None:
+            return read(ref)
+        if self.load is open_image_file and isinstance(ref, (str, os.PathLike)):
+            with open(ref, "rb") as f:
+                return f.read()
+        return None
+
     def subset(self, indices: Sequence[int]) -> "LabeledImages":
         ids = [self.sample_id(i) for i in indices]
         return LabeledImages(self.spec, [self.samples[i] for i in indices], self.load, ids, self.root,

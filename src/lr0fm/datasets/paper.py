@@ -8,15 +8,23 @@ not class names (caltech101, eurosat), ``classnames.txt`` otherwise -- so a user
 (folders, CoOp names, variant names) are matched to the reference by name, and every mismatch
 raises instead of silently shifting labels.
 
-Where torchvision can fetch a dataset, ``download=True`` calls its dataset class only to put the
-files under ``root``; the parsing stays here. Roots accept both the archive's own layout and the
-one torchvision's download leaves (e.g. ``<root>/dtd/labels`` and ``<root>/dtd/dtd/labels``).
+With ``download=True`` (``"hub"``), a dataset whose files are not under ``root`` is read from its
+hub copy in catalog/dataset_sources.yaml (a CLIP_benchmark webdataset or an HF ``datasets`` repo,
+fetched into the HF cache): the copy's images and labels, mapped by class name onto lr0fm's
+packaged class list, under the dataset's own key, class names and templates. The copy, its split
+and whether it holds the paper's images are recorded in ``DatasetSpec.options`` (so in the
+result identity, and ``compare`` flags a copy that is not the paper's split); with no hub copy the
+error says what to download where. ``download="torchvision"`` instead calls torchvision's dataset
+class, where it can fetch the original files, only to put them under ``root``; the parsing stays
+here. Roots accept both the archive's own layout and the one torchvision's download leaves
+(e.g. ``<root>/dtd/labels`` and ``<root>/dtd/dtd/labels``).
 """
 from __future__ import annotations
 
 import csv
 import inspect
 import json
+import logging
 import os
 import re
 import warnings
@@ -27,16 +35,27 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..catalog import dataset_sources
 from . import register
 from .base import (DatasetEntry, DatasetError, DatasetSpec, LabeledImages, default_data_root,
                    load_classnames_templates, packaged_text)
 from .generic import IMAGE_SUFFIXES
+from .hub import build_hfds, build_wds
 
 COOP_SPLITS = "https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md"
+# where download= fetches a dataset whose files are not under its root (True = "hub")
+DOWNLOAD_FROM = ("hub", "torchvision")
+HUB_BUILDERS = {"wds": build_wds, "hfds": build_hfds}
+
+log = logging.getLogger("lr0fm")
 
 
 class IncompleteDatasetWarning(UserWarning):
     """The split lists a different number of images than the paper's: results are not comparable."""
+
+
+class MissingFilesError(DatasetError):
+    """The dataset's files are not under its root (download=True reads its hub copy instead)."""
 
 
 @dataclass(frozen=True)
@@ -69,14 +88,19 @@ class Files:
     """One dataset root: finds files among alternative layouts, fetches with torchvision when
     asked, and turns a miss into a one-line error saying which file to place where."""
 
-    def __init__(self, dataset: PaperDataset, root: Path, download: bool):
+    def __init__(self, dataset: PaperDataset, root: Path, download: bool, hub: str | None = None):
         self.dataset, self.key, self.root, self.download = dataset, dataset.key, root, download
+        self.hub = hub  # the hub copy download=True reads instead, offered when files are missing
         self.reference = packaged_text(*dataset.reference_file)
         self._downloaded = False
 
-    def missing(self, path: Path, fetchable: bool = True) -> DatasetError:
-        hint = ", or pass download=True" if fetchable and self.dataset.torchvision and not self.download else ""
-        return DatasetError(f"{self.key}: {path} not found; {self.dataset.get.format(root=self.root)}{hint}")
+    def missing(self, path: Path, fetchable: bool = True) -> MissingFilesError:
+        hint = ""
+        if self.hub and not self.download:
+            hint = f", or pass download=True (--download) to read its hub copy {self.hub}"
+        elif fetchable and self.dataset.torchvision and not self.download:
+            hint = ", or pass download=True"
+        return MissingFilesError(f"{self.key}: {path} not found; {self.dataset.get.format(root=self.root)}{hint}")
 
     def find(self, *candidates: str, test: Callable[[Path], bool] = Path.exists, fetch: bool = True,
              shown: str | None = None) -> Path:
@@ -493,9 +517,104 @@ def _lister_options(dataset: PaperDataset) -> list[str]:
     return [n for n in inspect.signature(dataset.lister).parameters if n not in ("files", "split", *bound)]
 
 
+# ---------------------------------------------------------------------------------------------
+# Hub copies (catalog/dataset_sources.yaml)
+
+MATCHES_PAPER = {True: "the paper's images", False: "not the paper's images",
+                 None: "not established to be the paper's images"}
+
+
+def hub_copy(key: str) -> tuple[str, dict] | None:
+    """(``FORMAT:REPO``, catalog entry) of a benchmark dataset's hub copy, or None where the
+    catalog knows none (then its ``get`` says what to download)."""
+    entry = dataset_sources().get(key) or {}
+    return (f"{entry['format']}:{entry['repo']}", entry) if entry.get("format") and entry.get("repo") else None
+
+
+def _download_from(key: str, download) -> str | None:
+    if download is None or download is False:
+        return None
+    if download is True:
+        return "hub"
+    if download in DOWNLOAD_FROM:
+        return download
+    raise DatasetError(f"{key}: download={download!r}; use true (its hub copy), 'hub' or 'torchvision'")
+
+
+def _hub_labels(key: str, hub: str, theirs: Sequence[str], ours: Sequence[str], instead: str) -> list[int]:
+    """Hub label -> lr0fm label: the same names in the same order, or else every hub class name
+    matched (ClassMatcher's normalisation) to a different one of ours."""
+    if len(theirs) != len(ours):
+        raise DatasetError(f"{key}: its hub copy {hub} has {len(theirs)} classes, lr0fm's {key} has {len(ours)}, "
+                           f"so the copy cannot stand in for it; instead, {instead}")
+    if all(_squashed(a) == _squashed(b) for a, b in zip(theirs, ours)):
+        return list(range(len(ours)))
+    match, labels = ClassMatcher(key, ours), []
+    for name in theirs:
+        try:
+            labels.append(match(name))
+        except DatasetError:
+            raise DatasetError(f"{key}: class {name!r} of its hub copy {hub} matches none of lr0fm's {key} class "
+                               f"names (one each), so its labels cannot be mapped; instead, {instead}") from None
+    twice = next((l for l in labels if labels.count(l) > 1), None)
+    if twice is not None:
+        raise DatasetError(f"{key}: two classes of its hub copy {hub} match lr0fm's class {ours[twice]!r}, so its "
+                           f"labels cannot be mapped; instead, {instead}")
+    return labels
+
+
+def build_from_hub(dataset: PaperDataset, root: Path, split: str, classnames=None, templates=None,
+                   options: dict | None = None) -> LabeledImages:
+    """``dataset`` read from its hub copy (download=True with no files under ``root``): the copy's
+    images and labels under lr0fm's key, class names and templates. The copy, its split and
+    whether it holds the paper's images go into the spec's options, i.e. the result identity."""
+    key, found = dataset.key, hub_copy(dataset.key)
+    instead = dataset.get.format(root=root)
+    if found is None:
+        get = (dataset_sources().get(key) or {}).get("get") or instead
+        raise DatasetError(f"{key}: no files under {root}, and no hub copy of it is known to download "
+                           f"(catalog/dataset_sources.yaml): {get.replace(f'$LR0FM_DATA/{key}', str(root))}")
+    hub, entry = found
+    if options:
+        raise DatasetError(f"{key}: option {sorted(options)[0]!r} applies to files under {root}, not to its hub copy "
+                           f"{hub}; drop it, or place the files: {instead}")
+    paper_split = entry.get("paper_split") or dataset.default_split
+    if split != paper_split:
+        raise DatasetError(f"{key}: its hub copy {hub} stands in for the paper's {paper_split} split only; for the "
+                           f"{split} split, {instead}")
+    try:
+        copy = HUB_BUILDERS[entry["format"]](source=entry["repo"], split=entry["split"])
+    except DatasetError as e:
+        raise DatasetError(f"{key}: no files under {root}, and its hub copy cannot be read: {e}") from None
+    names, temps = load_classnames_templates(key, classnames, templates)
+    reference = packaged_text(key, "classnames")  # the human names hub copies ship, in label order
+    if len(names) != len(reference):
+        raise DatasetError(f"{key}: {len(names)} class names given for {len(reference)} classes; give "
+                           f"one name per line in the order of lr0fm's {key} classnames.txt")
+    label_of = _hub_labels(key, hub, copy.spec.classnames, reference, instead)
+    samples = [(ref, label_of[label]) for ref, label in copy.samples]
+    info, matches = dataset.splits[split], entry.get("matches_paper")
+    (log.info if matches is True else log.warning)(
+        "%s: no files under %s; reading its hub copy %s (%s split: %s)", key, root, hub, entry["split"],
+        MATCHES_PAPER[matches])
+    if len(samples) != info.size:
+        warnings.warn(f"{key}: its hub copy {hub} has {len(samples):,} images, the paper's {split} split has "
+                      f"{info.size:,}; results will not be comparable", IncompleteDatasetWarning, stacklevel=3)
+    description = (f"{dataset.title}, hub copy {hub} ({entry['split']} split, {MATCHES_PAPER[matches]}) for the "
+                   f"paper's {info.what}: {len(samples):,} images, {len(names)} classes")
+    spec = DatasetSpec(key, split, tuple(names), tuple(temps), description=description,
+                       options={"source": hub, "hub_split": entry["split"], "matches_paper": matches})
+    return LabeledImages(spec, samples, load=copy.load, ids=copy.ids, root=copy.root,
+                         source_digest=copy.source_digest)
+
+
 def build(dataset: PaperDataset, root: str | os.PathLike | None = None, split: str | None = None,
           classnames: str | Sequence[str] | None = None, templates: str | Sequence[str] | None = None,
-          download: bool = False, **options) -> LabeledImages:
+          download: bool | str = False, **options) -> LabeledImages:
+    """The dataset's split from its files under ``root``; where they are missing, with
+    ``download=True`` (``"hub"``) from its hub copy, with ``download="torchvision"`` fetched there
+    by torchvision (where it can)."""
+    fetch = _download_from(dataset.key, download)
     split = split or dataset.default_split
     if split not in dataset.splits:
         raise DatasetError(f"dataset {dataset.key!r} has no split {split!r}; choose one of {', '.join(dataset.splits)}")
@@ -504,8 +623,16 @@ def build(dataset: PaperDataset, root: str | os.PathLike | None = None, split: s
     if unknown:
         raise DatasetError(f"{dataset.key}: unknown option {unknown[0]!r}; {dataset.key} takes "
                            f"{', '.join(_lister_options(dataset)) or 'no options besides download'}")
-    files = Files(dataset, root, download)
-    samples = dataset.lister(files, split, **options)
+    hub = hub_copy(dataset.key)
+    offered = f"{hub[0]} ({MATCHES_PAPER[hub[1].get('matches_paper')]})" if hub else None
+    # torchvision when asked, or for download=True where no hub copy exists
+    files = Files(dataset, root, fetch == "torchvision" or (fetch == "hub" and hub is None), hub=offered)
+    try:
+        samples = dataset.lister(files, split, **options)
+    except MissingFilesError:
+        if fetch != "hub":
+            raise
+        return build_from_hub(dataset, root, split, classnames, templates, options)
     if not samples:
         raise DatasetError(f"{dataset.key}: the {split} split under {root} lists no images; check the files")
     first = Path(samples[0][0])

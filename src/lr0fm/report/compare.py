@@ -10,7 +10,8 @@ A row of yours is a model label of ``lr0fm.records.label_records`` with one eval
 dataset (``your_rows``): gamma, Gamma, SAR and WAR never combine two evaluations of one dataset.
 A dataset evaluated several ways (a --limit run and a full one) gives one row per way, named by
 what differs ("X [limit=60]", "X [limit=all]"); rows whose limit, split or image count differ from
-the paper's are flagged, and ``--where`` keeps only the records wanted.
+the paper's, or whose data came from a hub copy not known to hold the paper's split (``--download``),
+are flagged, and ``--where`` keeps only the records wanted.
 """
 from __future__ import annotations
 
@@ -117,6 +118,14 @@ def _protocol_differences(by_label: dict[str, list[dict]], diffs: _Differences) 
             if size and counts and counts != [size]:
                 diffs.add("n_images", f"{label}: {d} {split} split with {_join(counts)} images; the paper's has {size}",
                           model=label, dataset=d)
+            # read from a hub copy (download=True): flagged unless the catalog says it is the paper's split
+            copies = sorted({(o.get("source"), o.get("hub_split"), str(o.get("matches_paper"))) for o in
+                             (((r.get("identity") or {}).get("data") or {}).get("options") or {} for r in ds_recs)
+                             if "matches_paper" in o and o["matches_paper"] is not True})
+            for source, hub_split, matches in copies:
+                what = "other images than" if matches == "False" else "not established to be"
+                diffs.add("hub_copy", f"{label}: {d} read from the hub copy {source} ({hub_split} split): {what} the "
+                          f"paper's {split or 'split'}{f' ({size} images)' if size else ''}", model=label, dataset=d)
             classes = sorted({r.get("num_classes") for r in ds_recs} - {None})
             if classes and classes != [ncls.get(d)]:
                 diffs.add("classes", f"{label}: {d} with {_join(classes)} classes; the paper's has {ncls.get(d)}",
@@ -465,7 +474,9 @@ def cmd_compare(args) -> int:
 
 
 def add_commands(subparsers) -> None:
-    p = subparsers.add_parser("compare", help="rank your evaluated models among the paper's 66 backbones")
+    from ..cli import add_command
+
+    p = add_command(subparsers, "compare", help="rank your evaluated models among the paper's 66 backbones")
     p.add_argument("--model", default=None, help="your model(s), comma-separated (name, or name+variant label)")
     p.add_argument("--resolutions", "-r", default=",".join(map(str, PAPER_RESOLUTIONS)),
                    help="LR sizes in px to compare (the paper has %(default)s)")
