@@ -6,6 +6,7 @@ prompts) and reused by every resolution, rerun and analysis, and never across we
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 from pathlib import Path
@@ -51,10 +52,12 @@ def cached_classifier(model: ZeroShotModel, classnames: Sequence[str], templates
         except Exception:  # a damaged cache entry is rebuilt, never trusted
             path.unlink(missing_ok=True)
     weights = build_zero_shot_classifier(model, classnames, templates)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     try:
-        torch.save(weights, tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()  # torch.save on a path raises RuntimeError, not OSError, when it cannot write
+        torch.save(weights, buf)
+        tmp.write_bytes(buf.getvalue())
         os.replace(tmp, path)
     except OSError as e:  # a cache that cannot be written only costs a rebuild next time
         tmp.unlink(missing_ok=True)

@@ -23,22 +23,44 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolutions", "-r", default="16,32,64,128,hr", help="LR sizes in px and 'hr' (default: %(default)s)")
     p.add_argument("--data-root", default=None, help="dataset folder/file (default: $LR0FM_DATA/<key>)")
     p.add_argument("--split", default=None)
-    p.add_argument("--download", action="store_true",
-                   help="fetch the dataset's files into --data-root where torchvision can (needs network)")
+    p.add_argument("--download", nargs="?", const="hub", choices=["hub", "torchvision"], default=None,
+                   help="a paper dataset whose files are not under --data-root: read its hub copy (default; "
+                        "catalog/dataset_sources.yaml, the record says whether it is the paper's split) or fetch "
+                        "the original files there with torchvision where it can (needs network)")
     p.add_argument("--classnames", default=None, help="file with one class name per line")
     p.add_argument("--templates", default=None, help="file with one prompt template per line ({} = class name)")
+    p.add_argument("--name", default=None,
+                   help="what reports call the dataset (default: its key; your own data: the folder or file stem)")
+    p.add_argument("--image-column", default=None, help="hfds: the image column (default: the one Image feature)")
+    p.add_argument("--label-column", default=None, help="hfds: the label column (default: the one ClassLabel feature)")
+    p.add_argument("--protocol", choices=["native", "paper"], default="native",
+                   help="native: the model's own preprocessing; paper: what the LR0.FM authors ran for this "
+                        "backbone (lr0fm models --paper)")
+    p.add_argument("--resize-mode", choices=["shortest", "squash"], default=None, help="override the resize mode")
+    p.add_argument("--input-size", type=int, default=None, help="override the model input size S (px)")
+    p.add_argument("--interpolation", choices=["bicubic", "bilinear", "nearest", "lanczos", "box"], default=None,
+                   help="override the resampling filter of the down and up steps")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: cores - 1)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype on GPU")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: %(default)s)")
+    p.add_argument("--amp", choices=["bf16", "fp16"], default=None,
+                   help="autocast precision, part of the results' identity; on CPU too where this torch "
+                        "autocasts to it (checked before the run; refused in one line otherwise)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images (recorded with results)")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--exact-views", action="store_true",
-                   help="on GPU, make LR views with PIL on the CPU (the exact protocol) instead of batched on the GPU")
+    p.add_argument("--views", choices=["pil", "device"], default=None,
+                   help="where LR views are made: pil (decode workers) or device (batched on the model's device, "
+                        "the same pixels); default: device on CUDA, pil on CPU")
+    p.add_argument("--decoder", choices=["pil", "device"], default=None,
+                   help="who decodes JPEGs: pil (workers) or device (torchvision, batched; part of the result "
+                        "identity); default: device when views are made on CUDA")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="images between resume-point saves")
     p.add_argument("--lr-tokens", default=None, help="LR-TK0 token checkpoint (.safetensors): tokens on at every resolution")
     p.add_argument("--sr", default=None, help="super-resolution model between LR image and classifier: "
                                               "'bicubic' or a weights file spandrel loads")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="ALBEF/BLIP .pth: unpickle beyond tensors and plain data (runs code from the file; "
+                        "only for a file you trust)")
 
 
 def cmd_eval(args) -> int:
@@ -55,20 +77,30 @@ def cmd_eval(args) -> int:
             raise InputError(f"{flag} {value} must be at least {least}")
     store = ResultsStore(args.out)
     # Validate every dataset before any model is built or anything is written.
-    options = {"download": True} if getattr(args, "download", False) else {}
+    options = {"download": args.download} if getattr(args, "download", None) else {}
+    names = _csv_list(args.dataset)
+    if args.name and len(names) > 1:
+        raise InputError("--name names one dataset; give one --dataset with it")
+    columns = {k: v for k, v in (("image_column", getattr(args, "image_column", None)),
+                                 ("label_column", getattr(args, "label_column", None))) if v}
+    if columns and not all(d.partition(":")[0] == "hfds" for d in names):
+        raise InputError("--image-column / --label-column apply to hfds: datasets only; drop them for the others")
     datasets = [get_dataset(d, root=args.data_root, split=args.split, classnames=args.classnames,
-                            templates=args.templates, **options) for d in _csv_list(args.dataset)]
+                            templates=args.templates, name=args.name, **options, **columns) for d in names]
     # One group per (model, dataset); under torchrun the groups or their images are split over
     # the ranks (lr0fm.distributed) and rank 0 prints.
     from . import distributed
     from .sweep import Group, run_groups
-    device = distributed.init(args.device)
-    groups = [Group(name, data, args.lr_tokens, args.sr) for name in _csv_list(args.model) for data in datasets]
+    device = distributed.init(args.device, amp=args.amp)
+    groups = [Group(name, data, args.lr_tokens, args.sr, args.trust_checkpoint)
+              for name in _csv_list(args.model) for data in datasets]
     try:
-        records = run_groups(groups, resolutions, store, device=device, batch_size=args.batch_size,
+        protocol = {"protocol": args.protocol, "resize_mode": args.resize_mode, "input_size": args.input_size,
+                    "interpolation": args.interpolation}
+        records = run_groups(groups, resolutions, store, device=device, protocol=protocol, batch_size=args.batch_size,
                              workers=args.workers, amp=args.amp, limit=args.limit, progress=not args.no_progress,
                              checkpoint_every=args.checkpoint_every,
-                             tensor_views=False if getattr(args, "exact_views", False) else None)
+                             views=args.views, decoder=args.decoder)
     finally:
         distributed.shutdown()
     if distributed.is_main():
@@ -86,15 +118,16 @@ def cmd_report(args) -> int:
         from .report.paper import paper_leaderboard
         print(paper_leaderboard(rank_by=args.rank_by, json_out=args.json))
         return 0
-    records = store.records()
-    if args.html:
-        from .report.html import write_html
-        print(f"html: {write_html(records, args.html, store=store)}")
-        return 0
+    from .records import parse_where, select
+    records = select(store.records(), parse_where(args.where))
     if args.model:
         records = [r for r in records if r["model"] in _csv_list(args.model)]
     if args.dataset:
         records = [r for r in records if r["dataset"] in _csv_list(args.dataset)]
+    if args.html:
+        from .report.html import write_html
+        print(f"html: {write_html(records, args.html, store=store)}")
+        return 0
     if args.json:
         print(json_records(records))
         return 0
@@ -108,7 +141,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_metrics(args) -> int:
-    from .accuracy_table import read_accuracies
+    from .accuracy_table import read_accuracies, read_weights
     from .catalog import class_counts, war_weights
     from .metrics import robustness_table
     from .report import ranked_table, robustness_json
@@ -116,24 +149,25 @@ def cmd_metrics(args) -> int:
     rows = read_accuracies(args.accuracies, percent=args.percent)
     weights = war_weights()
     if args.weights:
-        from .errors import InputError
-        try:
-            weights.update({k: float(v) for k, v in json.loads(open(args.weights).read()).items()})
-        except (OSError, ValueError) as e:
-            raise InputError(f"--weights {args.weights}: expected a JSON object dataset -> weight ({e})") from None
+        weights.update(read_weights(args.weights))
     try:
         rob = robustness_table(rows, weights, class_counts())
     except KeyError as e:
         from .errors import InputError
-        raise InputError(str(e).strip('"')) from None
+        raise InputError(e.args[0]) from None
     print(robustness_json(rob) if args.json else ranked_table(rob, args.rank_by))
     return 0
 
 
 def cmd_models(args) -> int:
-    from .catalog import model_catalog
+    from .catalog import model_catalog, paper_protocol
     from .models import BACKENDS, offline_models
 
+    paper = paper_protocol()
+    if args.json and args.paper:  # one row per backbone: its catalog entry and how the paper ran it
+        print(json.dumps([{**e, **{k: v for k, v in paper[name].items() if k.startswith("paper_")}}
+                          for name, e in model_catalog().items()], indent=1))
+        return 0
     if args.json:
         print(json.dumps({"offline": offline_models(), "catalog": list(model_catalog().values())}, indent=1))
         return 0
@@ -146,10 +180,11 @@ def cmd_models(args) -> int:
         status = "runnable" if runnable else ("unsupported" if e["backend"] == "unsupported" else f"needs backend {e['backend']}")
         if args.paper:
             print(f"  {name:<42}{e['family']:<11}{e['backend']:<11}{str(e.get('native_resolution')):>5}px "
-                  f"{e.get('resize_mode', ''):<9}{'ft ' if e.get('finetuned') else '   '}{status}")
+                  f"{e.get('resize_mode', ''):<9}{'ft ' if e.get('finetuned') else '   '}"
+                  f"paper: {paper[name]['paper_resize_mode']:<8} {paper[name]['paper_input_size']:>3}px  {status}")
         else:
             print(f"  {name}")
-    print("also: open_clip:ARCH[:TAG|:/path/ckpt], hf-hub:ORG/NAME, hf:MODEL_ID_OR_DIR")
+    print("also: open_clip:ARCH:TAG|:/path/ckpt|:random, hf-hub:ORG/NAME, hf:MODEL_ID_OR_DIR")
     return 0
 
 
@@ -168,18 +203,35 @@ def cmd_datasets(args) -> int:
     return 0
 
 
+def global_options(subcommand: bool = True) -> argparse.ArgumentParser:
+    """The options every command takes before or after its name (``lr0fm --out D eval`` and
+    ``lr0fm eval --out D`` mean the same). A subcommand's copies have no default (SUPPRESS), so a
+    value given before the subcommand is not overwritten by it; after it, it wins."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--out", metavar="DIR", default=argparse.SUPPRESS if subcommand else None,
+                   help="results folder (default: $LR0FM_RESULTS or ./lr0fm-results)")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS if subcommand else False,
+                   help="log progress and decisions")
+    return p
+
+
+def add_command(subparsers: argparse._SubParsersAction, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand that takes the global options after its name too; every command module's
+    add_commands makes its parsers (and nested ones) with this."""
+    return subparsers.add_parser(name, parents=[global_options()], **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lr0fm", description="Low-resolution robustness of zero-shot foundation models")
+    parser = argparse.ArgumentParser(prog="lr0fm", description="Low-resolution robustness of zero-shot foundation models",
+                                     parents=[global_options(subcommand=False)])
     parser.add_argument("--version", action="version", version=f"lr0fm {__version__}")
-    parser.add_argument("--out", default=None, help="results directory (default: $LR0FM_RESULTS or ./lr0fm-results)")
-    parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("eval", help="evaluate models on datasets at several resolutions")
+    p = add_command(sub, "eval", help="evaluate models on datasets at several resolutions")
     add_eval_args(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("report", help="print stored results with gamma, Gamma, SAR, WAR; plot; export")
+    p = add_command(sub, "report", help="print stored results with gamma, Gamma, SAR, WAR; plot; export")
     p.add_argument("--model", default=None)
     p.add_argument("--dataset", default=None)
     p.add_argument("--json", action="store_true", help="print the records as a JSON list")
@@ -188,9 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper", action="store_true", help="the paper's published SAR/WAR leaderboard per resolution")
     p.add_argument("--rank-by", choices=["WAR", "SAR"], default="WAR")
     p.add_argument("--html", default=None, metavar="DIR", help="write a self-contained HTML report into DIR")
+    p.add_argument("--where", action="append", metavar="COLUMN=VALUE",
+                   help="keep records whose column has this value, e.g. limit=none, amp=bf16, evaluation=1a2b "
+                        "(repeatable; columns: lr0fm report --json keys)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("metrics", help="SAR/WAR/gamma/Gamma from an accuracy table")
+    p = add_command(sub, "metrics", help="SAR/WAR/gamma/Gamma from an accuracy table")
     p.add_argument("--accuracies", required=True, help="CSV: model,dataset,resolution,top1[,num_classes]")
     p.add_argument("--percent", action="store_true", help="top1 is in percent")
     p.add_argument("--weights", default=None, help="JSON object dataset -> WAR weight (overrides the published ones)")
@@ -198,12 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_metrics)
 
-    p = sub.add_parser("models", help="list models")
+    p = add_command(sub, "models", help="list models")
     p.add_argument("--paper", action="store_true", help="the paper's backbones with metadata and runnability")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("datasets", help="list datasets")
+    p = add_command(sub, "datasets", help="list datasets")
     p.set_defaults(func=cmd_datasets)
 
     for module_name in COMMAND_MODULES:
@@ -229,13 +284,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="lr0fm: %(message)s")
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
     except USER_ERRORS as e:
         print(f"lr0fm: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lr0fm: interrupted; finished cells are saved, rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`lr0fm models | head`): stop quietly. Point stdout at devnull so
+        # the interpreter's final flush cannot fail again (the recipe in CPython's signal docs).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,6 +18,7 @@ Outside torchrun everything here is a no-op for a world of one.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Sequence
 
 import torch
@@ -47,13 +48,61 @@ def is_main() -> bool:
     return rank() == 0 if active() else os.environ.get("RANK", "0") == "0"
 
 
-def init(device: str = "cpu") -> str:
-    """Join the torchrun process group (gloo on CPU, nccl on CUDA); return this rank's device.
+def check_device(device: str, amp: str | None = None) -> str:
+    """``device`` if this machine has it and can autocast to ``amp`` there; else one InputError
+    line -- called before any model is built or anything written (eval, sweep, train-tokens,
+    analyze, synth)."""
+    from .errors import InputError
 
-    Without torchrun (WORLD_SIZE unset or 1) nothing happens and ``device`` is returned as is.
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"--device {device!r} is not a device torch knows; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise InputError(f"--device {device}: {why}; use --device cpu")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise InputError(f"--device {device}: only {n} CUDA GPU(s) are visible (cuda:0 to cuda:{n - 1}); "
+                             f"pick one of them")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise InputError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    elif dev.type != "cpu":
+        raise InputError(f"--device {device}: lr0fm runs on cpu, cuda, cuda:N or mps")
+    if amp and not _autocasts(dev, amp):
+        raise InputError(f"--amp {amp}: this torch cannot autocast to {amp} on {dev.type}; "
+                         f"leave --amp out (float32)")
+    return device
+
+
+def _autocasts(dev: torch.device, amp: str) -> bool:
+    """Whether autocast really computes in ``amp`` on ``dev`` (tried on a tiny matmul): for a dtype
+    a device does not support torch only warns and runs float32, which would be recorded as amp."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the "disabling autocast" warning: the dtype check says it
+            with torch.autocast(device_type=dev.type, dtype=dtype):
+                out = torch.ones(2, 2, device=dev) @ torch.ones(2, 2, device=dev)
+        return out.dtype == dtype
+    except RuntimeError:
+        return False
+
+
+def init(device: str = "cpu", amp: str | None = None) -> str:
+    """Check ``device`` and ``amp`` (check_device), join the torchrun process group (gloo on CPU,
+    nccl on CUDA) and return this rank's device.
+
+    Without torchrun (WORLD_SIZE unset or 1) only the check happens and ``device`` is returned.
     """
+    check_device(device, amp)
+    local = _local_device(device)
+    if local != device:  # under torchrun 'cuda' means this rank's cuda:LOCAL_RANK
+        check_device(local)
     if env_world_size() <= 1 or (dist.is_available() and dist.is_initialized()):
-        return _local_device(device)
+        return local
     cuda = torch.device(device).type == "cuda"
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))

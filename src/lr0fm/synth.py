@@ -129,7 +129,9 @@ def synthesize(captions: list[str], out: str | os.PathLike, pipeline: str = DEFA
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("synth", help="generate synthetic training images for LR tokens (diffusers)")
+    from .cli import add_command
+
+    p = add_command(sub, "synth", help="generate synthetic training images for LR tokens (diffusers)")
     p.add_argument("--captions", required=True, help="text file, one caption per line")
     p.add_argument("--output", "-o", required=True, help="folder for images/ and index.jsonl")
     p.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="diffusers pipeline id or local folder")
@@ -154,6 +156,8 @@ def cmd_synth(args) -> int:
     captions = read_captions(args.captions)
     shard = parse_shard(args.shard)
     device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
+    from .distributed import check_device
+    check_device(device)
     index = synthesize(captions, args.output, args.pipeline, args.images_per_caption, shard, args.seed,
                        args.batch_size, args.steps, args.size, args.guidance, device, args.dtype,
                        progress=not args.no_progress)

