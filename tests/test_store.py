@@ -165,3 +165,34 @@ def test_out_naming_a_file_is_one_line(tmp_path):
     f.write_text("x")
     with pytest.raises(InputError, match="is a file"):
         ResultsStore(f)
+
+
+@pytest.mark.slow
+def test_two_cli_processes_on_one_folder_never_run_the_same_pass(tiny_open_clip, tmp_path):
+    """Two real `lr0fm eval` processes on one results folder: the second waits for the first's
+    pass and then finds every cell done -- nothing is computed twice."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from test_evaluate import _many_images
+
+    root = _many_images(tmp_path / "imgs", n=120)
+    out = tmp_path / "res"
+    args = [sys.executable, "-m", "lr0fm", "-v", "eval", "--model", tiny_open_clip[0], "--dataset", "imagefolder",
+            "--data-root", str(root), "--resolutions", "16,32,hr", "--batch-size", "4", "--workers", "0",
+            "--no-progress", "--out", str(out)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "locks").glob("*.lock")):
+        time.sleep(0.01)
+    second = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err1 = first.communicate(timeout=600)
+    assert first.returncode == 0, err1
+    written = {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*.json")}
+    _, err2 = second.communicate(timeout=600)
+    assert second.returncode == 0, err2
+    assert "waiting for it" in err2
+    assert len(written) == 3 and written == {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*.json")}

@@ -90,6 +90,8 @@ _NOT_IDENTITY = ("device", "trust_checkpoint")
 
 
 def create_model(name: str, device: str = "cpu", **kwargs) -> ZeroShotModel:
+    """The model ``name`` names (see the module docstring), frozen, in eval mode, on ``device``;
+    ``kwargs`` go to its backend and are part of the results' identity."""
     backend, spec, entry = resolve(name)
     kwargs.update(entry.get("backend_kwargs", {}) or {})
     model = BACKENDS[backend](spec, **kwargs)

@@ -1,0 +1,454 @@
+"""The Python API: what ``import lr0fm`` offers a notebook or a training script (docs/api.md).
+
+Every function here calls the objects ``lr0fm eval`` / ``lr0fm report`` call (the model and
+dataset registries, ``lr0fm.sweep.run_groups``, the results store, ``lr0fm.records``,
+``lr0fm.metrics``), so the API and the CLI make the same cells and the same numbers. Heavy
+imports (torch, pandas) happen inside the functions: ``import lr0fm`` stays cheap.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import sys
+import warnings
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union, overload
+
+from .metrics import ALPHA
+from .protocol import HR, Protocol, parse_resolutions
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    import torch
+
+    from .datasets.base import LabeledImages
+    from .models.base import ZeroShotModel
+
+Resolution = Union[int, str]  # pixels, or "hr" for the model's own input size
+
+DEFAULT_RESOLUTIONS: tuple[Resolution, ...] = (16, 32, 64, 128, HR)  # what `lr0fm eval` runs by default
+
+# The row labels load_results adds to the record columns (lr0fm.records.label_records decides them).
+LABEL_COLUMNS: dict[str, str] = {
+    "model_label": "the model row: model name, plus what differs when one name has several model-side "
+                   "evaluations ('X [amp=bf16]')",
+    "dataset_label": "the dataset row: dataset name, plus what differs when one model row has several "
+                     "evaluations of it ('tuxpaint [limit=40]'); one (model_label, dataset_label) = one evaluation",
+}
+# columns of load_results whose values are whole numbers (nullable: limit is empty for "all images")
+_INT_COLUMNS = ("n_images", "n_skipped", "num_classes", "limit", "input_size")
+
+
+def result_columns() -> tuple[str, ...]:
+    """The columns of ``load_results``, in order: ``lr0fm.records.COLUMNS`` then the row labels."""
+    from .records import COLUMN_NAMES
+    return (*COLUMN_NAMES, *LABEL_COLUMNS)
+
+
+# -- models and datasets ---------------------------------------------------------------------
+def list_models(pattern: str | None = None) -> list[str]:
+    """Model names ``create_model`` knows (what ``lr0fm models`` lists): the offline ConSE models,
+    then the paper's catalog backbones; ``pattern`` filters with shell wildcards (``"*siglip*"``).
+
+    Backend specs are accepted too without being listed: ``open_clip:ARCH:TAG``,
+    ``hf-hub:ORG/NAME``, ``hf:MODEL_ID_OR_DIR``."""
+    from .models import model_names
+    names = model_names()
+    return names if pattern is None else [n for n in names if fnmatch.fnmatchcase(n.lower(), pattern.lower())]
+
+
+def list_datasets() -> list[str]:
+    """Dataset keys ``get_dataset`` knows (what ``lr0fm datasets`` lists)."""
+    from .datasets import dataset_names
+    return dataset_names()
+
+
+# -- evaluation ------------------------------------------------------------------------------
+def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
+             resolutions: str | Sequence[Resolution] = DEFAULT_RESOLUTIONS, out: str | os.PathLike | None = None, *,
+             limit: int | None = None, device: str | None = None, amp: str | None = None, batch_size: int = 32,
+             workers: int | None = None, progress: bool = True, checkpoint_every: int = 1000,
+             protocol: str = "native", resize_mode: str | None = None, input_size: int | None = None,
+             interpolation: str | None = None, lr_tokens: str | os.PathLike | None = None,
+             sr: str | os.PathLike | None = None, views: str | None = None, decoder: str | None = None,
+             trust_checkpoint: bool = False) -> list[dict]:
+    """Evaluate ``model`` on ``dataset`` at ``resolutions``; return one record per resolution.
+
+    This is ``lr0fm eval`` (same code, same cells, same numbers): results go to the results
+    folder ``out`` (default ``$LR0FM_RESULTS`` or ``./lr0fm-results``), finished cells are read
+    back instead of recomputed, and an interrupted call resumes when repeated.
+
+    model: a name (``list_models``, or a backend spec) or a model from ``create_model``. A model
+        object is evaluated in eval mode with the chosen protocol (its mode and preprocessing
+        are restored after), moved to ``device`` when one is given, and gets LR tokens attached
+        in place with ``lr_tokens``.
+    dataset: a key (``list_datasets``, default options) or data from ``get_dataset``.
+    resolutions: pixels and ``"hr"``, e.g. ``[16, 32, "hr"]`` or ``"16,32,hr"``.
+    limit: only the first ``limit`` images (a separate evaluation, labelled ``[limit=N]``).
+    protocol: ``"native"`` (the model's own preprocessing) or ``"paper"`` (what the LR0.FM authors
+        ran for this backbone); resize_mode, input_size, interpolation override it.
+    device, amp, batch_size, workers, progress, checkpoint_every, lr_tokens, sr, views, decoder,
+    trust_checkpoint: as the ``lr0fm eval`` options of the same names; ``device`` defaults to
+    the model's device, or ``"cpu"`` for a name.
+    """
+    from .datasets import get_dataset
+    from .errors import InputError
+    from .store import ResultsStore
+    from .sweep import Group, run_groups
+
+    resolutions = parse_resolutions(resolutions)
+    # the same checks as `lr0fm eval`, before anything is built or written
+    for option, value, least in (("batch_size", batch_size, 1), ("limit", limit, 1), ("workers", workers, 0),
+                                 ("checkpoint_every", checkpoint_every, 1)):
+        if value is not None and value < least:
+            raise InputError(f"{option}={value} must be at least {least}")
+    for option, value, known in (("amp", amp, ("bf16", "fp16")), ("views", views, ("pil", "device")),
+                                 ("decoder", decoder, ("pil", "device"))):
+        if value not in (None, *known):
+            raise InputError(f"{option}={value!r} unknown; use None, {' or '.join(map(repr, known))}")
+    store = ResultsStore(out)
+    data = get_dataset(dataset) if isinstance(dataset, str) else dataset
+    options = dict(batch_size=batch_size, workers=workers, amp=amp, limit=limit, progress=progress,
+                   checkpoint_every=checkpoint_every, views=views, decoder=decoder,
+                   protocol={"protocol": protocol, "resize_mode": resize_mode, "input_size": input_size,
+                             "interpolation": interpolation})
+    lr_tokens = None if lr_tokens is None else os.fspath(lr_tokens)
+    sr = None if sr is None else os.fspath(sr)
+    if isinstance(model, str):
+        group = Group(model, data, lr_tokens, sr, trust_checkpoint)
+        return run_groups([group], resolutions, store, device=device or "cpu", **options)
+    if device is not None:
+        model.to(device)
+    # a model without a weights file is identified by its current state dict, never a cached
+    # digest of earlier weights (a model trained between two calls is another evaluation)
+    model.info.extra.pop("_state_digest", None)
+    was_training, preprocess = model.training, model.preprocess
+    model.eval()
+    try:
+        return run_groups([Group(model, data, lr_tokens, sr)], resolutions, store, device=str(model.device),
+                          **options)
+    finally:
+        model.train(was_training)
+        model.preprocess = preprocess
+
+
+# -- results ---------------------------------------------------------------------------------
+def load_results(out: str | os.PathLike | Iterable[dict] | None = None) -> pd.DataFrame:
+    """The records of a results folder (default ``$LR0FM_RESULTS`` or ``./lr0fm-results``), or the
+    records ``evaluate`` returned, as a DataFrame: one row per record (one resolution of one
+    evaluation), the columns ``lr0fm report --csv`` writes (``lr0fm.records.COLUMNS``) plus
+    ``model_label`` and ``dataset_label``, the row labels every report uses. Rows are sorted by
+    model_label, dataset_label and resolution; damaged record files are skipped with a warning."""
+    import pandas as pd
+
+    from .records import flat, label_records, res_key
+    from .store import ResultsStore
+
+    records = ResultsStore(out).records() if out is None or isinstance(out, (str, os.PathLike)) else list(out)
+    rows = [{**flat(r), **{k: r[k] for k in LABEL_COLUMNS}} for r in label_records(records)]
+    rows.sort(key=lambda row: (row["model_label"], row["dataset_label"], res_key(row["resolution"])))
+    frame = pd.DataFrame(rows, columns=list(result_columns()))
+    return frame.astype({c: "Int64" for c in _INT_COLUMNS})
+
+
+# -- metrics ---------------------------------------------------------------------------------
+def _is_frame(obj: Any) -> bool:
+    pandas = sys.modules.get("pandas")  # not imported yet: obj cannot be a DataFrame
+    return pandas is not None and isinstance(obj, pandas.DataFrame)
+
+
+def _resolution(value: Any) -> Resolution:
+    return parse_resolutions([value])[0]
+
+
+def _evaluations(frame: pd.DataFrame) -> list[dict]:
+    """The evaluations in a results frame: labels, dataset, class count and {resolution: top1}.
+
+    Rows belong together when they share ``evaluation`` (or, without that column, the labels);
+    one pair of labels must name one evaluation, so no metric ever mixes two."""
+    from .errors import InputError
+
+    columns = set(frame.columns)
+    need = [c for c in ("resolution", "top1") if c not in columns]
+    need += [] if columns & {"model_label", "model"} else ["model_label"]
+    need += [] if columns & {"dataset_label", "dataset"} else ["dataset_label"]
+    if need:
+        raise InputError(f"the frame has no column(s) {', '.join(need)}; give one from lr0fm.load_results")
+    plain = frame.astype(object).where(frame.notna(), None)
+    evals: dict[Any, dict] = {}
+    by_labels: dict[tuple, Any] = {}
+    for row in plain.to_dict("records"):
+        model = row.get("model_label") or row["model"]
+        dataset = row.get("dataset_label") or row["dataset"]
+        key = row.get("evaluation") or (model, dataset)
+        e = evals.setdefault(key, {"model_label": model, "dataset_label": dataset, "evaluation": key,
+                                   "dataset": row.get("dataset") or dataset, "num_classes": row.get("num_classes"),
+                                   "limit": row.get("limit"), "n_images": row.get("n_images") or 0, "top1": {}})
+        if by_labels.setdefault((model, dataset), key) != key or \
+                (e["model_label"], e["dataset_label"]) != (model, dataset):
+            raise InputError(f"rows of two evaluations are both labelled {model!r} / {dataset!r}; load them in one "
+                             "lr0fm.load_results call (it labels them apart) or keep one")
+        resolution = _resolution(row["resolution"])
+        if resolution in e["top1"]:
+            raise InputError(f"{model!r} / {dataset!r} has two rows at resolution {resolution}; drop the duplicate")
+        e["top1"][resolution] = float("nan") if row["top1"] is None else float(row["top1"])
+    return list(evals.values())
+
+
+def _num_classes(e: dict) -> int:
+    from .catalog import class_counts
+    from .errors import InputError
+
+    n = e["num_classes"] or class_counts().get(e["dataset"])
+    if not n:
+        raise InputError(f"number of classes of {e['dataset_label']!r} unknown: add a num_classes column")
+    return int(n)
+
+
+def _series(values: Mapping[tuple, float], names: Sequence[str], name: str) -> pd.Series:
+    import pandas as pd
+    from .records import res_key
+
+    keys = sorted(values, key=lambda k: (*k[:-1], res_key(k[-1])))
+    index = pd.MultiIndex.from_tuples(keys, names=list(names)) if keys else \
+        pd.MultiIndex.from_arrays([[] for _ in names], names=list(names))
+    return pd.Series([values[k] for k in keys], index=index, name=name, dtype=float)
+
+
+def _per_dataset(frame: pd.DataFrame, name: str, fn) -> pd.Series:
+    """``fn(e, A(r), A(HR))`` for every LR resolution of every evaluation with an HR row."""
+    out = {}
+    for e in _evaluations(frame):
+        hr = e["top1"].get(HR)
+        for resolution, acc in e["top1"].items():
+            if resolution != HR and hr is not None:
+                out[(e["model_label"], e["dataset_label"], resolution)] = fn(e, acc, hr)
+    return _series(out, ("model_label", "dataset_label", "resolution"), name)
+
+
+def _robustness(frame: pd.DataFrame, weights: Mapping[str, float] | None, default_weight: float):
+    """SAR/WAR rows as ``lr0fm report`` makes them: one evaluation per (model label, dataset)."""
+    from .catalog import class_counts, war_weights
+    from .errors import InputError
+    from .metrics import robustness_table
+    from .records import primary_per_dataset
+
+    evals = _evaluations(frame)
+    kept, notes = primary_per_dataset(evals)
+    for note in notes:
+        warnings.warn(note, stacklevel=3)
+    rows = [{"model": e["model_label"], "dataset": e["dataset"], "resolution": r, "top1": acc,
+             "num_classes": e["num_classes"]} for e in kept for r, acc in e["top1"].items()]
+    try:
+        return robustness_table(rows, war_weights() if weights is None else weights, class_counts(), default_weight)
+    except KeyError as e:
+        raise InputError(e.args[0]) from None
+
+
+@overload
+def gamma(acc: float, acc_hr: float) -> float: ...
+@overload
+def gamma(acc: pd.DataFrame, acc_hr: None = None) -> pd.Series: ...
+def gamma(acc, acc_hr=None):
+    """Relative robustness γ = A(r) / A(HR) (NaN when A(HR) is 0).
+
+    ``gamma(0.44, 0.67)``: of two accuracies. ``gamma(frame)``: of a ``load_results`` frame, a
+    Series indexed by (model_label, dataset_label, resolution), each dividing numbers of one
+    evaluation (its LR rows by its own HR row)."""
+    from . import metrics
+
+    if _is_frame(acc):
+        _no_second(acc_hr, "gamma")
+        return _per_dataset(acc, "gamma", lambda e, a, hr: metrics.gamma(a, hr))
+    return metrics.gamma(float(acc), float(_needed(acc_hr, "acc_hr", "gamma")))
+
+
+@overload
+def Gamma(acc: float, acc_hr: float, num_classes: int, alpha: float = ALPHA) -> float: ...
+@overload
+def Gamma(acc: pd.DataFrame, acc_hr: None = None, num_classes: None = None, alpha: float = ALPHA) -> pd.Series: ...
+def Gamma(acc, acc_hr=None, num_classes=None, alpha=ALPHA):
+    """Improved relative robustness Γ = γ · (1 − exp(−α·ε²)), ε = A(HR) − 1/C: γ pulled to 0
+    when the HR accuracy itself is near chance.
+
+    ``Gamma(0.44, 0.67, num_classes=11)``, or ``Gamma(frame)`` like ``gamma(frame)`` (C from the
+    frame's num_classes column)."""
+    from . import metrics
+
+    if _is_frame(acc):
+        _no_second(acc_hr, "Gamma")
+        _no_second(num_classes, "Gamma")
+        return _per_dataset(acc, "Gamma", lambda e, a, hr: metrics.improved_gamma(a, hr, _num_classes(e), alpha))
+    return metrics.improved_gamma(float(acc), float(_needed(acc_hr, "acc_hr", "Gamma")),
+                                  int(_needed(num_classes, "num_classes", "Gamma")), alpha)
+
+
+@overload
+def sar(gammas: Mapping[str, float] | Iterable[float]) -> float: ...
+@overload
+def sar(gammas: pd.DataFrame) -> pd.Series: ...
+def sar(gammas):
+    """Simple aggregated robustness: the mean of γ over datasets, per resolution.
+
+    ``sar({"tuxpaint": 0.66, "pets": 0.8})`` or ``sar([0.66, 0.8])``: of γ values. ``sar(frame)``:
+    of a ``load_results`` frame, a Series indexed by (model_label, resolution), as ``lr0fm report``
+    computes it: one evaluation per dataset (the one without limit with the most images; a
+    warning names the choice when there were several -- select rows to choose yourself)."""
+    from . import metrics
+
+    if _is_frame(gammas):
+        return _series({(x.model, x.resolution): x.SAR for x in _robustness(gammas, None, 1.0)},
+                       ("model_label", "resolution"), "SAR")
+    values = gammas if isinstance(gammas, Mapping) else dict(enumerate(gammas))
+    return metrics.sar(values)
+
+
+@overload
+def war(Gammas: Mapping[str, float], weights: Mapping[str, float] | None = None,
+        default_weight: float = 1.0) -> float: ...
+@overload
+def war(Gammas: pd.DataFrame, weights: Mapping[str, float] | None = None, default_weight: float = 1.0) -> pd.Series: ...
+def war(Gammas, weights=None, default_weight=1.0):
+    """Weighted aggregated robustness: the weighted mean of Γ over datasets, per resolution.
+
+    ``weights``: dataset name -> weight, default the paper's published weights
+    (catalog/benchmark.yaml); other datasets weigh ``default_weight``. ``war({"pets": 0.7, ...})``
+    of Γ values, or ``war(frame)``: a Series indexed by (model_label, resolution), with the
+    evaluations ``sar(frame)`` uses."""
+    from . import metrics
+    from .catalog import war_weights
+
+    if _is_frame(Gammas):
+        return _series({(x.model, x.resolution): x.WAR for x in _robustness(Gammas, weights, default_weight)},
+                       ("model_label", "resolution"), "WAR")
+    return metrics.war(Gammas, war_weights() if weights is None else weights, default_weight)
+
+
+def _needed(value, name: str, fn: str):
+    if value is None:
+        raise TypeError(f"{fn}() of accuracies needs {name} (or give one results DataFrame)")
+    return value
+
+
+def _no_second(value, fn: str) -> None:
+    if value is not None:
+        raise TypeError(f"{fn}() of a results DataFrame takes no further accuracies")
+
+
+# -- the low-resolution view as a transform --------------------------------------------------
+class LowResolution:
+    """The protocol's low-resolution view as an image transform: down to ``resolution`` px, back
+    up to ``size``, both with ``interpolation`` (antialiased, Pillow), exactly as ``lr0fm eval``
+    makes it. ``resolution="hr"`` is the same chain without the down step (the HR view).
+
+    mode: ``"shortest"`` (shorter side -> r -> S, centre crop S x S; CLIP-style) or ``"squash"``
+        (r x r -> S x S; SigLIP-style).
+
+    Takes a PIL image (returns an RGB PIL image, S x S) or a tensor: [C, H, W] or [N, C, H, W],
+    uint8 or float in [0, 1], C = 1 (grey: 1 channel out), 3 (RGB) or 4 (RGBA: 3 channels out);
+    the result keeps the input's dtype, device and tensor type (e.g. ``tv_tensors.Image``). The
+    views are the PIL chain's pixels: a uint8 image is exact; a float image is read as
+    ``v2.ToDtype(torch.uint8, scale=True)`` reads it and its view scaled back as
+    ``v2.ToDtype(dtype, scale=True)``. Put it before ``Normalize``. Non-RGB images (grey,
+    palette, alpha) become RGB as in ``lr0fm eval`` (alpha on white, or the paper protocol's way).
+    """
+
+    def __init__(self, resolution: Resolution, *, size: int, mode: str = "shortest", interpolation: str = "bicubic"):
+        self.resolution = _resolution(resolution)
+        # mean/std are the model's business (Normalize after this transform); views ignore them
+        self._protocol = Protocol(input_size=int(size), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), mode=mode,
+                                  interpolation=interpolation, resolutions=(self.resolution,))
+
+    @classmethod
+    def for_model(cls, model: ZeroShotModel, resolution: Resolution) -> "LowResolution":
+        """The view ``lr0fm eval`` feeds ``model`` at ``resolution``: S, mode, interpolation (and any
+        quirk of a paper protocol) from the model's preprocessing; normalising stays with the model."""
+        protocol = model.protocol([resolution])
+        transform = cls(resolution, size=protocol.input_size, mode=protocol.mode, interpolation=protocol.interpolation)
+        transform._protocol = protocol
+        return transform
+
+    @property
+    def size(self) -> int:
+        return self._protocol.input_size
+
+    @property
+    def mode(self) -> str:
+        return self._protocol.mode
+
+    @property
+    def interpolation(self) -> str:
+        return self._protocol.interpolation
+
+    def __repr__(self) -> str:
+        p = self._protocol
+        quirks = "".join(f", {k}={getattr(p, k)!r}" for k in ("rgb_last", "hr_via") if getattr(p, k, None))
+        return (f"{type(self).__name__}({self.resolution!r}, size={self.size}, mode={self.mode!r}, "
+                f"interpolation={self.interpolation!r}{quirks})")
+
+    def __call__(self, image):
+        from PIL import Image
+
+        if isinstance(image, Image.Image):
+            return self._protocol.view(image, self.resolution)
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.is_tensor(image):
+            return self._tensor(image)
+        raise TypeError(f"LowResolution takes a PIL image or a [C, H, W] / [N, C, H, W] tensor, "
+                        f"got {type(image).__name__}")
+
+    def _tensor(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+        from torchvision.transforms.v2.functional import to_dtype
+
+        from .errors import InputError
+
+        if x.dim() not in (3, 4) or x.shape[-3] not in (1, 3, 4):
+            raise InputError(f"LowResolution takes [C, H, W] or [N, C, H, W] tensors with 1, 3 or 4 (RGBA) channels, "
+                             f"got shape {tuple(x.shape)}")
+        if x.is_floating_point():
+            if x.numel() and (x.min() < 0 or x.max() > 1):
+                raise InputError("LowResolution takes float images in [0, 1]; put it before Normalize")
+            pixels = to_dtype(x.as_subclass(torch.Tensor), torch.uint8, scale=True)
+        elif x.dtype == torch.uint8:
+            pixels = x.as_subclass(torch.Tensor)
+        else:
+            raise InputError(f"LowResolution takes uint8 or float tensors, got {x.dtype}")
+        channels, S = (1 if x.shape[-3] == 1 else 3), self.size
+        batch = pixels.reshape(-1, *pixels.shape[-3:])
+        if not len(batch):
+            out = torch.empty((0, channels, S, S), dtype=torch.uint8, device=x.device)
+        elif batch.device.type != "cpu" and batch.shape[1] != 4:
+            out = self._device_views(batch)  # stays on the GPU
+        else:
+            out = torch.stack([self._view(image) for image in batch.cpu()]).to(x.device)
+        out = out.reshape(*x.shape[:-3], channels, S, S)
+        if x.is_floating_point():
+            out = to_dtype(out, x.dtype, scale=True)
+        return out if type(x) is torch.Tensor else out.as_subclass(type(x))  # e.g. a tv_tensors.Image
+
+    def _device_views(self, batch: torch.Tensor) -> torch.Tensor:
+        """[N, 1|3, H, W] uint8 -> [N, 1|3, S, S] views on the batch's device, the same pixels as
+        the PIL chain (lr0fm.gpu_resize; for grey and RGB images the protocol's RGB conversion
+        commutes with its resizes)."""
+        from . import gpu_resize
+
+        rgb = batch.expand(-1, 3, -1, -1).permute(0, 2, 3, 1)  # [N, H, W, 3]
+        views = gpu_resize.make_views(self._protocol, rgb, [self.resolution])[:, 0]  # [N, S, S, 3]
+        return views.permute(0, 3, 1, 2)[:, : batch.shape[1]].contiguous()
+
+    def _view(self, image: torch.Tensor) -> torch.Tensor:
+        """One [C, H, W] uint8 image on the CPU -> its view through the PIL chain: [1, S, S] for a
+        grey image, else [3, S, S] (the protocol makes RGB; RGBA loses its alpha as in lr0fm eval)."""
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        array = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+        pil = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)  # L, RGB or RGBA
+        view = torch.from_numpy(np.array(self._protocol.view(pil, self.resolution), dtype=np.uint8))
+        # a grey image is RGB with three equal channels in the protocol: keep one
+        return view.permute(2, 0, 1)[:1 if image.shape[0] == 1 else 3]
+
+
+__all__ = ["Gamma", "LowResolution", "evaluate", "gamma", "list_datasets", "list_models", "load_results", "sar",
+           "war"]

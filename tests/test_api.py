@@ -1,0 +1,300 @@
+"""The Python API (lr0fm/api.py, docs/api.md): same cells and numbers as the CLI, the LR view as a
+transform equal to the evaluator's, results as a DataFrame, metrics within one evaluation."""
+import argparse
+import importlib
+import inspect
+import math
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+import lr0fm
+from lr0fm.cli import build_parser, main
+from lr0fm.errors import InputError
+from lr0fm.models.base import PreprocessCfg
+from lr0fm.protocol import Protocol
+from lr0fm.records import COLUMN_NAMES, flat
+from lr0fm.report import robustness
+from lr0fm.store import ResultsStore
+
+from conftest import make_image
+from fake_records import put_fake
+
+
+def without_run(records):
+    """Records minus what differs between two runs of one cell (timing, where it was run)."""
+    return sorted(({k: v for k, v in r.items() if k not in ("run", "data_root")} for r in records),
+                  key=lambda r: r["cell"])
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_open_clip):
+    return lr0fm.create_model(tiny_open_clip[0])
+
+
+def test_public_names_and_cheap_import():
+    assert lr0fm.__all__ == sorted(["list_models", "create_model", "list_datasets", "get_dataset", "evaluate",
+                                    "load_results", "gamma", "Gamma", "sar", "war", "LowResolution"])
+    from lr0fm.datasets import get_dataset
+    from lr0fm.models import create_model
+    assert lr0fm.create_model is create_model and lr0fm.get_dataset is get_dataset  # the CLI's own objects
+    assert "conse-effnet-lite0" in lr0fm.list_models() and lr0fm.list_models("conse-*") == \
+        [m for m in lr0fm.list_models() if m.startswith("conse-")]
+    assert {"tuxpaint", "imagefolder", "csv"} <= set(lr0fm.list_datasets())
+    # importing lr0fm imports neither torch nor pandas (a fresh interpreter)
+    code = "import sys, lr0fm; assert not {'torch', 'pandas', 'lr0fm.api'} & set(sys.modules), sorted(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    # the evaluator module lr0fm/evaluate.py, once imported, does not replace the function
+    evaluator = importlib.import_module("lr0fm.evaluate")
+    assert lr0fm.evaluate is lr0fm.api.evaluate and evaluator.EvalConfig
+    with pytest.raises(AttributeError):
+        lr0fm.no_such_name
+
+
+def test_api_and_cli_make_the_same_cells_and_numbers(tiny_open_clip, image_folder, tmp_path, capsys):
+    spec = tiny_open_clip[0]
+    argv = ["--out", str(tmp_path / "cli"), "eval", "--model", spec, "--dataset", "imagefolder", "--data-root",
+            str(image_folder), "--workers", "0", "--batch-size", "5", "--no-progress"]
+    assert main([*argv, "--resolutions", "16,24,hr"]) == 0
+    printed = capsys.readouterr().out
+    cli = ResultsStore(tmp_path / "cli").records()
+    data = lr0fm.get_dataset("imagefolder", root=image_folder)
+    by_name = lr0fm.evaluate(spec, data, [16, 24, "hr"], out=tmp_path / "name", workers=0, batch_size=5,
+                             progress=False)
+    model = lr0fm.create_model(spec)
+    model.train()
+    by_object = lr0fm.evaluate(model, data, "16,24,hr", out=tmp_path / "object", workers=0, batch_size=5,
+                               progress=False)
+    assert model.training  # evaluated in eval mode, handed back as it came
+    assert len(cli) == 3 and [r["resolution"] for r in by_name] == [16, 24, "hr"]
+    assert without_run(by_name) == without_run(cli) == without_run(by_object)
+    assert without_run(ResultsStore(tmp_path / "object").records()) == without_run(cli)
+    # the report `lr0fm eval` printed shows the API's numbers
+    from lr0fm.report import text_report
+    assert text_report(by_object) in printed
+    # and the DataFrames of both folders agree
+    frames = [lr0fm.load_results(tmp_path / d).drop(columns=["views"]) for d in ("cli", "object")]
+    pd.testing.assert_frame_equal(*frames)
+    # protocol overrides: the same cells too, and the model object keeps its own preprocessing
+    assert main([*argv, "--resolutions", "16", "--resize-mode", "squash"]) == 0
+    preprocess = model.preprocess
+    squash = lr0fm.evaluate(model, data, [16], out=tmp_path / "object", workers=0, progress=False,
+                            resize_mode="squash")
+    assert model.preprocess is preprocess and squash[0]["identity"]["protocol"]["mode"] == "squash"
+    assert squash[0]["cell"] in {r["cell"] for r in ResultsStore(tmp_path / "cli").records()}
+
+
+def test_evaluate_takes_every_option_of_lr0fm_eval():
+    eval_parser = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["eval"]
+    flags = {a.dest for a in eval_parser._actions} - {"help", "verbose"}
+    # the dataset's options are get_dataset's; --no-progress is progress=False
+    dataset_options = {"data_root", "split", "download", "classnames", "templates", "name", "image_column",
+                       "label_column"}
+    api = set(inspect.signature(lr0fm.evaluate).parameters) | dataset_options | {"no_progress"}
+    assert flags <= api, f"lr0fm eval options without a lr0fm.evaluate argument: {sorted(flags - api)}"
+
+
+def test_evaluate_checks_options_before_writing(tiny_model, image_folder, tmp_path):
+    data = lr0fm.get_dataset("imagefolder", root=image_folder)
+    for bad in ({"limit": 0}, {"batch_size": 0}, {"amp": "fp8"}, {"views": "gpu"}, {"decoder": "nvjpeg"}):
+        with pytest.raises(InputError):
+            lr0fm.evaluate(tiny_model, data, [16], out=tmp_path / "r", **bad)
+    with pytest.raises(ValueError, match="resolution"):
+        lr0fm.evaluate(tiny_model, data, "16,x", out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_model_changed_between_calls_is_another_evaluation(tiny_open_clip, image_folder, tmp_path):
+    # randomly initialised weights have no file digest: the state dict identifies them
+    model = lr0fm.create_model(f"open_clip:{tiny_open_clip[1]}:random")
+    data = lr0fm.get_dataset("imagefolder", root=image_folder)
+    options = dict(out=tmp_path / "r", workers=0, progress=False, limit=4)
+    before = lr0fm.evaluate(model, data, ["hr"], **options)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    after = lr0fm.evaluate(model, data, ["hr"], **options)
+    assert before[0]["evaluation"] != after[0]["evaluation"]
+    assert lr0fm.evaluate(model, data, ["hr"], **options) == after  # unchanged: read back, not recomputed
+
+
+# -- load_results ----------------------------------------------------------------------------
+def test_load_results_columns_and_rows(tiny_model, image_folder, tmp_path):
+    empty = lr0fm.load_results(tmp_path / "nothing")
+    assert list(empty.columns) == [*COLUMN_NAMES, "model_label", "dataset_label"] and len(empty) == 0
+    data = lr0fm.get_dataset("imagefolder", root=image_folder)
+    records = lr0fm.evaluate(tiny_model, data, [24, 16, "hr"], out=tmp_path / "r", workers=0, progress=False)
+    frame = lr0fm.load_results(tmp_path / "r")
+    assert list(frame.columns) == list(empty.columns)
+    assert frame["resolution"].tolist() == [16, 24, "hr"]  # sorted by resolution, HR last
+    by_cell = {r["cell"]: flat(r) for r in records}
+    for row in frame.to_dict("records"):
+        expected = by_cell.pop(row["cell"])
+        assert {k: (None if pd.isna(v) else v) for k, v in row.items() if k in COLUMN_NAMES} == expected
+        assert (row["model_label"], row["dataset_label"]) == (expected["model"], expected["dataset"])
+    assert not by_cell
+    assert str(frame["limit"].dtype) == "Int64" and frame["limit"].isna().all()
+    # the records evaluate() returned give the same frame
+    pd.testing.assert_frame_equal(lr0fm.load_results(records), frame)
+
+
+# -- metrics ---------------------------------------------------------------------------------
+def test_metrics_of_accuracies():
+    assert lr0fm.gamma(0.4, 0.8) == 0.5 and math.isnan(lr0fm.gamma(0.4, 0.0))
+    assert lr0fm.Gamma(0.4, 0.8, num_classes=10) == pytest.approx(0.5 * (1 - math.exp(-200 * 0.7 ** 2)))
+    assert lr0fm.Gamma(0.1, 0.1, num_classes=10) == 0.0  # HR at chance
+    assert lr0fm.sar([0.5, 1.0]) == lr0fm.sar({"a": 0.5, "b": 1.0}) == 0.75
+    # published weights by default; a dataset without one weighs 1
+    from lr0fm.catalog import war_weights
+    w = war_weights()["imagenet1k"]
+    assert lr0fm.war({"imagenet1k": 0.5, "mine": 1.0}) == pytest.approx((w * 0.5 + 1.0) / (w + 1))
+    assert lr0fm.war({"a": 0.5, "b": 1.0}, weights={"a": 3.0}) == pytest.approx(0.625)
+    with pytest.raises(TypeError):
+        lr0fm.gamma(0.4)
+    with pytest.raises(TypeError):
+        lr0fm.Gamma(0.4, 0.8)
+
+
+def test_metrics_of_a_frame_never_divide_across_evaluations(tmp_path):
+    store = ResultsStore(tmp_path)
+    # one model, tuxpaint evaluated twice (--limit 40 and all images) with very different numbers
+    for r, full, limited in ((16, 0.40, 0.30), (32, 0.60, 0.90), ("hr", 0.80, 0.60)):
+        put_fake(store, "m", "tuxpaint", r, full, num_classes=11, n_images=230, finished=1.0)
+        put_fake(store, "m", "tuxpaint", r, limited, num_classes=11, n_images=40, limit=40, finished=2.0)
+    for r, acc in ((16, 0.5), ("hr", 0.5)):
+        put_fake(store, "m", "pets", r, acc, num_classes=37)
+    frame = lr0fm.load_results(tmp_path)
+    assert sorted(set(frame["dataset_label"])) == ["pets", "tuxpaint [limit=40]", "tuxpaint [limit=all]"]
+    g = lr0fm.gamma(frame)
+    assert g[("m", "tuxpaint [limit=all]", 16)] == pytest.approx(0.40 / 0.80)
+    assert g[("m", "tuxpaint [limit=all]", 32)] == pytest.approx(0.60 / 0.80)
+    assert g[("m", "tuxpaint [limit=40]", 16)] == pytest.approx(0.30 / 0.60)
+    assert g[("m", "tuxpaint [limit=40]", 32)] == pytest.approx(0.90 / 0.60)
+    assert g[("m", "pets", 16)] == 1.0 and len(g) == 5
+    G = lr0fm.Gamma(frame)
+    assert G[("m", "tuxpaint [limit=40]", 32)] == pytest.approx(lr0fm.Gamma(0.90, 0.60, num_classes=11))
+    # SAR/WAR: one evaluation per dataset (the full run), as the text report; a warning names it
+    with pytest.warns(UserWarning, match=r"tuxpaint \[limit=all\]"):
+        s = lr0fm.sar(frame)
+    assert s[("m", 16)] == pytest.approx((0.40 / 0.80 + 1.0) / 2) and s[("m", 32)] == pytest.approx(0.60 / 0.80)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        w = lr0fm.war(frame)
+    report = {(x.model, x.resolution): x for x in robustness(store.records())}
+    assert set(s.index) == set(w.index) == set(report)
+    for key, x in report.items():
+        assert s[key] == pytest.approx(x.SAR) and w[key] == pytest.approx(x.WAR)
+    # selecting rows chooses the evaluation
+    limited = frame[frame["dataset_label"] != "tuxpaint [limit=all]"]
+    assert lr0fm.sar(limited)[("m", 32)] == pytest.approx(0.90 / 0.60)
+
+
+def test_metrics_refuse_frames_that_would_mix_evaluations(tmp_path):
+    for name, top1 in (("a", 0.5), ("b", 0.7)):
+        put_fake(ResultsStore(tmp_path / name), "m", "pets", "hr", top1, n_images=10 if name == "a" else 20)
+    frames = [lr0fm.load_results(tmp_path / name) for name in ("a", "b")]
+    with pytest.raises(InputError, match="two evaluations"):
+        lr0fm.gamma(pd.concat(frames))
+    with pytest.raises(InputError, match="no column"):
+        lr0fm.sar(frames[0].drop(columns=["top1"]))
+
+
+def test_metrics_of_a_plain_accuracy_table():
+    table = pd.DataFrame({"model": ["m"] * 3, "dataset": ["pets"] * 3, "resolution": ["16", "32", "hr"],
+                          "top1": [0.2, 0.4, 0.8], "num_classes": [37] * 3})
+    assert lr0fm.gamma(table).tolist() == [0.25, 0.5]
+    assert lr0fm.sar(table)[("m", 32)] == 0.5
+
+
+# -- LowResolution ---------------------------------------------------------------------------
+ODD_SIZES = [(37, 91), (91, 37), (300, 7), (64, 64)]
+
+
+def images(rng):
+    return [make_image(rng, size, color=(200, 30, 90)) for size in ODD_SIZES]
+
+
+@pytest.mark.parametrize("mode", ["shortest", "squash"])
+def test_low_resolution_equals_the_evaluators_views(mode):
+    rng = np.random.default_rng(1)
+    protocol = Protocol(input_size=40, mean=(0.5,) * 3, std=(0.25,) * 3, mode=mode)
+    resolutions = [7, 16, 33, "hr"]
+    for image in images(rng):
+        expected = protocol.views_uint8(image, resolutions)  # [R, S, S, 3], what `lr0fm eval` feeds
+        chw = torch.from_numpy(np.array(image)).permute(2, 0, 1)
+        for j, r in enumerate(resolutions):
+            t = lr0fm.LowResolution(r, size=40, mode=mode)
+            want = torch.from_numpy(expected[j]).permute(2, 0, 1)
+            view = t(image)
+            assert isinstance(view, Image.Image) and np.array_equal(np.asarray(view), expected[j])
+            out = t(chw)
+            assert out.dtype == torch.uint8 and torch.equal(out, want)
+            batched = t(torch.stack([chw, chw]))
+            assert batched.shape == (2, 3, 40, 40) and torch.equal(batched[1], want)
+            # tensors on a GPU are viewed there (lr0fm.gpu_resize); the same path on the CPU here
+            assert torch.equal(t._device_views(torch.stack([chw, chw])), batched)
+            f = t(chw.float() / 255)  # what v2.ToDtype(torch.float32, scale=True) makes
+            assert f.dtype == torch.float32 and torch.equal(f, want.float() * (1 / 255))
+            grey_image = image.convert("L")  # one channel in, one out: the evaluator's view of it
+            grey = t(torch.from_numpy(np.array(grey_image))[None])
+            grey_expected = protocol.views_uint8(grey_image, [r])[0][..., 0]
+            assert grey.shape == (1, 40, 40) and np.array_equal(grey[0].numpy(), grey_expected)
+            assert torch.equal(t._device_views(torch.from_numpy(np.array(grey_image))[None, None])[0], grey)
+            rgba = image.copy()  # alpha composited on white, as the evaluator does: RGB out
+            rgba.putalpha(Image.fromarray(np.arange(image.width * image.height, dtype=np.uint8)
+                                          .reshape(image.height, image.width)))
+            out = t(torch.from_numpy(np.array(rgba)).permute(2, 0, 1))
+            assert torch.equal(out, torch.from_numpy(protocol.views_uint8(rgba, [r])[0]).permute(2, 0, 1))
+
+
+def test_low_resolution_for_model_and_in_a_torchvision_pipeline(tiny_model, image_folder):
+    data = lr0fm.get_dataset("imagefolder", root=image_folder)
+    protocol = tiny_model.protocol([16, "hr"])
+    t = lr0fm.LowResolution.for_model(tiny_model, 16)
+    assert (t.size, t.mode, t.interpolation) == (protocol.input_size, protocol.mode, protocol.interpolation)
+    # a paper protocol's quirks (RGB after resizing, HR through a down step) come along
+    paper = PreprocessCfg(48, (0.5,) * 3, (0.5,) * 3, resize_mode="squash", rgb_last=True, hr_via=32)
+    rgba = make_image(np.random.default_rng(2), (45, 29)).convert("RGBA")
+    rgba.putalpha(Image.fromarray(np.tile(np.arange(45, dtype=np.uint8) * 5, (29, 1))))
+    for r in (16, "hr"):
+        squash = lr0fm.LowResolution.for_model(paper, r)
+        assert (squash.size, squash.mode) == (48, "squash") and "hr_via=32" in repr(squash)
+        assert np.array_equal(np.asarray(squash(rgba)), paper.protocol().views_uint8(rgba, [r])[0])
+        rgb = rgba.convert("RGB")
+        expected = torch.from_numpy(paper.protocol().views_uint8(rgb, [r])[0]).permute(2, 0, 1)
+        chw = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)
+        assert torch.equal(squash(chw), expected) and torch.equal(squash._device_views(chw[None])[0], expected)
+    pipeline = v2.Compose([v2.PILToTensor(), t, v2.ToDtype(torch.float32, scale=True),
+                           v2.Normalize(mean=list(protocol.mean), std=list(protocol.std))])
+    for i in range(len(data)):
+        image = data.load_image(i)  # decoded as the evaluator decodes
+        x = pipeline(image)
+        assert torch.allclose(x, torch.from_numpy(protocol.views(image, [16])[0]), atol=1e-6)
+        pil = v2.Compose([t, v2.PILToTensor()])(image)
+        assert torch.equal(pil, torch.from_numpy(protocol.views_uint8(image, [16])[0]).permute(2, 0, 1))
+    wrapped = t(tv_tensors.Image(v2.functional.pil_to_tensor(data.load_image(0))))
+    assert isinstance(wrapped, tv_tensors.Image) and wrapped.shape[-2:] == (64, 64)
+    assert repr(t) == f"LowResolution(16, size={protocol.input_size}, mode='shortest', interpolation='bicubic')"
+
+
+def test_low_resolution_rejects_what_it_cannot_view_exactly():
+    t = lr0fm.LowResolution(16, size=32)
+    for bad in (torch.rand(3, 20, 20) * 2, torch.zeros(2, 20, 20, dtype=torch.uint8),
+                torch.zeros(3, 20, 20, dtype=torch.int32), torch.zeros(20, 20, dtype=torch.uint8)):
+        with pytest.raises(InputError):
+            t(bad)
+    with pytest.raises(TypeError):
+        t(np.zeros((20, 20, 3), np.uint8))
+    for kwargs in ({"mode": "stretch"}, {"interpolation": "cubic"}):
+        with pytest.raises(ValueError):
+            lr0fm.LowResolution(16, size=32, **kwargs)
+    with pytest.raises(ValueError):
+        lr0fm.LowResolution(0, size=32)
