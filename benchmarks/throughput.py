@@ -49,7 +49,7 @@ def _sync(device: str) -> None:
 
 def bench_forward(model, S: int, batch: int, n_views: int, device: str = "cpu", amp: str | None = None) -> float:
     """(a) images/s of encode_image on ready normalised tensors (n_views forwards in batches)."""
-    from lr0fm.evaluate import _autocast
+    from lr0fm.evaluator import _autocast
     x = torch.randn(batch, 3, S, S, device=device)
     if torch.device(device).type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
@@ -79,7 +79,7 @@ def text_prompts_per_s(model, prompts: list[str], batch: int = 256, device: str 
 def bench_lr0fm(model, data, resolutions, batch, workers, store_root, device="cpu", amp=None,
                 views=None) -> float:
     """(b) seconds of evaluate() over all resolutions, classifier already cached."""
-    from lr0fm.evaluate import EvalConfig, evaluate
+    from lr0fm.evaluator import EvalConfig, evaluate
     from lr0fm.store import ResultsStore
     cfg = EvalConfig(resolutions=resolutions, batch_size=batch, workers=workers, progress=False, device=device,
                      amp=amp, views=views)
@@ -106,7 +106,7 @@ def bench_paper_way(model, paths, classifier, resolutions, batch, workers, devic
     by the caller): torchvision transforms as in the paper's code, decode every run."""
     from torchvision import transforms as T
 
-    from lr0fm.evaluate import _autocast
+    from lr0fm.evaluator import _autocast
     p = model.protocol(resolutions)
     S, bicubic = p.input_size, T.InterpolationMode.BICUBIC
     t = time.perf_counter()
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from lr0fm.classifier import classifier_key
     from lr0fm.datasets.base import DatasetSpec, LabeledImages, fill_template, packaged_text
-    from lr0fm.evaluate import default_workers
+    from lr0fm.evaluator import default_workers
     from lr0fm.models import create_model
     from lr0fm.protocol import parse_resolutions
 

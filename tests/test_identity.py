@@ -9,7 +9,7 @@ import torch
 
 from lr0fm import identity
 from lr0fm.datasets import get_dataset
-from lr0fm.evaluate import EvalConfig, evaluate, plan
+from lr0fm.evaluator import EvalConfig, evaluate, plan
 from lr0fm.models import create_model
 from lr0fm.store import ResultsStore
 

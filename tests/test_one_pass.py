@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lr0fm.datasets import get_dataset
-from lr0fm.evaluate import EvalConfig, evaluate
+from lr0fm.evaluator import EvalConfig, evaluate
 from lr0fm.models import create_model
 from lr0fm.store import ResultsStore
 from lr0fm.sweep import Group, run_groups
@@ -120,8 +120,9 @@ def test_decoder_device_on_cpu_reads_jpeg_bytes_and_is_part_of_the_identity(tiny
 
 
 def test_views_and_decoder_options_are_checked(tiny_open_clip, image_folder, tmp_path):
+    from lr0fm.errors import InputError
     from lr0fm.protocol import ProtocolError
-    with pytest.raises(ProtocolError, match="unknown"):
+    with pytest.raises(InputError, match="unknown"):
         EvalConfig(views="gpu")
     model = create_model(tiny_open_clip[0])
     data = get_dataset("imagefolder", root=image_folder)

@@ -9,7 +9,7 @@ from torchvision.transforms import InterpolationMode
 
 from lr0fm.catalog import model_catalog, paper_protocol
 from lr0fm.datasets import get_dataset
-from lr0fm.evaluate import EvalConfig, plan
+from lr0fm.evaluator import EvalConfig, plan
 from lr0fm.models import choose_protocol, create_model
 from lr0fm.protocol import ProtocolError
 

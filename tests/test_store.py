@@ -10,7 +10,7 @@ import pytest
 from lr0fm.datasets import get_dataset
 from lr0fm.errors import InputError, PassBusy, ViewError
 from lr0fm.datasets.base import DatasetError
-from lr0fm.evaluate import EvalConfig, evaluate, plan
+from lr0fm.evaluator import EvalConfig, evaluate, plan
 from lr0fm.models import create_model
 from lr0fm.report import text_report
 from lr0fm.store import ResultsStore

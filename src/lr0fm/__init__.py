@@ -12,9 +12,6 @@ Names are imported on first use, so ``import lr0fm`` does not import torch.
 """
 from __future__ import annotations
 
-import sys
-import types
-
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (import time)
 
 __version__ = "0.1.0"
@@ -45,17 +42,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
-
-
-class _Package(types.ModuleType):
-    """The evaluator module lr0fm/evaluate.py shares its name with the function ``lr0fm.evaluate``.
-    Importing a submodule sets it as an attribute of its package; here that one is ignored, so
-    ``lr0fm.evaluate`` stays the function (``from lr0fm.evaluate import ...`` still reaches the module)."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name == "evaluate" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

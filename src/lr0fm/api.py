@@ -91,20 +91,15 @@ def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
     the model's device, or ``"cpu"`` for a name.
     """
     from .datasets import get_dataset
-    from .errors import InputError
     from .store import ResultsStore
     from .sweep import Group, run_groups
 
+    from .evaluator import EvalConfig
+
     resolutions = parse_resolutions(resolutions)
     # the same checks as `lr0fm eval`, before anything is built or written
-    for option, value, least in (("batch_size", batch_size, 1), ("limit", limit, 1), ("workers", workers, 0),
-                                 ("checkpoint_every", checkpoint_every, 1)):
-        if value is not None and value < least:
-            raise InputError(f"{option}={value} must be at least {least}")
-    for option, value, known in (("amp", amp, ("bf16", "fp16")), ("views", views, ("pil", "device")),
-                                 ("decoder", decoder, ("pil", "device"))):
-        if value not in (None, *known):
-            raise InputError(f"{option}={value!r} unknown; use None, {' or '.join(map(repr, known))}")
+    EvalConfig(resolutions=resolutions, batch_size=batch_size, limit=limit, workers=workers, amp=amp,
+               checkpoint_every=checkpoint_every, views=views, decoder=decoder)
     store = ResultsStore(out)
     data = get_dataset(dataset) if isinstance(dataset, str) else dataset
     options = dict(batch_size=batch_size, workers=workers, amp=amp, limit=limit, progress=progress,
@@ -182,7 +177,8 @@ def _evaluations(frame: pd.DataFrame) -> list[dict]:
         key = row.get("evaluation") or (model, dataset)
         e = evals.setdefault(key, {"model_label": model, "dataset_label": dataset, "evaluation": key,
                                    "dataset": row.get("dataset") or dataset, "num_classes": row.get("num_classes"),
-                                   "limit": row.get("limit"), "n_images": row.get("n_images") or 0, "top1": {}})
+                                   "limit": row.get("limit"), "n_images": row.get("n_images") or 0,
+                                   "finished": row.get("finished") or 0, "top1": {}})
         if by_labels.setdefault((model, dataset), key) != key or \
                 (e["model_label"], e["dataset_label"]) != (model, dataset):
             raise InputError(f"rows of two evaluations are both labelled {model!r} / {dataset!r}; load them in one "

@@ -69,12 +69,12 @@ def cmd_eval(args) -> int:
     from .report import text_report
     from .store import ResultsStore
 
-    resolutions = parse_resolutions(args.resolutions)
     from .errors import InputError
-    for flag, value, least in (("--batch-size", args.batch_size, 1), ("--limit", args.limit, 1),
-                               ("--workers", args.workers, 0), ("--checkpoint-every", args.checkpoint_every, 1)):
-        if value is not None and value < least:
-            raise InputError(f"{flag} {value} must be at least {least}")
+    from .evaluator import EvalConfig
+
+    resolutions = parse_resolutions(args.resolutions)
+    EvalConfig(resolutions=resolutions, batch_size=args.batch_size, limit=args.limit, workers=args.workers,
+               checkpoint_every=args.checkpoint_every, amp=args.amp, views=args.views, decoder=args.decoder)
     store = ResultsStore(args.out)
     # Validate every dataset before any model is built or anything is written.
     options = {"download": args.download} if getattr(args, "download", None) else {}

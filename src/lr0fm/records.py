@@ -70,6 +70,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("evaluation", "evaluation id: the identity without the resolution", _field("evaluation")),
     Column("cell", "cell id: evaluation + resolution (the record's file name)", _field("cell")),
     Column("lr0fm_version", "lr0fm version that wrote the record", _field("lr0fm_version")),
+    Column("finished", "when the pass that wrote it finished (Unix time)",
+           lambda r: (r.get("run") or {}).get("finished")),
 )
 COLUMN_NAMES = tuple(c.name for c in COLUMNS)
 
@@ -176,7 +178,7 @@ def primary_per_dataset(labelled: Sequence[dict]) -> tuple[list[dict], list[str]
         def rank(recs):
             r = recs[0]
             return (r.get("limit") is None, max(x.get("n_images", 0) for x in recs),
-                    max((x.get("run") or {}).get("finished", 0) for x in recs))
+                    max(x.get("finished") or (x.get("run") or {}).get("finished", 0) for x in recs))
         best = max(evals.values(), key=rank)
         kept.extend(best)
         if len(evals) > 1:

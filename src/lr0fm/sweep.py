@@ -94,7 +94,7 @@ def run_groups(groups: Sequence[Group], resolutions, store, device: str = "cpu",
     Under torchrun the groups (or, when there are fewer groups than ranks, their images) are
     split over the ranks; ``options`` are EvalConfig fields.
     """
-    from .evaluate import EvalConfig, Job, evaluate_many
+    from .evaluator import EvalConfig, Job, evaluate_many
 
     mine, shard_images = dist.plan_cells(groups)
     done, busy = [], []
@@ -213,7 +213,7 @@ def expand(config: SweepConfig) -> list[Group]:
 def cell_status(groups: Sequence[Group], resolutions, store, device: str = "cpu", protocol: dict | None = None,
                 **options) -> list[dict]:
     """One row per cell: model, dataset, split, resolution, variant, cell id, done (no image is read)."""
-    from .evaluate import EvalConfig, plan
+    from .evaluator import EvalConfig, plan
 
     rows = []
     for _, g, model, view_fn, variant in _loaded_models(groups, range(len(groups)), resolutions, "cpu", protocol):

@@ -65,10 +65,19 @@ class EvalConfig:
     decoder: str | None = None
 
     def __post_init__(self) -> None:
+        """The run options' checks, in one place for `lr0fm eval`, sweeps and the Python API."""
+        from .errors import InputError
+
         self.resolutions = parse_resolutions(self.resolutions)
+        for name, least in (("batch_size", 1), ("limit", 1), ("workers", 0), ("checkpoint_every", 1)):
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise InputError(f"--{name.replace('_', '-')} {value} must be at least {least}")
+        if self.amp not in (None, "bf16", "fp16"):
+            raise InputError(f"--amp {self.amp!r} unknown; use bf16 or fp16 (or leave it out for fp32)")
         for name in ("views", "decoder"):
             if getattr(self, name) not in (None, "pil", "device"):
-                raise ProtocolError(f"--{name} {getattr(self, name)!r} unknown; use pil or device")
+                raise InputError(f"--{name} {getattr(self, name)!r} unknown; use pil or device")
 
 
 # image -> [R, S, S, 3] uint8 views (normalised later, on the model's device)
