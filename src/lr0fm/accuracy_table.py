@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+from . import textfile
 from .errors import InputError
 
 REQUIRED = ("model", "dataset", "resolution", "top1")
@@ -17,14 +18,7 @@ LAYOUT = "model,dataset,resolution,top1[,num_classes]"
 
 
 def read_utf8(path: Path, what: str) -> str:
-    """The file's text; a non-UTF-8 byte is an error naming its line (a leading BOM is dropped)."""
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise InputError(f"{path}:{line}: {what} is not UTF-8 text (byte 0x{data[e.start]:02x}); "
-                         "save it as UTF-8") from None
+    return textfile.read_utf8(path, what, InputError)
 
 
 def read_accuracies(path: str | Path, percent: bool = False) -> list[dict]:

@@ -7,6 +7,7 @@ import io
 import os
 from pathlib import Path
 
+from ..textfile import read_utf8
 from .base import DatasetError, DatasetSpec, LabeledImages
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
@@ -14,14 +15,7 @@ DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
 
 def _read_text(path: str | os.PathLike, what: str) -> str:
-    """A user's text file; a non-UTF-8 byte is one error naming its line (a leading BOM is dropped)."""
-    data = Path(path).read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise DatasetError(f"{path}:{line}: {what} is not UTF-8 text (byte 0x{data[e.start]:02x}); "
-                           "save it as UTF-8") from None
+    return read_utf8(path, what, DatasetError)
 
 
 def _text_lines(path: str | os.PathLike, what: str) -> list[str]:

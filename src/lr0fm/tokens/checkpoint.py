@@ -5,7 +5,6 @@ scheduler, RNG state and teacher cache needed to resume live in a sidecar
 pickle, so a run folder from elsewhere cannot run code when resumed)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path

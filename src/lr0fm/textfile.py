@@ -1,0 +1,15 @@
+"""Users' text files (accuracy tables, CSV datasets, class names, templates): UTF-8, checked."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def read_utf8(path: str | os.PathLike, what: str, error: type[Exception]) -> str:
+    """The file's text; a non-UTF-8 byte raises ``error`` naming its line (a leading BOM is dropped)."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise error(f"{path}:{line}: {what} is not UTF-8 text (byte 0x{data[e.start]:02x}); save it as UTF-8") from None
