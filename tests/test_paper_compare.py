@@ -152,7 +152,8 @@ def test_compare_cli_prints_ranks_and_protocol_differences(store, capsys):
     assert "mine (yours" in out and "clip-vit-b-32+lr_tokens=0123456789ab (yours" in out
     diffs = out.split("Differences from the paper's protocol:")[1]
     assert "tuxpaint not among the paper's 15 datasets" in diffs
-    assert "clip-vit-b-32: resize mode squash; the paper's for clip-vit-b-32 is shortest" in diffs
+    assert ("clip-vit-b-32: protocol native (squash 224 bicubic); the paper's for clip-vit-b-32 is shortest 224 "
+            "bicubic") in diffs and "rerun with --protocol paper" in diffs
     assert "mine: eurosat split test; the paper used val" in diffs
     assert "only the first 100 images" in diffs
     assert "mine: dtd test split with 100 images; the paper's has 1880" in diffs and "mine: pets" not in diffs

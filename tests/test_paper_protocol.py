@@ -94,3 +94,23 @@ def test_cli_protocol_flags_reach_the_records(tiny_open_clip, image_folder, tmp_
     assert len(records) == 4 and len({r["evaluation"] for r in records}) == 2
     modes = {(r["protocol"]["mode"], r["protocol"]["interpolation"], r["protocol"]["source"]) for r in records}
     assert modes == {("shortest", "bicubic", "native"), ("squash", "bilinear", "native+override")}
+
+
+def test_compare_flags_rows_whose_protocol_is_not_the_papers(tmp_path):
+    """The authors squashed their OpenCLIP rows: a native (shortest) run of one is flagged, a run
+    with the paper's protocol is not."""
+    from fake_records import put_fake
+    from lr0fm.report.compare import compare
+    from lr0fm.store import ResultsStore
+
+    name = "openclip-vit-b-16-datacomp-xl"
+    for mode, out in (("shortest", "native"), ("squash", "paper")):
+        store = ResultsStore(tmp_path / out)
+        for r, acc in ((16, 0.2), ("hr", 0.6)):
+            put_fake(store, name, "dtd", r, acc, mode=mode, num_classes=47)
+        flagged = [d for d in compare(store.records()).differences if d["kind"] == "protocol"]
+        if mode == "shortest":
+            assert len(flagged) == 1 and "the paper's for openclip-vit-b-16-datacomp-xl is squash 224 bicubic" \
+                in flagged[0]["message"] and "CLIP_benchmark/data/__init__.py" in flagged[0]["message"]
+        else:
+            assert flagged == []

@@ -22,7 +22,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ..catalog import class_counts, model_catalog, war_weights
+from ..catalog import class_counts, model_catalog, paper_protocol, war_weights
 from ..errors import InputError
 from ..metrics import Robustness, robustness_table
 from ..records import parse_where, select
@@ -93,15 +93,17 @@ def _protocol_differences(by_label: dict[str, list[dict]], diffs: _Differences) 
     for label, recs in by_label.items():
         recs = [r for r in recs if r["dataset"] in paper_ds]
         entry = catalog.get(recs[0]["model"]) if recs else None
-        if entry:
-            modes = sorted({(r.get("protocol") or {}).get("mode") for r in recs} - {None})
-            if modes and modes != [entry.get("resize_mode")]:
-                diffs.add("resize_mode", f"{label}: resize mode {_join(modes)}; the paper's for {entry['name']} is "
-                          f"{entry.get('resize_mode')} (catalog)", model=label)
-            sizes = sorted({(r.get("protocol") or {}).get("input_size") for r in recs} - {None})
-            if sizes and entry.get("native_resolution") and sizes != [entry["native_resolution"]]:
-                diffs.add("input_size", f"{label}: input size {_join(sizes)} px; the paper's for {entry['name']} is "
-                          f"{entry['native_resolution']} px", model=label)
+        paper = paper_protocol().get(entry["name"]) if entry else None
+        if paper:  # what the authors ran for this backbone (catalog/paper_protocol.yaml)
+            used = sorted({(r.get("protocol") or {}).get("source", "native") for r in recs})
+            theirs = (paper["paper_resize_mode"], int(paper["paper_input_size"]), paper["paper_interpolation"])
+            ours = sorted({(p.get("mode"), p.get("input_size"), p.get("interpolation"))
+                           for p in ((r.get("protocol") or {}) for r in recs)})
+            if ours and ours != [theirs]:
+                diffs.add("protocol", f"{label}: protocol {', '.join(used)} ({_join([' '.join(map(str, o)) for o in ours])});"
+                          f" the paper's for {entry['name']} is {' '.join(map(str, theirs))} "
+                          f"({paper['paper_protocol_source'].split(';')[0]}); rerun with --protocol paper to match",
+                          model=label)
         limited = sorted({(r.get("limit"), r["dataset"]) for r in recs if r.get("limit")})
         for limit in sorted({l for l, _ in limited}):
             ds = [d for l, d in limited if l == limit]

@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Iterable, Sequence
 
 from .. import resources
-from ..catalog import PAPER_RESULTS_FILE, class_counts, model_catalog, war_weights
+from ..catalog import PAPER_RESULTS_FILE, class_counts, model_catalog, paper_protocol, war_weights
 from ..metrics import Robustness, robustness_table
 
 # The LR resolutions of the paper's tables, in the order the paper lists them.
@@ -105,20 +105,27 @@ def paper_leaderboard(rank_by: str = "WAR", json_out: bool = False) -> str:
     incomplete += [{"model": m, "resolution": r, "missing": datasets} for r in PAPER_RESOLUTIONS for m in models
                    if (m, r) not in seen]
     table = {r: ranked([x for x in full if x.resolution == r], rank_by) for r in PAPER_RESOLUTIONS}
+    # how the authors made each backbone's views (catalog/paper_protocol.yaml)
+    audited = paper_protocol()
+    protocol = {m: f"{audited[m]['paper_resize_mode']} {audited[m]['paper_input_size']}" if m in audited else "?"
+                for m in models}
     if json_out:
         return json.dumps({
             "source": PAPER_RESULTS_FILE, "rank_by": rank_by, "datasets": datasets, "n_models": len(models),
-            "resolutions": {str(r): [{"rank": i, "model": x.model, "family": family.get(x.model), "SAR": x.SAR,
+            "resolutions": {str(r): [{"rank": i, "model": x.model, "family": family.get(x.model),
+                                      "protocol": audited.get(x.model, {}), "SAR": x.SAR,
                                       "WAR": x.WAR, "gamma": x.gamma, "Gamma": x.Gamma}
                                      for i, x in enumerate(rows, 1)] for r, rows in table.items()},
             "incomplete": incomplete}, indent=1)
     width = max([len(m) for m in models] + [5]) + 2
     lines = [f"LR0.FM published accuracies ({PAPER_RESULTS_FILE}): {len(models)} backbones, {len(datasets)} datasets;",
-             "SAR = mean gamma, WAR = weighted mean Gamma (published weights), recomputed with lr0fm.metrics", ""]
+             "SAR = mean gamma, WAR = weighted mean Gamma (published weights), recomputed with lr0fm.metrics;",
+             "protocol = the authors' resize mode and input size for that backbone (lr0fm models --paper)", ""]
     for r, rows in table.items():
         lines += [f"== {r} px (ranked by {rank_by}; {len(rows)} models)",
-                  f"{'rank':>4}  {'model':<{width}}{'family':<12}{'SAR':>7}{'WAR':>7}"]
-        lines += [f"{i:>4}  {x.model:<{width}}{family.get(x.model, ''):<12}{x.SAR:>7.3f}{x.WAR:>7.3f}"
+                  f"{'rank':>4}  {'model':<{width}}{'family':<12}{'protocol':<14}{'SAR':>7}{'WAR':>7}"]
+        lines += [f"{i:>4}  {x.model:<{width}}{family.get(x.model, ''):<12}{protocol[x.model]:<14}{x.SAR:>7.3f}"
+                  f"{x.WAR:>7.3f}"
                   for i, x in enumerate(rows, 1)]
         lines.append("")
     if incomplete:
