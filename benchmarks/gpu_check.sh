@@ -1,73 +1,167 @@
 #!/usr/bin/env bash
-# GPU checks for the tensor-views path, AMP and throughput; < 5 minutes on one GPU.
-#   PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh [OUTDIR]
-# Needs an environment with lr0fm installed (make venv) and a CUDA device; downloads nothing
-# (random-weight models). Writes logs to OUTDIR (default: $OUT or ./gpu-check).
+# The GPU measurements of issue 12 in one script: < 5 minutes on one H200, random weights, nothing downloaded.
+#
+#   PYTHON=python3 bash benchmarks/gpu_check.sh OUTDIR                    # on a CUDA machine
+#   DEVICE=cpu SMOKE=1 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh OUTDIR   # every step, tiny, on CPU
+#
+# Steps (each under a timeout; logs in OUTDIR, 7 files; the RESULT lines are collected in OUTDIR/summary.txt):
+#   1. device views bit-exact on the device (tests/test_gpu_resize.py's cuda tests) and their speed against PIL
+#      (benchmarks/device_views.py, photo and mixed sizes)
+#   2. device JPEG decoder (nvjpeg on CUDA) vs PIL: pixels, views, per-image top-1 (benchmarks/decoder_diff.py)
+#      on TuxPaint's photos as JPEGs ($TUX: the stamps or a folder from decoder_diff.py --export-tuxpaint;
+#      default /usr/share/tuxpaint/stamps), else generated photo-like JPEGs
+#   3. b/a: lr0fm evaluate (device decode + device views, 5 resolutions, 8192 JPEGs) against the bare ViT-B-32
+#      bf16 forward (benchmarks/throughput.py); target >= 0.90
+#   4. one 3-model pass against three single-model passes, and the sum of the bare forwards (benchmarks/many_models.py)
+#   5. `lr0fm eval -m M1,M2` on the device end to end: records say run.views device, decoder torchvision-<device>
+# Environment: PYTHON (default python), DEVICE (cuda), SMOKE (0; 1: tiny models and sizes), TUX, TIME_SCALE
+# (an integer that multiplies every timeout, default 1, 3 with SMOKE), WHEELS (a folder of wheels installed first into a
+# temporary folder on PYTHONPATH, e.g. open_clip_torch, ftfy and wcwidth where the image lacks them).
+# lr0fm is imported from this tree's src/.
 set -u -o pipefail
+cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
+DEVICE=${DEVICE:-cuda}
+SMOKE=${SMOKE:-0}
 OUTDIR=${1:-${OUT:-gpu-check}}
+SCALE=${TIME_SCALE:-$([ "$SMOKE" = 1 ] && echo 3 || echo 1)}
 mkdir -p "$OUTDIR"
-export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-step() { echo; echo "== $*"; }
-fail=0
+OUTDIR=$(cd "$OUTDIR" && pwd)
+rm -f "$OUTDIR"/step[0-5]-*.txt "$OUTDIR/summary.txt"  # logs are appended to: start them empty
+WORK=$(mktemp -d -t lr0fm-gpu-check-XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTHONUNBUFFERED=1 LR0FM_CACHE="$WORK/cache"
+if [ -n "${WHEELS:-}" ]; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/site" "$WHEELS"/*.whl \
+    || { echo "gpu_check: FAILED: could not install the wheels in $WHEELS"; exit 1; }
+  export PYTHONPATH="$PYTHONPATH:$WORK/site"
+fi
+START=$(date +%s)
+STATUS=()  # "step: passed|FAILED (rc)"
 
-step "device"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$OUTDIR/device.txt"
-$PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA'; print(torch.__version__, torch.cuda.get_device_name())" || exit 1
+step() { echo; echo "== $* ($(( $(date +%s) - START ))s)"; }
+# run LOG SECONDS CMD...: run under a timeout, append to OUTDIR/LOG, remember failures of the current step
+run() {
+  local log=$1 secs=$(( $2 * SCALE )); shift 2
+  echo "\$ $*" >>"$OUTDIR/$log"
+  timeout "$secs" "$@" 2>&1 | grep --line-buffered -v "No pretrained weights loaded" | tee -a "$OUTDIR/$log"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" = 124 ] && echo "!! timed out after ${secs}s (TIME_SCALE=2 doubles every limit)" | tee -a "$OUTDIR/$log"
+  [ "$rc" = 0 ] || step_rc=$rc
+  return 0
+}
+finish() { STATUS+=("$1: $([ "$step_rc" = 0 ] && echo passed || echo "FAILED (rc $step_rc)")"); }
 
-step "1. tensor views: CUDA kernels == CPU kernels, and vs the PIL protocol"
-timeout 120 $PY - <<'EOF' 2>&1 | tee "$OUTDIR/views.txt" || fail=1
-import numpy as np, torch
-from PIL import Image
-from lr0fm import gpu_resize
-from lr0fm.protocol import Protocol
-rng = np.random.default_rng(0)
-def photo(w, h):
-    small = rng.integers(0, 255, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
-    return Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC)
-for mode in ("shortest", "squash"):
-    p = Protocol(224, (0.5,) * 3, (0.5,) * 3, mode=mode, resolutions=(16, 32, 64, 128, "hr"))
-    ims = [photo(int(rng.integers(150, 600)), int(rng.integers(150, 600))) for _ in range(32)]
-    hr = torch.from_numpy(np.concatenate([gpu_resize.HRCarrier(p)(im) for im in ims]))
-    cpu = gpu_resize.make_views(p, hr).float()
-    gpu = gpu_resize.make_views(p, hr.cuda()).cpu().float()
-    pil = torch.from_numpy(np.stack([p.views_uint8(im) for im in ims])).float()
-    for j, r in enumerate(p.resolutions):
-        d, e = (gpu[:, j] - cpu[:, j]).abs(), (gpu[:, j] - pil[:, j]).abs()
-        print(f"{mode:9s} r={r!s:4s} cuda-vs-cpu max {d.max():4.0f} mean {d.mean():.3f}   "
-              f"cuda-vs-PIL max {e.max():4.0f} mean {e.mean():.3f}  (/255)")
-        assert d.max() <= 1, "CUDA and CPU interpolate disagree by more than rounding"
+if [ "$SMOKE" = 1 ]; then
+  # two tiny ViTs (tests/conftest.py's config, and one with 8-px patches and 3 layers): same pixels, other weights
+  "$PY" - "$WORK" <<'EOF' || exit 1
+import json, sys
+sys.path.insert(0, "tests")
+from conftest import TINY_OPEN_CLIP_CFG as tiny
+other = json.loads(json.dumps(tiny))
+other["vision_cfg"].update(layers=3, patch_size=8)
+for name, cfg in (("lr0fm-tiny-vit", tiny), ("lr0fm-tiny-vit-p8", other)):
+    with open(f"{sys.argv[1]}/{name}.json", "w") as f:
+        json.dump(cfg, f)
 EOF
+  MODEL="open_clip:$WORK/lr0fm-tiny-vit.json:random"
+  MODELS="$MODEL,open_clip:$WORK/lr0fm-tiny-vit-p8.json:random"
+  CLI_MODELS=$MODELS
+  AMP=(); THREADS=(--threads 1)   # tiny models on a shared CPU: one thread avoids spinning workers
+  N_VIEWS=8; N_DIFF=(--limit 16 --generated 16); N_B=16; B=8; ROUNDS_B=1; N_MANY=16; ROUNDS_MANY=2
+else
+  MODEL="open_clip:ViT-B-32:random"
+  MODELS="open_clip:ViT-B-32:random,open_clip:ViT-B-16:random,open_clip:RN50:random"
+  CLI_MODELS="open_clip:ViT-B-32:random,open_clip:RN50:random"
+  AMP=(--amp bf16); THREADS=()
+  N_VIEWS=512; N_DIFF=(); N_B=8192; B=256; ROUNDS_B=3; N_MANY=1024; ROUNDS_MANY=2
+fi
 
-step "2. tests that touch the tensor path and evaluate (CPU parts)"
-timeout 150 $PY -m pytest -q -x tests/test_distributed.py -k "tensor or blocks" 2>&1 | tail -3 | tee "$OUTDIR/tests.txt" || fail=1
+step "0. machine" ; step_rc=0
+{
+  date -u +"%Y-%m-%dT%H:%M:%SZ"; uptime; echo "cpus $(nproc)"
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+} 2>&1 | tee "$OUTDIR/step0-machine.txt"
+run step0-machine.txt 15 "$PY" -c "
+import sys, torch, torchvision, PIL, open_clip
+print('python', sys.version.split()[0], 'torch', torch.__version__, 'torchvision', torchvision.__version__,
+      'pillow', PIL.__version__, 'open_clip', open_clip.__version__)
+if torch.device('$DEVICE').type == 'cuda':
+    assert torch.cuda.is_available(), 'DEVICE=$DEVICE but torch sees no CUDA device'
+    print(torch.cuda.get_device_name())
+"
+finish "0 machine"
+[ "$step_rc" = 0 ] || { echo "gpu_check: FAILED: no usable $DEVICE (see $OUTDIR/step0-machine.txt)"; exit 1; }
 
-step "3. throughput on CUDA: ViT-B-32 random weights, 512 images x 5 resolutions"
-for views in on off; do
-  timeout 150 $PY benchmarks/throughput.py --device cuda --amp bf16 --images 512 --rounds 1 --batch-size 256 \
-    --tensor-views $views --prompt-sample 8000 2>&1 | grep -v "pretrained weights" | tee "$OUTDIR/throughput-views-$views.txt" || fail=1
-done
+step "1. device views == PIL chain on $DEVICE, and their speed"; step_rc=0
+run step1-views.txt 30 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_resize.py -k cuda
+# mixed sizes (one size group per image) are the device path's worst case
+run step1-views.txt 30 "$PY" benchmarks/device_views.py --devices "$DEVICE" --images "$N_VIEWS" --sizes photo --rounds 2
+run step1-views.txt 40 "$PY" benchmarks/device_views.py --devices "$DEVICE" --images "$N_VIEWS" --sizes mixed --rounds 2
+finish "1 device views"
 
-step "4. eval CLI on CUDA end to end (tensor views recorded in the variant)"
-timeout 120 $PY - <<'EOF' 2>&1 | tee "$OUTDIR/cli.txt" || fail=1
-import json, subprocess, sys, tempfile, pathlib
-import numpy as np
-from PIL import Image
-root = pathlib.Path(tempfile.mkdtemp()) / "imgs"
-rng = np.random.default_rng(0)
-for c in ("cat", "dog"):
-    (root / c).mkdir(parents=True)
-    for i in range(40):
-        Image.fromarray(rng.integers(0, 255, (96, 120, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
-out = root.parent / "res"
-cmd = [sys.executable, "-m", "lr0fm", "--out", str(out), "eval", "-m", "open_clip:ViT-B-32:random", "-d", "imagefolder",
-       "--data-root", str(root), "--device", "cuda", "--amp", "bf16", "--no-progress"]
+step "2. device JPEG decoder vs PIL: pixels and per-image top-1"; step_rc=0
+run step2-decoder.txt 35 "$PY" benchmarks/decoder_diff.py --device "$DEVICE" --model "$MODEL" "${AMP[@]}" \
+  "${THREADS[@]}" "${N_DIFF[@]}"
+finish "2 decoder"
+
+step "3. b/a: lr0fm evaluate (device decode + views) vs the bare forward, $N_B JPEGs"; step_rc=0
+run step3-throughput.txt 60 "$PY" benchmarks/throughput.py --device "$DEVICE" --model "$MODEL" "${AMP[@]}" \
+  "${THREADS[@]}" --images "$N_B" --batch-size "$B" --rounds "$ROUNDS_B" --views device --decoder device --skip-paper \
+  --jpeg-dir "$WORK/jpegs"
+finish "3 b/a"
+
+step "4. one pass for ${MODELS//,/ + } vs one pass each"; step_rc=0
+run step4-many-models.txt 60 "$PY" benchmarks/many_models.py --device "$DEVICE" --models "$MODELS" "${AMP[@]}" \
+  "${THREADS[@]}" --images "$N_MANY" --batch-size "$B" --rounds "$ROUNDS_MANY" --views device --decoder device \
+  --jpeg-dir "$WORK/jpegs"
+finish "4 many models"
+
+step "5. lr0fm eval -m ${CLI_MODELS//,/,} on $DEVICE end to end"; step_rc=0
+CLI_FLAGS=(--device "$DEVICE" "${AMP[@]}")
+# on CUDA the defaults must pick device views and the device decoder; on CPU they are asked for
+[ "$DEVICE" = cpu ] && CLI_FLAGS+=(--views device --decoder device --workers 0)
+run step5-cli.txt 35 "$PY" - "$WORK" "$CLI_MODELS" "$DEVICE" "${CLI_FLAGS[@]}" <<'EOF'
+import json, shutil, subprocess, sys
+from pathlib import Path
+sys.path.insert(0, "benchmarks")
+from throughput import generate_jpegs
+work, models, device, flags = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
+root = work / "cli-images"
+for i, path in enumerate(generate_jpegs(work / "jpegs", 48)):
+    (root / ("cat", "dog")[i % 2]).mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, root / ("cat", "dog")[i % 2] / path.name)
+out = work / "cli-results"
+cmd = [sys.executable, "-m", "lr0fm", "--out", str(out), "eval", "-m", models, "-d", "imagefolder",
+       "--data-root", str(root), "--no-progress", *flags]
+print("$", " ".join(cmd), flush=True)
 subprocess.run(cmd, check=True)
-recs = [json.loads(p.read_text()) for p in (out / "records").glob("*.json")]
-print(len(recs), "records; variants:", {json.dumps(r["variant"]) for r in recs})
-assert len(recs) == 5 and all(r["variant"].get("views") == "torch-antialias" for r in recs)
+records = [json.loads(p.read_text()) for p in sorted((out / "records").glob("*.json"))]
+decoder = "torchvision-" + device.split(":")[0]
+seen = sorted({(r["model"], r["run"]["views"], r["identity"]["protocol"]["decoder"], r["run"]["models_in_pass"])
+               for r in records})
+print(len(records), "records; (model, run.views, identity.protocol.decoder, run.models_in_pass):", seen)
+n_models = len(models.split(","))
+assert len(records) == 5 * n_models, f"expected {5 * n_models} records"
+assert all(r["run"]["views"] == "device" for r in records), "views were not made on the device"
+assert all(r["identity"]["protocol"]["decoder"] == decoder for r in records), f"decoder is not {decoder}"
+assert all("views" not in r["identity"]["protocol"] for r in records), "exact device views must not be a variant"
+assert all(r["run"]["models_in_pass"] == n_models for r in records), "the models did not share one pass"
+print(f"RESULT cli: {len(records)} records, run.views device, identity.protocol.decoder {decoder}, "
+      f"{n_models} models in one pass")
 EOF
+finish "5 eval CLI"
 
-echo
-[ $fail = 0 ] && echo "gpu_check: all steps passed" || echo "gpu_check: some step FAILED (see above)"
-exit $fail
+{
+  echo "gpu_check on $DEVICE$([ "$SMOKE" = 1 ] && echo " (SMOKE: tiny models and sizes)"), $(( $(date +%s) - START ))s:"
+  printf '  %s\n' "${STATUS[@]}"
+  echo "device views (ms/image; 'vs PIL' = speed-up):"
+  grep -hE "^[0-9]+ images \(|^(pil|cpu|cuda) +[0-9]" "$OUTDIR/step1-views.txt" | sed 's/^/  /'
+  grep -h "^RESULT" "$OUTDIR"/step[2-5]-*.txt | sed 's/^RESULT /  /'
+} >"$OUTDIR/summary.txt"
+echo; echo "== summary"; cat "$OUTDIR/summary.txt"
+if printf '%s\n' "${STATUS[@]}" | grep -q FAILED; then
+  echo "gpu_check: FAILED (see the logs in $OUTDIR)"; exit 1
+fi
+echo "gpu_check: all steps passed"

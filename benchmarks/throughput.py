@@ -1,15 +1,22 @@
 """Throughput: (a) the image tower alone, (b) lr0fm's one-pass multi-resolution evaluate, (c) the paper's way.
 
     python benchmarks/throughput.py --model open_clip:ViT-B-32:random --images 64 --rounds 2
+    python benchmarks/throughput.py --device cuda --amp bf16 --images 8192 --batch-size 256 \\
+        --views device --decoder device --skip-paper          # the GPU check's b/a (issue 12)
 
 (a) forward images/s on ready [B, 3, S, S] tensors; (b) ``evaluate`` on a generated JPEG folder
-(decode, PIL views, normalisation, forward, top-k) in image x resolution pairs/s; (c) what the
-paper's code did: one independent run per resolution, torchvision's PIL Resize(r) -> Resize(S) ->
-CenterCrop chain per image per run, and the text classifier rebuilt every run.
+(read or decode, views, normalisation, forward, top-k) in image x resolution pairs/s, with the
+classifier cached beforehand; (c) what the paper's code did: one independent run per resolution,
+torchvision's PIL Resize(r) -> Resize(S) -> CenterCrop chain per image per run, and the text
+classifier rebuilt every run. ``--views`` / ``--decoder`` choose (b)'s path (EvalConfig; default:
+device views and device JPEG decoding on CUDA, PIL on CPU).
 
-a, b and c are measured interleaved in every round (the machine may be shared), and the medians
-are printed. The 1000-class x 80-template ImageNet classifier (80,000 prompts) is timed on a
-sample of prompts and extrapolated unless --full-classifier (minutes to hours on a CPU).
+a, b and c are measured interleaved in every round (the machine may be shared), their order
+alternating between rounds; medians and the spread are printed. (b) can never beat the bare forward
+it contains: a round with b/a > 1 saw the load change between its parts, and is flagged as a
+measurement fault and left out of the ratio instead of being printed as a result. The 1000-class
+x 80-template ImageNet classifier (80,000 prompts) is timed on a sample of prompts and
+extrapolated unless --full-classifier (minutes to hours on a CPU).
 """
 from __future__ import annotations
 
@@ -19,26 +26,39 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+RESULT = "RESULT"  # prefix of the lines benchmarks/gpu_check.sh collects into its summary
 
-def generate_jpegs(root: Path, n: int, seed: int = 0) -> list[Path]:
-    """Photo-sized JPEGs (smooth colour fields with edges, 500x375 and 375x500 like ImageNet)."""
-    rng = np.random.default_rng(seed)
+
+def _write_jpeg(args: tuple[Path, int, int]) -> None:
+    path, i, seed = args
+    rng = np.random.default_rng((seed, i))  # per image, so any process writes the same file
+    w, h = (500, 375) if i % 3 else (375, 500)
+    small = rng.integers(0, 255, (h // 16, w // 16, 3), dtype=np.uint8)
+    a = np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC)).copy()
+    a[h // 3: h // 2, :, i % 3] = 255
+    Image.fromarray(a).save(path, quality=90)
+
+
+def generate_jpegs(root: Path, n: int, seed: int = 0, processes: int | None = None) -> list[Path]:
+    """Photo-sized JPEGs (smooth colour fields with edges, 500x375 and 375x500 like ImageNet),
+    written in parallel; files already in ``root`` (same names) are kept, so a folder is reused."""
     root.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        w, h = (500, 375) if i % 3 else (375, 500)
-        small = rng.integers(0, 255, (h // 16, w // 16, 3), dtype=np.uint8)
-        a = np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC)).copy()
-        a[h // 3: h // 2, :, i % 3] = 255
-        path = root / f"{i:05d}.jpg"
-        Image.fromarray(a).save(path, quality=90)
-        paths.append(path)
+    paths = [root / f"{i:05d}.jpg" for i in range(n)]
+    todo = [(p, i, seed) for i, p in enumerate(paths) if not p.is_file()]
+    processes = processes or min(len(todo) // 64 + 1, os.cpu_count() or 1)
+    if processes > 1:
+        with ProcessPoolExecutor(processes) as pool:
+            list(pool.map(_write_jpeg, todo, chunksize=64))
+    else:
+        for item in todo:
+            _write_jpeg(item)
     return paths
 
 
@@ -48,10 +68,12 @@ def _sync(device: str) -> None:
 
 
 def bench_forward(model, S: int, batch: int, n_views: int, device: str = "cpu", amp: str | None = None) -> float:
-    """(a) images/s of encode_image on ready normalised tensors (n_views forwards in batches)."""
+    """(a) images/s of encode_image on ready normalised tensors (n_views forwards in batches),
+    laid out as evaluate lays them out (channels-last model and inputs on CUDA)."""
     from lr0fm.evaluator import _autocast
     x = torch.randn(batch, 3, S, S, device=device)
     if torch.device(device).type == "cuda":
+        model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), _autocast(torch.device(device), amp):
         model.encode_image(x[:2])  # warm-up
@@ -77,16 +99,43 @@ def text_prompts_per_s(model, prompts: list[str], batch: int = 256, device: str 
 
 
 def bench_lr0fm(model, data, resolutions, batch, workers, store_root, device="cpu", amp=None,
-                views=None) -> float:
-    """(b) seconds of evaluate() over all resolutions, classifier already cached."""
+                views=None, decoder=None) -> float:
+    """(b) seconds of evaluate() over all resolutions (the classifier should be cached: ``cache_classifier``)."""
     from lr0fm.evaluator import EvalConfig, evaluate
     from lr0fm.store import ResultsStore
     cfg = EvalConfig(resolutions=resolutions, batch_size=batch, workers=workers, progress=False, device=device,
-                     amp=amp, views=views)
+                     amp=amp, views=views, decoder=decoder)
     store = ResultsStore(store_root)
+    _sync(device)
     t = time.perf_counter()
     evaluate(model, data, cfg, store)
+    _sync(device)
     return time.perf_counter() - t
+
+
+def cache_classifier(store_root: Path, model, classifier: torch.Tensor, classnames, templates) -> None:
+    """Put ``classifier`` in a results folder's classifier cache, where evaluate looks for it."""
+    from lr0fm.classifier import classifier_key
+    from lr0fm.store import ResultsStore
+
+    cache = ResultsStore(store_root).classifier_cache
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(classifier, cache / f"{classifier_key(model, classnames, templates)}.pt")
+
+
+def random_classifier(model, num_classes: int, seed: int = 0) -> torch.Tensor:
+    """A [D, C] unit-column classifier: the text side is not what is measured here."""
+    with torch.no_grad():
+        dim = model.encode_text(["x"]).shape[-1]
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.normalize(torch.randn(dim, num_classes, generator=g), dim=0)
+
+
+def jpeg_dataset(paths, classnames, templates, name: str = "bench"):
+    """A LabeledImages over JPEG files (label i mod C), read by lr0fm's own file loader."""
+    from lr0fm.datasets.base import DatasetSpec, LabeledImages
+    spec = DatasetSpec(name, "all", tuple(classnames), tuple(templates))
+    return LabeledImages(spec, [(str(p), i % len(classnames)) for i, p in enumerate(paths)])
 
 
 class _Files(torch.utils.data.Dataset):
@@ -120,13 +169,20 @@ def bench_paper_way(model, paths, classifier, resolutions, batch, workers, devic
             for x in loader:
                 preds.append((model.encode_image(x.to(device)) @ classifier.to(device)).topk(5, dim=-1).indices)
         torch.cat(preds).cpu()
+    _sync(device)
     return time.perf_counter() - t
+
+
+def spread(values) -> str:
+    return f"{min(values):.3f}-{max(values):.3f}" if values else "-"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="open_clip:ViT-B-32:random")
     ap.add_argument("--images", type=int, default=64)
+    ap.add_argument("--jpeg-dir", type=Path, default=None,
+                    help="folder for the generated JPEGs, kept and reused (default: a temporary folder)")
     ap.add_argument("--resolutions", default="16,32,64,128,hr")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=None, help="DataLoader workers for b and c (default: lr0fm's)")
@@ -135,15 +191,18 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--amp", choices=["bf16", "fp16"], default=None)
     ap.add_argument("--views", choices=["auto", "device", "pil"], default="auto",
-                    help="(b) LR views made on the device (default: on for CUDA)")
+                    help="(b) where views are made (default: device on CUDA, pil on CPU)")
+    ap.add_argument("--decoder", choices=["auto", "device", "pil"], default="auto",
+                    help="(b) who decodes the JPEGs (default: the device when views are made on CUDA)")
+    ap.add_argument("--skip-paper", action="store_true", help="leave out (c) and the classifier timing")
     ap.add_argument("--prompt-sample", type=int, default=256, help="prompts timed to extrapolate the classifier")
     ap.add_argument("--full-classifier", action="store_true", help="build all 80,000 prompts (slow on CPU)")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from lr0fm.classifier import classifier_key
-    from lr0fm.datasets.base import DatasetSpec, LabeledImages, fill_template, packaged_text
-    from lr0fm.evaluator import default_workers
+    from lr0fm.datasets.base import fill_template, packaged_text
+    from lr0fm.evaluator import EvalConfig, default_workers, plan
+    from lr0fm.filedigest import file_digests
     from lr0fm.models import create_model
     from lr0fm.protocol import parse_resolutions
 
@@ -152,51 +211,82 @@ def main(argv=None) -> int:
     resolutions = parse_resolutions(args.resolutions)
     workers = default_workers(args.device) if args.workers is None else args.workers
     views = None if args.views == "auto" else args.views
+    decoder = None if args.decoder == "auto" else args.decoder
     names, templates = packaged_text("imagenet1k", "classnames"), packaged_text("imagenet1k", "templates")
     model = create_model(args.model, device=args.device)
     S, R, n = model.preprocess.input_size, len(resolutions), args.images
-    print(f"model {args.model} S={S}  images {n} x {R} resolutions  batch {args.batch_size}  workers {workers}  "
-          f"torch threads {torch.get_num_threads()}  cpus {os.cpu_count()}  classifier {len(names)}x{len(templates)}  "
-          f"device {args.device} amp {args.amp} views {args.views}")
 
     tmp = Path(tempfile.mkdtemp(prefix="lr0fm-bench-"))
-    paths = generate_jpegs(tmp / "images", n)
-    spec = DatasetSpec("bench", "all", tuple(names), tuple(templates))
-    data = LabeledImages(spec, [(str(p), i % len(names)) for i, p in enumerate(paths)])
-    # lr0fm caches the classifier: (b) is timed with it cached; its one build is accounted below
-    with torch.no_grad():
-        classifier = torch.nn.functional.normalize(torch.randn(model.encode_text(["x"]).shape[-1], len(names)), dim=0)
-    key = classifier_key(model, names, templates)
+    started = time.perf_counter()
+    paths = generate_jpegs(args.jpeg_dir or tmp / "images", n)
+    made = time.perf_counter() - started
+    data = jpeg_dataset(paths, names, templates)
+    classifier = random_classifier(model, len(names))
     prompts = [fill_template(t, c) for c in names for t in templates]
+    file_digests(paths)  # the data identity hashes each file once per machine (cached): not a pass's cost
+    how = plan(model, data, EvalConfig(resolutions=resolutions, device=args.device, views=views,
+                                       decoder=decoder))[5]
+    print(f"model {args.model} S={S}  images {n} x {R} resolutions  batch {args.batch_size}  workers {workers}  "
+          f"torch threads {torch.get_num_threads()}  cpus {os.cpu_count()}  classifier {len(names)} classes (cached)  "
+          f"device {args.device} amp {args.amp}  (b): views {how[0]}, decoder {how[1]}  "
+          f"({n} JPEGs ready in {made:.1f}s)", flush=True)
+    # untimed warm-up of (b)'s path: first worker start, CUDA kernels, nvjpeg handles
+    warm = tmp / "warm-up"
+    cache_classifier(warm, model, classifier, names, templates)
+    bench_lr0fm(model, data.subset(range(min(n, args.batch_size))), resolutions, args.batch_size, workers, warm,
+                args.device, args.amp, views, decoder)
 
     rows = []
     for rnd in range(args.rounds):
         store_root = tmp / f"store{rnd}"
-        (store_root / "cache" / "classifiers").mkdir(parents=True)
-        torch.save(classifier, store_root / "cache" / "classifiers" / f"{key}.pt")
-        a = bench_forward(model, S, args.batch_size, n * R, args.device, args.amp)
-        tb = bench_lr0fm(model, data, resolutions, args.batch_size, workers, store_root, args.device, args.amp,
-                         views)
-        tc = bench_paper_way(model, paths, classifier, resolutions, args.batch_size, workers, args.device, args.amp)
-        sample = prompts if args.full_classifier else prompts[:: max(1, len(prompts) // args.prompt_sample)]
-        tps = text_prompts_per_s(model, sample, device=args.device)
-        rows.append((a, tb, tc, len(prompts) / tps))
-        print(f"round {rnd}: (a) {a:.1f} img/s   (b) {n * R / tb:.1f} pairs/s ({tb:.1f}s)   b/a {n * R / tb / a:.3f}   "
-              f"(c) images {tc:.1f}s   classifier {len(prompts) / tps:.0f}s ({tps:.1f} prompts/s)", flush=True)
+        cache_classifier(store_root, model, classifier, names, templates)
+        parts = {
+            "a": lambda: bench_forward(model, S, args.batch_size, n * R, args.device, args.amp),
+            "b": lambda: bench_lr0fm(model, data, resolutions, args.batch_size, workers, store_root, args.device,
+                                     args.amp, views, decoder),
+        }
+        if not args.skip_paper:
+            parts["c"] = lambda: bench_paper_way(model, paths, classifier, resolutions, args.batch_size, workers,
+                                                 args.device, args.amp)
+        order = list(parts) if rnd % 2 == 0 else list(parts)[::-1]
+        got = {k: parts[k]() for k in order}
+        a, tb = got["a"], got["b"]
+        tc = got.get("c", float("nan"))
+        tcls = float("nan")
+        if not args.skip_paper:
+            sample = prompts if args.full_classifier else prompts[:: max(1, len(prompts) // args.prompt_sample)]
+            tcls = len(prompts) / text_prompts_per_s(model, sample, device=args.device)
+        ratio = n * R / tb / a
+        rows.append((a, tb, tc, tcls, ratio))
+        fault = "   MEASUREMENT FAULT (b/a > 1: the load changed within the round; left out)" if ratio > 1 else ""
+        print(f"round {rnd} ({'/'.join(order)}): (a) {a:.1f} img/s   (b) {n * R / tb:.1f} pairs/s ({tb:.2f}s)   "
+              f"b/a {ratio:.3f}" + ("" if args.skip_paper else f"   (c) images {tc:.1f}s   classifier {tcls:.0f}s")
+              + fault, flush=True)
 
-    a, tb, tc, tcls = (statistics.median(col) for col in zip(*rows))
-    b = n * R / tb
-    print(f"\nmedians over {args.rounds} rounds (a, b, c interleaved):")
-    print(f"(a) forward            {a:8.1f} images/s")
-    print(f"(b) lr0fm evaluate     {b:8.1f} image x resolution pairs/s   ({tb:.1f}s)")
-    ratio = statistics.median(n * R / row[1] / row[0] for row in rows)
-    print(f"b/a                    {ratio:8.3f}   (median of the per-round ratios; ratio of medians {b / a:.3f})")
-    print(f"(c) paper way, images  {tc:8.1f}s   c/b images only: {tc / tb:.2f}")
-    print(f"classifier build       {tcls:8.1f}s  ({'measured' if args.full_classifier else 'extrapolated from a sample'})")
-    print(f"time(c)/time(b)        {(tc + R * tcls) / (tb + tcls):8.2f}   "
-          f"(c: {R} classifier builds; b: one build, first run)")
-    print(f"time(c)/time(b) rerun  {(tc + R * tcls) / tb:8.2f}   (b: classifier from lr0fm's cache)")
-    return 0
+    good = [row for row in rows if row[4] <= 1]
+    a, tb, tc, tcls = (statistics.median(col) for col in list(zip(*rows))[:4])
+    print(f"\nmedians over {args.rounds} rounds (parts interleaved, order alternating):")
+    print(f"(a) forward            {a:8.1f} images/s   spread {spread([r[0] for r in rows])}")
+    print(f"(b) lr0fm evaluate     {n * R / tb:8.1f} image x resolution pairs/s   ({tb:.2f}s)")
+    if good:
+        ratios = [r[4] for r in good]
+        print(f"b/a                    {statistics.median(ratios):8.3f}   (median of {len(good)} valid rounds; "
+              f"spread {spread(ratios)}; {len(rows) - len(good)} faulty)")
+        print(f"{RESULT} b/a {statistics.median(ratios):.3f} (spread {spread(ratios)}, {len(good)} rounds; "
+              f"target >= 0.90)"
+              f"  a {a:.0f} views/s  b {n * R / tb:.0f} pairs/s  {n} JPEGs x {R} res  views {how[0]} "
+              f"decoder {how[1]}  {args.device} {args.amp or 'fp32'}")
+    else:
+        print("b/a                    no valid round: every round had b/a > 1 (a shared machine's load moved); rerun")
+        print(f"{RESULT} b/a MEASUREMENT FAULT: no valid round")
+    if not args.skip_paper:
+        print(f"(c) paper way, images  {tc:8.1f}s   c/b images only: {tc / tb:.2f}")
+        print(f"classifier build       {tcls:8.1f}s  "
+              f"({'measured' if args.full_classifier else 'extrapolated from a sample'})")
+        print(f"time(c)/time(b)        {(tc + R * tcls) / (tb + tcls):8.2f}   "
+              f"(c: {R} classifier builds; b: one build, first run)")
+        print(f"time(c)/time(b) rerun  {(tc + R * tcls) / tb:8.2f}   (b: classifier from lr0fm's cache)")
+    return 0 if good else 1
 
 
 if __name__ == "__main__":
