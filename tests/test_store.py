@@ -168,31 +168,34 @@ def test_out_naming_a_file_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_cli_processes_on_one_folder_never_run_the_same_pass(tiny_open_clip, tmp_path):
-    """Two real `lr0fm eval` processes on one results folder: the second waits for the first's
-    pass and then finds every cell done -- nothing is computed twice."""
+def test_two_cli_processes_on_one_folder_never_run_the_same_pass(tiny_open_clip, image_folder, tmp_path):
+    """Two real `lr0fm eval` processes on one results folder while the pass is busy: both wait;
+    then exactly one computes and the other finds every cell done."""
     import os
     import subprocess
     import sys
     import time
 
-    from test_evaluate import _many_images
+    from filelock import FileLock
 
-    root = _many_images(tmp_path / "imgs", n=120)
     out = tmp_path / "res"
+    data = get_dataset("imagefolder", root=image_folder)
+    _, _, _, ev, _, _ = plan(create_model(tiny_open_clip[0]), data, EvalConfig(resolutions=(16, 32, "hr")))
+    (out / "locks").mkdir(parents=True)
     args = [sys.executable, "-m", "lr0fm", "-v", "eval", "--model", tiny_open_clip[0], "--dataset", "imagefolder",
-            "--data-root", str(root), "--resolutions", "16,32,hr", "--batch-size", "4", "--workers", "0",
-            "--no-progress", "--out", str(out)]
+            "--data-root", str(image_folder), "--resolutions", "16,32,hr", "--workers", "0", "--no-progress",
+            "--out", str(out)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((out / "locks").glob("*.lock")):
-        time.sleep(0.01)
-    second = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, err1 = first.communicate(timeout=600)
-    assert first.returncode == 0, err1
-    written = {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*.json")}
-    _, err2 = second.communicate(timeout=600)
-    assert second.returncode == 0, err2
-    assert "waiting for it" in err2
-    assert len(written) == 3 and written == {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*.json")}
+    logs = [tmp_path / f"err{i}.txt" for i in range(2)]
+    with FileLock(str(out / "locks" / f"{ev.id}.lock")):  # the pass is busy, as if a third process ran it
+        procs = [subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w")) for log in logs]
+        deadline = time.time() + 300
+        while time.time() < deadline and not all("waiting for it" in log.read_text() for log in logs):
+            assert all(p.poll() is None for p in procs), "a process finished while the pass was busy"
+            time.sleep(0.2)
+    for p in procs:
+        assert p.wait(timeout=600) == 0
+    errs = [log.read_text() for log in logs]
+    assert all("waiting for it" in e for e in errs), errs
+    assert sum("evaluating folder" in e for e in errs) == 1, errs  # one computed, the other found it done
+    assert len(list((out / "records").glob("*.json"))) == 3

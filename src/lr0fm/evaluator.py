@@ -296,6 +296,7 @@ def evaluate_many(jobs: Sequence[Job], data: LabeledImages, store: ResultsStore,
 def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cfg: EvalConfig,
               views_on_device: bool, device_decode: bool) -> None:
     started = time.time()
+    log.info("evaluating %s (%d images) with %d model(s)", data.spec.label, len(data), len(shares))
     sharded = dist.shard_images()
     n = len(data)
     lo, hi = dist.block(n) if sharded else (0, n)
