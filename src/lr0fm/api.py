@@ -80,7 +80,9 @@ def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
     model: a name (``list_models``, or a backend spec) or a model from ``create_model``. A model
         object is evaluated in eval mode with the chosen protocol (its mode and preprocessing
         are restored after), moved to ``device`` when one is given, and gets LR tokens attached
-        in place with ``lr_tokens``.
+        in place with ``lr_tokens``. Its identity is its weights file's digest when it came from
+        a file, else its current state dict: a file-based model changed in memory is still
+        named by the file, so save changed weights to a new file before evaluating them.
     dataset: a key (``list_datasets``, default options) or data from ``get_dataset``.
     resolutions: pixels and ``"hr"``, e.g. ``[16, 32, "hr"]`` or ``"16,32,hr"``.
     limit: only the first ``limit`` images (a separate evaluation, labelled ``[limit=N]``).
