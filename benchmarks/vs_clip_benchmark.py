@@ -1,0 +1,484 @@
+"""lr0fm against CLIP_benchmark on the same CPU work: time(peer, 5 runs) / time(lr0fm, 1 pass).
+
+    python benchmarks/vs_clip_benchmark.py              # 230 TuxPaint photos, 3 rounds (~15 min quiet, 2 cores)
+    python benchmarks/vs_clip_benchmark.py --quick      # 32 photos, 2 rounds: a smoke run
+    python benchmarks/vs_clip_benchmark.py --profile    # where lr0fm's pass spends its time vs the bare forward
+
+Same images, checkpoint and resolutions on both sides:
+
+* images: the TuxPaint photo stamps (``lr0fm.datasets.get_dataset("tuxpaint")``), decoded the same way
+  (``composite_on_white(data.load_image(i))``);
+* model: one random-weight open_clip ViT-B-32 (``torch.manual_seed(0)``), saved to a temporary
+  checkpoint and loaded by both (lr0fm as ``open_clip:ViT-B-32:/tmp/.../ckpt.pt``); nothing is downloaded;
+* text classifiers: built by each side before any timing (lr0fm's comes from its cache);
+* peer: CLIP_benchmark 1.6.2 (PyPI ``clip-benchmark``) ``run_classification`` once per resolution
+  (5 runs), 1 DataLoader worker, batch 32, fp32 (``amp=False``: its CLI default ``--amp`` is bf16
+  autocast, which on a CPU without bf16 units is several times slower and not lr0fm's numerics).
+  HR: open_clip's own eval preprocess; 16/32/64/128: the LR0.FM authors' chain Resize(r, bicubic)
+  -> Resize(224, bicubic) -> CenterCrop(224) -> RGB -> ToTensor -> Normalize;
+* lr0fm: ``lr0fm.evaluate`` (what ``lr0fm eval`` runs) with 16/32/64/128/hr in one pass, into a
+  fresh results folder each time (nothing skipped), ``workers=1`` and ``workers=0``;
+* bare: the model's ``encode_image`` over the same views made beforehand (batch 32, no loader):
+  the floor both paths sit on.
+
+The machine may be shared, so the parts alternate in short slices of the images (``--slice-images``,
+rotating order) and every part of a round sees about the same load; per-round ratios are reported as
+median [min-max]. A path faster than the bare forward of its own views (path/bare below 1 by more
+than its spread) is a measurement fault, flagged instead of printed as a result.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import os
+import pstats
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")  # run_classification's progress bar
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+RESOLUTIONS = [16, 32, 64, 128, "hr"]
+ARCH = "ViT-B-32"
+
+
+# -- set-up -----------------------------------------------------------------------------------------
+def make_checkpoint(folder: Path) -> Path:
+    """One random-weight open_clip checkpoint both sides load."""
+    import logging
+
+    import open_clip
+    torch.manual_seed(0)
+    logging.disable(logging.WARNING)  # open_clip's "no pretrained weights loaded": that is the point
+    try:
+        model = open_clip.create_model(ARCH, pretrained=None)
+    finally:
+        logging.disable(logging.NOTSET)
+    path = folder / "vit-b-32-random.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+class PeerImages(torch.utils.data.Dataset):
+    """What CLIP_benchmark's loader yields: (transformed image, label), decoded as lr0fm decodes."""
+
+    def __init__(self, data, indices, transform):
+        self.data, self.indices, self.transform = data, list(indices), transform
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        from lr0fm.images import composite_on_white
+        index = self.indices[i]
+        return self.transform(composite_on_white(self.data.load_image(index))), self.data.label(index)
+
+
+def peer_transforms(preprocess, size: int, mean, std) -> dict:
+    """resolution -> transform: open_clip's preprocess for HR, the authors' chain for LR."""
+    from torchvision import transforms as T
+    bicubic = T.InterpolationMode.BICUBIC
+    out = {"hr": preprocess}
+    for r in RESOLUTIONS:
+        if r != "hr":
+            out[r] = T.Compose([T.Resize(r, interpolation=bicubic), T.Resize(size, interpolation=bicubic),
+                                T.CenterCrop(size), T.Lambda(lambda im: im.convert("RGB")), T.ToTensor(),
+                                T.Normalize(mean, std)])
+    return out
+
+
+class Bench:
+    def __init__(self, n_images: int, batch_size: int, tmp: Path, peer_amp: bool):
+        import open_clip
+        from clip_benchmark.metrics.zeroshot_classification import zero_shot_classifier
+
+        import lr0fm
+        from lr0fm.images import composite_on_white
+
+        self.tmp, self.batch_size, self.peer_amp = tmp, batch_size, peer_amp
+        ckpt = make_checkpoint(tmp)
+        self.data = lr0fm.get_dataset("tuxpaint")
+        self.data = self.data.subset(range(min(n_images, len(self.data))))
+        self.model = lr0fm.create_model(f"open_clip:{ARCH}:{ckpt}")
+        self.peer, _, preprocess = open_clip.create_model_and_transforms(ARCH, pretrained=str(ckpt))
+        self.peer.eval()  # as clip_benchmark's CLI does
+        protocol = self.model.protocol(RESOLUTIONS)
+        self.transforms = peer_transforms(preprocess, protocol.input_size, protocol.mean, protocol.std)
+        classnames, templates = list(self.data.spec.classnames), list(self.data.spec.templates)
+        self.peer_classifier = zero_shot_classifier(self.peer, open_clip.get_tokenizer(ARCH), classnames,
+                                                    [t.replace("{}", "{c}") for t in templates], "cpu", amp=False)
+        # lr0fm builds and caches its classifier on a first call; each timed call copies that cache
+        self.seed_store = tmp / "seed-store"
+        lr0fm.evaluate(self.model, self.data.subset([0]), ["hr"], self.seed_store, workers=0, progress=False)
+        # the bare forward's input: every view of every image, made and normalised beforehand
+        views = np.stack([protocol.views_uint8(composite_on_white(self.data.load_image(i)))
+                          for i in range(len(self.data))])  # [n, R, S, S, 3]
+        self.views = protocol.normalize_batch(torch.from_numpy(views))  # [n, R, 3, S, S]
+        self.calls = 0
+
+    # -- the measured parts (each over a slice of the images) ------------------------------------
+    def peer_part(self, rows: list[int]) -> dict:
+        from clip_benchmark.metrics.zeroshot_classification import run_classification
+        top1 = {}
+        for r in RESOLUTIONS:
+            loader = torch.utils.data.DataLoader(PeerImages(self.data, rows, self.transforms[r]),
+                                                 batch_size=self.batch_size, num_workers=1)
+            logits, _ = run_classification(self.peer, self.peer_classifier, loader, "cpu", amp=self.peer_amp)
+            top1[r] = logits.argmax(-1).numpy()
+        return top1
+
+    def lr0fm_part(self, rows: list[int], workers: int) -> dict:
+        import lr0fm
+        from lr0fm.store import ResultsStore
+        self.calls += 1
+        out = self.tmp / f"results-{self.calls}"
+        shutil.copytree(self.seed_store / "cache", out / "cache")  # the classifier, nothing else
+        records = lr0fm.evaluate(self.model, self.data.subset(rows), RESOLUTIONS, out, workers=workers,
+                                 batch_size=self.batch_size, progress=False)
+        store = ResultsStore(out)
+        top1 = {rec["resolution"]: np.load(store.predictions_path(rec["cell"]))["topk"][:, 0] for rec in records}
+        shutil.rmtree(out)
+        return top1
+
+    @torch.no_grad()
+    def bare_part(self, rows: list[int]) -> None:
+        flat = self.views[rows].flatten(0, 1)  # the same views lr0fm's pass forwards, same order
+        for i in range(0, flat.shape[0], self.batch_size):
+            self.model.encode_image(flat[i:i + self.batch_size])
+
+
+def per_call_costs(bench: "Bench", parts: dict) -> dict:
+    """Seconds each part spends per call beyond its forwards (worker start, set-up, records): slicing
+    pays them once per slice, whole runs once. One image: the peer forwards 5 batches of 1 view,
+    lr0fm 1 batch of 5 views."""
+    one = bench.views[0]  # [R, 3, S, S]
+
+    @torch.no_grad()
+    def forward(batches):
+        t = time.perf_counter()
+        for x in batches:
+            bench.model.encode_image(x)
+        return time.perf_counter() - t
+
+    def best(name):
+        return min(timed(parts[name]) for _ in range(3))
+
+    def timed(fn):
+        t = time.perf_counter()
+        fn([0])
+        return time.perf_counter() - t
+
+    out = {"peer": max(0.0, best("peer") - min(forward([v[None] for v in one]) for _ in range(3)))}
+    for name in parts:
+        if name.startswith("lr0fm"):
+            out[name] = max(0.0, best(name) - min(forward([one]) for _ in range(3)))
+    return out
+
+
+def slices(n: int, size: int) -> list[list[int]]:
+    """Consecutive slices of the images; a multiple of the batch size keeps every forward batch
+    of every part the same as in whole runs."""
+    size = size or n
+    return [list(range(lo, min(n, lo + size))) for lo in range(0, n, size)]
+
+
+def spread(values: list[float], digits: int = 3) -> str:
+    """median [min-max]"""
+    return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
+
+
+def run_benchmark(args) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="lr0fm-vs-cb-"))
+    try:
+        bench = Bench(args.images, args.batch_size, tmp, args.peer_amp)
+        n = len(bench.data)
+        parts = {"peer": bench.peer_part, "bare": bench.bare_part}
+        for w in args.workers:
+            parts[f"lr0fm-w{w}"] = (lambda rows, w=w: bench.lr0fm_part(rows, w))
+        names = list(parts)
+        cuts = slices(n, args.slice_images)
+        print(f"{n} TuxPaint photos x {len(RESOLUTIONS)} resolutions = {n * len(RESOLUTIONS)} views; open_clip "
+              f"{ARCH} random weights; batch {args.batch_size}; torch threads {torch.get_num_threads()}, "
+              f"cpus {os.cpu_count()}; peer amp {args.peer_amp}; {len(cuts)} slices of <= {len(cuts[0])} images; "
+              f"load {', '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
+        for name in names:  # warm-up: first forward, first worker start, lazy imports
+            parts[name]([0])
+        fixed = per_call_costs(bench, parts)
+        print("cost per call beyond its forwards (one image, best of 3): "
+              + "  ".join(f"{k} {v:.2f}s" for k, v in fixed.items()), flush=True)
+        agree: dict = {}
+        rounds = []
+        for rnd in range(args.rounds):
+            load0 = os.getloadavg()[0]
+            wall, cpu = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0.0)
+            top1: dict = {name: {r: [] for r in RESOLUTIONS} for name in names if name != "bare"}
+            for s, rows in enumerate(cuts):
+                k = (rnd + s) % len(names)  # rotate who goes first, so no part always follows another
+                for name in names[k:] + names[:k]:
+                    t, c = time.perf_counter(), cpu_seconds()
+                    got = parts[name](rows)
+                    wall[name] += time.perf_counter() - t
+                    cpu[name] += cpu_seconds() - c
+                    for r, v in (got or {}).items():
+                        top1[name][r].append(v)
+            for name in top1:
+                if name != "peer":
+                    for r in RESOLUTIONS:
+                        same = np.concatenate(top1[name][r]) == np.concatenate(top1["peer"][r])
+                        agree.setdefault((name, r), []).append(float(same.mean()))
+            rounds.append({"wall": wall, "cpu": cpu})
+            head = f"lr0fm-w{args.workers[0]}"
+            print(f"round {rnd}: " + "  ".join(f"{k} {wall[k]:.1f}s/{cpu[k]:.0f}cpu-s" for k in names)
+                  + f"  peer/{head} {wall['peer'] / wall[head]:.3f}  load {load0:.1f}->{os.getloadavg()[0]:.1f}",
+                  flush=True)
+        report(rounds, names, args, n, agree, fixed, len(cuts))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def report(rounds: list[dict], names: list[str], args, n: int, agree: dict, fixed: dict, n_slices: int) -> None:
+    print(f"\n{n} images, {len(rounds)} rounds of {n_slices} slices; median [min-max] over the rounds:")
+    for name in names:
+        print(f"  {name:10s} wall {spread([r['wall'][name] for r in rounds], 1)} s   "
+              f"cpu {spread([r['cpu'][name] for r in rounds], 1)} s")
+    faults = set()
+    for name in names:
+        if name == "bare":
+            continue
+        line = f"  {name}/bare {' ' * (10 - len(name))}"
+        for clock in ("wall", "cpu"):
+            per_bare = [r[clock][name] / r[clock]["bare"] for r in rounds]
+            fault = statistics.median(per_bare) + (max(per_bare) - min(per_bare)) / 2 < 1.0
+            if fault:
+                faults.add(name)
+            line += f"{clock} {spread(per_bare)}" + (" FAULT " if fault else "") + "   "
+        print(line)
+    if faults:
+        print(f"  MEASUREMENT FAULT: {', '.join(sorted(faults))} faster than the bare forward of its own views "
+              "by more than the spread; the load changed within the rounds -- rerun on a quieter machine")
+    for w in args.workers:
+        lr = f"lr0fm-w{w}"
+        title = f"  time(peer, 5 runs) / time(lr0fm, 1 pass, workers={w}):"
+        if faults & {"peer", lr}:
+            print(f"{title} not reported (measurement fault above)")
+            continue
+        wall = [r["wall"]["peer"] / r["wall"][lr] for r in rounds]
+        cpu = [r["cpu"]["peer"] / r["cpu"][lr] for r in rounds]
+        # what whole runs would take: slicing paid each part's per-call cost once per slice
+        whole = [(r["wall"]["peer"] - (n_slices - 1) * fixed["peer"]) / (r["wall"][lr] - (n_slices - 1) * fixed[lr])
+                 for r in rounds]
+        print(f"{title} wall {spread(wall)}   cpu {spread(cpu)}"
+              + (f"   whole runs (per-call costs once) {spread(whole)}" if n_slices > 1 else ""))
+    worst = {name: min(v) for name, v in agree.items()}
+    print("  top-1 equal to the peer's: " + ("100% at every resolution" if min(worst.values()) == 1.0 else
+          ", ".join(f"{k[0]} {k[1]}: {100 * v:.1f}%" for k, v in worst.items())))
+    print(f"  load average now {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cpus")
+
+
+# -- profile: lr0fm's pass against the bare forward of the same views ------------------------------
+def normalize_chunk(protocol, views_uint8: torch.Tensor) -> torch.Tensor:
+    """[n, S, S, 3] uint8 -> [n, 3, S, S] float32: Protocol.normalize_batch's values bit for bit (the same
+    three float32 operations per element), written once into the NCHW tensor and then updated in place:
+    one allocation of one forward batch instead of five of the whole image batch."""
+    n, h, w, _ = views_uint8.shape
+    x = torch.empty((n, 3, h, w), dtype=torch.float32, device=views_uint8.device)
+    x.copy_(views_uint8.permute(0, 3, 1, 2))
+    mean = torch.tensor(protocol.mean, dtype=torch.float32, device=x.device).view(3, 1, 1)
+    std = torch.tensor(protocol.std, dtype=torch.float32, device=x.device).view(3, 1, 1)
+    return x.div_(255.0).sub_(mean).div_(std)
+
+
+def score_fixed(share, views, rows, device, cuda, batch_size) -> None:
+    """lr0fm.evaluator._score with the fixes: no copy of the batch when every row and resolution is
+    kept, and each forward batch normalised just before its forward (normalize_chunk)."""
+    from lr0fm.evaluator import _autocast
+    model, cfg = share.job.model, share.job.cfg
+    keep = rows >= share.done
+    b, R = int(keep.sum()), len(share.rows)
+    mine = views if keep.all() else views[torch.from_numpy(keep).to(views.device)]
+    if share.rows != list(range(views.shape[1])):
+        mine = mine[:, share.rows]
+    flat = mine.flatten(0, 1)  # [b*R, S, S, 3] uint8, a view of the loader's batch
+    feats = []
+    with _autocast(device, cfg.amp):
+        for i in range(0, flat.shape[0], batch_size):
+            x = normalize_chunk(share.protocol, flat[i:i + batch_size])
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            feats.append(model.encode_image(x))
+    k = share.topk.shape[2]
+    pred = (torch.cat(feats).float() @ share.weights).topk(k, dim=-1).indices.view(b, R, k)
+    share.topk[:, rows[keep]] = pred.permute(1, 0, 2).cpu().numpy().astype(np.int32)
+    share.valid[rows[keep]] = True
+
+
+def tensors_from_workers(call):
+    """_Work.__call__ returning its views as torch tensors: the DataLoader hands them over in shared
+    memory instead of pickling every batch through a pipe."""
+    def wrapped(self, data, index):
+        payload = call(self, data, index)
+        if payload is not None and payload.views:
+            payload.views = {g: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+                             for g, v in payload.views.items()}
+        return payload
+    return wrapped
+
+
+def lowest_priority(_worker_id: int) -> None:
+    """DataLoader worker_init_fn: the worker yields the cores to the forward's threads, so on a CPU it
+    runs in their idle gaps instead of preempting one of them (which stalls the other at every barrier)."""
+    os.nice(19)
+
+
+def nice_workers(loader_class):
+    def make(*args, **kwargs):
+        kwargs.setdefault("worker_init_fn", lowest_priority)
+        return loader_class(*args, **kwargs)
+    return make
+
+
+VARIANTS = ("current", "fixed", "fixed+shm", "fixed+shm+nice")
+
+
+@contextlib.contextmanager
+def variant(name: str):
+    """Run lr0fm's pass as it is ("current") or with the fixes patched in, for this process only."""
+    from lr0fm import evaluator
+    saved = evaluator._score, evaluator._Work.__call__, evaluator.DataLoader
+    if name != "current":
+        evaluator._score = score_fixed
+    if "+shm" in name:
+        evaluator._Work.__call__ = tensors_from_workers(saved[1])
+    if "+nice" in name:
+        evaluator.DataLoader = nice_workers(saved[2])
+    try:
+        yield
+    finally:
+        evaluator._score, evaluator._Work.__call__, evaluator.DataLoader = saved
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the DataLoader workers)."""
+    import resource
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def components(prof: cProfile.Profile) -> dict:
+    """Seconds of the pass in the model's forward, in preparing its input (normalisation, copies,
+    top-k: _score minus forward), waiting on the loader (_batches), and the rest (set-up, records)."""
+    stats = pstats.Stats(prof).stats
+    def cum(func: str, file: str) -> float:
+        return sum(v[3] for (f, _, fn), v in stats.items() if fn == func and f.endswith(file))
+    total = max(v[3] for v in stats.values())
+    forward = cum("encode_image", os.path.join("models", "base.py"))
+    score, loader = cum("_score", "evaluator.py") + cum("score_fixed", "vs_clip_benchmark.py"), cum("_batches", "evaluator.py")
+    return {"forward": forward, "prepare": score - forward, "loader": loader, "other": total - score - loader}
+
+
+def run_profile(args) -> int:
+    """Rounds of: bare forward, lr0fm's pass as it is, and with the fixes; each pass under cProfile,
+    split into forward / prepare / loader / other, with wall and CPU seconds."""
+    tmp = Path(tempfile.mkdtemp(prefix="lr0fm-vs-cb-"))
+    names = [v for v in VARIANTS if v in args.variants.split(",")]
+    try:
+        bench = Bench(args.images, args.batch_size, tmp, False)
+        rows = list(range(len(bench.data)))
+        w = args.workers[0]
+        check_normalize_chunk(bench)
+        bench.bare_part([0])
+        expected = None
+        for name in names:  # warm-up, and the fixes give the current pass's predictions exactly
+            with variant(name):
+                got = bench.lr0fm_part(rows[:40], w)
+            expected = got if expected is None else expected
+            assert all(np.array_equal(got[r], expected[r]) for r in RESOLUTIONS), f"{name} changed predictions"
+        table: dict = {}
+        last = None
+        for rnd in range(args.rounds):
+            order = ["bare"] + names
+            order = order[rnd % len(order):] + order[:rnd % len(order)]
+            line = []
+            for name in order:
+                prof, t, c = cProfile.Profile(), time.perf_counter(), cpu_seconds()
+                if name == "bare":
+                    bench.bare_part(rows)
+                else:
+                    with variant(name), prof_enabled(prof):
+                        bench.lr0fm_part(rows, w)
+                wall, cpu = time.perf_counter() - t, cpu_seconds() - c
+                parts = components(prof) if name != "bare" else {"forward": wall}
+                table.setdefault(name, []).append({"wall": wall, "cpu": cpu, **parts})
+                line.append(f"{name} {wall:.1f}s/{cpu:.1f}cpu-s")
+                if name == "current":
+                    last = prof
+            print(f"round {rnd} (workers={w}): " + "  ".join(line) + f"  load {os.getloadavg()[0]:.1f}", flush=True)
+        print(f"\nmedians over {args.rounds} rounds, seconds (ratio to the bare forward of the same views in its round):")
+        bare = [r["wall"] for r in table["bare"]]
+        bare_cpu = [r["cpu"] for r in table["bare"]]
+        for name in names:
+            rs = table[name]
+            med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+            print(f"  {name:14s} wall {med['wall']:6.1f} ({spread([r['wall'] / b for r, b in zip(rs, bare)])})  "
+                  f"cpu {med['cpu']:6.1f} ({spread([r['cpu'] / b for r, b in zip(rs, bare_cpu)])})  "
+                  f"forward {med['forward']:.1f}  prepare {med['prepare']:.2f}  loader {med['loader']:.2f}  "
+                  f"other {med['other']:.2f}")
+        print(f"  {'bare':14s} wall {statistics.median(bare):6.1f}  cpu {statistics.median(bare_cpu):6.1f}")
+        print(f"\ncProfile of the last current pass, top {args.top} by own time:")
+        pstats.Stats(last, stream=sys.stdout).sort_stats("tottime").print_stats(args.top)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def check_normalize_chunk(bench: "Bench") -> None:
+    """normalize_chunk must give Protocol.normalize_batch's floats exactly."""
+    from lr0fm.images import composite_on_white
+    protocol = bench.model.protocol(RESOLUTIONS)
+    u8 = torch.from_numpy(protocol.views_uint8(composite_on_white(bench.data.load_image(0))))
+    assert torch.equal(normalize_chunk(protocol, u8), protocol.normalize_batch(u8)), "normalize_chunk differs"
+
+
+@contextlib.contextmanager
+def prof_enabled(prof: cProfile.Profile):
+    prof.enable()
+    try:
+        yield
+    finally:
+        prof.disable()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=230, help="first N TuxPaint photos (230: all)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--slice-images", type=int, default=64,
+                    help="images per slice, a multiple of the batch size; the parts alternate slice by "
+                         "slice (0: whole runs)")
+    ap.add_argument("--workers", default="1,0", help="lr0fm DataLoader workers to measure (the first is the headline)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--peer-amp", action="store_true", help="CLIP_benchmark's CLI default: bf16 autocast on CPU")
+    ap.add_argument("--quick", action="store_true", help="32 images, 2 rounds, whole runs: a smoke run")
+    ap.add_argument("--profile", action="store_true", help="cProfile lr0fm's pass against the bare forward")
+    ap.add_argument("--top", type=int, default=25, help="--profile: rows of the profile table")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"--profile: passes to compare, of {VARIANTS}")
+    args = ap.parse_args(argv)
+    args.workers = [int(w) for w in args.workers.split(",")]
+    if args.quick:
+        args.images, args.rounds, args.slice_images = 32, 2, 32
+    if args.slice_images % args.batch_size:
+        ap.error(f"--slice-images must be a multiple of --batch-size ({args.batch_size}), or 0 for whole runs")
+    return run_profile(args) if args.profile else run_benchmark(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
