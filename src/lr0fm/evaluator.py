@@ -434,20 +434,28 @@ def _loop(shares, groups, data, indices, lo, m, work, cfg, store, sharded) -> No
 
 
 def _score(share: _Share, views: torch.Tensor, rows: np.ndarray, device, cuda: bool, batch_size: int) -> None:
-    """One model on its resolutions of a batch's views: top-k class indices into its arrays."""
+    """One model on its resolutions of a batch's views: top-k class indices into its arrays.
+
+    ``views`` stays uint8; each forward batch is normalised just before its forward, and rows and
+    resolutions are only indexed (copied) when some are left out: on a CPU the forward is ~97% of
+    the pass and this keeps the rest near nothing (docs/performance.md)."""
     model, cfg = share.job.model, share.job.cfg
     keep = rows >= share.done  # rows before its resume point are already scored
     b, R = int(keep.sum()), len(share.rows)
-    mine = views[torch.from_numpy(keep).to(views.device)][:, share.rows]  # [b, R, S, S, 3]
-    flat = share.protocol.normalize_batch(mine.flatten(0, 1))  # [b*R, 3, S, S]
-    if cuda:
-        flat = flat.contiguous(memory_format=torch.channels_last)
+    mine = views if keep.all() else views[torch.from_numpy(keep).to(views.device)]
+    if share.rows != list(range(views.shape[1])):
+        mine = mine[:, share.rows]
+    flat = mine.flatten(0, 1)  # [b*R, S, S, 3] uint8
+    feats = []
     with _autocast(device, cfg.amp):
-        feats = torch.cat([model.encode_image(flat[i:i + batch_size]) for i in range(0, flat.shape[0], batch_size)])
+        for i in range(0, flat.shape[0], batch_size):
+            x = share.protocol.normalize_batch(flat[i:i + batch_size])  # [<=batch, 3, S, S]
+            if cuda:  # conv stems run faster channels-last; a no-op for the math
+                x = x.contiguous(memory_format=torch.channels_last)
+            feats.append(model.encode_image(x))
     k = share.topk.shape[2]
-    pred = (feats.float() @ share.weights).topk(k, dim=-1).indices.view(b, R, k)
-    pred = pred.permute(1, 0, 2).cpu().numpy().astype(np.int32)
-    share.topk[:, rows[keep]] = pred
+    pred = (torch.cat(feats).float() @ share.weights).topk(k, dim=-1).indices.view(b, R, k)
+    share.topk[:, rows[keep]] = pred.permute(1, 0, 2).cpu().numpy().astype(np.int32)
     share.valid[rows[keep]] = True
 
 

@@ -156,12 +156,17 @@ class Protocol:
         return [self.view(image, r) for r in keys]
 
     def normalize_batch(self, views_uint8: "torch.Tensor") -> "torch.Tensor":
-        """[..., S, S, 3] uint8 tensor -> [..., 3, S, S] float32 normalised (same math as ``normalize``)."""
+        """[..., S, S, 3] uint8 tensor -> [..., 3, S, S] float32 normalised (same math as ``normalize``).
+
+        The three float32 operations of ``normalize`` run in place on one channels-first tensor: one
+        allocation instead of five temporaries (it was the largest cost of the pass outside the forward)."""
         import torch
-        x = views_uint8.to(torch.float32) / 255.0
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device)
-        std = torch.tensor(self.std, dtype=torch.float32, device=x.device)
-        return ((x - mean) / std).movedim(-1, -3).contiguous()
+        *lead, h, w, c = views_uint8.shape
+        x = torch.empty((*lead, c, h, w), dtype=torch.float32, device=views_uint8.device)
+        x.copy_(views_uint8.movedim(-1, -3))
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(c, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(c, 1, 1)
+        return x.div_(255.0).sub_(mean).div_(std)
 
     def lr_pil(self, image: Image.Image, resolution: int) -> Image.Image:
         """Only the down step (what an SR model receives): r px on the short side, or r x r."""
