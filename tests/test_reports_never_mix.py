@@ -140,3 +140,21 @@ def test_labels_tell_apart_folders_cut_to_the_same_limit():
     labels = [r["dataset_label"] for r in label_records(records)]
     assert len(set(labels)) == 3 and all(label.startswith("flowers [") for label in labels)
     assert labels[2].startswith("flowers [") and "limit=all" in labels[2]
+
+
+def test_report_model_filter_takes_a_name_or_a_variant_label(tiny_open_clip, image_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    eval_args = ["--out", str(out), "eval", "--model", tiny_open_clip[0], "--dataset", "imagefolder", "--data-root",
+                 str(image_folder), "--workers", "0", "--no-progress", "-r", "16,hr", "--limit", "4"]
+    run(eval_args, capsys)
+    run(eval_args + ["--sr", "bicubic"], capsys)
+    everything = json.loads(run(["--out", str(out), "report", "--json"], capsys))
+    names = {r["model_label"] for r in everything}  # NAME, NAME+sr=...
+    assert len(everything) == 4 and len(names) == 2 and tiny_open_clip[0] in names
+    (with_sr,) = names - {tiny_open_clip[0]}
+    by_name = json.loads(run(["--out", str(out), "report", "--json", "--model", tiny_open_clip[0]], capsys))
+    assert len(by_name) == 4  # a plain name keeps all its variants
+    only_sr = json.loads(run(["--out", str(out), "report", "--json", "--model", with_sr], capsys))
+    assert len(only_sr) == 2 and {r["model_label"] for r in only_sr} == {with_sr}
+    text = run(["--out", str(out), "report", "--model", with_sr], capsys)
+    assert with_sr in text

@@ -120,8 +120,10 @@ def cmd_report(args) -> int:
         return 0
     from .records import parse_where, select
     records = select(store.records(), parse_where(args.where))
-    if args.model:
-        records = [r for r in records if r["model"] in _csv_list(args.model)]
+    if args.model:  # a model name keeps all its rows; "NAME+variant" (as report prints it) only those
+        from .records import model_name
+        wanted = set(_csv_list(args.model))
+        records = [r for r in records if r["model"] in wanted or model_name(r) in wanted]
     if args.dataset:
         records = [r for r in records if r["dataset"] in _csv_list(args.dataset)]
     if args.html:
@@ -232,8 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = add_command(sub, "report", help="print stored results with gamma, Gamma, SAR, WAR; plot; export")
-    p.add_argument("--model", default=None)
-    p.add_argument("--dataset", default=None)
+    p.add_argument("--model", default=None,
+                   help="only these models, comma-separated: a name (all its variants) or NAME+variant as printed")
+    p.add_argument("--dataset", default=None, help="only these datasets, comma-separated")
     p.add_argument("--json", action="store_true", help="print the records as a JSON list")
     p.add_argument("--csv", default=None, help="also export a tidy CSV here")
     p.add_argument("--plot", default=None, help="accuracy-vs-resolution PNG (default: OUT/report/...)")
