@@ -403,3 +403,16 @@ def test_checkpoint_digest_is_content_not_file_bytes(tmp_path):
     tensors["tokens.0"][0, 0] += 1
     save_file(tensors, str(c), metadata=meta)
     assert checkpoint_digest(c) != checkpoint_digest(a)
+
+
+def test_amp_bf16_is_applied_on_cpu_too(tiny_open_clip, caption_index):
+    """--amp bf16 is in the run's config, so it must be what ran (eval honours it on CPU as well)."""
+    data = load_train_images(caption_index)
+    losses = {}
+    for amp in (None, "bf16"):
+        torch.manual_seed(0)
+        d = Distiller(create_model(tiny_open_clip[0]), _cfg(amp=amp))
+        opt, _ = make_optimizer(d, d.cfg)
+        losses[amp] = [train_step(d, data, s, opt) for s in range(2)]
+    assert all(np.isfinite(losses["bf16"]))
+    assert losses["bf16"] != losses[None]  # bf16 rounding shows: autocast was on

@@ -56,7 +56,7 @@ class TrainConfig:
     aux_weight: float = 1.0
     kl_temperature: float = 1.0
     micro_batch: int | None = None  # views per forward; None = one forward with graph
-    amp: str | None = None          # "bf16" | "fp16" on GPU
+    amp: str | None = None          # "bf16" autocast (any device; fast where the hardware has bf16)
     grad_checkpointing: bool = False
     seed: int = 0
     val_fraction: float = 0.05
@@ -148,7 +148,7 @@ class Distiller(nn.Module):
 
     def _autocast(self):
         import contextlib
-        if not self.cfg.amp or self.model.device.type == "cpu":
+        if not self.cfg.amp:  # honoured on CPU too, as `lr0fm eval --amp` is: the config says what ran
             return contextlib.nullcontext()
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[self.cfg.amp]
         return torch.autocast(self.model.device.type, dtype=dtype)
