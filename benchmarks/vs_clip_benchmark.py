@@ -3,13 +3,15 @@
     python benchmarks/vs_clip_benchmark.py              # 230 TuxPaint photos, 3 rounds (~20 min on 2 quiet cores)
     python benchmarks/vs_clip_benchmark.py --quick      # 32 photos, 2 rounds: a smoke run (~4 min)
     python benchmarks/vs_clip_benchmark.py --profile    # where lr0fm's pass spends its time, against the bare forward
+    python benchmarks/vs_clip_benchmark.py --arch ViT-S-32 --workers 1   # a cheaper forward (~4x fewer FLOPs)
 
 Same images, checkpoint and resolutions on both sides:
 
 * images: the TuxPaint photo stamps (``lr0fm.datasets.get_dataset("tuxpaint")``), decoded the same way
   (``composite_on_white(data.load_image(i))``);
-* model: one random-weight open_clip ViT-B-32 (``torch.manual_seed(0)``), saved to a temporary
-  checkpoint and loaded by both (lr0fm as ``open_clip:ViT-B-32:/tmp/.../ckpt.pt``); nothing is downloaded;
+* model: one random-weight open_clip ViT-B-32 (``--arch``; ``torch.manual_seed(0)``), saved to a
+  temporary checkpoint and loaded by both (lr0fm as ``open_clip:ViT-B-32:/tmp/.../ckpt.pt``); nothing is
+  downloaded;
 * text classifiers: built by each side before any timing (lr0fm's comes from its cache);
 * peer: CLIP_benchmark 1.6.2 (PyPI ``clip-benchmark``) ``run_classification`` once per resolution
   (5 runs), 1 DataLoader worker, batch 32, fp32 (``amp=False``: its CLI default ``--amp`` is bf16
@@ -56,11 +58,11 @@ import torch  # noqa: E402
 
 RESOLUTIONS = [16, 32, 64, 128, "hr"]
 TIMING_TOLERANCE = 0.03  # two timings of the same work on this 2-core VM differ by up to ~3% even when quiet
-ARCH = "ViT-B-32"
+ARCH = "ViT-B-32"  # the headline; --arch for others (a cheaper forward makes the saved decodes count more)
 
 
 # -- set-up -----------------------------------------------------------------------------------------
-def make_checkpoint(folder: Path) -> Path:
+def make_checkpoint(folder: Path, arch: str) -> Path:
     """One random-weight open_clip checkpoint both sides load."""
     import logging
 
@@ -68,10 +70,10 @@ def make_checkpoint(folder: Path) -> Path:
     torch.manual_seed(0)
     logging.disable(logging.WARNING)  # open_clip's "no pretrained weights loaded": that is the point
     try:
-        model = open_clip.create_model(ARCH, pretrained=None)
+        model = open_clip.create_model(arch, pretrained=None)
     finally:
         logging.disable(logging.NOTSET)
-    path = folder / "vit-b-32-random.pt"
+    path = folder / f"{arch}-random.pt"
     torch.save(model.state_dict(), path)
     return path
 
@@ -105,7 +107,7 @@ def peer_transforms(preprocess, size: int, mean, std) -> dict:
 
 
 class Bench:
-    def __init__(self, n_images: int, batch_size: int, tmp: Path, peer_amp: bool):
+    def __init__(self, n_images: int, batch_size: int, tmp: Path, peer_amp: bool, arch: str = ARCH):
         import open_clip
         from clip_benchmark.metrics.zeroshot_classification import zero_shot_classifier
 
@@ -113,16 +115,16 @@ class Bench:
         from lr0fm.images import composite_on_white
 
         self.tmp, self.batch_size, self.peer_amp = tmp, batch_size, peer_amp
-        ckpt = make_checkpoint(tmp)
+        ckpt = make_checkpoint(tmp, arch)
         self.data = lr0fm.get_dataset("tuxpaint")
         self.data = self.data.subset(range(min(n_images, len(self.data))))
-        self.model = lr0fm.create_model(f"open_clip:{ARCH}:{ckpt}")
-        self.peer, _, preprocess = open_clip.create_model_and_transforms(ARCH, pretrained=str(ckpt))
+        self.model = lr0fm.create_model(f"open_clip:{arch}:{ckpt}")
+        self.peer, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=str(ckpt))
         self.peer.eval()  # as clip_benchmark's CLI does
         protocol = self.model.protocol(RESOLUTIONS)
         self.transforms = peer_transforms(preprocess, protocol.input_size, protocol.mean, protocol.std)
         classnames, templates = list(self.data.spec.classnames), list(self.data.spec.templates)
-        self.peer_classifier = zero_shot_classifier(self.peer, open_clip.get_tokenizer(ARCH), classnames,
+        self.peer_classifier = zero_shot_classifier(self.peer, open_clip.get_tokenizer(arch), classnames,
                                                     [t.replace("{}", "{c}") for t in templates], "cpu", amp=False)
         # lr0fm builds and caches its classifier on a first call; each timed call copies that cache
         self.seed_store = tmp / "seed-store"
@@ -208,7 +210,7 @@ def spread(values: list[float], digits: int = 3) -> str:
 def run_benchmark(args) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="lr0fm-vs-cb-"))
     try:
-        bench = Bench(args.images, args.batch_size, tmp, args.peer_amp)
+        bench = Bench(args.images, args.batch_size, tmp, args.peer_amp, args.arch)
         n = len(bench.data)
         parts = {"peer": bench.peer_part, "bare": bench.bare_part}
         for w in args.workers:
@@ -216,7 +218,7 @@ def run_benchmark(args) -> int:
         names = list(parts)
         cuts = slices(n, args.slice_images)
         print(f"{n} TuxPaint photos x {len(RESOLUTIONS)} resolutions = {n * len(RESOLUTIONS)} views; open_clip "
-              f"{ARCH} random weights; batch {args.batch_size}; torch threads {torch.get_num_threads()}, "
+              f"{args.arch} random weights; batch {args.batch_size}; torch threads {torch.get_num_threads()}, "
               f"cpus {os.cpu_count()}; peer amp {args.peer_amp}; {len(cuts)} slices of <= {len(cuts[0])} images; "
               f"load {', '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
         for name in names:  # warm-up: first forward, first worker start, lazy imports
@@ -319,7 +321,7 @@ def run_profile(args) -> int:
     cProfile and split into forward / prepare / loader / other, with wall and CPU seconds."""
     tmp = Path(tempfile.mkdtemp(prefix="lr0fm-vs-cb-"))
     try:
-        bench = Bench(args.images, args.batch_size, tmp, False)
+        bench = Bench(args.images, args.batch_size, tmp, False, args.arch)
         rows = list(range(len(bench.data)))
         w = args.workers[0]
         bench.bare_part([0])
@@ -374,6 +376,7 @@ def main(argv=None) -> int:
                          "slice (0: whole runs)")
     ap.add_argument("--workers", default="1,0", help="lr0fm DataLoader workers to measure (the first is the headline)")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--arch", default=ARCH, help="open_clip architecture (random weights), e.g. ViT-S-32")
     ap.add_argument("--peer-amp", action="store_true", help="CLIP_benchmark's CLI default: bf16 autocast on CPU")
     ap.add_argument("--quick", action="store_true", help="32 images, 2 rounds, whole runs: a smoke run")
     ap.add_argument("--profile", action="store_true", help="cProfile lr0fm's pass against the bare forward")
