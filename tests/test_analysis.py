@@ -2,6 +2,7 @@
 vs model properties (Spearman), and the ``lr0fm analyze`` commands on tiny random models."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -234,7 +235,7 @@ def test_analyze_commands_on_tiny_model(tiny_open_clip, image_folder, tmp_path, 
     assert {"models_paper_WAR.png", "models_paper_correlations.csv"} <= files
 
 
-def test_analysis_picks_one_evaluation_says_which_and_survives_a_deleted_predictions_file(tmp_path):
+def test_analysis_picks_one_evaluation_says_which_and_survives_a_deleted_predictions_file(tmp_path, caplog):
     """Several evaluations of one model on the same images: HR and LR come from one of them (the
     full one by default, --where another); a deleted predictions file is one line, not a crash."""
     from lr0fm.analysis.predictions import matching_records
@@ -265,6 +266,8 @@ def test_analysis_picks_one_evaluation_says_which_and_survives_a_deleted_predict
 
     store.predictions_path(bf16[1]["cell"]).unlink()
     with pytest.raises(InputError, match="missing or changed; rerun 'lr0fm eval"):
-        matching_records(store, "toy-model", data)
+        with caplog.at_level(logging.WARNING, logger="lr0fm"):
+            matching_records(store, "toy-model", data)
+    assert not caplog.records  # the error is the one line; no warning repeats it
     with pytest.raises(InputError, match="no stored HR and LR predictions"):
         matching_records(store, "toy-model", data, where=parse_where(["limit=5"]))

@@ -158,6 +158,7 @@ def test_failed_writes_leave_no_temp_files(tiny_model, image_folder, tmp_path, m
         run(tiny_model, get_dataset("imagefolder", root=image_folder), store)
     assert not [p for p in store.root.rglob("*") if ".tmp" in p.name]
     assert not list(store.root.rglob("records/*.json"))
+    assert not list(store.root.rglob("predictions/*.npz"))  # written first, removed with the failed record
 
 
 def test_out_naming_a_file_is_one_line(tmp_path):

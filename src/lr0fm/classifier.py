@@ -52,14 +52,10 @@ def cached_classifier(model: ZeroShotModel, classnames: Sequence[str], templates
         except Exception:  # a damaged cache entry is rebuilt, never trusted
             path.unlink(missing_ok=True)
     weights = build_zero_shot_classifier(model, classnames, templates)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()  # torch.save on a path raises RuntimeError, not OSError, when it cannot write
-        torch.save(weights, buf)
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
-    except OSError as e:  # a cache that cannot be written only costs a rebuild next time
-        tmp.unlink(missing_ok=True)
-        log.warning("warning: could not cache the classifier in %s (%s)", path.parent, e.strerror or e)
+    # the cache is the results folder's own (ResultsStore.classifier_cache): if it cannot be written,
+    # neither can the results, so say so now (one line), not after the whole pass
+    from .store import atomic_write_bytes
+    buf = io.BytesIO()  # torch.save on a path raises RuntimeError, not OSError, when it cannot write
+    torch.save(weights, buf)
+    atomic_write_bytes(path, buf.getvalue())
     return weights, key

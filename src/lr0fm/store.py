@@ -114,8 +114,9 @@ class ResultsStore:
     def get(self, cell: str) -> dict | None:
         return self._read(self.record_path(cell))
 
-    def complete(self, cell: str) -> bool:
-        """The cell has a valid record and the predictions file it names (same digest)."""
+    def complete(self, cell: str, warn: bool = True) -> bool:
+        """The cell has a valid record and the predictions file it names (same digest). ``warn=False``
+        for a caller whose own error line says it (one line, not a warning and an error)."""
         record = self.get(cell)
         if record is None:
             return False
@@ -124,7 +125,7 @@ class ResultsStore:
             ok = hashlib.sha256(path.read_bytes()).hexdigest() == record["predictions_sha256"]
         except OSError:
             ok = False
-        if not ok:
+        if not ok and warn:
             self._warn(path, "predictions file missing or changed")
         return ok
 
@@ -136,7 +137,12 @@ class ResultsStore:
         data = npz_bytes(**predictions)
         atomic_write_bytes(self.predictions_path(cell), data)
         record = {**record, "predictions_sha256": hashlib.sha256(data).hexdigest()}
-        atomic_write_bytes(self.record_path(cell), json.dumps(record, indent=1, sort_keys=True).encode())
+        try:
+            atomic_write_bytes(self.record_path(cell), json.dumps(record, indent=1, sort_keys=True).encode())
+        except InputError:  # no record, no predictions: nothing half-written stays behind
+            with contextlib.suppress(OSError):
+                self.predictions_path(cell).unlink()
+            raise
 
     def records(self) -> list[dict]:
         """Every valid record, sorted; damaged or foreign files are skipped with one warning each."""

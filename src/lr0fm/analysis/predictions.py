@@ -174,7 +174,7 @@ def matching_records(store: ResultsStore, model: str, data: LabeledImages, varia
     if len(usable) > 1:
         notes.append(f"({len(usable) - 1} other evaluation(s) match: "
                      f"{'; '.join(describe(g) for g in usable if g is not chosen)}; --where evaluation=ID selects one)")
-    broken = [res for res, r in chosen.items() if not store.complete(r["cell"])]
+    broken = [res for res, r in chosen.items() if not store.complete(r["cell"], warn=False)]
     if broken:
         raise InputError(f"the stored predictions of {model} on {spec.label} at {', '.join(map(str, broken))} are "
                          f"missing or changed; rerun 'lr0fm eval --model {model} --dataset {spec.key}' with the same "
