@@ -10,7 +10,9 @@ preprocessing it needs (e.g. a local copy of ``ViT-B-16-SigLIP:webli``).
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
+import logging
 from pathlib import Path
 
 import torch
@@ -100,8 +102,8 @@ class OpenCLIPModel(ZeroShotModel):
         if preprocess_tag is not None:
             model_kwargs["force_preprocess_cfg"] = tag_preprocess_cfg(arch, preprocess_tag)
         try:
-            with torch.random.fork_rng(devices=[]):  # weights are made on the CPU; the caller's RNG is untouched
-                torch.manual_seed(RANDOM_SEED)
+            with torch.random.fork_rng(devices=[]), _quiet_random_notice(tag == RANDOM):
+                torch.manual_seed(RANDOM_SEED)  # weights are made on the CPU; the caller's RNG is untouched
                 model = open_clip.create_model(arch, pretrained=None if tag == RANDOM else tag, device=device,
                                                precision=precision, **model_kwargs)
         except ModelError:
@@ -139,3 +141,23 @@ class OpenCLIPModel(ZeroShotModel):
     def _text_features(self, texts: list[str]) -> torch.Tensor:
         tokens = self.tokenizer(texts).to(self.device)
         return self.model.encode_text(tokens)
+
+
+class _RandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_notice(asked_for: bool):
+    """open_clip warns (on the root logger) that no weights were loaded; with ``:random`` that was
+    the request, and the records name it, so the warning is dropped for that call only."""
+    if not asked_for:
+        yield
+        return
+    notice = _RandomInitNotice()
+    logging.getLogger().addFilter(notice)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(notice)
