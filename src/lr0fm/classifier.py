@@ -7,7 +7,6 @@ prompts) and reused by every resolution, rerun and analysis, and never across we
 from __future__ import annotations
 
 import io
-import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -17,8 +16,6 @@ import torch
 from .datasets.base import fill_template
 from .identity import classifier_key
 from .models.base import ZeroShotModel
-
-log = logging.getLogger("lr0fm")
 
 
 @torch.no_grad()
