@@ -83,7 +83,7 @@ step "0. machine" ; step_rc=0
   date -u +"%Y-%m-%dT%H:%M:%SZ"; uptime; echo "cpus $(nproc)"
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 } 2>&1 | tee "$OUTDIR/step0-machine.txt"
-run step0-machine.txt 15 "$PY" -c "
+run step0-machine.txt 90 "$PY" -c "
 import sys, torch, torchvision, PIL, open_clip
 print('python', sys.version.split()[0], 'torch', torch.__version__, 'torchvision', torchvision.__version__,
       'pillow', PIL.__version__, 'open_clip', open_clip.__version__)
