@@ -1,11 +1,22 @@
-"""The user-facing error types: each becomes one clear line and a non-zero exit in the CLI."""
-from .datasets.base import DatasetError
-from .models.base import ModelError
-from .protocol import ProtocolError
+"""The user-facing error types: each becomes one clear line and a non-zero exit in the CLI.
+
+A leaf module (no imports), so that reading records or reporting never loads torch for them."""
 
 
 class InputError(ValueError):
     """A file or option the user gave cannot be used."""
+
+
+class DatasetError(RuntimeError):
+    """A dataset cannot be loaded (unknown key, files missing, package not installed)."""
+
+
+class ModelError(RuntimeError):
+    """A model cannot be built (unknown name, missing weights, missing backend)."""
+
+
+class ProtocolError(ValueError):
+    """A protocol setting the user gave cannot be used."""
 
 
 class ViewError(RuntimeError):

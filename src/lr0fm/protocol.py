@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
+from .errors import ProtocolError  # noqa: F401  (re-exported)
 
 HR = "hr"  # the resolution key of the high-resolution reference view
 DEFAULT_RESOLUTIONS: tuple[int, ...] = (16, 32, 64, 128)
@@ -29,10 +30,6 @@ _PIL_FILTERS = {
     "lanczos": Image.Resampling.LANCZOS,
     "box": Image.Resampling.BOX,
 }
-
-
-class ProtocolError(ValueError):
-    """A protocol setting the user gave cannot be used."""
 
 
 def parse_resolutions(values: str | Iterable[int | str]) -> list[int | str]:

@@ -17,11 +17,8 @@ from .. import resources
 # image decoding lives in lr0fm.images; re-exported here for the loaders
 from ..images import (SIXTEEN_BIT_MODES, bytes_loader, composite_on_white, eight_bit,  # noqa: F401
                       open_image_file, to_8bit)
+from ..errors import DatasetError  # noqa: F401  (re-exported)
 
-
-
-class DatasetError(RuntimeError):
-    """A dataset cannot be loaded (unknown key, files missing, package not installed)."""
 
 
 @dataclass(frozen=True)

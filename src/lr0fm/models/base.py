@@ -13,10 +13,7 @@ import torch
 from torch import nn
 
 from ..protocol import DEFAULT_RESOLUTIONS, HR, Protocol
-
-
-class ModelError(RuntimeError):
-    """A model cannot be built (unknown name, missing weights, missing backend)."""
+from ..errors import ModelError  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
