@@ -121,7 +121,7 @@ def compare_pixels(data, protocol, device: torch.device, batch: int) -> tuple[_S
 
 def top1_by_decoder(model, data, resolutions, args, tmp: Path, classifier, classnames, templates) -> dict:
     """{decoder: ([R, n] top-1, [n] valid)} from lr0fm.evaluate with device views."""
-    from lr0fm.evaluator import EvalConfig, evaluate
+    from lr0fm.evaluation import EvalConfig, evaluate
     from lr0fm.store import ResultsStore
 
     out = {}
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
         return 0
 
     from lr0fm.datasets.base import packaged_text
-    from lr0fm.evaluator import decoder_name
+    from lr0fm.evaluation import decoder_name
     from lr0fm.protocol import parse_resolutions
 
     if args.threads:

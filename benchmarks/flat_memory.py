@@ -65,7 +65,7 @@ def main(argv=None) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from lr0fm.datasets.base import DatasetSpec, LabeledImages
-    from lr0fm.evaluator import EvalConfig, evaluate
+    from lr0fm.evaluation import EvalConfig, evaluate
     from lr0fm.models import create_model
     from lr0fm.store import ResultsStore
 
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
                   f"workers {workers_kib / 1024:7.1f} MiB", flush=True)
             stop.wait(args.every)
 
-    ev = sys.modules["lr0fm.evaluator"]  # the evaluator module (lr0fm.evaluate is the API function)
+    ev = sys.modules["lr0fm.evaluation"]  # the evaluator module (lr0fm.evaluate is the API function)
     real_predict = ev.predict
 
     def counting_predict(*a, on_batch=None, **kw):

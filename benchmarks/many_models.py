@@ -4,7 +4,7 @@
         --models open_clip:ViT-B-32:random,open_clip:ViT-B-16:random,open_clip:RN50:random
     python benchmarks/many_models.py --images 64 --threads 1 --models open_clip:A.json:random,open_clip:B.json:random
 
-``lr0fm eval -m M1,M2,M3`` (``lr0fm.sweep.run_groups``) decodes each image once, makes its views
+``lr0fm eval -m M1,M2,M3`` (``lr0fm.runner.run_groups``) decodes each image once, makes its views
 once per group of models with the same pixels, and runs every model on them; a model zoo should
 cost about the sum of its forwards. Timed on one generated JPEG folder (500x375 like ImageNet),
 classifiers cached beforehand, fresh results folders every time, in each round:
@@ -39,7 +39,7 @@ from throughput import (RESULT, _sync, bench_forward, cache_classifier, generate
 def run_pass(models, data, resolutions, root: Path, classifiers, options: dict) -> tuple[float, list[dict]]:
     """(seconds, records) of one run_groups call over ``models`` into a fresh results folder."""
     from lr0fm.store import ResultsStore
-    from lr0fm.sweep import Group, run_groups
+    from lr0fm.runner import Group, run_groups
 
     for model in models:
         cache_classifier(root, model, classifiers[id(model)], data.spec.classnames, data.spec.templates)

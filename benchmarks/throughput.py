@@ -70,7 +70,7 @@ def _sync(device: str) -> None:
 def bench_forward(model, S: int, batch: int, n_views: int, device: str = "cpu", amp: str | None = None) -> float:
     """(a) images/s of encode_image on ready normalised tensors (n_views forwards in batches),
     laid out as evaluate lays them out (channels-last model and inputs on CUDA)."""
-    from lr0fm.evaluator import _autocast
+    from lr0fm.evaluation.passes import _autocast
     x = torch.randn(batch, 3, S, S, device=device)
     if torch.device(device).type == "cuda":
         model.to(memory_format=torch.channels_last)
@@ -101,7 +101,7 @@ def text_prompts_per_s(model, prompts: list[str], batch: int = 256, device: str 
 def bench_lr0fm(model, data, resolutions, batch, workers, store_root, device="cpu", amp=None,
                 views=None, decoder=None) -> float:
     """(b) seconds of evaluate() over all resolutions (the classifier should be cached: ``cache_classifier``)."""
-    from lr0fm.evaluator import EvalConfig, evaluate
+    from lr0fm.evaluation import EvalConfig, evaluate
     from lr0fm.store import ResultsStore
     cfg = EvalConfig(resolutions=resolutions, batch_size=batch, workers=workers, progress=False, device=device,
                      amp=amp, views=views, decoder=decoder)
@@ -155,7 +155,7 @@ def bench_paper_way(model, paths, classifier, resolutions, batch, workers, devic
     by the caller): torchvision transforms as in the paper's code, decode every run."""
     from torchvision import transforms as T
 
-    from lr0fm.evaluator import _autocast
+    from lr0fm.evaluation.passes import _autocast
     p = model.protocol(resolutions)
     S, bicubic = p.input_size, T.InterpolationMode.BICUBIC
     t = time.perf_counter()
@@ -201,7 +201,7 @@ def main(argv=None) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from lr0fm.datasets.base import fill_template, packaged_text
-    from lr0fm.evaluator import EvalConfig, default_workers, plan
+    from lr0fm.evaluation import EvalConfig, default_workers, plan
     from lr0fm.filedigest import file_digests
     from lr0fm.models import create_model
     from lr0fm.protocol import parse_resolutions
@@ -225,10 +225,10 @@ def main(argv=None) -> int:
     prompts = [fill_template(t, c) for c in names for t in templates]
     file_digests(paths)  # the data identity hashes each file once per machine (cached): not a pass's cost
     how = plan(model, data, EvalConfig(resolutions=resolutions, device=args.device, views=views,
-                                       decoder=decoder))[5]
+                                       decoder=decoder))
     print(f"model {args.model} S={S}  images {n} x {R} resolutions  batch {args.batch_size}  workers {workers}  "
           f"torch threads {torch.get_num_threads()}  cpus {os.cpu_count()}  classifier {len(names)} classes (cached)  "
-          f"device {args.device} amp {args.amp}  (b): views {how[0]}, decoder {how[1]}  "
+          f"device {args.device} amp {args.amp}  (b): views {how.views}, decoder {how.decoder}  "
           f"({n} JPEGs ready in {made:.1f}s)", flush=True)
     # untimed warm-up of (b)'s path: first worker start, CUDA kernels, nvjpeg handles
     warm = tmp / "warm-up"

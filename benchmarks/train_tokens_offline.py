@@ -26,7 +26,7 @@ from PIL import Image
 from lr0fm.classifier import build_zero_shot_classifier
 from lr0fm.datasets import get_dataset
 from lr0fm.datasets.base import composite_on_white
-from lr0fm.evaluator import EvalConfig, predict
+from lr0fm.evaluation import EvalConfig, predict
 from lr0fm.models import create_model
 from lr0fm.tokens import attach_checkpoint
 from lr0fm.tokens.data import folder_images

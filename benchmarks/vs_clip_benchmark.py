@@ -311,8 +311,8 @@ def components(prof: cProfile.Profile) -> dict:
         return sum(v[3] for (f, _, fn), v in stats.items() if fn == func and f.endswith(file))
     total = max(v[3] for v in stats.values())
     forward = cum("encode_image", os.path.join("models", "base.py"))
-    score = cum("_score", "evaluator.py")
-    loader = cum("_batches", "evaluator.py")
+    score = cum("_score", "passes.py")
+    loader = cum("_batches", "loading.py")
     return {"forward": forward, "prepare": score - forward, "loader": loader, "other": total - score - loader}
 
 

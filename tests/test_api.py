@@ -52,8 +52,8 @@ def test_public_names_and_cheap_import():
     # importing lr0fm imports neither torch nor pandas (a fresh interpreter)
     code = "import sys, lr0fm; assert not {'torch', 'pandas', 'lr0fm.api'} & set(sys.modules), sorted(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
-    # the evaluator module (lr0fm.evaluator), once imported, leaves the function alone
-    evaluator = importlib.import_module("lr0fm.evaluator")
+    # the evaluator module (lr0fm.evaluation), once imported, leaves the function alone
+    evaluator = importlib.import_module("lr0fm.evaluation")
     assert lr0fm.evaluate is lr0fm.api.evaluate and evaluator.EvalConfig
     with pytest.raises(AttributeError):
         lr0fm.no_such_name

@@ -12,7 +12,7 @@ from clip_benchmark.metrics.zeroshot_classification import run_classification, z
 
 from lr0fm.classifier import build_zero_shot_classifier  # noqa: E402
 from lr0fm.datasets import get_dataset  # noqa: E402
-from lr0fm.evaluator import EvalConfig, evaluate  # noqa: E402
+from lr0fm.evaluation import EvalConfig, evaluate  # noqa: E402
 from lr0fm.images import composite_on_white  # noqa: E402
 from lr0fm.models import create_model  # noqa: E402
 from lr0fm.store import ResultsStore  # noqa: E402

@@ -13,7 +13,7 @@ import torch
 from lr0fm.cli import main
 from lr0fm.classifier import build_zero_shot_classifier, cached_classifier
 from lr0fm.datasets import get_dataset
-from lr0fm.evaluator import EvalConfig, evaluate
+from lr0fm.evaluation import EvalConfig, evaluate
 from lr0fm.models import create_model
 from lr0fm.store import ResultsStore
 

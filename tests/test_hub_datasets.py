@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lr0fm.datasets import DatasetError, fill_template, get_dataset
-from lr0fm.evaluator import EvalConfig, evaluate
+from lr0fm.evaluation import EvalConfig, evaluate
 from lr0fm.identity import data_part
 from lr0fm.models import create_model
 from lr0fm.store import ResultsStore

@@ -9,7 +9,7 @@ import torch
 
 from lr0fm import identity
 from lr0fm.datasets import get_dataset
-from lr0fm.evaluator import EvalConfig, evaluate, plan
+from lr0fm.evaluation import EvalConfig, evaluate, plan
 from lr0fm.models import create_model
 from lr0fm.store import ResultsStore
 
@@ -23,7 +23,8 @@ def tiny_model(tiny_open_clip):
 
 def cells_of(model, data, **cfg):
     cfg = EvalConfig(**{"resolutions": (16, "hr"), "workers": 0, "progress": False, **cfg})
-    _, _, _, ev, cells, _ = plan(model, data, cfg)
+    p = plan(model, data, cfg)
+    ev, cells = p.evaluation, p.cells
     return ev, cells
 
 

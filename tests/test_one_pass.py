@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from lr0fm.datasets import get_dataset
-from lr0fm.evaluator import EvalConfig, evaluate
+from lr0fm.evaluation import EvalConfig, evaluate
 from lr0fm.models import create_model
 from lr0fm.store import ResultsStore
-from lr0fm.sweep import Group, run_groups
+from lr0fm.runner import Group, run_groups
 
 from conftest import make_image
 

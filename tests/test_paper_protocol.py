@@ -9,7 +9,7 @@ from torchvision.transforms import InterpolationMode
 
 from lr0fm.catalog import model_catalog, paper_protocol
 from lr0fm.datasets import get_dataset
-from lr0fm.evaluator import EvalConfig, plan
+from lr0fm.evaluation import EvalConfig, plan
 from lr0fm.models import choose_protocol, create_model
 from lr0fm.protocol import ProtocolError
 
@@ -69,7 +69,7 @@ def test_protocol_choice_and_overrides_change_the_identity(model_as, image_folde
     ids = {}
     for label, kw in {"native": {}, "paper": {"protocol": "paper"}, "squash": {"resize_mode": "squash"},
                       "size": {"input_size": 48}, "bilinear": {"interpolation": "bilinear"}}.items():
-        ids[label] = plan(choose_protocol(model_as(name), **kw), data, cfg)[3]
+        ids[label] = plan(choose_protocol(model_as(name), **kw), data, cfg).evaluation
     assert len({ev.id for ev in ids.values()}) == len(ids)
     assert ids["squash"].protocol["source"] == "native+override"
     assert ids["paper"].protocol["source"].startswith("paper")

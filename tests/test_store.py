@@ -10,11 +10,11 @@ import pytest
 from lr0fm.datasets import get_dataset
 from lr0fm.errors import InputError, PassBusy, ViewError
 from lr0fm.datasets.base import DatasetError
-from lr0fm.evaluator import EvalConfig, evaluate, plan
+from lr0fm.evaluation import EvalConfig, evaluate, plan
 from lr0fm.models import create_model
 from lr0fm.report import text_report
 from lr0fm.store import ResultsStore
-from lr0fm.sweep import Group, run_groups
+from lr0fm.runner import Group, run_groups
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,8 @@ def test_missing_or_altered_predictions_make_the_cell_pending(tiny_model, image_
 def test_one_process_per_pass_and_others_take_other_work(tiny_model, tiny_open_clip, image_folder, tmp_path):
     store = ResultsStore(tmp_path)
     data = get_dataset("imagefolder", root=image_folder)
-    _, _, _, ev, cells, _ = plan(tiny_model, data, EvalConfig(**CFG))
+    p = plan(tiny_model, data, EvalConfig(**CFG))
+    ev, cells = p.evaluation, p.cells
     with store.pass_lock(ev.id):
         with pytest.raises(PassBusy):
             evaluate(tiny_model, data, EvalConfig(**CFG), store, wait=False)
@@ -103,9 +104,11 @@ def test_one_process_per_pass_and_others_take_other_work(tiny_model, tiny_open_c
 def test_passes_over_other_resolutions_keep_their_resume_points(tiny_model, image_folder, tmp_path):
     store = ResultsStore(tmp_path)
     data = get_dataset("imagefolder", root=image_folder)
-    _, _, _, ev, cells, _ = plan(tiny_model, data, EvalConfig(**CFG))
+    p = plan(tiny_model, data, EvalConfig(**CFG))
+    ev, cells = p.evaluation, p.cells
     # a resume point of another pass (resolution 64 only) of the same evaluation
-    _, _, _, ev64, cells64, _ = plan(tiny_model, data, EvalConfig(**{**CFG, "resolutions": (64,)}))
+    p = plan(tiny_model, data, EvalConfig(**{**CFG, "resolutions": (64,)}))
+    ev64, cells64 = p.evaluation, p.cells
     assert ev64.id == ev.id
     other = ev.resume_key([64])
     store.save_partial(other, topk=np.zeros((1, 12, 3), np.int32), valid=np.zeros(12, bool), done=np.int64(4),
@@ -181,7 +184,7 @@ def test_two_cli_processes_on_one_folder_never_run_the_same_pass(tiny_open_clip,
 
     out = tmp_path / "res"
     data = get_dataset("imagefolder", root=image_folder)
-    _, _, _, ev, _, _ = plan(create_model(tiny_open_clip[0]), data, EvalConfig(resolutions=(16, 32, "hr")))
+    ev = plan(create_model(tiny_open_clip[0]), data, EvalConfig(resolutions=(16, 32, "hr"))).evaluation
     (out / "locks").mkdir(parents=True)
     args = [sys.executable, "-m", "lr0fm", "-v", "eval", "--model", tiny_open_clip[0], "--dataset", "imagefolder",
             "--data-root", str(image_folder), "--resolutions", "16,32,hr", "--workers", "0", "--no-progress",

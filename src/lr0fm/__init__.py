@@ -14,7 +14,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (import time)
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 # public name -> the module that defines it (the objects the CLI uses)
 _PUBLIC = {

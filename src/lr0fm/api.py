@@ -1,7 +1,7 @@
 """The Python API: what ``import lr0fm`` offers a notebook or a training script (docs/api.md).
 
 Every function here calls the objects ``lr0fm eval`` / ``lr0fm report`` call (the model and
-dataset registries, ``lr0fm.sweep.run_groups``, the results store, ``lr0fm.records``,
+dataset registries, ``lr0fm.runner.run_groups``, the results store, ``lr0fm.records``,
 ``lr0fm.metrics``), so the API and the CLI make the same cells and the same numbers. Heavy
 imports (torch, pandas) happen inside the functions: ``import lr0fm`` stays cheap.
 """
@@ -94,9 +94,9 @@ def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
     """
     from .datasets import get_dataset
     from .store import ResultsStore
-    from .sweep import Group, run_groups
+    from .runner import Group, run_groups
 
-    from .evaluator import EvalConfig
+    from .evaluation import EvalConfig
 
     resolutions = parse_resolutions(resolutions)
     # the same checks as `lr0fm eval`, before anything is built or written

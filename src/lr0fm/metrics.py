@@ -121,6 +121,15 @@ def top1_from_predictions(top1_correct: Iterable[bool]) -> float:
     return sum(vals) / len(vals) if vals else float("nan")
 
 
+def cell_metrics(topk, labels, num_classes: int) -> dict[str, float]:
+    """Every per-cell metric of one resolution, from its scored images: ``topk`` [n, k] predicted
+    class indices (best first) and ``labels`` [n]. A new per-cell metric is one entry here and
+    one ``Column`` in lr0fm.records."""
+    correct1 = topk[:, 0] == labels
+    return {"top1": float(correct1.mean()), "top5": float((topk == labels[:, None]).any(axis=1).mean()),
+            "mean_per_class_recall": mean_per_class_recall(labels, topk[:, 0], num_classes)}
+
+
 def mean_per_class_recall(labels, predictions, num_classes: int) -> float:
     """Mean over classes present in ``labels`` of the fraction predicted correctly."""
     hit = [0] * num_classes

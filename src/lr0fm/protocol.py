@@ -100,6 +100,11 @@ class Protocol:
             d["resolution"] = resolution
         return d
 
+    def pixel_key(self) -> str:
+        """Equal for protocols whose uint8 views are the same pixels (mean and std apply after the
+        views, on the model's device), so models with equal keys share one set of views."""
+        return repr(sorted((k, v) for k, v in self.describe().items() if k not in ("mean", "std", "source")))
+
     def with_resolutions(self, resolutions: Sequence[int | str]) -> "Protocol":
         return replace(self, resolutions=tuple(resolutions))
 

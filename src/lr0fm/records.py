@@ -214,3 +214,28 @@ def select(records: Iterable[dict], where: Sequence[tuple[str, str]]) -> list[di
                 return False
         return True
     return [r for r in records if matches(r)]
+
+
+def make_record(model, data, protocol, resolution, cfg, topk, valid, labels, ids, ev, cell) -> dict:
+    """The one constructor of a raw record: one resolution of an evaluation (``ev``, lr0fm.identity)
+    from its [n, k] top-k predictions; ``valid`` marks the images that were read."""
+    from .catalog import catalog_hashes
+    from .metrics import cell_metrics
+    from .version import __version__
+
+    skipped = [str(i) for i in ids[~valid]]
+    spec = data.spec
+    return {
+        "format": FORMAT, "cell": cell, "evaluation": ev.id, "identity": ev.describe(),
+        "model": model.info.extra.get("catalog_name", model.info.model_id),
+        "model_id": model.info.model_id, "backend": model.info.backend,
+        "weights": model.info.weights, "weights_hash": ev.model["weights"],
+        "model_extra": {k: v for k, v in model.info.extra.items() if not k.startswith("_")},
+        "dataset": spec.label, "dataset_key": spec.key, "split": spec.split, "num_classes": spec.num_classes,
+        "data_root": data.root,  # where it was read from; not part of the identity
+        "resolution": resolution, "protocol": protocol.describe(resolution),
+        "variant": cfg.variant, "limit": cfg.limit, "amp": ev.numerics["amp"],
+        **cell_metrics(topk[valid], labels[valid], spec.num_classes),
+        "n_images": int(valid.sum()), "n_skipped": len(skipped), "skipped_ids": skipped[:50],
+        "classifier_key": ev.classifier_key, "catalog_hashes": catalog_hashes(), "lr0fm_version": __version__,
+    }

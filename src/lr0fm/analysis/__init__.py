@@ -2,7 +2,7 @@
 (``predictions``), and which model properties go with robustness (``models``).
 
 Each analysis is a library function returning a small result object with ``table()`` and
-``save(dir)`` (JSON + CSV + PNG); ``lr0fm.analysis.cli`` adds ``lr0fm analyze ...`` over them.
+``save(dir)`` (JSON + CSV + PNG); ``lr0fm.commands.analyze`` adds ``lr0fm analyze ...`` over them.
 """
 from __future__ import annotations
 

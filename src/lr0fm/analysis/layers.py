@@ -20,7 +20,7 @@ import torch
 
 from ..datasets.base import LabeledImages
 from ..errors import InputError
-from ..evaluator import UNREADABLE
+from ..evaluation.loading import UNREADABLE
 from ..models.base import ZeroShotModel
 from ..models.towers import LayerRecorder, Tower, find_tower
 from ..protocol import DEFAULT_RESOLUTIONS, HR

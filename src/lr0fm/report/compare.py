@@ -15,7 +15,6 @@ are flagged, and ``--where`` keeps only the records wanted.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -25,7 +24,6 @@ from typing import Sequence
 from ..catalog import class_counts, model_catalog, paper_protocol, war_weights
 from ..errors import InputError
 from ..metrics import Robustness, robustness_table
-from ..records import parse_where, select
 from . import labelled, model_label
 from .paper import (PAPER_RESOLUTIONS, paper_datasets, paper_models, paper_robustness, paper_split, ranked)
 
@@ -72,7 +70,7 @@ def _res(r):
     return HR if str(r).lower() == HR else int(r)
 
 
-def _join(items) -> str:
+def join_names(items) -> str:
     return ", ".join(str(i) for i in items)
 
 
@@ -100,25 +98,25 @@ def _protocol_differences(by_label: dict[str, list[dict]], diffs: _Differences) 
             ours = sorted({(p.get("mode"), p.get("input_size"), p.get("interpolation"))
                            for p in ((r.get("protocol") or {}) for r in recs)})
             if ours and ours != [theirs]:
-                diffs.add("protocol", f"{label}: protocol {', '.join(used)} ({_join([' '.join(map(str, o)) for o in ours])});"
+                diffs.add("protocol", f"{label}: protocol {', '.join(used)} ({join_names([' '.join(map(str, o)) for o in ours])});"
                           f" the paper's for {entry['name']} is {' '.join(map(str, theirs))} "
                           f"({paper['paper_protocol_source'].split(';')[0]}); rerun with --protocol paper to match",
                           model=label)
         limited = sorted({(r.get("limit"), r["dataset"]) for r in recs if r.get("limit")})
         for limit in sorted({l for l, _ in limited}):
             ds = [d for l, d in limited if l == limit]
-            diffs.add("limit", f"{label}: only the first {limit} images of {_join(ds)} (--limit); the paper used all",
+            diffs.add("limit", f"{label}: only the first {limit} images of {join_names(ds)} (--limit); the paper used all",
                       model=label, datasets=ds)
         for d in sorted({r["dataset"] for r in recs}):
             ds_recs = [r for r in recs if r["dataset"] == d]
             split, size = paper_split(d) or (None, None)
             bad = sorted({str(r.get("split")) for r in ds_recs} - {split})
             if split and bad:
-                diffs.add("split", f"{label}: {d} split {_join(bad)}; the paper used {split}", model=label, dataset=d)
+                diffs.add("split", f"{label}: {d} split {join_names(bad)}; the paper used {split}", model=label, dataset=d)
             counts = sorted({r["n_images"] + r.get("n_skipped", 0) for r in ds_recs
                              if r.get("n_images") is not None and not r.get("limit") and r.get("split") == split})
             if size and counts and counts != [size]:
-                diffs.add("n_images", f"{label}: {d} {split} split with {_join(counts)} images; the paper's has {size}",
+                diffs.add("n_images", f"{label}: {d} {split} split with {join_names(counts)} images; the paper's has {size}",
                           model=label, dataset=d)
             # read from a hub copy (download=True): flagged unless the catalog says it is the paper's split
             copies = sorted({(o.get("source"), o.get("hub_split"), str(o.get("matches_paper"))) for o in
@@ -130,16 +128,16 @@ def _protocol_differences(by_label: dict[str, list[dict]], diffs: _Differences) 
                           f"paper's {split or 'split'}{f' ({size} images)' if size else ''}", model=label, dataset=d)
             classes = sorted({r.get("num_classes") for r in ds_recs} - {None})
             if classes and classes != [ncls.get(d)]:
-                diffs.add("classes", f"{label}: {d} with {_join(classes)} classes; the paper's has {ncls.get(d)}",
+                diffs.add("classes", f"{label}: {d} with {join_names(classes)} classes; the paper's has {ncls.get(d)}",
                           model=label, dataset=d)
         own = sorted({(r["dataset"], r["dataset_key"]) for r in recs if r.get("dataset_key") not in (None, r["dataset"])})
         if own:
-            diffs.add("data_source", f"{label}: {_join(d for d, _ in own)} read as your own data "
-                      f"({_join(sorted({k for _, k in own}))}), not with lr0fm's loader of the paper's dataset",
+            diffs.add("data_source", f"{label}: {join_names(d for d, _ in own)} read as your own data "
+                      f"({join_names(sorted({k for _, k in own}))}), not with lr0fm's loader of the paper's dataset",
                       model=label, datasets=[d for d, _ in own])
         variant = recs[0].get("variant") if recs else None
         if variant:
-            diffs.add("variant", f"{label}: intervention {_join(sorted(variant))} on {recs[0]['model']}; the paper's "
+            diffs.add("variant", f"{label}: intervention {join_names(sorted(variant))} on {recs[0]['model']}; the paper's "
                       "table holds base models only", model=label)
 
 
@@ -190,7 +188,7 @@ def your_rows(records: Sequence[dict], diffs: _Differences) -> dict[str, Row]:
                 for recs in evs.values():
                     ways.setdefault(_suffix(recs[0]), []).append(recs)
                 diffs.add("evaluations", f"{label}: {dataset} evaluated {len(evs)} ways "
-                          f"({_join(sorted(recs[0]['dataset_label'] for recs in evs.values()))}); each is its own "
+                          f"({join_names(sorted(recs[0]['dataset_label'] for recs in evs.values()))}); each is its own "
                           "row (--where selects one)", model=label, dataset=dataset)
         if not ways:
             rows[label] = Row(label, model, "", [r for recs in once for r in recs])
@@ -210,11 +208,11 @@ def compare(records: Sequence[dict], resolutions: Sequence[int | str] | None = N
     wanted = [r for r in (resolutions or PAPER_RESOLUTIONS) if r != HR]
     for r in wanted:
         if r not in PAPER_RESOLUTIONS:
-            diffs.add("resolution", f"the paper has no results at {r} px (it has {_join(PAPER_RESOLUTIONS)}); "
+            diffs.add("resolution", f"the paper has no results at {r} px (it has {join_names(PAPER_RESOLUTIONS)}); "
                       f"not compared", resolution=r)
     wanted = sorted((r for r in wanted if r in PAPER_RESOLUTIONS), reverse=True)
     if not wanted:
-        raise InputError(f"no resolution to compare: the paper has results at {_join(PAPER_RESOLUTIONS)} px")
+        raise InputError(f"no resolution to compare: the paper has results at {join_names(PAPER_RESOLUTIONS)} px")
 
     rows_of = your_rows(records, diffs)
     by_label = {name: row.records for name, row in rows_of.items()}
@@ -223,11 +221,11 @@ def compare(records: Sequence[dict], resolutions: Sequence[int | str] | None = N
     for label, recs in sorted(by_label.items()):
         extra = sorted({r["dataset"] for r in recs} - set(paper_ds))
         if extra:
-            diffs.add("dataset", f"{label}: {_join(extra)} not among the paper's {len(paper_ds)} datasets; "
+            diffs.add("dataset", f"{label}: {join_names(extra)} not among the paper's {len(paper_ds)} datasets; "
                       "left out of the comparison", model=label, datasets=extra)
         res_extra = sorted({r["resolution"] for r in recs} - {HR} - set(PAPER_RESOLUTIONS))
         if res_extra:
-            diffs.add("resolution", f"{label}: results at {_join(res_extra)} px have no paper counterpart; "
+            diffs.add("resolution", f"{label}: results at {join_names(res_extra)} px have no paper counterpart; "
                       "not compared", model=label)
     _protocol_differences(by_label, diffs)
 
@@ -238,44 +236,44 @@ def compare(records: Sequence[dict], resolutions: Sequence[int | str] | None = N
         res_l = [r for r in wanted if any(c[1] == r for c in cells)]
         missing_res = [r for r in wanted if r not in res_l]
         if missing_res and cells:
-            diffs.add("resolution", f"{label}: no results at {_join(missing_res)} px (the paper has "
-                      f"{_join(PAPER_RESOLUTIONS)})", model=label)
+            diffs.add("resolution", f"{label}: no results at {join_names(missing_res)} px (the paper has "
+                      f"{join_names(PAPER_RESOLUTIONS)})", model=label)
         no_hr = sorted({d for d, _ in cells if (d, HR) not in cells})
         if no_hr:
-            diffs.add("hr", f"{label}: no HR result on {_join(no_hr)}, so gamma cannot be computed there; "
+            diffs.add("hr", f"{label}: no HR result on {join_names(no_hr)}, so gamma cannot be computed there; "
                       "left out", model=label, datasets=no_hr)
         full = [d for d in paper_ds if (d, HR) in cells and all((d, r) in cells for r in res_l)]
         partial = [d for d in paper_ds if (d, HR) in cells and d not in full and any((d, r) in cells for r in res_l)]
         if partial and common_only:
-            diffs.add("dataset", f"{label}: {_join(partial)} not evaluated at every compared resolution; left out",
+            diffs.add("dataset", f"{label}: {join_names(partial)} not evaluated at every compared resolution; left out",
                       model=label, datasets=partial)
         if res_l and (full or (partial and not common_only)):
             have[label] = {"resolutions": res_l, "datasets": full if common_only else full + partial}
     if not have:
         raise InputError("none of your results can be compared: the paper's datasets are "
-                         f"{_join(paper_ds)}, each needs an HR result and one at {_join(wanted)} px")
+                         f"{join_names(paper_ds)}, each needs an HR result and one at {join_names(wanted)} px")
 
     if common_only:
         datasets = [d for d in paper_ds if all(d in h["datasets"] for h in have.values())]
         if not datasets:
             raise InputError("your models have no dataset in common with each other and the paper ("
-                             + "; ".join(f"{k}: {_join(v['datasets'])}" for k, v in have.items())
+                             + "; ".join(f"{k}: {join_names(v['datasets'])}" for k, v in have.items())
                              + "); compare them one at a time with --model, or pass --no-datasets-only-common")
         for label, h in have.items():
             dropped = [d for d in h["datasets"] if d not in datasets]
             if dropped:
-                diffs.add("dataset", f"{label}: {_join(dropped)} left out, not evaluated for every compared model",
+                diffs.add("dataset", f"{label}: {join_names(dropped)} left out, not evaluated for every compared model",
                           model=label, datasets=dropped)
         if len(datasets) < len(paper_ds):
             diffs.add("datasets_subset", f"compared on {len(datasets)} of the paper's {len(paper_ds)} datasets "
-                      f"({_join(datasets)}); the paper's backbones are re-scored on the same datasets, so their "
+                      f"({join_names(datasets)}); the paper's backbones are re-scored on the same datasets, so their "
                       "SAR/WAR differ from 'lr0fm report --paper'", datasets=datasets)
     else:
         datasets = list(paper_ds)
         for label, h in have.items():
             if set(h["datasets"]) != set(paper_ds):
                 diffs.add("not_comparable", f"{label}: SAR/WAR over {len(h['datasets'])} datasets "
-                          f"({_join(h['datasets'])}) against the paper's over all {len(paper_ds)}: not comparable "
+                          f"({join_names(h['datasets'])}) against the paper's over all {len(paper_ds)}: not comparable "
                           "(drop --no-datasets-only-common to score everyone on the same datasets)", model=label)
 
     weights, ncls = war_weights(), class_counts()
@@ -354,7 +352,7 @@ def format_comparison(cmp: Comparison, context: int = 2, top: int = 3) -> str:
     n_paper = len(paper_models())
     lines = [f"Your models among the paper's {n_paper} backbones (LR0.FM), ranked by {cmp.rank_by}; "
              f"rank = 1 + paper backbones scoring higher",
-             f"datasets ({len(cmp.datasets)}): {_join(cmp.datasets)}", ""]
+             f"datasets ({len(cmp.datasets)}): {join_names(cmp.datasets)}", ""]
     names = [e.model for rows in cmp.rankings.values() for e in rows]
     width = max(len(n) for n in names) + 14
     base_models = set(cmp.base_model.values())
@@ -440,54 +438,5 @@ def format_own_variants(rows: list[dict]) -> str:
 
 
 # -- command ---------------------------------------------------------------------------------------
-def cmd_compare(args) -> int:
-    from ..protocol import parse_resolutions
-    from ..store import ResultsStore
-
-    store = ResultsStore(args.out)
-    records = store.records()
-    if not records:
-        raise InputError(f"no results in {store.root}: run 'lr0fm eval' first (or give --out DIR)")
-    records = select(records, parse_where(args.where))
-    if not records:
-        raise InputError(f"no results in {store.root} match --where {' '.join(args.where)}")
-    records = labelled(records)  # labels over everything selected, as 'lr0fm report' shows them
-    if args.model:
-        names = [n.strip() for n in args.model.split(",") if n.strip()]
-        picked = [r for r in records if r["model"] in names or r["model_label"] in names]
-        if not picked:
-            known = sorted({r["model_label"] for r in records})
-            raise InputError(f"--model {args.model}: no results for it in {store.root}; stored: {_join(known)}")
-        records = picked
-    resolutions = parse_resolutions(args.resolutions)
-    try:
-        cmp = compare(records, resolutions, rank_by=args.rank_by,
-                      common_only=args.datasets_only_common)
-    except InputError as e:
-        # nothing to place beside the paper (e.g. only offline datasets): still show base vs variants
-        own = variants_on_own_datasets(records, resolutions)
-        if not own:
-            raise
-        print(json.dumps({"paper_comparison": str(e), "variants": own}, indent=1) if args.json
-              else f"{format_own_variants(own)}\n\nNo ranking among the paper's backbones: {e}")
-        return 0
-    print(json.dumps(cmp.as_dict(), indent=1) if args.json else format_comparison(cmp, context=args.context))
-    return 0
 
 
-def add_commands(subparsers) -> None:
-    from ..cli import add_command
-
-    p = add_command(subparsers, "compare", help="rank your evaluated models among the paper's 66 backbones")
-    p.add_argument("--model", default=None, help="your model(s), comma-separated (name, or name+variant label)")
-    p.add_argument("--resolutions", "-r", default=",".join(map(str, PAPER_RESOLUTIONS)),
-                   help="LR sizes in px to compare (the paper has %(default)s)")
-    p.add_argument("--rank-by", choices=["WAR", "SAR"], default="WAR")
-    p.add_argument("--json", action="store_true", help="print the comparison (all rows, differences) as JSON")
-    p.add_argument("--datasets-only-common", action=argparse.BooleanOptionalAction, default=True,
-                   help="score everyone on the datasets all compared models and the paper share (default); "
-                        "--no-datasets-only-common ranks your SAR/WAR over your datasets against the paper's over 15")
-    p.add_argument("--context", type=int, default=2, help="paper rows shown around each of yours (default: %(default)s)")
-    p.add_argument("--where", action="append", metavar="COLUMN=VALUE",
-                   help="compare only records whose column has this value, e.g. limit=none (as 'lr0fm report')")
-    p.set_defaults(func=cmd_compare)

@@ -23,7 +23,8 @@ from html import escape
 from pathlib import Path
 from typing import Sequence
 
-from .. import __version__, resources
+from .. import resources
+from ..version import __version__
 from ..catalog import catalog_hashes, class_counts
 from ..metrics import Robustness, robustness_table
 from ..records import COLUMNS, flat, primary_per_dataset, res_key

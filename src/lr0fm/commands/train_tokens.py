@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+from . import add_command
+
 
 def _buckets(text: str) -> tuple:
     from ..errors import InputError
@@ -17,7 +19,7 @@ def _buckets(text: str) -> tuple:
 
 
 def add_commands(sub) -> None:
-    from ..cli import add_command
+
 
     p = add_command(sub, "train-tokens", help="train LR-TK0 low-resolution tokens (self-distillation from HR)")
     p.add_argument("--model", "-m", default="conse-effnet-lite0")
@@ -60,8 +62,8 @@ def cmd_train_tokens(args) -> int:
 
     from ..errors import InputError
     from ..models import create_model
-    from .data import load_train_images
-    from .trainer import TrainConfig, train_tokens
+    from ..tokens.data import load_train_images
+    from ..tokens.trainer import TrainConfig, train_tokens
 
     if args.steps <= 0 or args.captions <= 0 or args.per_caption <= 0:
         raise InputError("--steps, --captions and --per-caption must be positive")

@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 
 from ..protocol import HR
+from . import add_command
 
 
 def add_commands(subparsers) -> None:
-    from ..cli import add_command
+
 
     p = add_command(subparsers, "analyze", help="analyses: layer-wise LR damage, semantic LR errors, "
                                               "robustness vs model properties")
@@ -67,8 +68,8 @@ def cmd_layers(args) -> int:
     from ..errors import InputError
     from ..models import create_model
     from ..protocol import parse_resolutions
-    from . import analysis_dir
-    from .layers import layer_similarity
+    from ..analysis import analysis_dir
+    from ..analysis.layers import layer_similarity
 
     resolutions = [r for r in parse_resolutions(args.resolutions) if r != HR]  # HR is the reference
     if not resolutions:
@@ -92,8 +93,8 @@ def cmd_layers(args) -> int:
 def cmd_predictions(args) -> int:
     from ..records import parse_where
     from ..store import ResultsStore
-    from . import analysis_dir
-    from .predictions import semantic_errors
+    from ..analysis import analysis_dir
+    from ..analysis.predictions import semantic_errors
 
     where = parse_where(args.where)
     data = _dataset(args)
@@ -116,8 +117,8 @@ def cmd_predictions(args) -> int:
 
 def cmd_models(args) -> int:
     from ..store import ResultsStore
-    from . import analysis_dir
-    from .models import robustness_vs_properties
+    from ..analysis import analysis_dir
+    from ..analysis.models import robustness_vs_properties
 
     records = ResultsStore(args.out).records() if args.source in ("user", "both") else []
     result = robustness_vs_properties(records, args.source)

@@ -11,142 +11,32 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from . import __version__
-from . import distributed as dist
-from . import gpu_resize
-from .catalog import catalog_hashes
-from .classifier import cached_classifier
-from .datasets.base import DatasetError, LabeledImages
-from .errors import ViewError
-from .identity import Evaluation, evaluation
-from .metrics import mean_per_class_recall
-from .models.base import ZeroShotModel
-from .images import composite_on_white
-from .protocol import HR, Protocol, ProtocolError, parse_resolutions
-from .records import FORMAT as RECORD_FORMAT
-from .records import res_key
-from .store import PassBusy, ResultsStore
+from .. import distributed as dist
+from .. import gpu_resize
+from ..classifier import cached_classifier
+from ..datasets.base import DatasetError, LabeledImages
+from ..identity import Evaluation
+from ..models.base import ZeroShotModel
+from ..options import EvalConfig
+from ..protocol import Protocol
+from ..records import make_record, res_key
+from ..store import PassBusy, ResultsStore
+from .loading import ViewFn, _batches, _collate, _decode_on_device, _ImageDataset, _Work, default_workers
+from .plan import plan, views_and_decoder
 
 log = logging.getLogger("lr0fm")
 
-# Decoding errors that mean "this file is unreadable": skip, count, report.
-UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError)
-
-
-@dataclass
-class EvalConfig:
-    resolutions: Sequence[int | str] = (16, 32, 64, 128, HR)
-    batch_size: int = 32
-    workers: int | None = None
-    device: str = "cpu"
-    amp: str | None = None            # None | "bf16" | "fp16"
-    limit: int | None = None          # first N images only (quick looks; recorded)
-    topk: int = 5
-    checkpoint_every: int = 1000      # images between saves of the resume point
-    progress: bool = True
-    variant: dict = field(default_factory=dict)  # e.g. {"lr_tokens": HASH} or {"sr": NAME}
-    # where views are made: "pil" (in the workers) or "device" (lr0fm.gpu_resize, the same pixels);
-    # None: device on CUDA, pil on CPU. Recorded with the run, not in the identity (same numbers).
-    views: str | None = None
-    # who decodes JPEGs: "pil" (workers) or "device" (torchvision.io.decode_jpeg in batches on the
-    # model's device; other formats stay on PIL); None: device when views are made on CUDA.
-    # Part of the identity: decoders may differ by a few levels.
-    decoder: str | None = None
-
-    def __post_init__(self) -> None:
-        """The run options' checks, in one place for `lr0fm eval`, sweeps and the Python API."""
-        from .errors import InputError
-
-        self.resolutions = parse_resolutions(self.resolutions)
-        for name, least in (("batch_size", 1), ("limit", 1), ("workers", 0), ("checkpoint_every", 1)):
-            value = getattr(self, name)
-            if value is not None and value < least:
-                raise InputError(f"--{name.replace('_', '-')} {value} must be at least {least}")
-        if self.amp not in (None, "bf16", "fp16"):
-            raise InputError(f"--amp {self.amp!r} unknown; use bf16 or fp16 (or leave it out for fp32)")
-        for name in ("views", "decoder"):
-            if getattr(self, name) not in (None, "pil", "device"):
-                raise InputError(f"--{name} {getattr(self, name)!r} unknown; use pil or device")
-
-
-# image -> [R, S, S, 3] uint8 views (normalised later, on the model's device)
-ViewFn = Callable[[Image.Image], np.ndarray]
-JPEG_MAGIC = b"\xff\xd8\xff"
-
 
 # -- what a worker sends per image -------------------------------------------------------------
-class _Payload:
-    """One image's worker output: the prepared RGB original for the device, and/or the PIL views
-    of each group made in the worker, or the JPEG bytes for the device decoder; None: unreadable."""
-
-    __slots__ = ("original", "views", "jpeg")
-
-    def __init__(self, original=None, views=None, jpeg=None):
-        self.original, self.views, self.jpeg = original, views, jpeg
-
-
-class _Work:
-    """What the workers do per image: decode (or only read JPEG bytes) and make the PIL-side views.
-    ``pil_groups``: (index, view function, resolutions) of the groups whose views workers make."""
-
-    def __init__(self, pil_groups, device_views: bool, device_decode: bool):
-        self.pil_groups, self.device_views, self.device_decode = pil_groups, device_views, device_decode
-
-    def __call__(self, data: LabeledImages, index: int):
-        if self.device_decode and not self.pil_groups:
-            try:
-                encoded = data.encoded(index)
-            except OSError:
-                return None
-            if encoded is not None and encoded[:3] == JPEG_MAGIC:
-                return _Payload(jpeg=np.frombuffer(encoded, dtype=np.uint8).copy())
-        try:
-            image = data.load_image(index)
-        except UNREADABLE:
-            return None  # an unreadable file: skipped and counted
-        try:
-            views = {g: fn(image) if res is None else fn(image, res) for g, fn, res in self.pil_groups}
-            original = np.array(composite_on_white(image), dtype=np.uint8) if self.device_views else None
-        except Exception as e:  # a broken view maker (e.g. an SR model) is an error, never a skip
-            raise ViewError(f"making the views of {data.sample_id(index)!r} failed: {type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:200] if str(e) else ''}; fix or drop --sr / the view "
-                            "function and rerun") from e
-        return _Payload(original=original, views=views)
-
-
-class _ImageDataset(Dataset):
-    def __init__(self, data: LabeledImages, indices: Sequence[int], work: _Work):
-        self.data, self.indices, self.work = data, list(indices), work
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        return self.indices[i], self.work(self.data, self.indices[i])
-
-
-def _collate(items):
-    return [i for i, _ in items], [p for _, p in items]
-
-
-def default_workers(device: str = "cpu") -> int:
-    """Decode workers per process: the cores this rank has, minus one for the main process.
-
-    On CPU the model needs the cores too (capped at 8); on GPU decoding is the bottleneck."""
-    cores = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    cap = 8 if torch.device(device).type == "cpu" else 32
-    return max(0, min(cap, cores - 1))
 
 
 def _autocast(device: torch.device, amp: str | None):
@@ -157,47 +47,6 @@ def _autocast(device: torch.device, amp: str | None):
 
 
 # -- planning ----------------------------------------------------------------------------------
-def _views_and_decoder(cfg: EvalConfig, protocol: Protocol, view_fn) -> tuple[str, str]:
-    """Where views are made and who decodes, for this run (see EvalConfig)."""
-    cuda = torch.device(cfg.device).type == "cuda"
-    views = cfg.views or ("device" if cuda else "pil")
-    if views == "device" and (view_fn is not None or not gpu_resize.supports(protocol)):
-        if cfg.views == "device":
-            raise ProtocolError("--views device makes the protocol's own views only (not with --sr or "
-                                f"{protocol.interpolation!r} resizes); use --views pil")
-        views = "pil"
-    decoder = cfg.decoder or ("device" if views == "device" and cuda else "pil")
-    if decoder == "device" and (views != "device" or protocol.rgb_last):
-        if cfg.decoder == "device":
-            raise ProtocolError("--decoder device needs --views device and a protocol that converts to RGB first")
-        decoder = "pil"
-    return views, decoder
-
-
-def decoder_name(decoder: str, device: str) -> str:
-    """The decoder as recorded in the identity."""
-    return "pil" if decoder == "pil" else f"torchvision-{torch.device(device).type}"
-
-
-def identify(model: ZeroShotModel, data: LabeledImages, protocol: Protocol, cfg: EvalConfig,
-             decoder: str = "pil") -> Evaluation:
-    """The identity of this evaluation (lr0fm.identity decides what is in it)."""
-    return evaluation(model, data, protocol, amp=cfg.amp, topk=cfg.topk, variant=cfg.variant, limit=cfg.limit,
-                      decoder=decoder_name(decoder, cfg.device))
-
-
-def plan(model: ZeroShotModel, data: LabeledImages, cfg: EvalConfig, view_fn: ViewFn | None = None,
-         protocol: Protocol | None = None):
-    """What ``evaluate`` will compute: (effective cfg, data after --limit, protocol, identity,
-    {resolution: cell id}, (views, decoder)). No image is decoded (``lr0fm sweep --dry-run`` uses
-    it); file contents are hashed once and remembered (lr0fm.filedigest)."""
-    protocol = protocol or model.protocol(cfg.resolutions)
-    how = _views_and_decoder(cfg, protocol, view_fn)
-    if cfg.limit is not None:
-        data = data.subset(range(min(cfg.limit, len(data))))
-    ev = identify(model, data, protocol, cfg, how[1])
-    cells = {r: ev.cell(r) for r in cfg.resolutions}
-    return cfg, data, protocol, ev, cells, how
 
 
 # -- one model's share of a pass ---------------------------------------------------------------
@@ -229,12 +78,6 @@ class _Share:
     weights: torch.Tensor | None = None  # the classifier on the device
 
 
-def _pixel_key(protocol: Protocol) -> str:
-    """Models whose uint8 views are the same pixels share them (mean/std apply on the device)."""
-    d = protocol.describe()
-    return repr(sorted((k, v) for k, v in d.items() if k not in ("mean", "std", "source")))
-
-
 def evaluate(model: ZeroShotModel, data: LabeledImages, cfg: EvalConfig, store: ResultsStore,
              view_fn: ViewFn | None = None, protocol: Protocol | None = None, wait: bool = True) -> list[dict]:
     """Evaluate every requested resolution of one (model, dataset); return their records.
@@ -264,15 +107,15 @@ def evaluate_many(jobs: Sequence[Job], data: LabeledImages, store: ResultsStore,
                 raise ValueError(f"evaluate_many: jobs differ in {name}; run them separately")
     sharded = dist.shard_images()
     plans = [plan(j.model, data, j.cfg, j.view_fn, j.protocol) for j in jobs]
-    limited = plans[0][1]
-    hows = {p[5] for p in plans}
-    views_on_device = any(h[0] == "device" for h in hows)
-    device_decode = all(h[1] == "device" for h in hows)
+    limited = plans[0].data
+    views_on_device = any(p.views == "device" for p in plans)
+    device_decode = all(p.decoder == "device" for p in plans)
     out: list[list[dict] | None] = [None] * len(jobs)
     busy: set[int] = set()
     with contextlib.ExitStack() as locks:
         shares = []
-        for i, (job, (cfg, _, protocol, ev, cells, how)) in enumerate(zip(jobs, plans)):
+        for i, (job, p) in enumerate(zip(jobs, plans)):
+            cfg, protocol, ev, cells = p.cfg, p.protocol, p.evaluation, p.cells
             pending = [r for r in cfg.resolutions if not store.complete(cells[r])]
             if sharded:
                 pending = dist.broadcast(pending)  # every rank takes part in the same passes
@@ -287,9 +130,9 @@ def evaluate_many(jobs: Sequence[Job], data: LabeledImages, store: ResultsStore,
                 shares.append(_Share(job, protocol.with_resolutions(pending), ev, cells, pending))
         if shares:
             _run_pass(shares, limited, store, first, views_on_device, device_decode)
-    for i, (cfg, _, _, _, cells, _) in enumerate(plans):
+    for i, p in enumerate(plans):
         if i not in busy:
-            out[i] = [store.get(cells[r]) for r in cfg.resolutions]
+            out[i] = [store.get(p.cells[r]) for r in p.cfg.resolutions]
     return out
 
 
@@ -305,16 +148,16 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
     groups: list[dict] = []
     by_key: dict[str, dict] = {}
     for share in shares:
-        how = _views_and_decoder(share.job.cfg, share.protocol, share.job.view_fn)
+        views, _ = views_and_decoder(share.job.cfg, share.protocol, share.job.view_fn)
         if share.job.view_fn is not None:
             fn = share.job.view_fn
             fn = fn.with_resolutions(share.pending) if hasattr(fn, "with_resolutions") else fn
             groups.append({"protocol": share.protocol, "res": list(share.pending), "fn": fn, "device": False,
                            "shares": [share]})
             continue
-        key = _pixel_key(share.protocol) + how[0]
+        key = share.protocol.pixel_key() + views
         if key not in by_key:
-            by_key[key] = {"protocol": share.protocol, "res": [], "fn": None, "device": how[0] == "device",
+            by_key[key] = {"protocol": share.protocol, "res": [], "fn": None, "device": views == "device",
                            "shares": []}
             groups.append(by_key[key])
         by_key[key]["shares"].append(share)
@@ -459,30 +302,6 @@ def _score(share: _Share, views: torch.Tensor, rows: np.ndarray, device, cuda: b
     share.valid[rows[keep]] = True
 
 
-def _decode_on_device(payloads: list, device: torch.device) -> list:
-    """JPEG bytes -> prepared RGB originals decoded in one batch on ``device``; a JPEG the device
-    decoder refuses is unreadable, as a file PIL refuses is."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    at = [i for i, p in enumerate(payloads) if p is not None and p.jpeg is not None]
-    if not at:
-        return payloads
-    data = [torch.from_numpy(payloads[i].jpeg) for i in at]
-    try:
-        images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-    except RuntimeError:  # one bad file fails the batch: decode one by one to find it
-        images = []
-        for d in data:
-            try:
-                images.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=device))
-            except RuntimeError:
-                images.append(None)
-    out = list(payloads)
-    for i, image in zip(at, images):
-        out[i] = None if image is None else _Payload(original=image.permute(1, 2, 0).contiguous())
-    return out
-
-
 @torch.no_grad()
 def predict(model: ZeroShotModel, data: LabeledImages, indices: Sequence[int], classifier: torch.Tensor,
             view_fn: ViewFn, protocol: Protocol, num_views: int, cfg: EvalConfig, **_unused):
@@ -500,15 +319,6 @@ def predict(model: ZeroShotModel, data: LabeledImages, indices: Sequence[int], c
     return share.topk, share.valid
 
 
-def _batches(loader):
-    """The loader's batches; a ViewError raised in a worker comes back as its own one line."""
-    try:
-        yield from loader
-    except ViewError as e:
-        lines = [line for line in str(e).strip().splitlines() if line.strip()]
-        raise ViewError(lines[-1].split("ViewError: ", 1)[-1] if lines else "making the views failed") from None
-
-
 def _progress(show: bool, total: int, initial: int, desc: str):
     if not show:
         return None
@@ -517,24 +327,3 @@ def _progress(show: bool, total: int, initial: int, desc: str):
                 mininterval=1.0)
 
 
-def make_record(model, data, protocol, resolution, cfg, topk, valid, labels, ids, ev: Evaluation, cell) -> dict:
-    n_valid = int(valid.sum())
-    correct1 = topk[valid, 0] == labels[valid]
-    correct5 = (topk[valid] == labels[valid, None]).any(axis=1)
-    skipped = [str(i) for i in ids[~valid]]
-    spec = data.spec
-    return {
-        "format": RECORD_FORMAT, "cell": cell, "evaluation": ev.id, "identity": ev.describe(),
-        "model": model.info.extra.get("catalog_name", model.info.model_id),
-        "model_id": model.info.model_id, "backend": model.info.backend,
-        "weights": model.info.weights, "weights_hash": ev.model["weights"],
-        "model_extra": {k: v for k, v in model.info.extra.items() if not k.startswith("_")},
-        "dataset": spec.label, "dataset_key": spec.key, "split": spec.split, "num_classes": spec.num_classes,
-        "data_root": data.root,  # where it was read from; not part of the identity
-        "resolution": resolution, "protocol": protocol.describe(resolution),
-        "variant": cfg.variant, "limit": cfg.limit, "amp": ev.numerics["amp"],
-        "top1": float(correct1.mean()), "top5": float(correct5.mean()),
-        "mean_per_class_recall": mean_per_class_recall(labels[valid], topk[valid, 0], spec.num_classes),
-        "n_images": n_valid, "n_skipped": len(skipped), "skipped_ids": skipped[:50],
-        "classifier_key": ev.classifier_key, "catalog_hashes": catalog_hashes(), "lr0fm_version": __version__,
-    }

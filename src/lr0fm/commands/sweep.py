@@ -1,0 +1,93 @@
+"""lr0fm sweep: a YAML grid (or a preset) of models x datasets x resolutions."""
+from __future__ import annotations
+
+import argparse
+
+from .. import distributed as dist
+from ..errors import InputError
+from ..runner import cell_status, run_groups
+from ..sweep import expand, load_config
+from . import add_command
+
+
+def cmd_sweep(args) -> int:
+    import sys
+
+    from ..report import text_report
+    from ..store import ResultsStore
+    from ..sweep_plan import preset_names, preset_path, print_plan, runnable, select
+
+    if bool(args.config) == bool(args.preset):
+        raise InputError("give a sweep config file or --preset NAME (one of them; presets: "
+                         f"{', '.join(preset_names())})")
+    config = load_config(args.config or preset_path(args.preset))
+    config = select(config, models=args.models, datasets=args.datasets, resolutions=args.resolutions)
+    if args.device:
+        config.options["device"] = args.device
+    store = ResultsStore(args.out or config.out)
+    if args.estimate or (args.dry_run and args.preset):  # a plan: no model built, no image read
+        if dist.is_main():
+            print_plan(config, store, f"preset {args.preset}" if args.preset else f"sweep {args.config}",
+                       tflops=args.throughput, images_per_second=args.images_per_second)
+        return 0
+    if args.throughput is not None or args.images_per_second is not None:
+        raise InputError("--throughput / --images-per-second set the estimate: add --estimate "
+                         "(or --dry-run with --preset)")
+    groups = expand(config)
+    models, cannot = runnable(config.models)
+    if cannot and dist.is_main():
+        print(f"lr0fm sweep: skipping {', '.join(cannot)}: lr0fm cannot run them (catalog/models.yaml notes say why)",
+              file=sys.stderr)
+    if not models:
+        raise InputError("none of the sweep's models can run in lr0fm; choose others (lr0fm models --paper)")
+    groups = [g for g in groups if g.model in models]
+    options = dict(config.options)
+    device = dist.check_device(options.pop("device", "cpu"), options.get("amp"))
+    if args.dry_run:
+        if dist.is_main():
+            rows = cell_status(groups, config.resolutions, store, device=device, **options)
+            for row in rows:
+                variant = ",".join(f"{k}={v}" for k, v in sorted(row["variant"].items())) or "-"
+                print(f"{'done' if row['done'] else 'pending':<8}{row['model']}  {row['dataset']}/{row['split']}  "
+                      f"{row['resolution']}  {variant}  {row['cell']}")
+            n_done = sum(r["done"] for r in rows)
+            print(f"{len(rows)} cells: {n_done} done, {len(rows) - n_done} pending  (results: {store.root})")
+        return 0
+    device = dist.init(device)
+    try:
+        records = run_groups(groups, config.resolutions, store, device=device, **options)
+        if dist.is_main():
+            print(text_report(records))
+            print(f"results: {store.root}")
+    finally:
+        dist.shutdown()
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+
+
+    # --out (before or after 'sweep') is the global option; it overrides the config's 'out'
+    p = add_command(subparsers, "sweep", help="run a YAML grid of models x datasets x resolutions (resumable, torchrun-ready)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", nargs="?", help="sweep YAML file (or --preset)")
+    p.add_argument("--preset", metavar="NAME", default=None,
+                   help="a sweep shipped with lr0fm instead of a file: lr0fm = the paper's 66 models x 15 datasets "
+                        "x 5 resolutions with the paper protocol")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the cells and which are done, building each model (with --preset: the --estimate "
+                        "plan); run nothing")
+    p.add_argument("--estimate", action="store_true",
+                   help="count the cells, name missing datasets and estimate device time per model, building no "
+                        "model and reading no image; run nothing")
+    p.add_argument("--throughput", type=float, metavar="TFLOPS", default=None,
+                   help="sustained TFLOPS for the estimate (default: 40 fp32, 190 bf16/fp16; see lr0fm.sweep_plan)")
+    p.add_argument("--images-per-second", type=float, metavar="N", default=None,
+                   help="images/s your input pipeline decodes: the estimate's floor per pass")
+    p.add_argument("--models", action="append", metavar="FILTER",
+                   help="keep models by name, family or backend: NAME,NAME or FIELD=V1,V2 "
+                        "(e.g. family=OpenCLIP, backend=open_clip); repeatable (all must match)")
+    p.add_argument("--datasets", metavar="KEY,KEY", default=None, help="keep only these datasets of the sweep")
+    p.add_argument("--resolutions", metavar="R,R", default=None, help="keep only these resolutions of the sweep")
+    p.add_argument("--device", default=None, help="run on this device (overrides the config's 'device')")
+    p.set_defaults(func=cmd_sweep)

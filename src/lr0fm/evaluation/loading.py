@@ -1,0 +1,122 @@
+"""What the DataLoader workers do per image: decode it (or only read JPEG bytes for the device
+decoder) and make the views of the groups whose views are made in the workers."""
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..datasets.base import LabeledImages
+from ..errors import ViewError
+from ..images import composite_on_white
+
+
+# Decoding errors that mean "this file is unreadable": skip, count, report.
+UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError)
+
+
+# image -> [R, S, S, 3] uint8 views (normalised later, on the model's device)
+ViewFn = Callable[[Image.Image], np.ndarray]
+
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+class _Payload:
+    """One image's worker output: the prepared RGB original for the device, and/or the PIL views
+    of each group made in the worker, or the JPEG bytes for the device decoder; None: unreadable."""
+
+    __slots__ = ("original", "views", "jpeg")
+
+    def __init__(self, original=None, views=None, jpeg=None):
+        self.original, self.views, self.jpeg = original, views, jpeg
+
+
+class _Work:
+    """What the workers do per image: decode (or only read JPEG bytes) and make the PIL-side views.
+    ``pil_groups``: (index, view function, resolutions) of the groups whose views workers make."""
+
+    def __init__(self, pil_groups, device_views: bool, device_decode: bool):
+        self.pil_groups, self.device_views, self.device_decode = pil_groups, device_views, device_decode
+
+    def __call__(self, data: LabeledImages, index: int):
+        if self.device_decode and not self.pil_groups:
+            try:
+                encoded = data.encoded(index)
+            except OSError:
+                return None
+            if encoded is not None and encoded[:3] == JPEG_MAGIC:
+                return _Payload(jpeg=np.frombuffer(encoded, dtype=np.uint8).copy())
+        try:
+            image = data.load_image(index)
+        except UNREADABLE:
+            return None  # an unreadable file: skipped and counted
+        try:
+            views = {g: fn(image) if res is None else fn(image, res) for g, fn, res in self.pil_groups}
+            original = np.array(composite_on_white(image), dtype=np.uint8) if self.device_views else None
+        except Exception as e:  # a broken view maker (e.g. an SR model) is an error, never a skip
+            raise ViewError(f"making the views of {data.sample_id(index)!r} failed: {type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:200] if str(e) else ''}; fix or drop --sr / the view "
+                            "function and rerun") from e
+        return _Payload(original=original, views=views)
+
+
+class _ImageDataset(Dataset):
+    def __init__(self, data: LabeledImages, indices: Sequence[int], work: _Work):
+        self.data, self.indices, self.work = data, list(indices), work
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.indices[i], self.work(self.data, self.indices[i])
+
+
+def _collate(items):
+    return [i for i, _ in items], [p for _, p in items]
+
+
+def default_workers(device: str = "cpu") -> int:
+    """Decode workers per process: the cores this rank has, minus one for the main process.
+
+    On CPU the model needs the cores too (capped at 8); on GPU decoding is the bottleneck."""
+    cores = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    cap = 8 if torch.device(device).type == "cpu" else 32
+    return max(0, min(cap, cores - 1))
+
+
+def _decode_on_device(payloads: list, device: torch.device) -> list:
+    """JPEG bytes -> prepared RGB originals decoded in one batch on ``device``; a JPEG the device
+    decoder refuses is unreadable, as a file PIL refuses is."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    at = [i for i, p in enumerate(payloads) if p is not None and p.jpeg is not None]
+    if not at:
+        return payloads
+    data = [torch.from_numpy(payloads[i].jpeg) for i in at]
+    try:
+        images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:  # one bad file fails the batch: decode one by one to find it
+        images = []
+        for d in data:
+            try:
+                images.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=device))
+            except RuntimeError:
+                images.append(None)
+    out = list(payloads)
+    for i, image in zip(at, images):
+        out[i] = None if image is None else _Payload(original=image.permute(1, 2, 0).contiguous())
+    return out
+
+
+def _batches(loader):
+    """The loader's batches; a ViewError raised in a worker comes back as its own one line."""
+    try:
+        yield from loader
+    except ViewError as e:
+        lines = [line for line in str(e).strip().splitlines() if line.strip()]
+        raise ViewError(lines[-1].split("ViewError: ", 1)[-1] if lines else "making the views failed") from None
