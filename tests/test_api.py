@@ -19,7 +19,6 @@ from torchvision.transforms import v2
 import lr0fm
 from lr0fm.cli import build_parser, main
 from lr0fm.errors import InputError
-from lr0fm.models.base import PreprocessCfg
 from lr0fm.protocol import Protocol
 from lr0fm.records import COLUMN_NAMES, flat
 from lr0fm.report import robustness
@@ -92,14 +91,27 @@ def test_api_and_cli_make_the_same_cells_and_numbers(tiny_open_clip, image_folde
     assert squash[0]["cell"] in {r["cell"] for r in ResultsStore(tmp_path / "cli").records()}
 
 
-def test_evaluate_takes_every_option_of_lr0fm_eval():
+def test_evaluate_refuses_an_unknown_option_as_typeerror_before_writing(tiny_model, image_folder, tmp_path):
+    data = lr0fm.get_dataset("imagefolder", root=image_folder)
+    with pytest.raises(TypeError, match="batchsize"):
+        lr0fm.evaluate(tiny_model, data, [16], tmp_path / "out", batchsize=8)
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_declaration_gives_eval_sweep_and_api_the_same_options():
+    """A RunOptions field is an option of lr0fm eval (unless cli=False), a sweep key (unless
+    sweep=False) and an evaluate() keyword: the three front ends cannot drift apart."""
+    from dataclasses import fields
+
+    from lr0fm.options import SWEEP_KEYS, RunOptions
+    from lr0fm.sweep import CONFIG_KEYS
+
     eval_parser = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["eval"]
-    flags = {a.dest for a in eval_parser._actions} - {"help", "verbose"}
-    # the dataset's options are get_dataset's; --no-progress is progress=False
-    dataset_options = {"data_root", "split", "download", "classnames", "templates", "name", "image_column",
-                       "label_column"}
-    api = set(inspect.signature(lr0fm.evaluate).parameters) | dataset_options | {"no_progress"}
-    assert flags <= api, f"lr0fm eval options without a lr0fm.evaluate argument: {sorted(flags - api)}"
+    dests = {a.dest for a in eval_parser._actions}
+    for f in fields(RunOptions):
+        assert (f.name in dests) == f.metadata["cli"], f.name
+        assert (f.name in CONFIG_KEYS) == (f.metadata["sweep"] or f.name in ("lr_tokens", "sr")), f.name  # grid axes
+    assert set(SWEEP_KEYS) <= CONFIG_KEYS
 
 
 def test_evaluate_checks_options_before_writing(tiny_model, image_folder, tmp_path):
@@ -261,15 +273,15 @@ def test_low_resolution_for_model_and_in_a_torchvision_pipeline(tiny_model, imag
     t = lr0fm.LowResolution.for_model(tiny_model, 16)
     assert (t.size, t.mode, t.interpolation) == (protocol.input_size, protocol.mode, protocol.interpolation)
     # a paper protocol's quirks (RGB after resizing, HR through a down step) come along
-    paper = PreprocessCfg(48, (0.5,) * 3, (0.5,) * 3, resize_mode="squash", rgb_last=True, hr_via=32)
+    paper = Protocol(48, (0.5,) * 3, (0.5,) * 3, mode="squash", rgb_last=True, hr_via=32)
     rgba = make_image(np.random.default_rng(2), (45, 29)).convert("RGBA")
     rgba.putalpha(Image.fromarray(np.tile(np.arange(45, dtype=np.uint8) * 5, (29, 1))))
     for r in (16, "hr"):
         squash = lr0fm.LowResolution.for_model(paper, r)
         assert (squash.size, squash.mode) == (48, "squash") and "hr_via=32" in repr(squash)
-        assert np.array_equal(np.asarray(squash(rgba)), paper.protocol().views_uint8(rgba, [r])[0])
+        assert np.array_equal(np.asarray(squash(rgba)), paper.views_uint8(rgba, [r])[0])
         rgb = rgba.convert("RGB")
-        expected = torch.from_numpy(paper.protocol().views_uint8(rgb, [r])[0]).permute(2, 0, 1)
+        expected = torch.from_numpy(paper.views_uint8(rgb, [r])[0]).permute(2, 0, 1)
         chw = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)
         assert torch.equal(squash(chw), expected) and torch.equal(squash._device_views(chw[None])[0], expected)
     pipeline = v2.Compose([v2.PILToTensor(), t, v2.ToDtype(torch.float32, scale=True),

@@ -12,7 +12,7 @@ from lr0fm.models.hub import save_pretrained_hash
 def test_open_clip_local_checkpoint(tiny_open_clip):
     spec, cfg, ckpt = tiny_open_clip
     model = create_model(spec)
-    assert model.preprocess.input_size == 64 and model.preprocess.resize_mode == "shortest"
+    assert model.preprocess.input_size == 64 and model.preprocess.mode == "shortest"
     assert model.info.weights_hash and len(model.info.weights_hash) == 64
     img = model.encode_image(torch.randn(2, 3, 64, 64))
     txt = model.encode_text(["a photo of a cat.", "a photo of a dog."])
@@ -40,7 +40,7 @@ def test_open_clip_tag_offline_fails_fast():
 def test_hf_clip_local_dir(tiny_hf_clip):
     spec, d = tiny_hf_clip
     model = create_model(spec)
-    assert model.preprocess.input_size == 64 and model.preprocess.resize_mode == "shortest"
+    assert model.preprocess.input_size == 64 and model.preprocess.mode == "shortest"
     assert model.info.weights_hash
     img = model.encode_image(torch.randn(3, 3, 64, 64))
     txt = model.encode_text(["a photo of a cat.", "a dog"])

@@ -85,16 +85,16 @@ def test_open_clip_family(name, tmp_path, bert_tokenizer_dir):
     model = create_model(f"open_clip:{cfg_file}:{ckpt}", preprocess_tag=entry["backend_id"])
     pre = model.preprocess
     assert pre.input_size == SIZE
-    assert pre.resize_mode == entry["resize_mode"]
+    assert pre.mode == entry["resize_mode"]
     tag_cfg = open_clip.get_pretrained_cfg(arch, tag)
     assert pre.mean == pytest.approx(tag_cfg["mean"]) and pre.std == pytest.approx(tag_cfg["std"])
     assert pre.interpolation == tag_cfg["interpolation"]
     if entry["family"] == "SigLIP":
-        assert pre.resize_mode == "squash" and pre.mean == pytest.approx((0.5,) * 3)
+        assert pre.mode == "squash" and pre.mean == pytest.approx((0.5,) * 3)
     if entry["family"] == "CLIPA":
-        assert pre.resize_mode == "squash"
+        assert pre.mode == "squash"
     if entry["family"] in ("CLIP", "MetaCLIP", "EVA-CLIP"):
-        assert pre.resize_mode == "shortest" and pre.mean == pytest.approx(CLIP_MEAN)
+        assert pre.mode == "shortest" and pre.mean == pytest.approx(CLIP_MEAN)
 
     img = model.encode_image(torch.randn(2, 3, SIZE, SIZE))
     txt = model.encode_text(["a photo of a cat.", "A PHOTO OF A DOG."])
@@ -135,7 +135,7 @@ def test_blip_hf_retrieval_itc(tmp_path, bert_tokenizer_dir):
     model = create_model(f"hf:{tmp_path}")
     assert type(model.model).__name__ == "BlipForImageTextRetrieval"  # not AutoModel's BlipModel
     pre = model.preprocess
-    assert (pre.input_size, pre.resize_mode, pre.interpolation) == (SIZE, "squash", "bicubic")
+    assert (pre.input_size, pre.mode, pre.interpolation) == (SIZE, "squash", "bicubic")
     assert pre.mean == pytest.approx(CLIP_MEAN)
     assert model.text_cfg.lowercase and model.text_cfg.max_length == 35
     assert model.tower is model.model.vision_model
@@ -189,7 +189,7 @@ def test_official_salesforce_checkpoint(family, tmp_path, bert_tokenizer_dir):
     model = create_model(f"{family}:{ckpt}", tokenizer=bert_tokenizer_dir)
 
     pre = model.preprocess
-    assert (pre.input_size, pre.resize_mode, pre.interpolation) == (SIZE, "squash", "bicubic")
+    assert (pre.input_size, pre.mode, pre.interpolation) == (SIZE, "squash", "bicubic")
     assert pre.mean == pytest.approx(CLIP_MEAN) and pre.std == pytest.approx((0.26862954, 0.26130258, 0.27577711))
     assert model.text_cfg.lowercase and model.text_cfg.max_length == (30 if family == "albef" else 35)
     assert len(model.text.encoder.layer) == text_layers  # ALBEF's text pass stops at its fusion layers

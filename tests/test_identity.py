@@ -59,7 +59,7 @@ def test_each_part_changes_the_cell(tiny_model, tiny_open_clip, image_folder, tm
     changed["variant"] = cells_of(tiny_model, data, variant={"sr": "bicubic"})
     changed["topk"] = cells_of(tiny_model, data, topk=1)
     # protocol
-    squash = replace(tiny_model.preprocess, resize_mode="squash")
+    squash = replace(tiny_model.preprocess, mode="squash")
     m2 = create_model(tiny_open_clip[0])
     m2.preprocess = squash
     changed["protocol"] = cells_of(m2, data)

@@ -76,7 +76,7 @@ def test_protocol_choice_and_overrides_change_the_identity(model_as, image_folde
 
 
 def test_paper_protocol_needs_a_paper_backbone(tiny_open_clip):
-    with pytest.raises(ProtocolError, match="not one of the paper's backbones"):
+    with pytest.raises(ProtocolError, match="not one of the paper's backbones.*paper:FAMILY"):
         choose_protocol(create_model(tiny_open_clip[0]), "paper")
     with pytest.raises(ProtocolError, match="--protocol 'papr' unknown"):
         choose_protocol(create_model(tiny_open_clip[0]), "papr")
@@ -114,3 +114,68 @@ def test_compare_flags_rows_whose_protocol_is_not_the_papers(tmp_path):
                 in flagged[0]["message"] and "CLIP_benchmark/data/__init__.py" in flagged[0]["message"]
         else:
             assert flagged == []
+
+
+def _rgba_and_palette_images():
+    rng = np.random.default_rng(3)
+    rgba = make_image(rng, (97, 41)).convert("RGBA")
+    rgba.putalpha(Image.fromarray((np.arange(97 * 41, dtype=np.uint32).reshape(41, 97) % 256).astype(np.uint8)))
+    palette = make_image(rng, (33, 120)).convert("P", palette=Image.ADAPTIVE)
+    return [rgba, palette, make_image(rng, (64, 64)).convert("L")]
+
+
+@pytest.mark.parametrize("family", ["OpenCLIP", "openclip"])
+def test_paper_family_protocol_on_a_non_catalog_model_is_the_authors_chain(tiny_open_clip, family):
+    """A user's own open_clip model (no catalog row) run as the authors ran OpenCLIP: squash,
+    resize in the file's own mode, RGB after; its own input size; pixel for pixel on RGBA,
+    palette and grey images."""
+    model = choose_protocol(create_model(tiny_open_clip[0]), f"paper:{family}")
+    protocol = model.protocol()
+    assert protocol.source == "paper:OpenCLIP" and protocol.mode == "squash" and protocol.rgb_last
+    S = protocol.input_size
+    assert S == create_model(tiny_open_clip[0]).protocol().input_size  # the model's own size
+    assert protocol.hr_via == (None if S == 224 else 224)  # the family's HR route for other sizes
+    for image in _rgba_and_palette_images():
+        for r in (16, 32, "hr"):
+            theirs = np.asarray(authors_openclip_chain(protocol.hr_via if r == "hr" and protocol.hr_via else r, S)(image))
+            assert np.array_equal(np.asarray(protocol.view(image, r)), theirs), (image.mode, r)
+    native = create_model(tiny_open_clip[0]).protocol()
+    rgba = _rgba_and_palette_images()[0]
+    assert not np.array_equal(np.asarray(native.view(rgba, 16)), np.asarray(protocol.view(rgba, 16)))
+
+
+def test_paper_family_unknown_is_one_line_listing_the_families(tiny_open_clip):
+    with pytest.raises(ProtocolError, match=r"paper:Foo: no such family.*CLIPA.*OpenCLIP.*SigLIP"):
+        choose_protocol(create_model(tiny_open_clip[0]), "paper:Foo")
+
+
+def test_rgb_order_and_hr_via_are_public_protocol_options(tiny_open_clip, image_folder, tmp_path):
+    """--rgb-order last and --hr-via reproduce the paper family's chain by hand; the CLI, a sweep
+    file and the API reach the same cells."""
+    from lr0fm import evaluate
+    from lr0fm.cli import main
+    from lr0fm.store import ResultsStore
+
+    by_hand = choose_protocol(create_model(tiny_open_clip[0]), resize_mode="squash", rgb_order="last", hr_via=224)
+    family = choose_protocol(create_model(tiny_open_clip[0]), "paper:OpenCLIP").protocol()
+    for image in _rgba_and_palette_images():
+        for r in (16, "hr"):
+            assert np.array_equal(np.asarray(by_hand.protocol().view(image, r)), np.asarray(family.view(image, r)))
+    args = ["--model", tiny_open_clip[0], "--dataset", "imagefolder", "--data-root", str(image_folder),
+            "--resolutions", "16,hr", "--workers", "0", "--no-progress"]
+    assert main(["--out", str(tmp_path / "cli"), "eval", *args, "--protocol", "paper:openclip"]) == 0
+    assert main(["--out", str(tmp_path / "cli"), "eval", *args, "--resize-mode", "squash", "--rgb-order", "last",
+                 "--hr-via", "224"]) == 0
+    records = ResultsStore(tmp_path / "cli").records()
+    sources = {r["protocol"]["source"] for r in records}
+    assert sources == {"paper:OpenCLIP", "native+override"}
+    assert all(r["protocol"]["rgb_last"] and r["protocol"]["mode"] == "squash" for r in records)
+    config = tmp_path / "sweep.yaml"
+    config.write_text(f"models: [{tiny_open_clip[0]}]\ndatasets: [{{key: imagefolder, data_root: {image_folder}}}]\n"
+                      "resolutions: [16, hr]\nprotocol: paper:OpenCLIP\nworkers: 0\nprogress: false\n")
+    assert main(["--out", str(tmp_path / "cli"), "sweep", str(config)]) == 0
+    assert len(ResultsStore(tmp_path / "cli").records()) == 4  # the sweep found the CLI's cells done
+    data = get_dataset("imagefolder", root=image_folder)
+    api = evaluate(create_model(tiny_open_clip[0]), data, [16, "hr"], tmp_path / "cli", protocol="paper:OpenCLIP",
+                   workers=0, progress=False)
+    assert {r["cell"] for r in api} <= {r["cell"] for r in records}

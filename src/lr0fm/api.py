@@ -64,13 +64,8 @@ def list_datasets() -> list[str]:
 
 # -- evaluation ------------------------------------------------------------------------------
 def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
-             resolutions: str | Sequence[Resolution] = DEFAULT_RESOLUTIONS, out: str | os.PathLike | None = None, *,
-             limit: int | None = None, device: str | None = None, amp: str | None = None, batch_size: int = 32,
-             workers: int | None = None, progress: bool = True, checkpoint_every: int = 1000,
-             protocol: str = "native", resize_mode: str | None = None, input_size: int | None = None,
-             interpolation: str | None = None, lr_tokens: str | os.PathLike | None = None,
-             sr: str | os.PathLike | None = None, views: str | None = None, decoder: str | None = None,
-             trust_checkpoint: bool = False) -> list[dict]:
+             resolutions: str | Sequence[Resolution] = DEFAULT_RESOLUTIONS, out: str | os.PathLike | None = None,
+             **options: Any) -> list[dict]:
     """Evaluate ``model`` on ``dataset`` at ``resolutions``; return one record per resolution.
 
     This is ``lr0fm eval`` (same code, same cells, same numbers): results go to the results
@@ -85,34 +80,37 @@ def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
         named by the file, so save changed weights to a new file before evaluating them.
     dataset: a key (``list_datasets``, default options) or data from ``get_dataset``.
     resolutions: pixels and ``"hr"``, e.g. ``[16, 32, "hr"]`` or ``"16,32,hr"``.
-    limit: only the first ``limit`` images (a separate evaluation, labelled ``[limit=N]``).
-    protocol: ``"native"`` (the model's own preprocessing) or ``"paper"`` (what the LR0.FM authors
-        ran for this backbone); resize_mode, input_size, interpolation override it.
-    device, amp, batch_size, workers, progress, checkpoint_every, lr_tokens, sr, views, decoder,
-    trust_checkpoint: as the ``lr0fm eval`` options of the same names; ``device`` defaults to
-    the model's device, or ``"cpu"`` for a name.
+    options: the options of ``lr0fm eval`` under their field names (lr0fm.options.RunOptions:
+        ``limit``, ``device``, ``amp``, ``batch_size``, ``workers``, ``progress``,
+        ``checkpoint_every``, ``views``, ``decoder``, ``topk``, ``protocol`` (``"native"``,
+        ``"paper"`` or ``"paper:FAMILY"``), ``resize_mode``, ``input_size``, ``interpolation``,
+        ``rgb_order``, ``hr_via``, ``lr_tokens``, ``sr``, ``trust_checkpoint``), with the same
+        checks; ``device`` defaults to the model's device, or ``"cpu"`` for a name. An unknown
+        option is a TypeError.
     """
+    from dataclasses import fields
+
     from .datasets import get_dataset
-    from .store import ResultsStore
+    from .options import RunOptions
     from .runner import Group, run_groups
+    from .store import ResultsStore
 
-    from .evaluation import EvalConfig
-
-    resolutions = parse_resolutions(resolutions)
+    known = {f.name for f in fields(RunOptions)} - {"resolutions"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"evaluate() got unexpected option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    device = options.get("device")
+    for name in ("lr_tokens", "sr"):
+        if options.get(name) is not None:
+            options[name] = os.fspath(options[name])
     # the same checks as `lr0fm eval`, before anything is built or written
-    EvalConfig(resolutions=resolutions, batch_size=batch_size, limit=limit, workers=workers, amp=amp,
-               checkpoint_every=checkpoint_every, views=views, decoder=decoder)
+    opts = RunOptions.from_mapping({"resolutions": resolutions, **options}, "lr0fm.evaluate")
     store = ResultsStore(out)
     data = get_dataset(dataset) if isinstance(dataset, str) else dataset
-    options = dict(batch_size=batch_size, workers=workers, amp=amp, limit=limit, progress=progress,
-                   checkpoint_every=checkpoint_every, views=views, decoder=decoder,
-                   protocol={"protocol": protocol, "resize_mode": resize_mode, "input_size": input_size,
-                             "interpolation": interpolation})
-    lr_tokens = None if lr_tokens is None else os.fspath(lr_tokens)
-    sr = None if sr is None else os.fspath(sr)
+    run = dict(protocol=opts.protocol_options(), **opts.pass_options())
     if isinstance(model, str):
-        group = Group(model, data, lr_tokens, sr, trust_checkpoint)
-        return run_groups([group], resolutions, store, device=device or "cpu", **options)
+        group = Group(model, data, opts.lr_tokens, opts.sr, opts.trust_checkpoint)
+        return run_groups([group], opts.resolutions, store, device=device or "cpu", **run)
     if device is not None:
         model.to(device)
     # a model without a weights file is identified by its current state dict, never a cached
@@ -121,8 +119,8 @@ def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
     was_training, preprocess = model.training, model.preprocess
     model.eval()
     try:
-        return run_groups([Group(model, data, lr_tokens, sr)], resolutions, store, device=str(model.device),
-                          **options)
+        return run_groups([Group(model, data, opts.lr_tokens, opts.sr)], opts.resolutions, store,
+                          device=str(model.device), **run)
     finally:
         model.train(was_training)
         model.preprocess = preprocess
@@ -357,10 +355,12 @@ class LowResolution:
                                   interpolation=interpolation, resolutions=(self.resolution,))
 
     @classmethod
-    def for_model(cls, model: ZeroShotModel, resolution: Resolution) -> "LowResolution":
-        """The view ``lr0fm eval`` feeds ``model`` at ``resolution``: S, mode, interpolation (and any
-        quirk of a paper protocol) from the model's preprocessing; normalising stays with the model."""
-        protocol = model.protocol([resolution])
+    def for_model(cls, model: ZeroShotModel | Protocol, resolution: Resolution) -> "LowResolution":
+        """The view ``lr0fm eval`` feeds ``model`` (or makes with a protocol) at ``resolution``: S,
+        mode, interpolation (and any quirk of a paper protocol) from the model's preprocessing;
+        normalising stays with the model."""
+        protocol = (model.with_resolutions([resolution]) if isinstance(model, Protocol)
+                    else model.protocol([resolution]))
         transform = cls(resolution, size=protocol.input_size, mode=protocol.mode, interpolation=protocol.interpolation)
         transform._protocol = protocol
         return transform

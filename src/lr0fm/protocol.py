@@ -22,6 +22,10 @@ from .errors import ProtocolError  # noqa: F401  (re-exported)
 HR = "hr"  # the resolution key of the high-resolution reference view
 DEFAULT_RESOLUTIONS: tuple[int, ...] = (16, 32, 64, 128)
 RESIZE_MODES = ("shortest", "squash")
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box")
+# when an image becomes RGB: before the resizes (lr0fm: transparency on white) or after them (the
+# LR0.FM authors' loaders; PIL then resizes palette images with nearest-neighbour)
+RGB_ORDERS = ("first", "last")
 
 _PIL_FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,

@@ -32,18 +32,16 @@ from pathlib import Path
 
 
 from .errors import InputError
+from .options import SWEEP_KEYS, RunOptions
 from .runner import Group
 
-# config key -> EvalConfig field, for the options a sweep passes through
-EVAL_OPTIONS = ("batch_size", "workers", "device", "amp", "limit", "checkpoint_every", "views", "decoder", "topk")
 # dataset entry keys passed to get_dataset as options (download: a paper dataset missing under
 # data_root is read from its hub copy; true at top level applies to every dataset)
 DATASET_OPTIONS = ("download", "image_column", "label_column")
 DATASET_KEYS = ("key", "data_root", "split", "classnames", "templates", "name", *DATASET_OPTIONS)
-# config key -> lr0fm.models.choose_protocol argument
-PROTOCOL_OPTIONS = ("protocol", "resize_mode", "input_size", "interpolation")
-CONFIG_KEYS = {"models", "datasets", "resolutions", "lr_tokens", "sr", "data_root", "split", "out", "progress", "download",
-               *EVAL_OPTIONS, *PROTOCOL_OPTIONS}
+# the grid and its defaults; every other key is a run option (lr0fm.options.SWEEP_KEYS)
+GRID_KEYS = ("models", "datasets", "lr_tokens", "sr", "data_root", "split", "out", "download")
+CONFIG_KEYS = {*GRID_KEYS, *SWEEP_KEYS}
 
 
 # -- config ----------------------------------------------------------------------------------
@@ -79,7 +77,6 @@ def _path(value, base: Path, must_exist: bool = False):
 
 def load_config(path: str | Path) -> SweepConfig:
     import yaml
-    from .protocol import parse_resolutions
 
     path = Path(path)
     if not path.is_file():
@@ -109,12 +106,11 @@ def load_config(path: str | Path) -> SweepConfig:
         for k in ("data_root", "classnames", "templates"):
             d[k] = _path(d.get(k), base)
         datasets.append(d)
-    options = {k: raw[k] for k in EVAL_OPTIONS if raw.get(k) is not None}
-    options["progress"] = bool(raw.get("progress", True))
-    options["protocol"] = {k: raw[k] for k in PROTOCOL_OPTIONS if raw.get(k) is not None}
+    run = RunOptions.from_mapping({k: raw[k] for k in SWEEP_KEYS if k in raw}, f"sweep config {path}")
+    options = {**run.pass_options(), "device": run.device, "protocol": run.protocol_options()}
     return SweepConfig(
         models=[str(m) for m in _as_list(raw["models"], "models")], datasets=datasets,
-        resolutions=parse_resolutions(raw.get("resolutions", "16,32,64,128,hr")),
+        resolutions=list(run.resolutions),
         lr_tokens=[_path(t, base) for t in _as_list(raw.get("lr_tokens"), "lr_tokens")],
         sr=[_path(s, base, must_exist=True) for s in _as_list(raw.get("sr"), "sr")],
         options=options, out=_path(raw.get("out"), base))

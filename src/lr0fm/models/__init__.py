@@ -12,7 +12,7 @@ import difflib
 from typing import Callable
 
 from ..catalog import model_catalog
-from .base import ModelError, ModelInfo, PreprocessCfg, TextCfg, ZeroShotModel
+from .base import ModelError, ModelInfo, TextCfg, ZeroShotModel
 
 DEFAULT_MODEL = "conse-effnet-lite0"
 
@@ -102,8 +102,8 @@ def create_model(name: str, device: str = "cpu", **kwargs) -> ZeroShotModel:
     return model.requires_grad_(False).to(device).eval()
 
 
-PROTOCOLS = ("native", "paper")
-# paper quirks lr0fm reproduces, as PreprocessCfg fields; the others are named in the protocol's source
+PROTOCOLS = ("native", "paper", "paper:FAMILY")
+# paper quirks lr0fm reproduces, as Protocol fields; the others are named in the protocol's source
 _QUIRK_FIELDS = {"resize_before_rgb": ("rgb_last", True), "hr_via_224": ("hr_via", 224)}
 
 
@@ -119,43 +119,85 @@ def paper_entry(model: ZeroShotModel) -> tuple[str, dict] | None:
     return (name, table[name]) if name in table else None
 
 
+def paper_families() -> dict[str, str]:
+    """lower-cased family -> the family as the catalog spells it."""
+    return {e["family"].lower(): e["family"] for e in model_catalog().values() if e.get("family")}
+
+
+def paper_family_protocol(family: str, backend: str, input_size: int) -> dict:
+    """The LR0.FM authors' way of making views for a family, for any model of it: the resize mode,
+    filter and RGB order most of its audited backbones share (those of ``backend`` first), and the
+    HR route through 224 px that its backbones of other input sizes took. Protocol fields."""
+    from collections import Counter
+
+    from ..catalog import paper_protocol
+    from ..errors import ProtocolError
+
+    names = paper_families()
+    if family.lower() not in names:
+        raise ProtocolError(f"--protocol paper:{family}: no such family in the paper's catalog; use one of "
+                            f"{', '.join(sorted(names.values()))}")
+    family = names[family.lower()]
+    table = paper_protocol()
+    members = [(e, table[n]) for n, e in model_catalog().items() if e.get("family") == family and n in table]
+    same_backend = [m for m in members if m[0]["backend"] == backend] or members
+    ways = Counter((p["paper_resize_mode"], p["paper_interpolation"], "resize_before_rgb" in p["paper_quirks"])
+                   for _, p in same_backend)
+    mode, interpolation, rgb_last = ways.most_common(1)[0][0]
+    via_224 = any("hr_via_224" in p["paper_quirks"] for _, p in same_backend)
+    return {"mode": mode, "interpolation": interpolation, "rgb_last": rgb_last,
+            "hr_via": 224 if via_224 and input_size != 224 else None, "source": f"paper:{family}"}
+
+
 def choose_protocol(model: ZeroShotModel, protocol: str = "native", resize_mode: str | None = None,
-                    input_size: int | None = None, interpolation: str | None = None) -> ZeroShotModel:
-    """Set how ``model``'s views are made: ``native`` (its own preprocessing) or ``paper`` (what
-    the LR0.FM authors ran for this backbone, catalog/paper_protocol.yaml), then timm-style
-    overrides. The choice is recorded in the protocol (``source``) and so in every cell's identity."""
+                    input_size: int | None = None, interpolation: str | None = None,
+                    rgb_order: str | None = None, hr_via: int | None = None) -> ZeroShotModel:
+    """Set how ``model``'s views are made: ``native`` (its own preprocessing), ``paper`` (what the
+    LR0.FM authors ran for this backbone, catalog/paper_protocol.yaml) or ``paper:FAMILY`` (that
+    family's way for any model, e.g. a fine-tune: lr0fm.models.paper_family_protocol), then
+    timm-style overrides. The choice is recorded in the protocol (``source``) and so in every
+    cell's identity."""
     from dataclasses import replace
 
-    from ..protocol import RESIZE_MODES, ProtocolError, _PIL_FILTERS
+    from ..protocol import INTERPOLATIONS, RESIZE_MODES, RGB_ORDERS, ProtocolError
 
-    if protocol not in PROTOCOLS:
-        raise ProtocolError(f"--protocol {protocol!r} unknown; use one of {', '.join(PROTOCOLS)}")
     cfg = model.preprocess
+    kind, _, family = protocol.partition(":")
+    if kind not in ("native", "paper") or (kind == "native" and family) or (protocol == "paper:"):
+        raise ProtocolError(f"--protocol {protocol!r} unknown; use native, paper or paper:FAMILY")
     if protocol == "paper":
         found = paper_entry(model)
         if found is None:
             raise ProtocolError(f"{model.info.model_id} is not one of the paper's backbones, so it has no paper "
-                                "protocol; use --protocol native, or set --resize-mode/--interpolation yourself")
+                                "protocol of its own; use --protocol paper:FAMILY for its family's (e.g. "
+                                "paper:OpenCLIP; lr0fm models --paper lists the families), or --protocol native")
         name, entry = found
         fields = {k: v for q in entry["paper_quirks"] if q in _QUIRK_FIELDS for k, v in [_QUIRK_FIELDS[q]]}
         source = "paper"
         if int(entry["paper_input_size"]) != cfg.input_size:  # needs the model rebuilt (position embeddings)
             source += f" (input size {cfg.input_size}, the paper's {entry['paper_input_size']} not applied)"
-        cfg = replace(cfg, resize_mode=entry["paper_resize_mode"], interpolation=entry["paper_interpolation"],
+        cfg = replace(cfg, mode=entry["paper_resize_mode"], interpolation=entry["paper_interpolation"],
                       mean=tuple(entry["paper_mean"]), std=tuple(entry["paper_std"]), source=source, **fields)
-    overrides = {k: v for k, v in (("resize_mode", resize_mode), ("input_size", input_size),
-                                   ("interpolation", interpolation)) if v is not None}
-    if resize_mode is not None and resize_mode not in RESIZE_MODES:
-        raise ProtocolError(f"--resize-mode {resize_mode!r} unknown; use one of {', '.join(RESIZE_MODES)}")
-    if interpolation is not None and interpolation not in _PIL_FILTERS:
-        raise ProtocolError(f"--interpolation {interpolation!r} unknown; use one of {', '.join(sorted(_PIL_FILTERS))}")
+    elif family:  # the model keeps its own input size and normalisation (properties of its weights)
+        cfg = replace(cfg, **paper_family_protocol(family, model.info.backend, cfg.input_size))
+    for name, value, allowed in (("--resize-mode", resize_mode, RESIZE_MODES),
+                                 ("--interpolation", interpolation, INTERPOLATIONS),
+                                 ("--rgb-order", rgb_order, RGB_ORDERS)):
+        if value is not None and value not in allowed:
+            raise ProtocolError(f"{name} {value!r} unknown; use one of {', '.join(allowed)}")
     if input_size is not None and input_size < 1:
         raise ProtocolError(f"--input-size {input_size} must be a positive number of pixels")
+    if hr_via is not None and hr_via < 0:
+        raise ProtocolError(f"--hr-via {hr_via} must be a size in px (0: no HR down step)")
+    overrides = {k: v for k, v in (("mode", resize_mode), ("input_size", input_size), ("interpolation", interpolation),
+                                   ("rgb_last", None if rgb_order is None else rgb_order == "last")) if v is not None}
+    if hr_via is not None:
+        overrides["hr_via"] = hr_via or None  # 0: the HR view goes straight to the input size
     if overrides:
         cfg = replace(cfg, source=cfg.source + "+override", **overrides)
     model.preprocess = cfg
     return model
 
 
-__all__ = ["PROTOCOLS", "choose_protocol", "paper_entry", "BACKENDS", "BACKEND_REQUIRES", "DEFAULT_MODEL", "ModelError", "ModelInfo", "PreprocessCfg", "TextCfg", "ZeroShotModel",
+__all__ = ["PROTOCOLS", "choose_protocol", "paper_entry", "paper_families", "paper_family_protocol", "BACKENDS", "BACKEND_REQUIRES", "DEFAULT_MODEL", "ModelError", "ModelInfo", "TextCfg", "ZeroShotModel",
            "create_model", "model_names", "register_backend", "resolve"]

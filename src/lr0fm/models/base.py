@@ -17,27 +17,6 @@ from ..errors import ModelError  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
-class PreprocessCfg:
-    """A model's eval-time image preprocessing (timm's pretrained-config idea)."""
-
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    resize_mode: str = "shortest"
-    interpolation: str = "bicubic"
-    # native | paper (| ...+override): see lr0fm.models.choose_protocol and lr0fm.protocol.Protocol
-    source: str = "native"
-    rgb_last: bool = False
-    hr_via: int | None = None
-
-    def protocol(self, resolutions: Sequence[int | str] = DEFAULT_RESOLUTIONS + (HR,)) -> Protocol:
-        return Protocol(input_size=self.input_size, mean=tuple(self.mean), std=tuple(self.std),
-                        mode=self.resize_mode, interpolation=self.interpolation,
-                        resolutions=tuple(resolutions), source=self.source, rgb_last=self.rgb_last,
-                        hr_via=self.hr_via)
-
-
-@dataclass(frozen=True)
 class TextCfg:
     """How class prompts are turned into text: per-family quirks as data."""
 
@@ -71,7 +50,7 @@ class ZeroShotModel(nn.Module):
     (the module LR tokens and layer hooks attach to).
     """
 
-    def __init__(self, info: ModelInfo, preprocess: PreprocessCfg, text_cfg: TextCfg | None = None):
+    def __init__(self, info: ModelInfo, preprocess: Protocol, text_cfg: TextCfg | None = None):
         super().__init__()
         self.info = info
         self.preprocess = preprocess
@@ -109,7 +88,7 @@ class ZeroShotModel(nn.Module):
         return nn.functional.normalize(feats.float(), dim=-1)
 
     def protocol(self, resolutions: Sequence[int | str] = DEFAULT_RESOLUTIONS + (HR,)) -> Protocol:
-        return self.preprocess.protocol(resolutions)
+        return self.preprocess.with_resolutions(resolutions)
 
 
 def state_dict_hash(module: nn.Module) -> str:

@@ -24,7 +24,8 @@ from torch import nn
 from .. import resources
 from ..filedigest import cache_dir, file_digest, file_digests
 from ..identity import digest
-from .base import ModelError, ModelInfo, PreprocessCfg, TextCfg, ZeroShotModel
+from ..protocol import Protocol
+from .base import ModelError, ModelInfo, TextCfg, ZeroShotModel
 
 log = logging.getLogger("lr0fm")
 
@@ -141,7 +142,7 @@ class ConSEModel(ZeroShotModel):
                                 "text_encoder_digest": text_digest, "label_templates": list(LABEL_TEMPLATES)})
         # EfficientNet-Lite was trained on (x - 127) / 128 inputs (TF reference preprocessing);
         # measured on tuxpaint this beats ImageNet mean/std by 3-9 points at every resolution.
-        pre = PreprocessCfg(variant.input_size, (127 / 255,) * 3, (128 / 255,) * 3, "shortest", "bicubic")
+        pre = Protocol(variant.input_size, (127 / 255,) * 3, (128 / 255,) * 3, "shortest", "bicubic")
         super().__init__(info, pre, TextCfg())
         self.top_t = top_t
         with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load; keep stdout clean

@@ -19,7 +19,8 @@ from torch import nn
 
 from .. import resources
 from . import hub
-from .base import ModelError, ModelInfo, PreprocessCfg, TextCfg, ZeroShotModel
+from ..protocol import Protocol
+from .base import ModelError, ModelInfo, TextCfg, ZeroShotModel
 
 _PIL_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
@@ -29,7 +30,7 @@ def text_cfg_for(model_type: str) -> TextCfg:
     return TextCfg(**table.get(model_type, {}))
 
 
-def preprocess_from_processor(proc) -> PreprocessCfg:
+def preprocess_from_processor(proc) -> Protocol:
     # sizes are dicts, ints, or (transformers 5) SizeDicts, whose dict() keeps the fields set
     size = {"shortest_edge": proc.size} if isinstance(proc.size, int) else dict(proc.size)
     crop = dict(getattr(proc, "crop_size", None) or {})
@@ -41,7 +42,7 @@ def preprocess_from_processor(proc) -> PreprocessCfg:
     interp = _PIL_NAMES.get(int(resample), "bicubic") if not isinstance(resample, str) else resample
     if interp not in ("nearest", "lanczos", "bilinear", "bicubic", "box"):
         interp = "bicubic"
-    return PreprocessCfg(int(s), tuple(proc.image_mean), tuple(proc.image_std), mode, interp)
+    return Protocol(int(s), tuple(proc.image_mean), tuple(proc.image_std), mode, interp)
 
 
 @dataclass(frozen=True)

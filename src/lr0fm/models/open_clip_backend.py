@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from . import hub
-from .base import ModelError, ModelInfo, PreprocessCfg, TextCfg, ZeroShotModel
+from ..protocol import Protocol
+from .base import ModelError, ModelInfo, TextCfg, ZeroShotModel
 
 
 def _is_path(text: str) -> bool:
@@ -114,7 +115,7 @@ class OpenCLIPModel(ZeroShotModel):
         pcfg = getattr(model.visual, "preprocess_cfg", {}) or {}
         size = pcfg.get("size", model.visual.image_size)
         size = size[0] if isinstance(size, (tuple, list)) else size
-        pre = PreprocessCfg(int(size), tuple(pcfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+        pre = Protocol(int(size), tuple(pcfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
                             tuple(pcfg.get("std", open_clip.OPENAI_DATASET_STD)),
                             pcfg.get("resize_mode", "shortest"), pcfg.get("interpolation", "bicubic"))
         info = ModelInfo(model_id=f"open_clip:{spec}", backend="open_clip", weights=str(weights) if weights else tag,

@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from . import hub
-from .base import ModelError, ModelInfo, PreprocessCfg, TextCfg, ZeroShotModel
+from ..protocol import Protocol
+from .base import ModelError, ModelInfo, TextCfg, ZeroShotModel
 
 log = logging.getLogger("lr0fm")
 
@@ -180,7 +181,7 @@ class ViTBertModel(ZeroShotModel):
                                  "network (it goes to the Hugging Face cache)") from None
         info = ModelInfo(model_id=f"{family}:{spec}", backend=family, weights=str(path),
                          weights_hash=hub.cached_file_hash(path), extra={"family": family})
-        pre = PreprocessCfg(vision.patch_embed.img_size[0], MEAN, STD, "squash", "bicubic")
+        pre = Protocol(vision.patch_embed.img_size[0], MEAN, STD, "squash", "bicubic")
         super().__init__(info, pre, TextCfg(lowercase=True, max_length=fmt.max_length))
         self.vision, self.text, self.vision_proj, self.text_proj = vision, text, vision_proj, text_proj
         self.tokenizer = tokenizer
