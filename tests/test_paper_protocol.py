@@ -2,7 +2,6 @@
 timm-style overrides are part of the identity."""
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode

@@ -16,7 +16,7 @@ Adding an option: one field here (and its use where it goes).
 from __future__ import annotations
 
 import argparse
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
 from .errors import InputError
@@ -156,7 +156,6 @@ def add_arguments(parser: argparse.ArgumentParser, parts: Sequence[str] = PARTS,
 
 # the keys a sweep file may set besides its grid (models, datasets, lr_tokens, sr, ...)
 SWEEP_KEYS = tuple(f.name for f in fields(RunOptions) if f.metadata["sweep"])
-DEFAULTS = {f.name: f.default for f in fields(RunOptions) if f.default is not MISSING}
 
 
 @dataclass
