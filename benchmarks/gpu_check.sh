@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements of issue 12 in one script: < 5 minutes on one H200, random weights, nothing downloaded.
+# The GPU measurements in one script: < 5 minutes on one H200, random weights, nothing downloaded.
 #
 #   PYTHON=python3 bash benchmarks/gpu_check.sh OUTDIR                    # on a CUDA machine
 #   DEVICE=cpu SMOKE=1 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh OUTDIR   # every step, tiny, on CPU

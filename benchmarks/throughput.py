@@ -2,7 +2,7 @@
 
     python benchmarks/throughput.py --model open_clip:ViT-B-32:random --images 64 --rounds 2
     python benchmarks/throughput.py --device cuda --amp bf16 --images 8192 --batch-size 256 \\
-        --views device --decoder device --skip-paper          # the GPU check's b/a (issue 12)
+        --views device --decoder device --skip-paper          # the GPU check's b/a
 
 (a) forward images/s on ready [B, 3, S, S] tensors; (b) ``evaluate`` on a generated JPEG folder
 (read or decode, views, normalisation, forward, top-k) in image x resolution pairs/s, with the
