@@ -14,7 +14,7 @@ import warnings
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union, overload
 
 from .metrics import ALPHA
-from .protocol import HR, Protocol, parse_resolutions
+from .protocol import DEFAULT_RESOLUTIONS, HR, Protocol, parse_resolutions
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Resolution = Union[int, str]  # pixels, or "hr" for the model's own input size
 
-DEFAULT_RESOLUTIONS: tuple[Resolution, ...] = (16, 32, 64, 128, HR)  # what `lr0fm eval` runs by default
 
 # The row labels load_results adds to the record columns (lr0fm.records.label_records decides them).
 LABEL_COLUMNS: dict[str, str] = {

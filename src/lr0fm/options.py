@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
 from .errors import InputError
-from .protocol import HR, INTERPOLATIONS, RESIZE_MODES, RGB_ORDERS, parse_resolutions
+from .protocol import DEFAULT_RESOLUTIONS, INTERPOLATIONS, RESIZE_MODES, RGB_ORDERS, parse_resolutions
 
 PARTS = ("run", "protocol", "variant")
 
@@ -162,7 +162,7 @@ SWEEP_KEYS = tuple(f.name for f in fields(RunOptions) if f.metadata["sweep"])
 class EvalConfig:
     """The run part of the options as one pass uses it (and the variant it evaluates)."""
 
-    resolutions: Sequence[int | str] = (16, 32, 64, 128, HR)
+    resolutions: Sequence[int | str] = DEFAULT_RESOLUTIONS
     batch_size: int = 32
     workers: int | None = None
     device: str = "cpu"

@@ -20,7 +20,8 @@ from PIL import Image
 from .errors import ProtocolError  # noqa: F401  (re-exported)
 
 HR = "hr"  # the resolution key of the high-resolution reference view
-DEFAULT_RESOLUTIONS: tuple[int, ...] = (16, 32, 64, 128)
+LR_RESOLUTIONS: tuple[int, ...] = (16, 32, 64, 128)  # the paper's LR sizes
+DEFAULT_RESOLUTIONS: tuple[int | str, ...] = LR_RESOLUTIONS + (HR,)  # what an evaluation runs by default
 RESIZE_MODES = ("shortest", "squash")
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box")
 # when an image becomes RGB: before the resizes (lr0fm: transparency on white) or after them (the
@@ -72,7 +73,7 @@ class Protocol:
     mode: str = "shortest"
     interpolation: str = "bicubic"
     antialias: bool = True
-    resolutions: tuple[int | str, ...] = field(default=DEFAULT_RESOLUTIONS + (HR,))
+    resolutions: tuple[int | str, ...] = field(default=DEFAULT_RESOLUTIONS)
     # which preprocessing this is: "native" (the model's own), "paper" (what the LR0.FM authors
     # ran, lr0fm/catalog/paper_protocol.yaml), with "+override" when the user changed a setting
     source: str = "native"

@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..evaluation.loading import UNREADABLE
 from ..models.base import ZeroShotModel
 from ..models.towers import LayerRecorder, Tower, find_tower
-from ..protocol import DEFAULT_RESOLUTIONS, HR
+from ..protocol import HR, LR_RESOLUTIONS
 from . import pyplot, save_figure, slug, write_csv, write_json
 
 DEFAULT_LIMIT = 256
@@ -136,7 +136,7 @@ def _variant_text(variant: dict) -> str:
 
 @torch.no_grad()
 def layer_similarity(model: ZeroShotModel, data: LabeledImages,
-                     resolutions: Sequence[int | str] = DEFAULT_RESOLUTIONS, limit: int | None = DEFAULT_LIMIT,
+                     resolutions: Sequence[int | str] = LR_RESOLUTIONS, limit: int | None = DEFAULT_LIMIT,
                      batch_size: int = 16, variant: dict | None = None) -> LayerSimilarity:
     """HR-vs-LR similarity after every layer, over the first ``limit`` images of ``data``.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..protocol import HR
-from . import add_command
+from . import DEFAULT_MODEL, add_command
 
 
 def add_commands(subparsers) -> None:
@@ -47,7 +47,7 @@ def add_commands(subparsers) -> None:
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", "-m", default="conse-effnet-lite0", help="model name (lr0fm models)")
+    p.add_argument("--model", "-m", default=DEFAULT_MODEL, help="model name (lr0fm models)")
     p.add_argument("--dataset", "-d", default="tuxpaint", help="dataset key (lr0fm datasets)")
     p.add_argument("--data-root", default=None, help="dataset folder/file (default: $LR0FM_DATA/<key>)")
     p.add_argument("--split", default=None)

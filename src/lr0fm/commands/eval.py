@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 
 from ..options import RunOptions, add_arguments
-from . import add_command, csv_list
+from . import DEFAULT_MODEL, add_command, csv_list
 
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", "-m", default="conse-effnet-lite0", help="model name(s), comma-separated (lr0fm models)")
+    p.add_argument("--model", "-m", default=DEFAULT_MODEL, help="model name(s), comma-separated (lr0fm models)")
     p.add_argument("--dataset", "-d", default="tuxpaint", help="dataset key(s), comma-separated (lr0fm datasets)")
     p.add_argument("--data-root", default=None, help="dataset folder/file (default: $LR0FM_DATA/<key>)")
     p.add_argument("--split", default=None)

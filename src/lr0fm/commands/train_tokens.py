@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from . import add_command
+from . import DEFAULT_MODEL, add_command
 
 
 def _buckets(text: str) -> tuple:
@@ -22,7 +22,7 @@ def add_commands(sub) -> None:
 
 
     p = add_command(sub, "train-tokens", help="train LR-TK0 low-resolution tokens (self-distillation from HR)")
-    p.add_argument("--model", "-m", default="conse-effnet-lite0")
+    p.add_argument("--model", "-m", default=DEFAULT_MODEL)
     p.add_argument("--data", required=True, help="a synth index (.jsonl/.csv from 'lr0fm synth') or a folder of images")
     p.add_argument("--output", "-o", required=True, help="run folder: last/best .safetensors (+ resume state); "
                                                           "rerunning the same command resumes")

@@ -14,30 +14,23 @@ from typing import Callable
 from ..catalog import model_catalog
 from .base import ModelError, ModelInfo, TextCfg, ZeroShotModel
 
-DEFAULT_MODEL = "conse-effnet-lite0"
-
-
 def _conse(spec: str, **kw):
     from .conse import ConSEModel
     return ConSEModel(spec, **{k: v for k, v in kw.items() if k in ("top_t",)})
-
 
 def _open_clip(spec: str, **kw):
     from .open_clip_backend import OpenCLIPModel
     return OpenCLIPModel(spec, **kw)
 
-
 def _hf(spec: str, **kw):
     from .hf_backend import HFModel
     return HFModel(spec, **kw)
-
 
 def _vit_bert(family: str) -> Callable[..., ZeroShotModel]:
     def build(spec: str, **kw):
         from .vit_bert import ViTBertModel
         return ViTBertModel(spec, family, **kw)
     return build
-
 
 # backend name -> builder(spec, **kwargs). Other modules add theirs with register_backend.
 BACKENDS: dict[str, Callable[..., ZeroShotModel]] = {
@@ -50,20 +43,16 @@ BACKEND_REQUIRES: dict[str, tuple[str, ...]] = {
     "blip": ("timm", "transformers"),
 }
 
-
 def register_backend(name: str, builder: Callable[..., ZeroShotModel], requires: tuple[str, ...] = ()) -> None:
     BACKENDS[name] = builder
     BACKEND_REQUIRES[name] = tuple(requires)
-
 
 def offline_models() -> list[str]:
     from .conse import VARIANTS
     return list(VARIANTS)
 
-
 def model_names() -> list[str]:
     return offline_models() + sorted(model_catalog())
-
 
 def resolve(name: str) -> tuple[str, str, dict]:
     """name -> (backend, backend spec, catalog entry or {})."""
@@ -84,10 +73,8 @@ def resolve(name: str) -> tuple[str, str, dict]:
     raise ModelError(f"unknown model {name!r}.{hint} Run 'lr0fm models' to list them, or give "
                      "open_clip:ARCH:TAG, hf:MODEL_ID or a catalog name")
 
-
 # kwargs that do not change a number (where the weights sit), left out of the identity
 _NOT_IDENTITY = ("device", "trust_checkpoint")
-
 
 def create_model(name: str, device: str = "cpu", **kwargs) -> ZeroShotModel:
     """The model ``name`` names (see the module docstring), frozen, in eval mode, on ``device``;
@@ -101,11 +88,9 @@ def create_model(name: str, device: str = "cpu", **kwargs) -> ZeroShotModel:
     # every backend's weights are frozen here, once: evaluation, analyses and LR tokens need no grads on them
     return model.requires_grad_(False).to(device).eval()
 
-
 PROTOCOLS = ("native", "paper", "paper:FAMILY")
 # paper quirks lr0fm reproduces, as Protocol fields; the others are named in the protocol's source
 _QUIRK_FIELDS = {"resize_before_rgb": ("rgb_last", True), "hr_via_224": ("hr_via", 224)}
-
 
 def paper_entry(model: ZeroShotModel) -> tuple[str, dict] | None:
     """(catalog name, paper protocol) of the paper backbone this model is, by name or backend id."""
@@ -118,11 +103,9 @@ def paper_entry(model: ZeroShotModel) -> tuple[str, dict] | None:
                      if f"{e['backend']}:{e.get('backend_id')}" == model.info.model_id), None)
     return (name, table[name]) if name in table else None
 
-
 def paper_families() -> dict[str, str]:
     """lower-cased family -> the family as the catalog spells it."""
     return {e["family"].lower(): e["family"] for e in model_catalog().values() if e.get("family")}
-
 
 def paper_family_protocol(family: str, backend: str, input_size: int) -> dict:
     """The LR0.FM authors' way of making views for a family, for any model of it: the resize mode,
@@ -147,7 +130,6 @@ def paper_family_protocol(family: str, backend: str, input_size: int) -> dict:
     via_224 = any("hr_via_224" in p["paper_quirks"] for _, p in same_backend)
     return {"mode": mode, "interpolation": interpolation, "rgb_last": rgb_last,
             "hr_via": 224 if via_224 and input_size != 224 else None, "source": f"paper:{family}"}
-
 
 def choose_protocol(model: ZeroShotModel, protocol: str = "native", resize_mode: str | None = None,
                     input_size: int | None = None, interpolation: str | None = None,
@@ -198,6 +180,5 @@ def choose_protocol(model: ZeroShotModel, protocol: str = "native", resize_mode:
     model.preprocess = cfg
     return model
 
-
-__all__ = ["PROTOCOLS", "choose_protocol", "paper_entry", "paper_families", "paper_family_protocol", "BACKENDS", "BACKEND_REQUIRES", "DEFAULT_MODEL", "ModelError", "ModelInfo", "TextCfg", "ZeroShotModel",
+__all__ = ["PROTOCOLS", "choose_protocol", "paper_entry", "paper_families", "paper_family_protocol", "BACKENDS", "BACKEND_REQUIRES", "ModelError", "ModelInfo", "TextCfg", "ZeroShotModel",
            "create_model", "model_names", "register_backend", "resolve"]

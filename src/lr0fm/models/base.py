@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..protocol import DEFAULT_RESOLUTIONS, HR, Protocol
+from ..protocol import DEFAULT_RESOLUTIONS, Protocol
 from ..errors import ModelError  # noqa: F401  (re-exported)
 
 
@@ -87,7 +87,7 @@ class ZeroShotModel(nn.Module):
         feats = self._text_features(texts)
         return nn.functional.normalize(feats.float(), dim=-1)
 
-    def protocol(self, resolutions: Sequence[int | str] = DEFAULT_RESOLUTIONS + (HR,)) -> Protocol:
+    def protocol(self, resolutions: Sequence[int | str] = DEFAULT_RESOLUTIONS) -> Protocol:
         return self.preprocess.with_resolutions(resolutions)
 
 
