@@ -11,7 +11,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test test-fast deb deb-run deb-test venv clean
+.PHONY: run test test-fast lint deb deb-run deb-test venv clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,7 +40,12 @@ run: deb-run venv
 	$(VENV)/bin/lr0fm eval --model conse-effnet-lite0 --dataset fashion_mnist --limit $(or $(FASHION_LIMIT),500)
 	$(VENV)/bin/lr0fm report
 
-test: deb-test venv
+# the layers contract (pyproject.toml [tool.importlinter]) and dead code (vulture) first: seconds
+lint: venv
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/vulture
+
+test: deb-test venv lint
 	$(PY) -m pytest -q -ra
 
 test-fast: deb-test venv

@@ -164,7 +164,7 @@ class main_first:
         if not is_main():
             barrier()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *_exc):
         if is_main():
             barrier()
         return False
@@ -195,7 +195,7 @@ class sharding:
     def __enter__(self):
         self.saved, _MODE["images"] = _MODE["images"], self.images
 
-    def __exit__(self, *exc):
+    def __exit__(self, *_exc):
         _MODE["images"] = self.saved
         return False
 

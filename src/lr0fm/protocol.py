@@ -13,7 +13,7 @@ The HR reference is the same chain without the down step. Everything in lr0fm th
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -202,8 +202,3 @@ def _center_crop(image: Image.Image, size: int) -> Image.Image:
     left = int(round((w - size) / 2.0))
     top = int(round((h - size) / 2.0))
     return image.crop((left, top, left + size, top + size))
-
-
-def view_transform(protocol: Protocol, resolution: int | str) -> Callable[[Image.Image], np.ndarray]:
-    """A single-view transform (image -> normalised CHW array), e.g. for training views."""
-    return lambda img: protocol.normalize(protocol.view(img, resolution))

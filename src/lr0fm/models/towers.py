@@ -124,7 +124,7 @@ class LayerRecorder:
             self.features[name] = x.detach()
         return hook
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *_exc) -> None:
         for h in self._handles:
             h.remove()
         self._handles.clear()

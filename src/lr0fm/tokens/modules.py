@@ -232,6 +232,3 @@ class LRTokens(nn.Module):
         with torch.no_grad():
             for k, param in self.tokens.items():
                 param.copy_(state[f"tokens.{k}"].to(param))
-
-    def rms(self) -> dict[str, float]:
-        return {k: float(v.detach().pow(2).mean().sqrt()) for k, v in self.tokens.items()}
