@@ -91,17 +91,14 @@ def main(argv=None) -> int:
                   f"workers {workers_kib / 1024:7.1f} MiB", flush=True)
             stop.wait(args.every)
 
-    ev = sys.modules["lr0fm.evaluation"]  # the evaluator module (lr0fm.evaluate is the API function)
-    real_predict = ev.predict
+    from lr0fm.evaluation import passes  # count the images each forward batch scores
+    real_score = passes._score
 
-    def counting_predict(*a, on_batch=None, **kw):
-        def count(rows, topk, valid):
-            done[0] += len(rows)
-            if on_batch is not None:
-                on_batch(rows, topk, valid)
-        return real_predict(*a, on_batch=count, **kw)
+    def counting_score(share, views, rows, *a, **kw):
+        done[0] += int((rows >= share.done).sum())
+        return real_score(share, views, rows, *a, **kw)
 
-    ev.predict = counting_predict
+    passes._score = counting_score
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     t = time.time()
