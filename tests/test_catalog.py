@@ -1,4 +1,4 @@
-"""The catalog data files: the authors' protocol per backbone and the datasets' hub sources."""
+"""The catalog data files: the authors' protocol per backbone (the dataset cards: test_dataset_cards.py)."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,7 @@ import pytest
 import yaml
 
 from lr0fm import resources
-from lr0fm.catalog import (DATASET_SOURCES_FILE, PAPER_PROTOCOL_FILE, benchmark, catalog_hashes, dataset_sources,
-                           model_catalog, paper_protocol)
+from lr0fm.catalog import DATASET_CARDS, PAPER_PROTOCOL_FILE, catalog_hashes, model_catalog, paper_protocol
 from lr0fm.cli import main
 from lr0fm.protocol import Protocol
 
@@ -58,28 +57,8 @@ def test_paper_protocol_audit_findings():
         assert ("hr_via_224" in p["paper_quirks"]) is went_via_224, name
 
 
-def test_dataset_sources_cover_the_benchmark_with_the_papers_splits():
-    from lr0fm.datasets.paper import DATASETS
-
-    sources = dataset_sources()
-    assert set(sources) == set(benchmark()["datasets"])
-    for d in DATASETS:
-        s = sources[d.key]
-        assert (s["paper_split"], s["paper_images"]) == (d.default_split, d.splits[d.default_split].size), d.key
-        assert s["matches_paper"] in (True, False, None)
-        assert s["hub_images"] is None or isinstance(s["hub_images"], int)
-        for hub in [s, *s.get("alternatives", [])]:
-            assert hub["format"] in ("wds", "hfds", None)
-            if hub["format"]:
-                assert re.fullmatch(r"[\w.-]+/[\w.-]+", hub["repo"]) and hub["split"], d.key
-        if s["format"] is None:
-            assert "LR0FM_DATA" in s["get"], d.key
-        if s["matches_paper"] is False:  # a hub copy of other images must say what differs
-            assert s.get("note"), d.key
-
-
 def test_catalog_hashes_cover_the_new_files():
-    assert {PAPER_PROTOCOL_FILE, DATASET_SOURCES_FILE} <= set(catalog_hashes())
+    assert {PAPER_PROTOCOL_FILE, DATASET_CARDS} <= set(catalog_hashes())
 
 
 def test_models_paper_json(capsys):

@@ -33,8 +33,8 @@ def published():
 
 @pytest.fixture(scope="module")
 def bench():
-    data = yaml.safe_load((PKG / "catalog" / "benchmark.yaml").read_text())["datasets"]
-    return {d: (v["num_classes"], v["war_weight"]) for d, v in data.items()}
+    cards = [yaml.safe_load(f.read_text()) for f in (PKG / "catalog" / "datasets").glob("*.yaml")]
+    return {c["key"]: (c["num_classes"], c["war_weight"]) for c in cards}
 
 
 def hand_scores(published, bench, model, res, datasets):

@@ -353,7 +353,7 @@ MISSING = {
     "ucf101": "split_zhou_UCF101.json",
 }
 
-# download=True reads the hub copy (catalog/dataset_sources.yaml): every key but ucf101 has one
+# download=True reads the hub copy (its card's hub): every key but ucf101 has one
 FETCHABLE = set(KEYS) - {"ucf101"}
 
 

@@ -1,6 +1,7 @@
 """The paper's datasets from their hub copies (download=True): built here as hand-made snapshots
 in an offline HF cache (webdataset) or save_to_disk folders (HF datasets), read under the paper
 dataset's key, class names and templates, with the copy recorded and flagged by compare."""
+import dataclasses
 import io
 import json
 import shutil
@@ -202,3 +203,77 @@ def test_sweep_download_at_top_level_or_per_dataset(hub_cache, tmp_path):
     config.write_text(json.dumps({"models": ["x"], "datasets": [{"key": "dtd", "data_root": "empty"}]}))
     with pytest.raises(DatasetError, match="download=True"):  # without download nothing changes
         expand(load_config(config))
+
+
+# --- class-name variants of hub copies (each card's label_aliases) ------------------------------
+
+FLOWERS = packaged_text("flowers", "classnames")
+# TFDS oxford_flowers102 spells 3 of the 102 classes otherwise (VTAB, and so wds_vtab-flowers, keep them)
+TFDS_FLOWERS = {15: "globe-flower", 59: "pink-yellow dahlia?", 92: "ball moss"}
+
+
+def _tfds_flowers() -> list[str]:
+    return [TFDS_FLOWERS.get(i, n) for i, n in enumerate(FLOWERS)]
+
+
+@pytest.mark.parametrize("order", ["same", "reversed"])
+def test_flowers_copy_with_tfds_spellings_loads_in_the_papers_order(hub_cache, tmp_path, order):
+    hub_names = _tfds_flowers() if order == "same" else list(reversed(_tfds_flowers()))
+    ours = [15, 59, 92, 0, 101, 59]  # the three TFDS spellings first
+    hub_labels = ours if order == "same" else [len(FLOWERS) - 1 - l for l in ours]
+    hub_cache("flowers", hub_names, hub_labels)
+    assert [hub_names[l] for l in hub_labels[:3]] == ["globe-flower", "pink-yellow dahlia?", "ball moss"]
+    with pytest.warns(IncompleteDatasetWarning, match="6,149"):
+        data = get_dataset("flowers", root=tmp_path / "empty", download=True)
+    assert [data.label(i) for i in range(len(data))] == ours
+    assert [data.spec.classnames[l] for l in ours[:3]] == ["globe flower", "pink and yellow dahlia", "air plant"]
+    assert data.spec.classnames == tuple(FLOWERS)
+    assert data.spec.options["source"] == "wds:clip-benchmark/wds_vtab-flowers"
+
+
+def test_flowers_copy_without_the_aliases_is_refused_at_the_first_unknown_spelling(hub_cache, tmp_path):
+    """The aliases are what maps the copy: without them, 'pink-yellow dahlia?' (label 59) is the first
+    name that matches none ('globe-flower' normalises to 'globe flower' on its own)."""
+    hub_cache("flowers", _tfds_flowers(), [0, 1])
+    flowers = next(d for d in paper.DATASETS if d.key == "flowers")
+    with pytest.raises(DatasetError) as e:
+        paper.build_from_hub(dataclasses.replace(flowers, label_aliases={}), tmp_path / "empty", "test")
+    message = str(e.value)
+    assert "\n" not in message and "class 'pink-yellow dahlia?' of its hub copy" in message
+
+
+def test_flowers_copy_with_an_unknown_name_is_refused_in_one_line(hub_cache, tmp_path):
+    hub_cache("flowers", [*_tfds_flowers()[:40], "woolly mammoth", *_tfds_flowers()[41:]], [0, 40])
+    with pytest.raises(DatasetError) as e:
+        get_dataset("flowers", root=tmp_path / "empty", download=True)
+    message = str(e.value)
+    assert "\n" not in message and message.startswith("flowers: class 'woolly mammoth' of its hub copy")
+    assert "catalog/datasets/flowers.yaml label_aliases" in message and "102flowers.tgz" in message
+
+
+def test_caltech101_vtab_copy_leaves_its_background_class_out(hub_cache, tmp_path):
+    """CLIP_benchmark's VTAB Caltech-101 has 102 classes, 'background' (BACKGROUND_Google) among them,
+    in another order: the card's alias null leaves those images out; the rest map by name."""
+    ours = packaged_text("caltech101", "classnames")
+    hub_names = [*ours[4:], "background", *reversed(ours[:4])]  # 'background' at hub label 97
+    hub_labels = [97, 0, 97, 100, 96, 97]
+    hub_cache("caltech101", hub_names, hub_labels)
+    with pytest.warns(IncompleteDatasetWarning):
+        data = get_dataset("caltech101", root=tmp_path / "empty", download=True)
+    assert [data.label(i) for i in range(len(data))] == [4, 1, 100]
+    assert data.ids == ["s0000001", "s0000003", "s0000004"]  # the background images' ids went with them
+    assert data.spec.num_classes == 101 and "its class 'background' left out" in data.spec.description
+    assert data.load_image(2).size == (36, 28)
+
+
+@pytest.mark.parametrize("key", [d.key for d in paper.DATASETS if d.label_aliases])
+def test_every_alias_maps_its_spelling_onto_the_papers_label(key):
+    """A copy spelling every aliased class its other way, in lr0fm's order (plus the classes an alias
+    leaves out), maps each class onto its own label."""
+    dataset = next(d for d in paper.DATASETS if d.key == key)
+    ours = packaged_text(key, "classnames")
+    spelling = {name: hub for hub, name in dataset.label_aliases.items() if name is not None}
+    theirs = [spelling.get(n, n) for n in ours] + [hub for hub, name in dataset.label_aliases.items() if name is None]
+    assert sum(a != b for a, b in zip(theirs, ours)) == len(spelling)
+    labels = paper._hub_labels(key, "wds:x", theirs, ours, dataset.label_aliases, "place the files")
+    assert labels == [*range(len(ours)), *[None] * (len(theirs) - len(ours))]

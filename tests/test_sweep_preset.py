@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lr0fm.catalog import benchmark, dataset_sources, model_catalog
+from lr0fm.catalog import dataset_cards, dataset_sources, model_catalog
 from lr0fm.cli import main
 from lr0fm.datasets import get_dataset
 from lr0fm.datasets.base import load_classnames_templates
@@ -44,7 +44,7 @@ def model_rows(text: str) -> dict[str, list[str]]:
 def test_preset_is_the_paper_grid_and_is_packaged():
     config = load_config(preset_path("lr0fm"))
     assert config.models == list(model_catalog())  # all 66, in the catalog's order
-    assert [d["key"] for d in config.datasets] == list(benchmark()["datasets"])
+    assert [d["key"] for d in config.datasets] == list(dataset_cards())
     assert config.resolutions == [16, 32, 64, 128, "hr"]
     assert config.options["protocol"] == {"protocol": "paper"}
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["lr0fm"]
@@ -60,7 +60,7 @@ def test_dry_run_of_the_preset_needs_no_weights_and_no_datasets(no_data, capsys)
     assert "0 done, 4950 pending" in text
     assert "0 of 15 found" in text
     missing = re.findall(r"^  missing (\S+) \(([\d,]+) images in the paper\)", text, re.M)
-    assert [k for k, _ in missing] == list(benchmark()["datasets"])
+    assert [k for k, _ in missing] == list(dataset_cards())
     assert all(int(n.replace(",", "")) == dataset_sources()[k]["paper_images"] for k, n in missing)
     assert "hub copy: wds:clip-benchmark/wds_vtab-dtd split test" in text
     rows = model_rows(text)

@@ -306,7 +306,7 @@ def war(Gammas, weights=None, default_weight=1.0):
     """Weighted aggregated robustness: the weighted mean of Γ over datasets, per resolution.
 
     ``weights``: dataset name -> weight, default the paper's published weights
-    (catalog/benchmark.yaml); other datasets weigh ``default_weight``. ``war({"pets": 0.7, ...})``
+    (the cards' war_weight, catalog/datasets/); other datasets weigh ``default_weight``. ``war({"pets": 0.7, ...})``
     of Γ values, or ``war(frame)``: a Series indexed by (model_label, resolution), with the
     evaluations ``sar(frame)`` uses."""
     from . import metrics

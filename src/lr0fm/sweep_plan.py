@@ -9,7 +9,7 @@ config's models (by name, family or backend), datasets and resolutions before an
 
 The *plan* (``--dry-run`` of a preset, ``--estimate`` of any config) builds no model and reads no
 image. Cells are counted from the config. Each dataset is looked up (its file lists, not its
-images); a missing one is named with what to download and its hub copy (catalog/dataset_sources.yaml)
+images); a missing one is named with what to download and its hub copy (its card, catalog/datasets/)
 and counted with the paper's image count. Done/pending comes from the stored records, matched by
 model, dataset, split, resolution, protocol, limit and amp: a cell's exact id also digests the
 model's weights and every image, which only ``lr0fm sweep CONFIG --dry-run`` computes (it builds

@@ -1,6 +1,6 @@
-"""Catalogs as versioned data files: models, the 15 benchmark datasets (WAR weights, class
-counts), the paper's reference results, the authors' preprocessing per backbone, hub copies of
-the datasets. Their content hashes are recorded with results."""
+"""Catalogs as versioned data files: models, the 15 benchmark datasets (one card each: splits,
+where to get them, WAR weight, class count, hub copy, class-name variants), the paper's reference
+results, the authors' preprocessing per backbone. Their content hashes are recorded with results."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -10,10 +10,9 @@ import yaml
 from .. import resources
 
 MODELS_FILE = "catalog/models.yaml"
-BENCHMARK_FILE = "catalog/benchmark.yaml"
 PAPER_RESULTS_FILE = "catalog/paper_results.csv"
 PAPER_PROTOCOL_FILE = "catalog/paper_protocol.yaml"
-DATASET_SOURCES_FILE = "catalog/dataset_sources.yaml"
+DATASET_CARDS = "catalog/datasets"  # one <key>.yaml per benchmark dataset
 
 
 @lru_cache(maxsize=None)
@@ -24,17 +23,22 @@ def model_catalog() -> dict[str, dict]:
 
 
 @lru_cache(maxsize=None)
-def benchmark() -> dict:
-    """catalog/benchmark.yaml: the 15 datasets with WAR weights and class counts."""
-    return yaml.safe_load(resources.read_text(BENCHMARK_FILE))
+def dataset_cards() -> dict[str, dict]:
+    """key -> card of each benchmark dataset (catalog/datasets/<key>.yaml), in the order of the
+    paper's tables (the cards' ``order``)."""
+    cards = [yaml.safe_load(f.read_text(encoding="utf-8"))
+             for f in resources.folder_files(DATASET_CARDS, "*.yaml")]
+    return {c["key"]: c for c in sorted(cards, key=lambda c: c["order"])}
 
 
 def war_weights() -> dict[str, float]:
-    return {k: float(v["war_weight"]) for k, v in benchmark()["datasets"].items()}
+    """The published WAR weight of each benchmark dataset (other datasets weigh 1.0)."""
+    return {k: float(c["war_weight"]) for k, c in dataset_cards().items()}
 
 
 def class_counts() -> dict[str, int]:
-    return {k: int(v["num_classes"]) for k, v in benchmark()["datasets"].items()}
+    """C_d of each benchmark dataset, for the improved relative robustness Gamma (chance = 1 / C_d)."""
+    return {k: int(c["num_classes"]) for k, c in dataset_cards().items()}
 
 
 @lru_cache(maxsize=None)
@@ -54,16 +58,22 @@ def paper_protocol() -> dict[str, dict]:
 
 @lru_cache(maxsize=None)
 def dataset_sources() -> dict[str, dict]:
-    """dataset key -> its hub copy (or what to download instead) and how its split compares with
-    the paper's (catalog/dataset_sources.yaml)."""
-    return yaml.safe_load(resources.read_text(DATASET_SOURCES_FILE))["datasets"]
+    """dataset key -> its hub copy (the card's ``hub``: format, repo, split, whether it holds the
+    paper's images...) with the split the paper evaluated: ``paper_split``, ``paper_images``,
+    ``paper_source``."""
+    out = {}
+    for key, card in dataset_cards().items():
+        paper = card["splits"][card["default_split"]]
+        out[key] = {**card["hub"], "paper_split": card["default_split"], "paper_images": paper["images"],
+                    "paper_source": paper.get("source")}
+    return out
 
 
 @lru_cache(maxsize=None)  # the packaged files do not change while lr0fm runs; every record asks
 def _catalog_hashes() -> tuple[tuple[str, str], ...]:
-    return tuple((f, resources.file_hash(f)) for f in (MODELS_FILE, BENCHMARK_FILE, PAPER_RESULTS_FILE,
-                                                        PAPER_PROTOCOL_FILE, DATASET_SOURCES_FILE)
-                 if resources.exists(f))
+    files = tuple((f, resources.file_hash(f)) for f in (MODELS_FILE, PAPER_RESULTS_FILE, PAPER_PROTOCOL_FILE)
+                  if resources.exists(f))
+    return (*files, (DATASET_CARDS, resources.folder_hash(DATASET_CARDS, "*.yaml")))
 
 
 def catalog_hashes() -> dict[str, str]:

@@ -8,10 +8,15 @@ not class names (caltech101, eurosat), ``classnames.txt`` otherwise -- so a user
 (folders, CoOp names, variant names) are matched to the reference by name, and every mismatch
 raises instead of silently shifting labels.
 
-With ``download=True`` (``"hub"``), a dataset whose files are not under ``root`` is read from its
-hub copy in catalog/dataset_sources.yaml (a CLIP_benchmark webdataset or an HF ``datasets`` repo,
-fetched into the HF cache): the copy's images and labels, mapped by class name onto lr0fm's
-packaged class list, under the dataset's own key, class names and templates. The copy, its split
+Each dataset is described by its card, catalog/datasets/<key>.yaml (title, splits and sizes, how
+to get the files, which lister below parses them and with which options, hub copy, class-name
+variants); this module holds the listers and turns a card into a registered dataset.
+
+With ``download=True`` (``"hub"``), a dataset whose files are not under ``root`` is read from the
+hub copy its card names (a CLIP_benchmark webdataset or an HF ``datasets`` repo, fetched into the
+HF cache): the copy's images and labels, mapped by class name onto lr0fm's packaged class list
+(through the card's ``label_aliases`` where the copy spells a class otherwise), under the
+dataset's own key, class names and templates. The copy, its split
 and whether it holds the paper's images are recorded in ``DatasetSpec.options`` (so in the
 result identity, and ``compare`` flags a copy that is not the paper's split); with no hub copy the
 error says what to download where. ``download="torchvision"`` instead calls torchvision's dataset
@@ -22,7 +27,6 @@ here. Roots accept both the archive's own layout and the one torchvision's downl
 from __future__ import annotations
 
 import csv
-import inspect
 import json
 import logging
 import os
@@ -35,7 +39,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..catalog import dataset_sources
+from ..catalog import DATASET_CARDS, dataset_cards, dataset_sources
 from . import register
 from .base import (DatasetEntry, DatasetError, DatasetSpec, LabeledImages, default_data_root,
                    load_classnames_templates, packaged_text)
@@ -66,18 +70,18 @@ class Split:
 
 @dataclass(frozen=True)
 class PaperDataset:
+    """A benchmark dataset as its card (catalog/datasets/<key>.yaml) describes it."""
+
     key: str
     title: str
-    lister: Callable[..., list[tuple[str, int]]]  # lister(files, split, **options)
+    lister: Callable[..., list[tuple[str, int]]]  # lister(files, split, **options), its card's lister_args bound
+    options: dict  # the options a user may change, with the paper's values
     splits: dict[str, Split]
     get: str  # how to obtain the files; "{root}" is the dataset root
-    reference: tuple[str, str] = ("", "classnames")  # (data key, file) giving the label order
-    torchvision: tuple[str, dict] | None = None  # (torchvision.datasets class, kwargs) for download=True
-    default_split: str = "test"
-
-    @property
-    def reference_file(self) -> tuple[str, str]:
-        return (self.reference[0] or self.key, self.reference[1])
+    reference_file: tuple[str, str]  # (data key, file) of the packaged list giving the label order
+    torchvision: tuple[str, dict] | None  # (torchvision.datasets class, kwargs) for download="torchvision"
+    default_split: str
+    label_aliases: dict[str, str | None]  # a hub copy's spelling -> lr0fm's class name (None: not a class)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,8 +282,7 @@ def list_index_folders(files: Files, split: str, subdirs: Sequence[str]) -> list
     return _flatten(scan_class_folders(files.key, directory, folders))
 
 
-def list_caltech101(files: Files, split: str, seed: int = 1234,
-                    train_per_class: int = 30) -> list[tuple[str, int]]:
+def list_caltech101(files: Files, split: str, seed: int, train_per_class: int) -> list[tuple[str, int]]:
     """``101_ObjectCategories/<folder>/*.jpg`` without ``BACKGROUND_Google``; per class,
     ``train_per_class`` images drawn with ``seed`` are held out as the training set and the rest
     is the test set. The draw depends only on (seed, class) and the sorted file names."""
@@ -297,7 +300,7 @@ def list_caltech101(files: Files, split: str, seed: int = 1234,
     return samples
 
 
-def list_dtd(files: Files, split: str, partition: int = 1) -> list[tuple[str, int]]:
+def list_dtd(files: Files, split: str, partition: int) -> list[tuple[str, int]]:
     """``labels/test<partition>.txt`` lines ``<class>/<file>.jpg`` -> ``images/<class>/<file>.jpg``."""
     name = f"labels/test{partition}.txt"
     split_file = files.find(f"dtd/{name}", f"dtd/dtd/{name}", name, test=Path.is_file)
@@ -314,7 +317,7 @@ def list_food101(files: Files, split: str) -> list[tuple[str, int]]:
     return [(str(base / "images" / f"{line}.jpg"), match(line.split("/")[0])) for line in files.read_lines(split_file)]
 
 
-def list_sun397(files: Files, split: str, partition: int = 1) -> list[tuple[str, int]]:
+def list_sun397(files: Files, split: str, partition: int) -> list[tuple[str, int]]:
     """``Testing_<NN>.txt`` lines ``/<letter>/<class path>/<file>.jpg`` under ``SUN397/``; the class
     path (``jail/indoor``) names the class."""
     name = f"Testing_{partition:02d}.txt"
@@ -415,110 +418,36 @@ def list_coop(files: Files, split: str, json_name: str, subdir: str, image_dir: 
 
 
 # ---------------------------------------------------------------------------------------------
-# The benchmark
+# The benchmark: each card names its lister here
 
-IMAGENET = ("imagenet1k", "wnids")
-
-DATASETS = [
-    PaperDataset(
-        "imagenet1k", "ImageNet-1k (ILSVRC-2012)", list_imagenet_val,
-        {"val": Split("validation set", 50_000)},
-        "get ILSVRC2012_img_val.tar from https://image-net.org and unpack it so that {root}/val/<wnid>/*.JPEG "
-        "exist (or keep val/ flat with {root}/LOC_val_solution.csv or {root}/ILSVRC2012_devkit_t12)",
-        reference=IMAGENET, default_split="val"),
-    PaperDataset(
-        "imagenet_a", "ImageNet-A", partial(list_wnid_folders, subdirs=("imagenet-a",)),
-        {"test": Split("all images", 7_500)},
-        "download https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar and unpack it so that "
-        "{root}/imagenet-a/<wnid>/ exist", reference=("", "wnids")),
-    PaperDataset(
-        "imagenet_v2", "ImageNetV2", partial(list_index_folders, subdirs=("imagenetv2-matched-frequency-format-val",)),
-        {"test": Split("matched-frequency, all images", 10_000)},
-        "download imagenetv2-matched-frequency.tar.gz from https://huggingface.co/datasets/vaishaal/ImageNetV2 "
-        "and unpack it so that {root}/imagenetv2-matched-frequency-format-val/<0..999>/ exist", reference=IMAGENET),
-    PaperDataset(
-        "imagenet_r", "ImageNet-R", partial(list_wnid_folders, subdirs=("imagenet-r",)),
-        {"test": Split("all images", 30_000)},
-        "download https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar and unpack it so that "
-        "{root}/imagenet-r/<wnid>/ exist", reference=("", "wnids")),
-    PaperDataset(
-        "imagenet_sketch", "ImageNet-Sketch", partial(list_wnid_folders, subdirs=("sketch",)),
-        {"test": Split("all images", 50_889)},
-        "download ImageNet-Sketch.zip (https://github.com/HaohanWang/ImageNet-Sketch) and unpack it so that "
-        "{root}/sketch/<wnid>/ exist", reference=IMAGENET),
-    PaperDataset(
-        "caltech101", "Caltech-101", list_caltech101,
-        {"test": Split("all images except 30 random training images per class (seed 1234 unless stated), "
-                       "BACKGROUND_Google excluded", 5_647)},
-        "download caltech-101.zip from https://data.caltech.edu/records/mzrjq-6wc02 and unpack "
-        "101_ObjectCategories.tar.gz so that {root}/101_ObjectCategories/<class>/ exist",
-        reference=("", "folders"), torchvision=("Caltech101", {})),
-    PaperDataset(
-        "dtd", "Describable Textures (DTD)", list_dtd,
-        {"test": Split("test split of partition 1 (labels/test1.txt)", 1_880)},
-        "download https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz and unpack it so that "
-        "{root}/dtd/labels/test1.txt exists", torchvision=("DTD", {"split": "test", "partition": 1})),
-    PaperDataset(
-        "food101", "Food-101", list_food101,
-        {"test": Split("test split (meta/test.txt)", 25_250)},
-        "download http://data.vision.ee.ethz.ch/cvl/food-101.tar.gz and unpack it so that "
-        "{root}/food-101/meta/test.txt exists", torchvision=("Food101", {"split": "test"})),
-    PaperDataset(
-        "sun397", "SUN397", list_sun397,
-        {"test": Split("test list of partition 1 (Testing_01.txt)", 19_850)},
-        "download http://vision.princeton.edu/projects/2010/SUN/SUN397.tar.gz and "
-        "https://vision.princeton.edu/projects/2010/SUN/download/Partitions.zip and unpack them so that "
-        "{root}/SUN397/<letter>/ and {root}/Partitions/Testing_01.txt exist", torchvision=("SUN397", {})),
-    PaperDataset(
-        "cars", "Stanford Cars", partial(list_coop, json_name="split_zhou_StanfordCars.json",
-                                         subdir="stanford_cars", image_dir=".", by_folder=False),
-        {"test": Split("CoOp split 'test' (split_zhou_StanfordCars.json)", 8_041)},
-        "unpack the Stanford Cars images so that {root}/cars_test/ exists and put split_zhou_StanfordCars.json "
-        f"from {COOP_SPLITS} at {{root}}/split_zhou_StanfordCars.json"),
-    PaperDataset(
-        "fgvc_aircraft", "FGVC-Aircraft", list_fgvc_aircraft,
-        {"test": Split("variant-level test split (images_variant_test.txt)", 3_333)},
-        "download https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz and "
-        "unpack it so that {root}/fgvc-aircraft-2013b/data/images_variant_test.txt exists",
-        torchvision=("FGVCAircraft", {"split": "test", "annotation_level": "variant"})),
-    PaperDataset(
-        "pets", "Oxford-IIIT Pets", list_pets,
-        {"test": Split("test split (annotations/test.txt)", 3_669)},
-        "download images.tar.gz and annotations.tar.gz from https://www.robots.ox.ac.uk/~vgg/data/pets/ and "
-        "unpack them so that {root}/oxford-iiit-pet/annotations/test.txt exists",
-        torchvision=("OxfordIIITPet", {"split": "test"})),
-    PaperDataset(
-        "flowers", "Oxford Flowers-102", list_flowers,
-        {"test": Split("test split (setid.mat tstid)", 6_149)},
-        "download 102flowers.tgz, imagelabels.mat and setid.mat from "
-        "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/ so that {root}/setid.mat, {root}/imagelabels.mat "
-        "and {root}/jpg/ exist",
-        torchvision=("Flowers102", {"split": "test"})),
-    PaperDataset(
-        "eurosat", "EuroSAT (RGB)", partial(list_coop, json_name="split_zhou_EuroSAT.json",
-                                            subdir="eurosat", image_dir="2750", by_folder=True),
-        {"val": Split("CoOp split 'val' (split_zhou_EuroSAT.json), as evaluated by LR0.FM", 5_400),
-         "test": Split("CoOp split 'test' (split_zhou_EuroSAT.json)", 8_100)},
-        "unpack EuroSAT.zip so that {root}/2750/<class>/ exist and put split_zhou_EuroSAT.json "
-        f"from {COOP_SPLITS} at {{root}}/split_zhou_EuroSAT.json",
-        reference=("", "folders"), torchvision=("EuroSAT", {}), default_split="val"),
-    PaperDataset(
-        "ucf101", "UCF101", partial(list_coop, json_name="split_zhou_UCF101.json", subdir="ucf101",
-                                    image_dir="UCF-101-midframes", by_folder=False),
-        {"test": Split("CoOp split 'test' (split_zhou_UCF101.json) on middle frames", 3_783)},
-        "download UCF-101-midframes.zip and split_zhou_UCF101.json from "
-        f"{COOP_SPLITS} so that {{root}}/UCF-101-midframes/ and {{root}}/split_zhou_UCF101.json exist"),
-]
+LISTERS: dict[str, Callable[..., list[tuple[str, int]]]] = {
+    "imagenet_val": list_imagenet_val, "wnid_folders": list_wnid_folders, "index_folders": list_index_folders,
+    "caltech101": list_caltech101, "dtd": list_dtd, "food101": list_food101, "sun397": list_sun397,
+    "fgvc_aircraft": list_fgvc_aircraft, "pets": list_pets, "flowers": list_flowers, "coop": list_coop,
+}
 
 
-def _lister_options(dataset: PaperDataset) -> list[str]:
-    """Keyword options a dataset's lister accepts (e.g. caltech101's seed), not counting bound ones."""
-    bound = getattr(dataset.lister, "keywords", {})
-    return [n for n in inspect.signature(dataset.lister).parameters if n not in ("files", "split", *bound)]
+def dataset_from_card(card: dict) -> PaperDataset:
+    key = card["key"]
+    if card["lister"] not in LISTERS:
+        raise DatasetError(f"{DATASET_CARDS}/{key}.yaml: lister {card['lister']!r} is not one of "
+                           f"{', '.join(LISTERS)} (lr0fm.datasets.paper.LISTERS)")
+    data, _, file = card["label_order"].partition("/")
+    tv = card.get("torchvision")
+    return PaperDataset(
+        key=key, title=card["title"], lister=partial(LISTERS[card["lister"]], **card.get("lister_args", {})),
+        options=dict(card.get("options", {})),
+        splits={name: Split(s["what"], int(s["images"])) for name, s in card["splits"].items()},
+        get=card["get"], reference_file=(data, file),
+        torchvision=(tv["class"], dict(tv.get("kwargs", {}))) if tv else None,
+        default_split=card["default_split"], label_aliases=dict(card.get("label_aliases") or {}))
+
+
+DATASETS = [dataset_from_card(card) for card in dataset_cards().values()]
 
 
 # ---------------------------------------------------------------------------------------------
-# Hub copies (catalog/dataset_sources.yaml)
+# Hub copies (each card's ``hub``)
 
 MATCHES_PAPER = {True: "the paper's images", False: "not the paper's images",
                  None: "not established to be the paper's images"}
@@ -541,22 +470,31 @@ def _download_from(key: str, download) -> str | None:
     raise DatasetError(f"{key}: download={download!r}; use true (its hub copy), 'hub' or 'torchvision'")
 
 
-def _hub_labels(key: str, hub: str, theirs: Sequence[str], ours: Sequence[str], instead: str) -> list[int]:
-    """Hub label -> lr0fm label: the same names in the same order, or else every hub class name
-    matched (ClassMatcher's normalisation) to a different one of ours."""
-    if len(theirs) != len(ours):
-        raise DatasetError(f"{key}: its hub copy {hub} has {len(theirs)} classes, lr0fm's {key} has {len(ours)}, "
-                           f"so the copy cannot stand in for it; instead, {instead}")
-    if all(_squashed(a) == _squashed(b) for a, b in zip(theirs, ours)):
-        return list(range(len(ours)))
+def _hub_labels(key: str, hub: str, theirs: Sequence[str], ours: Sequence[str], aliases: dict[str, str | None],
+                instead: str) -> list[int | None]:
+    """Hub label -> lr0fm label (None: a class the card's ``label_aliases`` leaves out). Each hub
+    name is first renamed by the aliases (spellings compared as ClassMatcher compares names); then
+    the same names in the same order map one to one, or else every hub class name is matched
+    (ClassMatcher's normalisation) to a different one of ours."""
+    alias = {_squashed(spelling): name for spelling, name in aliases.items()}
+    renamed = [alias.get(_squashed(n), n) for n in theirs]
+    kept = [n for n in renamed if n is not None]
+    if len(kept) != len(ours):
+        left_out = f" (besides {len(theirs) - len(kept)} left out)" if len(kept) != len(theirs) else ""
+        raise DatasetError(f"{key}: its hub copy {hub} has {len(kept)} classes{left_out}, lr0fm's {key} has "
+                           f"{len(ours)}, so the copy cannot stand in for it; instead, {instead}")
+    if all(_squashed(a) == _squashed(b) for a, b in zip(kept, ours)):
+        order = iter(range(len(ours)))
+        return [None if n is None else next(order) for n in renamed]
     match, labels = ClassMatcher(key, ours), []
-    for name in theirs:
+    for hub_name, name in zip(theirs, renamed):
         try:
-            labels.append(match(name))
+            labels.append(None if name is None else match(name))
         except DatasetError:
-            raise DatasetError(f"{key}: class {name!r} of its hub copy {hub} matches none of lr0fm's {key} class "
-                               f"names (one each), so its labels cannot be mapped; instead, {instead}") from None
-    twice = next((l for l in labels if labels.count(l) > 1), None)
+            raise DatasetError(f"{key}: class {hub_name!r} of its hub copy {hub} matches none of lr0fm's {key} class "
+                               f"names (one each) nor a known spelling of one ({DATASET_CARDS}/{key}.yaml "
+                               f"label_aliases), so its labels cannot be mapped; instead, {instead}") from None
+    twice = next((l for l in labels if l is not None and labels.count(l) > 1), None)
     if twice is not None:
         raise DatasetError(f"{key}: two classes of its hub copy {hub} match lr0fm's class {ours[twice]!r}, so its "
                            f"labels cannot be mapped; instead, {instead}")
@@ -571,9 +509,8 @@ def build_from_hub(dataset: PaperDataset, root: Path, split: str, classnames=Non
     key, found = dataset.key, hub_copy(dataset.key)
     instead = dataset.get.format(root=root)
     if found is None:
-        get = (dataset_sources().get(key) or {}).get("get") or instead
         raise DatasetError(f"{key}: no files under {root}, and no hub copy of it is known to download "
-                           f"(catalog/dataset_sources.yaml): {get.replace(f'$LR0FM_DATA/{key}', str(root))}")
+                           f"({DATASET_CARDS}/{key}.yaml): {instead}")
     hub, entry = found
     if options:
         raise DatasetError(f"{key}: option {sorted(options)[0]!r} applies to files under {root}, not to its hub copy "
@@ -591,8 +528,11 @@ def build_from_hub(dataset: PaperDataset, root: Path, split: str, classnames=Non
     if len(names) != len(reference):
         raise DatasetError(f"{key}: {len(names)} class names given for {len(reference)} classes; give "
                            f"one name per line in the order of lr0fm's {key} classnames.txt")
-    label_of = _hub_labels(key, hub, copy.spec.classnames, reference, instead)
-    samples = [(ref, label_of[label]) for ref, label in copy.samples]
+    label_of = _hub_labels(key, hub, copy.spec.classnames, reference, dataset.label_aliases, instead)
+    kept = [i for i, (_, label) in enumerate(copy.samples) if label_of[label] is not None]
+    samples = [(copy.samples[i][0], label_of[copy.samples[i][1]]) for i in kept]
+    ids = [copy.ids[i] for i in kept] if copy.ids is not None else None
+    left_out = [n for n, label in zip(copy.spec.classnames, label_of) if label is None]
     info, matches = dataset.splits[split], entry.get("matches_paper")
     (log.info if matches is True else log.warning)(
         "%s: no files under %s; reading its hub copy %s (%s split: %s)", key, root, hub, entry["split"],
@@ -601,10 +541,11 @@ def build_from_hub(dataset: PaperDataset, root: Path, split: str, classnames=Non
         warnings.warn(f"{key}: its hub copy {hub} has {len(samples):,} images, the paper's {split} split has "
                       f"{info.size:,}; results will not be comparable", IncompleteDatasetWarning, stacklevel=3)
     description = (f"{dataset.title}, hub copy {hub} ({entry['split']} split, {MATCHES_PAPER[matches]}) for the "
-                   f"paper's {info.what}: {len(samples):,} images, {len(names)} classes")
+                   f"paper's {info.what}: {len(samples):,} images, {len(names)} classes"
+                   + (f" (its class {', '.join(map(repr, left_out))} left out)" if left_out else ""))
     spec = DatasetSpec(key, split, tuple(names), tuple(temps), description=description,
                        options={"source": hub, "hub_split": entry["split"], "matches_paper": matches})
-    return LabeledImages(spec, samples, load=copy.load, ids=copy.ids, root=copy.root,
+    return LabeledImages(spec, samples, load=copy.load, ids=ids, root=copy.root,
                          source_digest=copy.source_digest)
 
 
@@ -619,16 +560,16 @@ def build(dataset: PaperDataset, root: str | os.PathLike | None = None, split: s
     if split not in dataset.splits:
         raise DatasetError(f"dataset {dataset.key!r} has no split {split!r}; choose one of {', '.join(dataset.splits)}")
     root = Path(root) if root is not None else default_data_root() / dataset.key
-    unknown = sorted(set(options) - set(_lister_options(dataset)))
+    unknown = sorted(set(options) - set(dataset.options))
     if unknown:
         raise DatasetError(f"{dataset.key}: unknown option {unknown[0]!r}; {dataset.key} takes "
-                           f"{', '.join(_lister_options(dataset)) or 'no options besides download'}")
+                           f"{', '.join(dataset.options) or 'no options besides download'}")
     hub = hub_copy(dataset.key)
     offered = f"{hub[0]} ({MATCHES_PAPER[hub[1].get('matches_paper')]})" if hub else None
     # torchvision when asked, or for download=True where no hub copy exists
     files = Files(dataset, root, fetch == "torchvision" or (fetch == "hub" and hub is None), hub=offered)
     try:
-        samples = dataset.lister(files, split, **options)
+        samples = dataset.lister(files, split, **{**dataset.options, **options})
     except MissingFilesError:
         if fetch != "hub":
             raise
