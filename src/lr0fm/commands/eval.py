@@ -14,7 +14,7 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default=None)
     p.add_argument("--download", nargs="?", const="hub", choices=["hub", "torchvision"], default=None,
                    help="a paper dataset whose files are not under --data-root: read its hub copy (default; "
-                        "catalog/dataset_sources.yaml, the record says whether it is the paper's split) or fetch "
+                        "its dataset card under catalog/datasets/, the record says whether it is the paper's split) or fetch "
                         "the original files there with torchvision where it can (needs network)")
     p.add_argument("--classnames", default=None, help="file with one class name per line")
     p.add_argument("--templates", default=None, help="file with one prompt template per line ({} = class name)")
