@@ -29,7 +29,6 @@ class DatasetSpec:
     split: str
     classnames: tuple[str, ...]
     templates: tuple[str, ...]
-    war_weight: float = 1.0
     description: str = ""
     name: str = ""  # what reports call it (custom data: the folder or file stem, or --name); default: key
     options: dict = field(default_factory=dict)  # build options that change the samples (partition=, seed=)
