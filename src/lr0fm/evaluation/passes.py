@@ -30,7 +30,8 @@ from ..options import EvalConfig
 from ..protocol import Protocol
 from ..records import make_record, res_key
 from ..store import PassBusy, ResultsStore
-from .loading import ViewFn, _batches, _collate, _decode_on_device, _ImageDataset, _Work, default_workers
+from .loading import (EndWithParent, ViewFn, _batches, _collate, _decode_on_device, _ImageDataset, _Work,
+                      default_workers, worker_died)
 from .plan import plan, views_and_decoder
 
 log = logging.getLogger("lr0fm")
@@ -235,13 +236,27 @@ def _loop(shares, groups, data, indices, lo, m, work, cfg, store, sharded) -> No
     workers = default_workers(cfg.device) if cfg.workers is None else cfg.workers
     loader = DataLoader(_ImageDataset(data, indices, work), batch_size=cfg.batch_size, shuffle=False,
                         num_workers=workers, collate_fn=_collate, pin_memory=False,
-                        persistent_workers=False, prefetch_factor=4 if workers else None)
+                        persistent_workers=False, prefetch_factor=4 if workers else None,
+                        worker_init_fn=EndWithParent() if workers else None)
     for share in shares:
         share.weights = share.classifier.to(device)
         if cuda:  # conv stems run faster channels-last; a no-op for the math
             share.job.model.to(memory_format=torch.channels_last)
     show = cfg.progress and (dist.is_main() or not sharded)
     bar = _progress(show, m, indices[0] - lo, data.spec.label)
+    try:
+        _batch_loop(shares, groups, loader, lo, work, cfg, store, device, cuda, bar)
+    except RuntimeError as e:
+        died = worker_died(e)
+        if died is None:
+            raise
+        raise died from None
+    if bar is not None:
+        bar.close()
+
+
+def _batch_loop(shares, groups, loader, lo, work, cfg, store, device, cuda, bar) -> None:
+    """Every batch: views per group, top-k per model, the resume point every checkpoint_every images."""
     for batch_indices, payloads in _batches(loader):
         if work.device_decode:
             payloads = _decode_on_device(payloads, device)
@@ -272,8 +287,6 @@ def _loop(shares, groups, data, indices, lo, m, work, cfg, store, sharded) -> No
                 share.saved = share.done
         if bar is not None:
             bar.update(len(batch_indices))
-    if bar is not None:
-        bar.close()
 
 
 def _score(share: _Share, views: torch.Tensor, rows: np.ndarray, device, cuda: bool, batch_size: int) -> None:

@@ -61,7 +61,7 @@ def plan(model: ZeroShotModel, data: LabeledImages, cfg: EvalConfig, view_fn: Vi
          protocol: Protocol | None = None) -> Plan:
     """What ``evaluate`` will compute. No image is decoded (``lr0fm sweep --dry-run`` uses it);
     file contents are hashed once and remembered (lr0fm.filedigest)."""
-    protocol = protocol or model.protocol(cfg.resolutions)
+    protocol = (protocol or model.protocol(cfg.resolutions)).check_bounds(cfg.resolutions)
     views, decoder = views_and_decoder(cfg, protocol, view_fn)
     if cfg.limit is not None:
         data = data.subset(range(min(cfg.limit, len(data))))
