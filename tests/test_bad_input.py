@@ -205,3 +205,74 @@ def test_png_transparency_keys_composite_on_white():
         decoded = composite_on_white(bytes_loader(_png_bytes(image, transparency=key)))
         assert decoded.getpixel((0, 0)) == (255, 255, 255)
         assert decoded.getpixel((1, 0)) == ((9, 9, 9) if image.mode == "L" else (200, 100, 50))
+
+
+# ---- bounded work and data checked before the model ------------------------------------------
+
+UNAVAILABLE_MODEL = "open_clip:ViT-B-32:laion2b_s34b_b79k"  # building it fails: a check that passes it ran first
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--resolutions", "16,99999"], r"resolution 99999 px is above the largest lr0fm makes \(16384 px"),
+    (["--input-size", "100000"], r"input size 100000 px is above the largest lr0fm makes views at \(4096 px\)"),
+], ids=["resolution", "input_size"])
+def test_huge_resolutions_and_input_sizes_refused_before_any_model(extra, match, image_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["--out", str(out), "eval", "--model", UNAVAILABLE_MODEL, "--dataset", "imagefolder",
+                 "--data-root", str(image_folder)] + extra)
+    err = _one_error_line(capsys)
+    assert code == 2 and re.search(match, err), err
+    assert not out.exists() or not any(out.rglob("*.json"))
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--resolutions", "16,257"], r"resolution 257 px is more than 4x the model's input size 64 px; "
+                                  r"give resolutions up to 256 px"),
+    (["--resolutions", "16,129", "--input-size", "32"], r"resolution 129 px is more than 4x the model's input size 32"),
+], ids=["native", "input_size"])
+def test_resolution_above_4x_the_input_size_refused_before_any_image(extra, match, tiny_open_clip, image_folder,
+                                                                     tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["--out", str(out), "eval", "--model", tiny_open_clip[0], "--dataset", "imagefolder",
+                 "--data-root", str(image_folder), "--workers", "0", "--no-progress"] + extra)
+    err = _one_error_line(capsys)
+    assert code == 2 and re.search(match, err), err
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))  # no classifier, no record
+
+
+def test_protocol_bounds():
+    from lr0fm.protocol import Protocol, ProtocolError, parse_resolutions
+    p = Protocol(input_size=224, mean=(0.5,) * 3, std=(0.5,) * 3, resolutions=(16, 896, "hr"))
+    assert p.check_bounds() is p
+    with pytest.raises(ProtocolError, match="897 px is more than 4x"):
+        p.check_bounds([16, 897])
+    assert parse_resolutions("16384,hr") == [16384, "hr"]
+    with pytest.raises(ProtocolError, match="16385 px is above"):
+        parse_resolutions([16385])
+    with pytest.raises(ProtocolError, match="4097 px is above"):
+        Protocol(input_size=4097, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+def test_folder_without_images_one_line_before_any_model(tmp_path, capsys):
+    root = tmp_path / "folder"
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        (root / c / "notes.txt").write_text("not an image")
+    code = main(["--out", str(tmp_path / "out"), "eval", "--model", UNAVAILABLE_MODEL, "--dataset", "imagefolder",
+                 "--data-root", str(root)])
+    err = _one_error_line(capsys)
+    assert code == 2 and "folder hold no image files" in err, err
+
+
+def test_folder_of_unreadable_images_one_line_and_no_classifier_cached(tiny_open_clip, tmp_path, capsys):
+    root = tmp_path / "folder"
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        for i in range(2):
+            (root / c / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"cut short")
+    out = tmp_path / "out"
+    code = main(["--out", str(out), "eval", "--model", tiny_open_clip[0], "--dataset", "imagefolder",
+                 "--data-root", str(root), "--workers", "0", "--no-progress", "--resolutions", "16"])
+    err = _one_error_line(capsys)
+    assert code == 2 and "none of the 4 images of folder could be read (first: 'cat/0.png')" in err, err
+    assert not list(out.glob("cache/**/*.pt")) and not list(out.rglob("*.json")), sorted(out.rglob("*"))

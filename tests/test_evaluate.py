@@ -218,3 +218,34 @@ def test_report_json_csv_and_plot(tiny_open_clip, image_folder, tmp_path, capsys
     from PIL import Image
     with Image.open(png) as image:
         assert image.format == "PNG" and min(image.size) > 100
+
+def test_a_view_out_of_memory_is_one_line_naming_the_image_and_resolution(tiny_model, image_folder, tmp_path):
+    from lr0fm.errors import ViewError
+    from lr0fm.evaluation.loading import _Work
+
+    def greedy(image, resolutions):
+        raise MemoryError()
+
+    data = get_dataset("imagefolder", root=image_folder)
+    with pytest.raises(ViewError) as e:
+        _Work([(0, greedy, [16, 200, "hr"], [16, 200, "hr"])], False, False)(data, 0)
+    assert str(e.value) == ("not enough memory to make the views of 'cat/0.png' (40x30 px) up to 200 px; give "
+                            "smaller --resolutions, fewer --workers or a smaller --batch-size")
+
+    class OutOfMemoryViews:  # a view function (as --sr makes) that runs out of memory, in the pass
+        def __call__(self, image):
+            raise MemoryError()
+
+    with pytest.raises(ViewError, match=r"^not enough memory to make the views of 'cat/0.png' \(40x30 px\) up to 32 px"):
+        evaluate(tiny_model, data, EvalConfig(resolutions=(16, 32, "hr"), workers=0, progress=False),
+                 ResultsStore(tmp_path), view_fn=OutOfMemoryViews())
+
+
+def test_a_killed_worker_is_one_line():
+    from lr0fm.evaluation.loading import worker_died
+
+    killed = worker_died(RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. "))
+    assert str(killed).startswith("a data worker (pid 4242) was killed by signal Killed; when memory ran out")
+    gone = worker_died(RuntimeError("DataLoader worker (pid(s) 7, 8) exited unexpectedly"))
+    assert str(gone).startswith("a data worker (pid 7, 8) exited unexpectedly;")
+    assert worker_died(RuntimeError("CUDA out of memory")) is None and worker_died(ValueError("x")) is None

@@ -40,7 +40,8 @@ class _Payload:
 
 class _Work:
     """What the workers do per image: decode (or only read JPEG bytes) and make the PIL-side views.
-    ``pil_groups``: (index, view function, resolutions) of the groups whose views workers make."""
+    ``pil_groups``: (index, view function, resolutions to pass it or None, resolutions it makes)
+    of the groups whose views workers make."""
 
     def __init__(self, pil_groups, device_views: bool, device_decode: bool):
         self.pil_groups, self.device_views, self.device_decode = pil_groups, device_views, device_decode
@@ -61,12 +62,11 @@ class _Work:
             raise ViewError(f"not enough memory to decode {data.sample_id(index)!r}; use fewer --workers "
                             "or a smaller --batch-size, or leave the image out") from None
         views = {}
-        for g, fn, res in self.pil_groups:
+        for g, fn, res, made in self.pil_groups:
             try:
                 views[g] = fn(image) if res is None else fn(image, res)
             except MemoryError:
-                asked = res or getattr(getattr(fn, "protocol", None), "resolutions", None)  # SRViews' own
-                raise ViewError(_out_of_memory(data.sample_id(index), image, asked)) from None
+                raise ViewError(_out_of_memory(data.sample_id(index), image, made)) from None
             except Exception as e:  # a broken view maker (e.g. an SR model) is an error, never a skip
                 raise ViewError(f"making the views of {data.sample_id(index)!r} failed: {type(e).__name__}: "
                                 f"{str(e).splitlines()[0][:200] if str(e) else ''}; fix or drop --sr / the view "

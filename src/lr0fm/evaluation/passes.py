@@ -30,7 +30,7 @@ from ..options import EvalConfig
 from ..protocol import Protocol
 from ..records import make_record, res_key
 from ..store import PassBusy, ResultsStore
-from .loading import (EndWithParent, ViewFn, _batches, _collate, _decode_on_device, _ImageDataset, _Work,
+from .loading import (UNREADABLE, EndWithParent, ViewFn, _batches, _collate, _decode_on_device, _ImageDataset, _Work,
                       default_workers, worker_died)
 from .plan import plan, views_and_decoder
 
@@ -166,10 +166,11 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
     for g, group in enumerate(groups):
         for share in group["shares"]:
             share.group, share.rows = g, [group["res"].index(r) for r in share.pending]
-    pil_groups = [(g, grp["fn"] or grp["protocol"].views_uint8, None if grp["fn"] else grp["res"])
+    pil_groups = [(g, grp["fn"] or grp["protocol"].views_uint8, None if grp["fn"] else grp["res"], grp["res"])
                   for g, grp in enumerate(groups) if not grp["device"]]
     work = _Work(pil_groups, views_on_device, device_decode)
 
+    _check_readable(data)
     with dist.main_first() if sharded else contextlib.nullcontext():  # each classifier is built once
         for share in shares:
             share.classifier, _ = cached_classifier(share.job.model, data.spec.classnames, data.spec.templates,
@@ -205,9 +206,7 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
     for share in shares:
         if not share.valid.any():  # nothing to score: an error, not a record that would stay "done"
             store.drop_partial(share.partial_key)
-            unreadable = DatasetError(f"none of the {n} images of {data.spec.label} could be read (first: "
-                                      f"{data.sample_id(0) if n else '-'!r}); check the files (formats, "
-                                      "permissions) and rerun")
+            unreadable = _none_readable(data)
             continue
         if dist.is_main() or not sharded:
             for j, r in enumerate(share.pending):
@@ -223,6 +222,24 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
         store.drop_partial(share.partial_key)
     if unreadable is not None:
         raise unreadable
+
+
+def _check_readable(data: LabeledImages) -> None:
+    """At least one image decodes, before any classifier is built and cached: data with no
+    readable image is one error, not a pass that can only fail. Stops at the first readable
+    image (the first, when the data is sound)."""
+    for i in range(len(data)):
+        try:
+            data.load_image(i)
+            return
+        except UNREADABLE:
+            continue
+    raise _none_readable(data)
+
+
+def _none_readable(data: LabeledImages) -> DatasetError:
+    return DatasetError(f"none of the {len(data)} images of {data.spec.label} could be read (first: "
+                        f"{data.sample_id(0) if len(data) else '-'!r}); check the files (formats, permissions) and rerun")
 
 
 @torch.no_grad()
@@ -326,7 +343,7 @@ def predict(model: ZeroShotModel, data: LabeledImages, indices: Sequence[int], c
     k = min(cfg.topk, classifier.shape[1])
     share.topk, share.valid = np.full((num_views, len(sub), k), -1, np.int32), np.zeros(len(sub), bool)
     group = {"protocol": protocol, "res": share.pending, "fn": view_fn, "device": False, "shares": [share]}
-    work = _Work([(0, view_fn, None)], False, False)
+    work = _Work([(0, view_fn, None, share.pending)], False, False)
     cfg = replace(cfg, checkpoint_every=10 ** 12)
     _loop([share], [group], sub, range(len(sub)), 0, len(sub), work, cfg, None, False)
     return share.topk, share.valid
