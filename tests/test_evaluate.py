@@ -249,3 +249,27 @@ def test_a_killed_worker_is_one_line():
     gone = worker_died(RuntimeError("DataLoader worker (pid(s) 7, 8) exited unexpectedly"))
     assert str(gone).startswith("a data worker (pid 7, 8) exited unexpectedly;")
     assert worker_died(RuntimeError("CUDA out of memory")) is None and worker_died(ValueError("x")) is None
+
+
+def test_device_decoder_on_data_without_jpeg_is_recorded_as_pil(tiny_model, image_folder, tmp_path):
+    """PNG-only data: the device decoder would decode nothing, so the run is a PIL run (same cells);
+    one JPEG among the files makes it a device-decoder run."""
+    from lr0fm.evaluation import plan
+    from lr0fm.evaluation.plan import holds_jpeg
+
+    data = get_dataset("imagefolder", root=image_folder)
+    base = dict(resolutions=(16, "hr"), workers=0, progress=False, views="device")
+    store = ResultsStore(tmp_path / "res")
+    pil = evaluate(tiny_model, data, EvalConfig(**base, decoder="pil"), store)
+    dev = evaluate(tiny_model, data, EvalConfig(**base, decoder="device"), store)
+    assert not holds_jpeg(data)
+    assert [r["cell"] for r in dev] == [r["cell"] for r in pil]
+    assert dev[0]["identity"]["protocol"]["decoder"] == "pil"
+    assert len(store.records()) == 2  # one evaluation, not two report rows
+
+    # a JPEG named .png is found by its bytes
+    make_image(np.random.default_rng(1), (44, 40)).save(image_folder / "dog" / "photo.png", format="JPEG")
+    data = get_dataset("imagefolder", root=image_folder)
+    assert holds_jpeg(data)
+    assert plan(tiny_model, data, EvalConfig(**base, decoder="device")).decoder == "device"
+    assert plan(tiny_model, data, EvalConfig(**base, decoder="device", limit=3)).decoder == "pil"  # cat/ only
