@@ -276,3 +276,48 @@ def test_folder_of_unreadable_images_one_line_and_no_classifier_cached(tiny_open
     err = _one_error_line(capsys)
     assert code == 2 and "none of the 4 images of folder could be read (first: 'cat/0.png')" in err, err
     assert not list(out.glob("cache/**/*.pt")) and not list(out.rglob("*.json")), sorted(out.rglob("*"))
+
+
+# ---- webdataset shards ------------------------------------------------------------------------
+
+def _wds_shard(root, n=6):
+    """A CLIP_benchmark webdataset folder with one shard of n PNG samples; returns the shard."""
+    import tarfile
+    (root / "test").mkdir(parents=True)
+    (root / "classnames.txt").write_text("cat\ndog\n")
+    (root / "test" / "nshards.txt").write_text("1\n")
+    rng = np.random.default_rng(0)
+    with tarfile.open(root / "test" / "0.tar", "w") as tar:
+        for i in range(n):
+            png = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(png, format="PNG")
+            for ext, payload in (("png", png.getvalue()), ("cls", str(i % 2).encode())):
+                info = tarfile.TarInfo(f"s{i:07d}.{ext}")
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+    return root / "test" / "0.tar"
+
+
+def test_wds_shard_cut_at_a_member_boundary_is_an_error(tmp_path, capsys):
+    import tarfile
+    from lr0fm.datasets import get_dataset
+
+    shard = _wds_shard(tmp_path / "wds")
+    assert len(get_dataset(f"wds:{tmp_path / 'wds'}")) == 6
+    with tarfile.open(shard) as tar:
+        cut = tar.getmember("s0000004.png").offset  # the header of the 5th sample
+    shard.write_bytes(shard.read_bytes()[:cut])
+    with tarfile.open(shard) as tar:  # what tarfile alone sees: a whole tar of 4 samples
+        assert len(tar.getnames()) == 8
+    with pytest.raises(DatasetError, match=r"0.tar is truncated: it ends after 4 samples without the tar "
+                                           r"end-of-archive blocks"):
+        get_dataset(f"wds:{tmp_path / 'wds'}")
+    code = main(["--out", str(tmp_path / "out"), "eval", "--model", UNAVAILABLE_MODEL,
+                 "--dataset", f"wds:{tmp_path / 'wds'}"])
+    assert code == 2 and "ends after 4 samples" in _one_error_line(capsys)
+    # one zero block of the two is still cut short
+    shard.write_bytes(shard.read_bytes() + bytes(512))
+    with pytest.raises(DatasetError, match="ends after 4 samples"):
+        get_dataset(f"wds:{tmp_path / 'wds'}")
+    shard.write_bytes(shard.read_bytes() + bytes(512 + 8192))  # both, and a record's padding
+    assert len(get_dataset(f"wds:{tmp_path / 'wds'}")) == 4
