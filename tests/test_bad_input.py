@@ -321,3 +321,50 @@ def test_wds_shard_cut_at_a_member_boundary_is_an_error(tmp_path, capsys):
         get_dataset(f"wds:{tmp_path / 'wds'}")
     shard.write_bytes(shard.read_bytes() + bytes(512 + 8192))  # both, and a record's padding
     assert len(get_dataset(f"wds:{tmp_path / 'wds'}")) == 4
+
+
+# ---- the Python API -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad,match", [
+    ({"dataset": 123}, r"evaluate\(\) argument 'dataset' must be a dataset key or data from lr0fm.get_dataset, not int"),
+    ({"model": 3.5}, r"argument 'model' must be a model name or a model from lr0fm.create_model, not float"),
+    ({"resolutions": 16}, r"argument 'resolutions' must be '16,32,hr' or a list of pixels and 'hr', not int"),
+    ({"resolutions": [16, 32.0]}, r"resolutions must be pixels \(int\) and 'hr', not float 32.0"),
+    ({"out": 5}, r"argument 'out' must be a folder path, not int"),
+    ({"limit": "10"}, r"argument 'limit' must be a whole number, not str '10'"),
+    ({"batch_size": 8.0}, r"argument 'batch_size' must be a whole number, not float"),
+    ({"workers": True}, r"argument 'workers' must be a whole number, not bool"),
+    ({"checkpoint_every": "5"}, r"argument 'checkpoint_every'"),
+    ({"progress": "no"}, r"argument 'progress' must be True or False"),
+    ({"device": 0}, r"argument 'device' must be a device"),
+    ({"amp": 16}, r"argument 'amp'"),
+    ({"protocol": None}, r"argument 'protocol' must be a protocol name, not NoneType"),
+    ({"resize_mode": 1}, r"argument 'resize_mode'"),
+    ({"input_size": 224.0}, r"argument 'input_size' must be a whole number of pixels"),
+    ({"interpolation": 3}, r"argument 'interpolation'"),
+    ({"lr_tokens": 1}, r"argument 'lr_tokens' must be a file path"),
+    ({"sr": 2}, r"argument 'sr'"),
+    ({"views": 1}, r"argument 'views'"),
+    ({"decoder": 1}, r"argument 'decoder'"),
+    ({"trust_checkpoint": "yes"}, r"argument 'trust_checkpoint' must be True or False"),
+])
+def test_api_evaluate_wrong_kinds_are_type_errors(bad, match, tiny_open_clip, image_folder, tmp_path, monkeypatch):
+    import lr0fm
+    import lr0fm.models
+
+    built = []
+    monkeypatch.setattr(lr0fm.models, "create_model", lambda *a, **k: built.append(a))
+    arguments = {"model": tiny_open_clip[0], "dataset": "imagefolder", "resolutions": [16],
+                 "out": tmp_path / "out", **bad}
+    with pytest.raises(TypeError, match=match):
+        lr0fm.evaluate(**arguments)
+    assert not built and not (tmp_path / "out").exists()
+
+
+def test_api_evaluate_bad_values_are_value_errors(tiny_open_clip, tmp_path):
+    import lr0fm
+    with pytest.raises(ValueError, match="input size 5000 px is above"):
+        lr0fm.evaluate(tiny_open_clip[0], "imagefolder", [16], out=tmp_path / "out", input_size=5000)
+    with pytest.raises(ValueError, match="resolution 20000 px is above"):
+        lr0fm.evaluate(tiny_open_clip[0], "imagefolder", [16, 20000], out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

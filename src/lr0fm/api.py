@@ -8,6 +8,7 @@ imports (torch, pandas) happen inside the functions: ``import lr0fm`` stays chea
 from __future__ import annotations
 
 import fnmatch
+import numbers
 import os
 import sys
 import warnings
@@ -92,12 +93,41 @@ def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
     trust_checkpoint: as the ``lr0fm eval`` options of the same names; ``device`` defaults to
     the model's device, or ``"cpu"`` for a name.
     """
+    import torch
+
     from .datasets import get_dataset
+    from .datasets.base import LabeledImages
+    from .models.base import ZeroShotModel
     from .store import ResultsStore
     from .runner import Group, run_groups
 
     from .evaluation import EvalConfig
 
+    path, text, whole = (str, os.PathLike), (str,), (numbers.Integral,)
+    _check_kinds("evaluate", [
+        ("model", model, (str, ZeroShotModel), "a model name or a model from lr0fm.create_model"),
+        ("dataset", dataset, (str, LabeledImages), "a dataset key or data from lr0fm.get_dataset"),
+        ("resolutions", resolutions, (str, list, tuple), "'16,32,hr' or a list of pixels and 'hr'"),
+        ("out", out, path, "a folder path"), ("limit", limit, whole, "a whole number"),
+        ("device", device, (str, torch.device), "a device such as 'cpu' or 'cuda:0'"), ("amp", amp, text, "'bf16' or 'fp16'"),
+        ("batch_size", batch_size, whole, "a whole number"), ("workers", workers, whole, "a whole number"),
+        ("progress", progress, (bool,), "True or False"),
+        ("checkpoint_every", checkpoint_every, whole, "a whole number"),
+        ("protocol", protocol, text, "a protocol name"), ("resize_mode", resize_mode, text, "'shortest' or 'squash'"),
+        ("input_size", input_size, whole, "a whole number of pixels"),
+        ("interpolation", interpolation, text, "a filter name such as 'bicubic'"),
+        ("lr_tokens", lr_tokens, path, "a file path"), ("sr", sr, path, "'bicubic' or a file path"),
+        ("views", views, text, "'pil' or 'device'"), ("decoder", decoder, text, "'pil' or 'device'"),
+        ("trust_checkpoint", trust_checkpoint, (bool,), "True or False"),
+    ], optional=("out", "limit", "device", "amp", "workers", "resize_mode", "input_size", "interpolation",
+                 "lr_tokens", "sr", "views", "decoder"))
+    for item in ([] if isinstance(resolutions, str) else resolutions):
+        if isinstance(item, bool) or not isinstance(item, (int, str)):
+            raise TypeError(f"evaluate() resolutions must be pixels (int) and 'hr', not {type(item).__name__} "
+                            f"{item!r}")
+    if input_size is not None:
+        from .protocol import check_input_size
+        check_input_size(input_size)
     resolutions = parse_resolutions(resolutions)
     # the same checks as `lr0fm eval`, before anything is built or written
     EvalConfig(resolutions=resolutions, batch_size=batch_size, limit=limit, workers=workers, amp=amp,
@@ -126,6 +156,17 @@ def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
     finally:
         model.train(was_training)
         model.preprocess = preprocess
+
+
+def _check_kinds(fn: str, arguments, optional: Sequence[str] = ()) -> None:
+    """TypeError for an argument of the wrong kind (``arguments``: name, value, types, what it
+    should be), before anything is built; None is allowed for the ``optional`` ones. A bool is
+    not a whole number here."""
+    for name, value, types, what in arguments:
+        if value is None and name in optional:
+            continue
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+            raise TypeError(f"{fn}() argument {name!r} must be {what}, not {type(value).__name__} {value!r:.60}")
 
 
 # -- results ---------------------------------------------------------------------------------
