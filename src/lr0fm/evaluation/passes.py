@@ -10,7 +10,9 @@ ends with records identical to an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -225,10 +227,20 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
 
 
 def _check_readable(data: LabeledImages) -> None:
-    """At least one image decodes, before any classifier is built and cached: data with no
-    readable image is one error, not a pass that can only fail. Stops at the first readable
-    image (the first, when the data is sound)."""
+    """Some image can be read, before any classifier is built and cached: data with no readable
+    image is one error, not a pass that can only fail. Stops at the first image whose header
+    Pillow opens (a file path or the sample's bytes: no decode, so the pass still decodes each
+    image once) or, where that fails, that its loader decodes (a loader of other files)."""
+    from PIL import Image
+
     for i in range(len(data)):
+        ref = data.samples[i][0]
+        try:
+            source = ref if isinstance(ref, (str, os.PathLike)) else io.BytesIO(data.encoded(i) or b"")
+            with Image.open(source):
+                return
+        except UNREADABLE:
+            pass
         try:
             data.load_image(i)
             return
