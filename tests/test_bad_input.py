@@ -205,3 +205,166 @@ def test_png_transparency_keys_composite_on_white():
         decoded = composite_on_white(bytes_loader(_png_bytes(image, transparency=key)))
         assert decoded.getpixel((0, 0)) == (255, 255, 255)
         assert decoded.getpixel((1, 0)) == ((9, 9, 9) if image.mode == "L" else (200, 100, 50))
+
+
+# ---- bounded work and data checked before the model ------------------------------------------
+
+UNAVAILABLE_MODEL = "open_clip:ViT-B-32:laion2b_s34b_b79k"  # building it fails: a check that passes it ran first
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--resolutions", "16,99999"], r"resolution 99999 px is above the largest lr0fm makes \(16384 px"),
+    (["--input-size", "100000"], r"input size 100000 px is above the largest lr0fm makes views at \(4096 px\)"),
+], ids=["resolution", "input_size"])
+def test_huge_resolutions_and_input_sizes_refused_before_any_model(extra, match, image_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["--out", str(out), "eval", "--model", UNAVAILABLE_MODEL, "--dataset", "imagefolder",
+                 "--data-root", str(image_folder)] + extra)
+    err = _one_error_line(capsys)
+    assert code == 2 and re.search(match, err), err
+    assert not out.exists() or not any(out.rglob("*.json"))
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--resolutions", "16,257"], r"resolution 257 px is more than 4x the model's input size 64 px; "
+                                  r"give resolutions up to 256 px"),
+    (["--resolutions", "16,129", "--input-size", "32"], r"resolution 129 px is more than 4x the model's input size 32"),
+], ids=["native", "input_size"])
+def test_resolution_above_4x_the_input_size_refused_before_any_image(extra, match, tiny_open_clip, image_folder,
+                                                                     tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["--out", str(out), "eval", "--model", tiny_open_clip[0], "--dataset", "imagefolder",
+                 "--data-root", str(image_folder), "--workers", "0", "--no-progress"] + extra)
+    err = _one_error_line(capsys)
+    assert code == 2 and re.search(match, err), err
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))  # no classifier, no record
+
+
+def test_protocol_bounds():
+    from lr0fm.protocol import Protocol, ProtocolError, parse_resolutions
+    p = Protocol(input_size=224, mean=(0.5,) * 3, std=(0.5,) * 3, resolutions=(16, 896, "hr"))
+    assert p.check_bounds() is p
+    with pytest.raises(ProtocolError, match="897 px is more than 4x"):
+        p.check_bounds([16, 897])
+    assert parse_resolutions("16384,hr") == [16384, "hr"]
+    with pytest.raises(ProtocolError, match="16385 px is above"):
+        parse_resolutions([16385])
+    with pytest.raises(ProtocolError, match="4097 px is above"):
+        Protocol(input_size=4097, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+def test_folder_without_images_one_line_before_any_model(tmp_path, capsys):
+    root = tmp_path / "folder"
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        (root / c / "notes.txt").write_text("not an image")
+    code = main(["--out", str(tmp_path / "out"), "eval", "--model", UNAVAILABLE_MODEL, "--dataset", "imagefolder",
+                 "--data-root", str(root)])
+    err = _one_error_line(capsys)
+    assert code == 2 and "folder hold no image files" in err, err
+
+
+def test_folder_of_unreadable_images_one_line_and_no_classifier_cached(tiny_open_clip, tmp_path, capsys):
+    root = tmp_path / "folder"
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        for i in range(2):
+            (root / c / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"cut short")
+    out = tmp_path / "out"
+    code = main(["--out", str(out), "eval", "--model", tiny_open_clip[0], "--dataset", "imagefolder",
+                 "--data-root", str(root), "--workers", "0", "--no-progress", "--resolutions", "16"])
+    err = _one_error_line(capsys)
+    assert code == 2 and "none of the 4 images of folder could be read (first: 'cat/0.png')" in err, err
+    assert not list(out.glob("cache/**/*.pt")) and not list(out.rglob("*.json")), sorted(out.rglob("*"))
+
+
+# ---- webdataset shards ------------------------------------------------------------------------
+
+def _wds_shard(root, n=6):
+    """A CLIP_benchmark webdataset folder with one shard of n PNG samples; returns the shard."""
+    import tarfile
+    (root / "test").mkdir(parents=True)
+    (root / "classnames.txt").write_text("cat\ndog\n")
+    (root / "test" / "nshards.txt").write_text("1\n")
+    rng = np.random.default_rng(0)
+    with tarfile.open(root / "test" / "0.tar", "w") as tar:
+        for i in range(n):
+            png = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(png, format="PNG")
+            for ext, payload in (("png", png.getvalue()), ("cls", str(i % 2).encode())):
+                info = tarfile.TarInfo(f"s{i:07d}.{ext}")
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+    return root / "test" / "0.tar"
+
+
+def test_wds_shard_cut_at_a_member_boundary_is_an_error(tmp_path, capsys):
+    import tarfile
+    from lr0fm.datasets import get_dataset
+
+    shard = _wds_shard(tmp_path / "wds")
+    assert len(get_dataset(f"wds:{tmp_path / 'wds'}")) == 6
+    with tarfile.open(shard) as tar:
+        cut = tar.getmember("s0000004.png").offset  # the header of the 5th sample
+    shard.write_bytes(shard.read_bytes()[:cut])
+    with tarfile.open(shard) as tar:  # what tarfile alone sees: a whole tar of 4 samples
+        assert len(tar.getnames()) == 8
+    with pytest.raises(DatasetError, match=r"0.tar is truncated: it ends after 4 samples without the tar "
+                                           r"end-of-archive blocks"):
+        get_dataset(f"wds:{tmp_path / 'wds'}")
+    code = main(["--out", str(tmp_path / "out"), "eval", "--model", UNAVAILABLE_MODEL,
+                 "--dataset", f"wds:{tmp_path / 'wds'}"])
+    assert code == 2 and "ends after 4 samples" in _one_error_line(capsys)
+    # one zero block of the two is still cut short
+    shard.write_bytes(shard.read_bytes() + bytes(512))
+    with pytest.raises(DatasetError, match="ends after 4 samples"):
+        get_dataset(f"wds:{tmp_path / 'wds'}")
+    shard.write_bytes(shard.read_bytes() + bytes(512 + 8192))  # both, and a record's padding
+    assert len(get_dataset(f"wds:{tmp_path / 'wds'}")) == 4
+
+
+# ---- the Python API -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad,match", [
+    ({"dataset": 123}, r"evaluate\(\) argument 'dataset' must be a dataset key or data from lr0fm.get_dataset, not int"),
+    ({"model": 3.5}, r"argument 'model' must be a model name or a model from lr0fm.create_model, not float"),
+    ({"resolutions": 16}, r"argument 'resolutions' must be '16,32,hr' or a list of pixels and 'hr', not int"),
+    ({"resolutions": [16, 32.0]}, r"resolutions must be pixels \(int\) and 'hr', not float 32.0"),
+    ({"out": 5}, r"argument 'out' must be a folder path, not int"),
+    ({"limit": "10"}, r"argument 'limit' must be a whole number, not str '10'"),
+    ({"batch_size": 8.0}, r"argument 'batch_size' must be a whole number, not float"),
+    ({"workers": True}, r"argument 'workers' must be a whole number, not bool"),
+    ({"checkpoint_every": "5"}, r"argument 'checkpoint_every'"),
+    ({"progress": "no"}, r"argument 'progress' must be True or False"),
+    ({"device": 0}, r"argument 'device' must be a device"),
+    ({"amp": 16}, r"argument 'amp'"),
+    ({"protocol": None}, r"argument 'protocol' must be a protocol name, not NoneType"),
+    ({"resize_mode": 1}, r"argument 'resize_mode'"),
+    ({"input_size": 224.0}, r"argument 'input_size' must be a whole number of pixels"),
+    ({"interpolation": 3}, r"argument 'interpolation'"),
+    ({"lr_tokens": 1}, r"argument 'lr_tokens' must be a file path"),
+    ({"sr": 2}, r"argument 'sr'"),
+    ({"views": 1}, r"argument 'views'"),
+    ({"decoder": 1}, r"argument 'decoder'"),
+    ({"trust_checkpoint": "yes"}, r"argument 'trust_checkpoint' must be True or False"),
+])
+def test_api_evaluate_wrong_kinds_are_type_errors(bad, match, tiny_open_clip, image_folder, tmp_path, monkeypatch):
+    import lr0fm
+    import lr0fm.models
+
+    built = []
+    monkeypatch.setattr(lr0fm.models, "create_model", lambda *a, **k: built.append(a))
+    arguments = {"model": tiny_open_clip[0], "dataset": "imagefolder", "resolutions": [16],
+                 "out": tmp_path / "out", **bad}
+    with pytest.raises(TypeError, match=match):
+        lr0fm.evaluate(**arguments)
+    assert not built and not (tmp_path / "out").exists()
+
+
+def test_api_evaluate_bad_values_are_value_errors(tiny_open_clip, tmp_path):
+    import lr0fm
+    with pytest.raises(ValueError, match="input size 5000 px is above"):
+        lr0fm.evaluate(tiny_open_clip[0], "imagefolder", [16], out=tmp_path / "out", input_size=5000)
+    with pytest.raises(ValueError, match="resolution 20000 px is above"):
+        lr0fm.evaluate(tiny_open_clip[0], "imagefolder", [16, 20000], out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -218,3 +218,58 @@ def test_report_json_csv_and_plot(tiny_open_clip, image_folder, tmp_path, capsys
     from PIL import Image
     with Image.open(png) as image:
         assert image.format == "PNG" and min(image.size) > 100
+
+def test_a_view_out_of_memory_is_one_line_naming_the_image_and_resolution(tiny_model, image_folder, tmp_path):
+    from lr0fm.errors import ViewError
+    from lr0fm.evaluation.loading import _Work
+
+    def greedy(image, resolutions):
+        raise MemoryError()
+
+    data = get_dataset("imagefolder", root=image_folder)
+    with pytest.raises(ViewError) as e:
+        _Work([(0, greedy, [16, 200, "hr"], [16, 200, "hr"])], False, False)(data, 0)
+    assert str(e.value) == ("not enough memory to make the views of 'cat/0.png' (40x30 px) up to 200 px; give "
+                            "smaller --resolutions, fewer --workers or a smaller --batch-size")
+
+    class OutOfMemoryViews:  # a view function (as --sr makes) that runs out of memory, in the pass
+        def __call__(self, image):
+            raise MemoryError()
+
+    with pytest.raises(ViewError, match=r"^not enough memory to make the views of 'cat/0.png' \(40x30 px\) up to 32 px"):
+        evaluate(tiny_model, data, EvalConfig(resolutions=(16, 32, "hr"), workers=0, progress=False),
+                 ResultsStore(tmp_path), view_fn=OutOfMemoryViews())
+
+
+def test_a_killed_worker_is_one_line():
+    from lr0fm.evaluation.loading import worker_died
+
+    killed = worker_died(RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. "))
+    assert str(killed).startswith("a data worker (pid 4242) was killed by signal Killed; when memory ran out")
+    gone = worker_died(RuntimeError("DataLoader worker (pid(s) 7, 8) exited unexpectedly"))
+    assert str(gone).startswith("a data worker (pid 7, 8) exited unexpectedly;")
+    assert worker_died(RuntimeError("CUDA out of memory")) is None and worker_died(ValueError("x")) is None
+
+
+def test_device_decoder_on_data_without_jpeg_is_recorded_as_pil(tiny_model, image_folder, tmp_path):
+    """PNG-only data: the device decoder would decode nothing, so the run is a PIL run (same cells);
+    one JPEG among the files makes it a device-decoder run."""
+    from lr0fm.evaluation import plan
+    from lr0fm.evaluation.plan import holds_jpeg
+
+    data = get_dataset("imagefolder", root=image_folder)
+    base = dict(resolutions=(16, "hr"), workers=0, progress=False, views="device")
+    store = ResultsStore(tmp_path / "res")
+    pil = evaluate(tiny_model, data, EvalConfig(**base, decoder="pil"), store)
+    dev = evaluate(tiny_model, data, EvalConfig(**base, decoder="device"), store)
+    assert not holds_jpeg(data)
+    assert [r["cell"] for r in dev] == [r["cell"] for r in pil]
+    assert dev[0]["identity"]["protocol"]["decoder"] == "pil"
+    assert len(store.records()) == 2  # one evaluation, not two report rows
+
+    # a JPEG named .png is found by its bytes
+    make_image(np.random.default_rng(1), (44, 40)).save(image_folder / "dog" / "photo.png", format="JPEG")
+    data = get_dataset("imagefolder", root=image_folder)
+    assert holds_jpeg(data)
+    assert plan(tiny_model, data, EvalConfig(**base, decoder="device")).decoder == "device"
+    assert plan(tiny_model, data, EvalConfig(**base, decoder="device", limit=3)).decoder == "pil"  # cat/ only

@@ -87,22 +87,32 @@ def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
         checks; ``device`` defaults to the model's device, or ``"cpu"`` for a name. An unknown
         option is a TypeError.
     """
-    from dataclasses import fields
+    import torch
 
     from .datasets import get_dataset
+    from .datasets.base import LabeledImages
+    from .models.base import ZeroShotModel
     from .options import RunOptions
     from .runner import Group, run_groups
     from .store import ResultsStore
 
-    known = {f.name for f in fields(RunOptions)} - {"resolutions"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise TypeError(f"evaluate() got unexpected option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    _check_kinds("evaluate", [
+        ("model", model, (str, ZeroShotModel), "a model name or a model from lr0fm.create_model"),
+        ("dataset", dataset, (str, LabeledImages), "a dataset key or data from lr0fm.get_dataset"),
+        ("resolutions", resolutions, (str, list, tuple), "'16,32,hr' or a list of pixels and 'hr'"),
+        ("out", out, (str, os.PathLike), "a folder path")], optional=("out",))
+    for item in ([] if isinstance(resolutions, str) else resolutions):
+        if isinstance(item, bool) or not isinstance(item, (int, str)):
+            raise TypeError(f"evaluate() resolutions must be pixels (int) and 'hr', not {type(item).__name__} "
+                            f"{item!r}")
     device = options.get("device")
+    if isinstance(device, torch.device):
+        options["device"] = device = str(device)
     for name in ("lr_tokens", "sr"):
-        if options.get(name) is not None:
+        if isinstance(options.get(name), os.PathLike):
             options[name] = os.fspath(options[name])
-    # the same checks as `lr0fm eval`, before anything is built or written
+    # the same checks as `lr0fm eval` (and TypeError for a wrong kind), before anything is built or written
+    RunOptions.check_kinds(options, "evaluate()")
     opts = RunOptions.from_mapping({"resolutions": resolutions, **options}, "lr0fm.evaluate")
     store = ResultsStore(out)
     data = get_dataset(dataset) if isinstance(dataset, str) else dataset
@@ -123,6 +133,17 @@ def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
     finally:
         model.train(was_training)
         model.preprocess = preprocess
+
+
+def _check_kinds(fn: str, arguments, optional: Sequence[str] = ()) -> None:
+    """TypeError for an argument of the wrong kind (``arguments``: name, value, types, what it
+    should be), before anything is built; None is allowed for the ``optional`` ones. A bool is
+    not a whole number here."""
+    for name, value, types, what in arguments:
+        if value is None and name in optional:
+            continue
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+            raise TypeError(f"{fn}() argument {name!r} must be {what}, not {type(value).__name__} {value!r:.60}")
 
 
 # -- results ---------------------------------------------------------------------------------

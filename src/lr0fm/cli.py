@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 
 from .commands import MODULES, global_options
 from .version import __version__
@@ -21,6 +24,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: ends a command as Ctrl-C does (finished cells and the resume point are kept)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_ends_like_sigint():
+    """SIGTERM raises Terminated in the main thread while a command runs (restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import USER_ERRORS
 
@@ -29,12 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="lr0fm: %(message)s")
     try:
-        code = args.func(args)
+        with _sigterm_ends_like_sigint():
+            code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return code
     except USER_ERRORS as e:
         print(f"lr0fm: error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("lr0fm: terminated; finished cells are saved, rerun the same command to resume", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("lr0fm: interrupted; finished cells are saved, rerun the same command to resume", file=sys.stderr)
         return 130

@@ -20,17 +20,20 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
 from .errors import InputError
-from .protocol import DEFAULT_RESOLUTIONS, INTERPOLATIONS, RESIZE_MODES, RGB_ORDERS, parse_resolutions
+from .protocol import (DEFAULT_RESOLUTIONS, INTERPOLATIONS, RESIZE_MODES, RGB_ORDERS, check_input_size,
+                       parse_resolutions)
 
 PARTS = ("run", "protocol", "variant")
 
 
 def option(default: Any, help: str, part: str, *, flags: Sequence[str] = (), choices: Sequence | None = None,
-           type: Any = None, metavar: str | None = None, cli: bool = True, sweep: bool = True) -> Any:
+           type: Any = None, metavar: str | None = None, cli: bool = True, sweep: bool = True,
+           kind: str | None = None) -> Any:
     """A dataclass field of RunOptions with what the front ends need to offer it."""
     assert part in PARTS
     return field(default=default, metadata={"help": help, "part": part, "flags": tuple(flags), "choices": choices,
-                                            "type": type, "metavar": metavar, "cli": cli, "sweep": sweep})
+                                            "type": type, "metavar": metavar, "cli": cli, "sweep": sweep,
+                                            "kind": kind})
 
 
 def _positive_int(name: str):
@@ -49,7 +52,8 @@ class RunOptions:
                               flags=("--resolutions", "-r"))
     batch_size: int = option(32, "images per forward batch (default: %(default)s)", "run", type=int)
     workers: int | None = option(None, "DataLoader workers (default: cores - 1)", "run", type=int)
-    device: str = option("cpu", "cpu, cuda, cuda:N or mps (default: %(default)s)", "run")
+    device: str = option("cpu", "cpu, cuda, cuda:N or mps (default: %(default)s)", "run",
+                         kind="a device such as 'cpu' or 'cuda:0'")
     amp: str | None = option(None, "autocast precision, part of the results' identity; on CPU too where this torch "
                              "autocasts to it (checked before the run; refused in one line otherwise)", "run",
                              choices=("bf16", "fp16"))
@@ -67,10 +71,10 @@ class RunOptions:
     protocol: str = option("native", "native: the model's own preprocessing; paper: what the LR0.FM authors ran for "
                            "this backbone (lr0fm models --paper); paper:FAMILY: that family's protocol for any "
                            "model (e.g. paper:OpenCLIP for your own OpenCLIP fine-tune)", "protocol",
-                           metavar="native|paper|paper:FAMILY")
+                           metavar="native|paper|paper:FAMILY", kind="a protocol name")
     resize_mode: str | None = option(None, "override the resize mode", "protocol", choices=RESIZE_MODES)
     input_size: int | None = option(None, "override the model input size S (px)", "protocol",
-                                    type=_positive_int("--input-size"))
+                                    type=_positive_int("--input-size"), kind="a whole number of pixels")
     interpolation: str | None = option(None, "override the resampling filter of the down and up steps", "protocol",
                                        choices=INTERPOLATIONS)
     rgb_order: str | None = option(None, "when images become RGB: first (lr0fm's native order: transparency on "
@@ -81,9 +85,9 @@ class RunOptions:
                                 "protocol", type=_positive_int("--hr-via"))
     # -- variant: interventions on the model ---------------------------------------------------
     lr_tokens: str | None = option(None, "LR-TK0 token checkpoint (.safetensors): tokens on at every resolution",
-                                   "variant", sweep=False)
+                                   "variant", sweep=False, kind="a file path")
     sr: str | None = option(None, "super-resolution model between LR image and classifier: 'bicubic' or a weights "
-                            "file spandrel loads", "variant", sweep=False)
+                            "file spandrel loads", "variant", sweep=False, kind="'bicubic' or a file path")
     trust_checkpoint: bool = option(False, "ALBEF/BLIP .pth: unpickle beyond tensors and plain data (runs code from "
                                     "the file; only for a file you trust)", "variant", sweep=False)
 
@@ -93,6 +97,8 @@ class RunOptions:
             choices, value = f.metadata["choices"], getattr(self, f.name)
             if choices and value is not None and value not in choices:
                 raise InputError(f"{flag(f.name)} {value!r} unknown; use one of {', '.join(choices)}")
+        if self.input_size is not None:
+            check_input_size(self.input_size)
         self.eval_config()  # the run part's checks (EvalConfig)
 
     # -- where the values go -------------------------------------------------------------------
@@ -122,6 +128,26 @@ class RunOptions:
         if unknown:
             raise InputError(f"{where}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**{k: v for k, v in values.items() if v is not None})
+
+    @classmethod
+    def check_kinds(cls, values: Mapping[str, Any], caller: str) -> None:
+        """TypeError for an unknown option or a value of the wrong kind (from the fields' types; a
+        bool is not a number; None only where it is the default), as a Python API reports them."""
+        import numbers
+        import typing
+
+        hints = typing.get_type_hints(cls)
+        kinds = {int: (numbers.Integral, "a whole number"), str: (str, "text"), bool: (bool, "True or False")}
+        by_name = {f.name: f for f in fields(cls) if f.name != "resolutions"}
+        for name, value in values.items():
+            if name not in by_name:
+                raise TypeError(f"{caller} got an unexpected argument {name!r}; known: {', '.join(sorted(by_name))}")
+            wanted = [kinds[k] for k in typing.get_args(hints[name]) or (hints[name],) if k in kinds]
+            if not wanted or (value is None and by_name[name].default is None):
+                continue
+            if not any(isinstance(value, k) and (k is bool or not isinstance(value, bool)) for k, _ in wanted):
+                what = by_name[name].metadata["kind"] or " or ".join(w for _, w in wanted)
+                raise TypeError(f"{caller} argument {name!r} must be {what}, not {type(value).__name__} {value!r:.60}")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "RunOptions":

@@ -12,6 +12,7 @@ The HR reference is the same chain without the down step. Everything in lr0fm th
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field, replace
 from typing import Iterable, Sequence
 
@@ -27,6 +28,12 @@ INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box")
 # when an image becomes RGB: before the resizes (lr0fm: transparency on white) or after them (the
 # LR0.FM authors' loaders; PIL then resizes palette images with nearest-neighbour)
 RGB_ORDERS = ("first", "last")
+# Bounds on the work one view may take: a view's intermediate image grows with the square of its
+# resolution (99999 px is tens of GB per image in a data worker), so resolutions above
+# MAX_UPSCALE x the input size, and input sizes above MAX_INPUT_SIZE, are refused up front.
+MAX_INPUT_SIZE = 4096
+MAX_UPSCALE = 4
+MAX_RESOLUTION = MAX_UPSCALE * MAX_INPUT_SIZE
 
 _PIL_FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -56,11 +63,27 @@ def parse_resolutions(values: str | Iterable[int | str]) -> list[int | str]:
             if key <= 0:
                 raise ProtocolError(f"resolution {key} must be a positive number of pixels; "
                                     "give e.g. --resolutions 16,32,64,128")
+            if key > MAX_RESOLUTION:
+                raise ProtocolError(f"resolution {key} px is above the largest lr0fm makes ({MAX_RESOLUTION} px, "
+                                    f"{MAX_UPSCALE}x the largest input size {MAX_INPUT_SIZE}); give resolutions "
+                                    "up to 4x the model's input size, e.g. --resolutions 16,32,64,128")
         if key not in out:
             out.append(key)
     if not out:
         raise ProtocolError("no resolutions given; give e.g. --resolutions 16,32,64,128")
     return out
+
+
+def check_input_size(size: int) -> int:
+    """An input size S in 1..MAX_INPUT_SIZE px (every view is S x S), else one ProtocolError line."""
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral):
+        raise ProtocolError(f"input size {size!r} must be a whole number of pixels")
+    if size <= 0:
+        raise ProtocolError(f"input size {size} must be a positive number of pixels")
+    if size > MAX_INPUT_SIZE:
+        raise ProtocolError(f"input size {size} px is above the largest lr0fm makes views at ({MAX_INPUT_SIZE} px); "
+                            "give a smaller --input-size")
+    return size
 
 
 @dataclass(frozen=True)
@@ -91,9 +114,19 @@ class Protocol:
             # PIL always antialiases when downsampling; a non-antialiased chain is only offered
             # by the tensor path (lr0fm.gpu_resize) and is not the paper's protocol.
             raise ProtocolError("the PIL protocol is always antialiased; antialias=False is not supported")
-        if self.input_size <= 0:
-            raise ProtocolError(f"input size {self.input_size} must be positive")
+        check_input_size(self.input_size)
         object.__setattr__(self, "resolutions", tuple(parse_resolutions(self.resolutions)))
+
+    def check_bounds(self, resolutions: Sequence[int | str] | None = None) -> "Protocol":
+        """Refuse (one ProtocolError line) resolutions (default: its own) above MAX_UPSCALE x the
+        input size: such a view costs memory with the square of its size and shows nothing the HR
+        view does not."""
+        largest = MAX_UPSCALE * self.input_size
+        over = [r for r in (self.resolutions if resolutions is None else resolutions) if r != HR and r > largest]
+        if over:
+            raise ProtocolError(f"resolution {over[0]} px is more than {MAX_UPSCALE}x the model's input size "
+                                f"{self.input_size} px; give resolutions up to {largest} px (and 'hr')")
+        return self
 
     # -- identity ---------------------------------------------------------------------------
     def describe(self, resolution: int | str | None = None) -> dict:

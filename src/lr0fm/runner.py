@@ -32,7 +32,10 @@ def _loaded_models(groups: Sequence[Group], indices: Sequence[int], resolutions,
     from .variants import apply_variants
     from .models import choose_protocol, create_model, resolve
     from .models.vit_bert import FORMATS
+    from .protocol import check_input_size
 
+    if protocol and protocol.get("input_size") is not None:
+        check_input_size(protocol["input_size"])  # before any model is built
     key, built = None, None
     for i in indices:
         g = groups[i]

@@ -61,6 +61,9 @@ def build_imagefolder(root: str | os.PathLike | None = None, split: str = "all",
         raise DatasetError(f"{len(names)} class names given for {len(folders)} class folders in {root}")
     samples = [(str(p), label) for label, folder in enumerate(folders)
                for p in sorted((root / folder).rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not samples:
+        raise DatasetError(f"the class folders of {root} hold no image files ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                           "put the images in one sub-folder per class")
     ids = [str(Path(p).relative_to(root)) for p, _ in samples]
     spec = DatasetSpec(key, split, tuple(names), tuple(_templates(templates)))
     return LabeledImages(spec, samples, ids=ids, root=str(root))

@@ -146,11 +146,13 @@ def _index_shard(path: Path, shard: int, samples: list, ids: list) -> None:
         samples.append(((shard, *image), int(text)))
         ids.append(key)
 
+    first, end = len(samples), 0  # end: where the archive's last member ends (512-byte blocks)
     try:
         with tarfile.open(path, "r:") as tar:  # uncompressed and seekable: data blocks are skipped
             key, members = None, {}
             while (member := tar.next()) is not None:
                 tar.members = []  # keep no TarInfo: memory stays flat however large the shard
+                end = member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
                 if not member.isfile():
                     continue
                 prefix, ext = base_plus_ext(member.name)
@@ -170,6 +172,14 @@ def _index_shard(path: Path, shard: int, samples: list, ids: list) -> None:
             finish(key, members)
     except (tarfile.TarError, EOFError) as e:
         raise DatasetError(f"{path} is not a readable tar shard ({e}); download it again") from None
+    # tarfile reads a tar cut at a member boundary as a shorter, whole one: a tar ends with two
+    # zero blocks, and a shard without them was cut short (the samples after the cut are missing)
+    with open(path, "rb") as f:
+        f.seek(end)
+        closing = f.read(2 * tarfile.BLOCKSIZE)
+    if closing != bytes(2 * tarfile.BLOCKSIZE):
+        raise DatasetError(f"{path} is truncated: it ends after {len(samples) - first} samples without the tar "
+                           "end-of-archive blocks, so the rest of the shard is missing; download it again")
 
 
 def _fetch_wds(repo: str, split: str) -> Path:

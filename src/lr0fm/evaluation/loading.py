@@ -3,6 +3,8 @@ decoder) and make the views of the groups whose views are made in the workers.""
 from __future__ import annotations
 
 import os
+import re
+import sys
 from typing import Callable, Sequence
 
 import numpy as np
@@ -38,7 +40,8 @@ class _Payload:
 
 class _Work:
     """What the workers do per image: decode (or only read JPEG bytes) and make the PIL-side views.
-    ``pil_groups``: (index, view function, resolutions) of the groups whose views workers make."""
+    ``pil_groups``: (index, view function, resolutions to pass it or None, resolutions it makes)
+    of the groups whose views workers make."""
 
     def __init__(self, pil_groups, device_views: bool, device_decode: bool):
         self.pil_groups, self.device_views, self.device_decode = pil_groups, device_views, device_decode
@@ -55,14 +58,33 @@ class _Work:
             image = data.load_image(index)
         except UNREADABLE:
             return None  # an unreadable file: skipped and counted
+        except MemoryError:
+            raise ViewError(f"not enough memory to decode {data.sample_id(index)!r}; use fewer --workers "
+                            "or a smaller --batch-size, or leave the image out") from None
+        views = {}
+        for g, fn, res, made in self.pil_groups:
+            try:
+                views[g] = fn(image) if res is None else fn(image, res)
+            except MemoryError:
+                raise ViewError(_out_of_memory(data.sample_id(index), image, made)) from None
+            except Exception as e:  # a broken view maker (e.g. an SR model) is an error, never a skip
+                raise ViewError(f"making the views of {data.sample_id(index)!r} failed: {type(e).__name__}: "
+                                f"{str(e).splitlines()[0][:200] if str(e) else ''}; fix or drop --sr / the view "
+                                "function and rerun") from e
         try:
-            views = {g: fn(image) if res is None else fn(image, res) for g, fn, res in self.pil_groups}
             original = np.array(composite_on_white(image), dtype=np.uint8) if self.device_views else None
-        except Exception as e:  # a broken view maker (e.g. an SR model) is an error, never a skip
-            raise ViewError(f"making the views of {data.sample_id(index)!r} failed: {type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:200] if str(e) else ''}; fix or drop --sr / the view "
-                            "function and rerun") from e
+        except MemoryError:
+            raise ViewError(_out_of_memory(data.sample_id(index), image, None)) from None
         return _Payload(original=original, views=views)
+
+
+def _out_of_memory(sample_id: str, image: Image.Image, resolutions) -> str:
+    """The one line for a view this process had no memory for: the image, its size and the
+    largest resolution asked of it (the view that needs the most)."""
+    sizes = [r for r in resolutions or () if isinstance(r, int)]
+    view = f" up to {max(sizes)} px" if sizes else ""
+    return (f"not enough memory to make the views of {sample_id!r} ({image.width}x{image.height} px){view}; "
+            "give smaller --resolutions, fewer --workers or a smaller --batch-size")
 
 
 class _ImageDataset(Dataset):
@@ -78,6 +100,31 @@ class _ImageDataset(Dataset):
 
 def _collate(items):
     return [i for i, _ in items], [p for _, p in items]
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class EndWithParent:
+    """A DataLoader ``worker_init_fn``: the worker is killed (SIGKILL) when the process that
+    started it dies, however it dies. PyTorch's own check runs only while a worker waits for
+    work; a worker blocked writing a batch to a dead parent's pipe would otherwise live on.
+    Linux only (prctl); elsewhere the worker keeps PyTorch's check alone."""
+
+    def __init__(self, parent: int | None = None):
+        self.parent = os.getpid() if parent is None else parent
+
+    def __call__(self, worker_id: int) -> None:
+        if not sys.platform.startswith("linux"):
+            return
+        import ctypes
+        import signal
+
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the main process's handler (lr0fm.cli)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != self.parent:  # the parent died before prctl took effect
+            os._exit(1)
 
 
 def default_workers(device: str = "cpu") -> int:
@@ -120,3 +167,17 @@ def _batches(loader):
     except ViewError as e:
         lines = [line for line in str(e).strip().splitlines() if line.strip()]
         raise ViewError(lines[-1].split("ViewError: ", 1)[-1] if lines else "making the views failed") from None
+
+
+_WORKER_DIED = re.compile(r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\) (is killed by signal: ([^.]*)|exited unexpectedly)")
+
+
+def worker_died(error: BaseException) -> ViewError | None:
+    """PyTorch's error for a data worker that died (raised wherever the main process is when it
+    notices) as one line, e.g. for the kernel's out-of-memory killer; None for any other error."""
+    found = _WORKER_DIED.match(str(error)) if isinstance(error, RuntimeError) else None
+    if found is None:
+        return None
+    how = f"was killed by signal {found.group(3).strip()}" if found.group(3) else "exited unexpectedly"
+    return ViewError(f"a data worker (pid {found.group(1)}) {how}; when memory ran out, give smaller "
+                     "--resolutions, fewer --workers or a smaller --batch-size")

@@ -10,7 +10,9 @@ ends with records identical to an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -30,7 +32,8 @@ from ..options import EvalConfig
 from ..protocol import Protocol
 from ..records import make_record, res_key
 from ..store import PassBusy, ResultsStore
-from .loading import ViewFn, _batches, _collate, _decode_on_device, _ImageDataset, _Work, default_workers
+from .loading import (UNREADABLE, EndWithParent, ViewFn, _batches, _collate, _decode_on_device, _ImageDataset, _Work,
+                      default_workers, worker_died)
 from .plan import plan, views_and_decoder
 
 log = logging.getLogger("lr0fm")
@@ -165,10 +168,11 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
     for g, group in enumerate(groups):
         for share in group["shares"]:
             share.group, share.rows = g, [group["res"].index(r) for r in share.pending]
-    pil_groups = [(g, grp["fn"] or grp["protocol"].views_uint8, None if grp["fn"] else grp["res"])
+    pil_groups = [(g, grp["fn"] or grp["protocol"].views_uint8, None if grp["fn"] else grp["res"], grp["res"])
                   for g, grp in enumerate(groups) if not grp["device"]]
     work = _Work(pil_groups, views_on_device, device_decode)
 
+    _check_readable(data)
     with dist.main_first() if sharded else contextlib.nullcontext():  # each classifier is built once
         for share in shares:
             share.classifier, _ = cached_classifier(share.job.model, data.spec.classnames, data.spec.templates,
@@ -204,9 +208,7 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
     for share in shares:
         if not share.valid.any():  # nothing to score: an error, not a record that would stay "done"
             store.drop_partial(share.partial_key)
-            unreadable = DatasetError(f"none of the {n} images of {data.spec.label} could be read (first: "
-                                      f"{data.sample_id(0) if n else '-'!r}); check the files (formats, "
-                                      "permissions) and rerun")
+            unreadable = _none_readable(data)
             continue
         if dist.is_main() or not sharded:
             for j, r in enumerate(share.pending):
@@ -224,6 +226,34 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
         raise unreadable
 
 
+def _check_readable(data: LabeledImages) -> None:
+    """Some image can be read, before any classifier is built and cached: data with no readable
+    image is one error, not a pass that can only fail. Stops at the first image whose header
+    Pillow opens (a file path or the sample's bytes: no decode, so the pass still decodes each
+    image once) or, where that fails, that its loader decodes (a loader of other files)."""
+    from PIL import Image
+
+    for i in range(len(data)):
+        ref = data.samples[i][0]
+        try:
+            source = ref if isinstance(ref, (str, os.PathLike)) else io.BytesIO(data.encoded(i) or b"")
+            with Image.open(source):
+                return
+        except UNREADABLE:
+            pass
+        try:
+            data.load_image(i)
+            return
+        except UNREADABLE:
+            continue
+    raise _none_readable(data)
+
+
+def _none_readable(data: LabeledImages) -> DatasetError:
+    return DatasetError(f"none of the {len(data)} images of {data.spec.label} could be read (first: "
+                        f"{data.sample_id(0) if len(data) else '-'!r}); check the files (formats, permissions) and rerun")
+
+
 @torch.no_grad()
 def _loop(shares, groups, data, indices, lo, m, work, cfg, store, sharded) -> None:
     """The pass: batches of decoded images -> each group's views -> each model's top-k."""
@@ -235,13 +265,27 @@ def _loop(shares, groups, data, indices, lo, m, work, cfg, store, sharded) -> No
     workers = default_workers(cfg.device) if cfg.workers is None else cfg.workers
     loader = DataLoader(_ImageDataset(data, indices, work), batch_size=cfg.batch_size, shuffle=False,
                         num_workers=workers, collate_fn=_collate, pin_memory=False,
-                        persistent_workers=False, prefetch_factor=4 if workers else None)
+                        persistent_workers=False, prefetch_factor=4 if workers else None,
+                        worker_init_fn=EndWithParent() if workers else None)
     for share in shares:
         share.weights = share.classifier.to(device)
         if cuda:  # conv stems run faster channels-last; a no-op for the math
             share.job.model.to(memory_format=torch.channels_last)
     show = cfg.progress and (dist.is_main() or not sharded)
     bar = _progress(show, m, indices[0] - lo, data.spec.label)
+    try:
+        _batch_loop(shares, groups, loader, lo, work, cfg, store, device, cuda, bar)
+    except RuntimeError as e:
+        died = worker_died(e)
+        if died is None:
+            raise
+        raise died from None
+    if bar is not None:
+        bar.close()
+
+
+def _batch_loop(shares, groups, loader, lo, work, cfg, store, device, cuda, bar) -> None:
+    """Every batch: views per group, top-k per model, the resume point every checkpoint_every images."""
     for batch_indices, payloads in _batches(loader):
         if work.device_decode:
             payloads = _decode_on_device(payloads, device)
@@ -272,8 +316,6 @@ def _loop(shares, groups, data, indices, lo, m, work, cfg, store, sharded) -> No
                 share.saved = share.done
         if bar is not None:
             bar.update(len(batch_indices))
-    if bar is not None:
-        bar.close()
 
 
 def _score(share: _Share, views: torch.Tensor, rows: np.ndarray, device, cuda: bool, batch_size: int) -> None:
@@ -313,7 +355,7 @@ def predict(model: ZeroShotModel, data: LabeledImages, indices: Sequence[int], c
     k = min(cfg.topk, classifier.shape[1])
     share.topk, share.valid = np.full((num_views, len(sub), k), -1, np.int32), np.zeros(len(sub), bool)
     group = {"protocol": protocol, "res": share.pending, "fn": view_fn, "device": False, "shares": [share]}
-    work = _Work([(0, view_fn, None)], False, False)
+    work = _Work([(0, view_fn, None, share.pending)], False, False)
     cfg = replace(cfg, checkpoint_every=10 ** 12)
     _loop([share], [group], sub, range(len(sub)), 0, len(sub), work, cfg, None, False)
     return share.topk, share.valid

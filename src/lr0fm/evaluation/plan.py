@@ -8,11 +8,12 @@ import torch
 
 from .. import gpu_resize
 from ..datasets.base import LabeledImages
+from ..images import open_image_file
 from ..identity import Evaluation, evaluation
 from ..models.base import ZeroShotModel
 from ..options import EvalConfig
 from ..protocol import Protocol, ProtocolError
-from .loading import ViewFn
+from .loading import JPEG_MAGIC, ViewFn
 
 
 def views_and_decoder(cfg: EvalConfig, protocol: Protocol, view_fn) -> tuple[str, str]:
@@ -30,6 +31,36 @@ def views_and_decoder(cfg: EvalConfig, protocol: Protocol, view_fn) -> tuple[str
             raise ProtocolError("--decoder device needs --views device and a protocol that converts to RGB first")
         decoder = "pil"
     return views, decoder
+
+
+JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
+
+
+def holds_jpeg(data: LabeledImages) -> bool:
+    """Whether any image of ``data`` is a JPEG, the one format the device decoder decodes (the
+    rest go to PIL): image files by their first bytes, those named like JPEGs first; samples held
+    as encoded bytes (hub copies) by their bytes; data that gives no bytes (arrays) never. Stops
+    at the first JPEG, so JPEG data costs one read."""
+    if data.load is open_image_file:
+        paths = [str(ref) for ref, _ in data.samples]
+        for path in sorted(paths, key=lambda p: not p.lower().endswith(JPEG_SUFFIXES)):
+            try:
+                with open(path, "rb") as f:
+                    if f.read(len(JPEG_MAGIC)) == JPEG_MAGIC:
+                        return True
+            except OSError:
+                continue  # unreadable: skipped and counted in the pass
+        return False
+    if getattr(data.load, "read", None) is None:
+        return False
+    for i in range(len(data)):
+        try:
+            encoded = data.encoded(i)
+        except OSError:
+            continue
+        if encoded is not None and encoded[:len(JPEG_MAGIC)] == JPEG_MAGIC:
+            return True
+    return False
 
 
 def decoder_name(decoder: str, device: str) -> str:
@@ -60,10 +91,13 @@ class Plan:
 def plan(model: ZeroShotModel, data: LabeledImages, cfg: EvalConfig, view_fn: ViewFn | None = None,
          protocol: Protocol | None = None) -> Plan:
     """What ``evaluate`` will compute. No image is decoded (``lr0fm sweep --dry-run`` uses it);
-    file contents are hashed once and remembered (lr0fm.filedigest)."""
-    protocol = protocol or model.protocol(cfg.resolutions)
+    file contents are hashed once and remembered (lr0fm.filedigest). The decoder recorded is
+    the one that decodes the images: ``device`` only when the data holds a JPEG."""
+    protocol = (protocol or model.protocol(cfg.resolutions)).check_bounds(cfg.resolutions)
     views, decoder = views_and_decoder(cfg, protocol, view_fn)
     if cfg.limit is not None:
         data = data.subset(range(min(cfg.limit, len(data))))
+    if decoder == "device" and not holds_jpeg(data):
+        decoder = "pil"  # the device decoder would decode nothing: PIL decodes them all, as in a pil run
     ev = identify(model, data, protocol, cfg, decoder)
     return Plan(cfg, data, protocol, ev, {r: ev.cell(r) for r in cfg.resolutions}, views, decoder)
