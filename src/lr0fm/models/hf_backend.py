@@ -18,6 +18,7 @@ import yaml
 from torch import nn
 
 from .. import resources
+from ..identity import weights_from_hub_commit
 from . import hub
 from .base import ModelError, ModelInfo, PreprocessCfg, TextCfg, ZeroShotModel
 
@@ -116,7 +117,7 @@ class HFModel(ZeroShotModel):
             weights_hash = hub.save_pretrained_hash(model_id)
         else:  # the commit the revision resolved to pins every file of the repo
             commit = hub.hub_commit(model_id, revision, cache_dir=kwargs.get("cache_dir"))
-            weights_hash = f"hf-commit:{commit}" if commit else None
+            weights_hash = weights_from_hub_commit(commit) if commit else None
         info = ModelInfo(model_id=f"hf:{model_id}", backend="hf", weights=model_id, weights_hash=weights_hash,
                          extra={"class": type(model).__name__, "model_type": model.config.model_type})
         text_cfg = text_cfg_for(model.config.model_type)

@@ -1,5 +1,5 @@
-"""Downloadable weights: offline-aware access (fail at once instead of long hub retries) and the
-digests that identify weights files and save_pretrained folders."""
+"""Downloadable weights: offline-aware access (fail at once instead of long hub retries), the hub
+commit a model was loaded from, and which files of a save_pretrained folder identify it."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,8 @@ import socket
 from functools import lru_cache
 from pathlib import Path
 
-from ..filedigest import file_digest, file_digests
+from ..digests import folder_files
+from ..identity import weights_from_folder
 from .base import ModelError
 
 HUB_HOST = os.environ.get("LR0FM_HUB_HOST", "huggingface.co")
@@ -39,11 +40,6 @@ def go_offline_if_unreachable() -> None:
         pass
 
 
-def cached_file_hash(path: str | os.PathLike) -> str:
-    """sha256 of a weights file, remembered by (path, size, mtime) -- big checkpoints hash once."""
-    return file_digest(path)
-
-
 def open_clip_hf_weights(repo_id: str) -> str:
     """The local path of the weights file open_clip loads for ``hf-hub:ORG/NAME`` (its own file
     choice: safetensors first), downloaded once into the Hugging Face cache; from the cache alone
@@ -65,15 +61,12 @@ SAVE_PRETRAINED_FILES = ("*.safetensors", "*.bin", "*.index.json", "config.json"
 
 
 def save_pretrained_hash(folder: str | os.PathLike) -> str | None:
-    """'sha256:<digest>' of a save_pretrained folder: a digest of the sorted (file name, sha256)
-    list of its SAVE_PRETRAINED_FILES, so a re-saved fine-tune gets a new one and a moved folder
-    keeps it (the local counterpart of a hub commit). None when the folder holds no weights."""
-    from ..identity import digest
-
-    files = sorted({p for pattern in SAVE_PRETRAINED_FILES for p in Path(folder).glob(pattern) if p.is_file()})
-    if not any(p.suffix in (".safetensors", ".bin") for p in files):
+    """The weights fingerprint of a save_pretrained folder (lr0fm.identity.weights_from_folder of
+    its SAVE_PRETRAINED_FILES), so a re-saved fine-tune gets a new one and a moved folder keeps it
+    (the local counterpart of a hub commit). None when the folder holds no weights."""
+    if not any(p.suffix in (".safetensors", ".bin") for p in folder_files(folder, SAVE_PRETRAINED_FILES)):
         return None
-    return "sha256:" + digest([[p.name, d] for p, d in zip(files, file_digests(files))])
+    return weights_from_folder(folder, SAVE_PRETRAINED_FILES)
 
 
 def hub_commit(repo_id: str, revision: str | None = None, cache_dir: str | os.PathLike | None = None) -> str | None:

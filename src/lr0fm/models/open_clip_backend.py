@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..identity import weights_from_file
 from . import hub
 from .base import ModelError, ModelInfo, PreprocessCfg, TextCfg, ZeroShotModel
 
@@ -83,7 +84,7 @@ class OpenCLIPModel(ZeroShotModel):
         elif tag is not None and _is_path(tag):
             if not Path(tag).is_file():
                 raise ModelError(f"checkpoint {tag} does not exist; give an existing file as ARCH:/path/to/checkpoint")
-            weights, weights_hash = tag, hub.cached_file_hash(tag)
+            weights, weights_hash = tag, weights_from_file(tag)
         elif tag is not None:
             cfg = open_clip.get_pretrained_cfg(arch, tag)
             if not cfg:
@@ -95,10 +96,10 @@ class OpenCLIPModel(ZeroShotModel):
             except Exception as e:  # offline and not cached, or hub refused
                 raise ModelError(f"weights for {arch}:{tag} are not available here ({type(e).__name__}); download them "
                                  "where there is network (they go to the Hugging Face cache) or pass ARCH:/path/to/checkpoint") from None
-            weights_hash = hub.cached_file_hash(weights) if weights else None
+            weights_hash = weights_from_file(weights) if weights else None
         else:  # hf-hub:ORG/NAME: the file open_clip's create_model loads (a second call finds it in the cache)
             weights = hub.open_clip_hf_weights(arch[len("hf-hub:"):])
-            weights_hash = hub.cached_file_hash(weights)
+            weights_hash = weights_from_file(weights)
         if preprocess_tag is not None:
             model_kwargs["force_preprocess_cfg"] = tag_preprocess_cfg(arch, preprocess_tag)
         try:

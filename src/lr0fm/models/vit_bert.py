@@ -31,6 +31,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from ..identity import weights_from_file
 from . import hub
 from .base import ModelError, ModelInfo, PreprocessCfg, TextCfg, ZeroShotModel
 
@@ -179,7 +180,7 @@ class ViTBertModel(ZeroShotModel):
                 raise ModelError(f"the {name} tokenizer is not available offline; download it once where there is "
                                  "network (it goes to the Hugging Face cache)") from None
         info = ModelInfo(model_id=f"{family}:{spec}", backend=family, weights=str(path),
-                         weights_hash=hub.cached_file_hash(path), extra={"family": family})
+                         weights_hash=weights_from_file(path), extra={"family": family})
         pre = PreprocessCfg(vision.patch_embed.img_size[0], MEAN, STD, "squash", "bicubic")
         super().__init__(info, pre, TextCfg(lowercase=True, max_length=fmt.max_length))
         self.vision, self.text, self.vision_proj, self.text_proj = vision, text, vision_proj, text_proj
