@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 
+from ..digests import tensors_digest
 from ..errors import InputError
-from ..identity import tensors_digest, weights_digest
+from ..identity import weights_digest
 
 FORMAT = "lr0fm-lr-tokens/1"
 
@@ -50,7 +51,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 
 def content_digest(tensors: dict[str, torch.Tensor], meta: dict) -> str:
-    """The id of a checkpoint's content (lr0fm.identity.tensors_digest of its tensors and metadata).
+    """The id of a checkpoint's content (lr0fm.digests.tensors_digest of its tensors and metadata).
     Not the file's bytes: safetensors writes its header in hash-map order, so the same tokens
     saved twice give different files (and would give two result variants)."""
     return tensors_digest(tensors, meta)
