@@ -59,8 +59,8 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sr", default=None, help="super-resolution model between LR image and classifier: "
                                               "'bicubic' or a weights file spandrel loads")
     p.add_argument("--trust-checkpoint", action="store_true",
-                   help="ALBEF/BLIP .pth: unpickle beyond tensors and plain data (runs code from the file; "
-                        "only for a file you trust)")
+                   help="pickled weights (ALBEF/BLIP .pth, open_clip checkpoints): unpickle beyond "
+                        "tensors and plain data (runs code from the file; only for a file you trust)")
 
 
 def cmd_eval(args) -> int:

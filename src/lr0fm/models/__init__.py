@@ -51,9 +51,17 @@ BACKEND_REQUIRES: dict[str, tuple[str, ...]] = {
 }
 
 
-def register_backend(name: str, builder: Callable[..., ZeroShotModel], requires: tuple[str, ...] = ()) -> None:
+# backends whose weights may be a pickle: they take ``trust_checkpoint`` (unpickle without
+# restrictions; otherwise tensors and plain data only, lr0fm.models.hub.tensors_only)
+PICKLE_BACKENDS: set[str] = {"open_clip", "albef", "blip"}
+
+
+def register_backend(name: str, builder: Callable[..., ZeroShotModel], requires: tuple[str, ...] = (),
+                     reads_pickles: bool = False) -> None:
     BACKENDS[name] = builder
     BACKEND_REQUIRES[name] = tuple(requires)
+    if reads_pickles:
+        PICKLE_BACKENDS.add(name)
 
 
 def offline_models() -> list[str]:
@@ -89,11 +97,15 @@ def resolve(name: str) -> tuple[str, str, dict]:
 _NOT_IDENTITY = ("device", "trust_checkpoint")
 
 
-def create_model(name: str, device: str = "cpu", **kwargs) -> ZeroShotModel:
+def create_model(name: str, device: str = "cpu", trust_checkpoint: bool = False, **kwargs) -> ZeroShotModel:
     """The model ``name`` names (see the module docstring), frozen, in eval mode, on ``device``;
-    ``kwargs`` go to its backend and are part of the results' identity."""
+    ``kwargs`` go to its backend and are part of the results' identity. ``trust_checkpoint``:
+    unpickle pickled weights without restrictions (runs code from the file; only for a file you
+    trust); backends whose weights are never a pickle ignore it."""
     backend, spec, entry = resolve(name)
     kwargs.update(entry.get("backend_kwargs", {}) or {})
+    if trust_checkpoint and backend in PICKLE_BACKENDS:
+        kwargs["trust_checkpoint"] = True
     model = BACKENDS[backend](spec, **kwargs)
     model.info.kwargs = {k: v for k, v in kwargs.items() if k not in _NOT_IDENTITY}
     if entry:
@@ -157,5 +169,5 @@ def choose_protocol(model: ZeroShotModel, protocol: str = "native", resize_mode:
     return model
 
 
-__all__ = ["PROTOCOLS", "choose_protocol", "paper_entry", "BACKENDS", "BACKEND_REQUIRES", "DEFAULT_MODEL", "ModelError", "ModelInfo", "PreprocessCfg", "TextCfg", "ZeroShotModel",
+__all__ = ["PROTOCOLS", "choose_protocol", "paper_entry", "BACKENDS", "BACKEND_REQUIRES", "DEFAULT_MODEL", "PICKLE_BACKENDS", "ModelError", "ModelInfo", "PreprocessCfg", "TextCfg", "ZeroShotModel",
            "create_model", "model_names", "register_backend", "resolve"]

@@ -99,7 +99,11 @@ class HFModel(ZeroShotModel):
             config = AutoConfig.from_pretrained(model_id, **pinned)
             arch = (getattr(config, "architectures", None) or [""])[0]
             model_cls = getattr(transformers, arch, None) if arch in FEATURES else None
-            model = (model_cls or AutoModel).from_pretrained(model_id, dtype=dtype, **pinned, **kwargs)
+            # transformers reads .bin weights with torch's weights-only unpickler in every load step
+            # (no opt-in reaches all of them): a pickle beyond tensors is refused for good
+            pickles = sorted(Path(model_id).glob("*.bin")) if local else []
+            with hub.tensors_only(pickles[0] if len(pickles) == 1 else f"the .bin weights of {model_id}", opt_in=False):
+                model = (model_cls or AutoModel).from_pretrained(model_id, dtype=dtype, **pinned, **kwargs)
             # another repo's processor: neither its code nor this revision applies to it
             proc = AutoImageProcessor.from_pretrained(image_processor or model_id, **({} if image_processor else pinned))
             tokenizer = AutoTokenizer.from_pretrained(model_id, **pinned)

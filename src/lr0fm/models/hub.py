@@ -1,10 +1,14 @@
-"""Downloadable weights: offline-aware access (fail at once instead of long hub retries), the hub
-commit a model was loaded from, and which files of a save_pretrained folder identify it."""
+"""Weights files: offline-aware access (fail at once instead of long hub retries), the hub commit
+a model was loaded from, which files of a save_pretrained folder identify it, and the one way a
+pickled weights file that would run code is refused."""
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
 import re
 import socket
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -78,3 +82,35 @@ def hub_commit(repo_id: str, revision: str | None = None, cache_dir: str | os.Pa
     path = try_to_load_from_cache(repo_id, "config.json", revision=revision, cache_dir=cache_dir)
     found = re.search(r"/snapshots/([0-9a-f]{40})/", Path(path).as_posix()) if isinstance(path, str) else None
     return found.group(1) if found else None
+
+
+# -- pickled weights: tensors and plain data only, unless the user trusts the file -------------
+def refused_pickle(path: str | os.PathLike, error: pickle.UnpicklingError, opt_in: bool = True) -> ModelError:
+    """The one line for a weights pickle that torch's weights-only unpickler refused: what it
+    would have built (a ``GLOBAL`` torch names, e.g. ``posix.mkdir``), the safe format and, where
+    the backend has it, the opt-in (``--trust-checkpoint``)."""
+    text = str(error)
+    found = re.search(r"GLOBAL (\S+)", text)
+    if found:
+        what = f"would call {found.group(1).rstrip('.,')} when loaded, which can run code"
+    else:  # torch's own reason, e.g. an opcode its unpickler does not read
+        paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+        reasons = [p for p in paragraphs if not p.startswith(("Weights only load failed", "Check the documentation"))]
+        reason = (reasons or paragraphs or ["unreadable"])[0].splitlines()[0][:120]
+        what = f"holds more than tensors and plain data ({reason})"
+    trust = (", or pass --trust-checkpoint (trust_checkpoint=True) if you trust the file's source" if opt_in else
+             " where you trust the file's source")
+    return ModelError(f"{path}: a pickle that {what}; lr0fm loads weights as tensors only: save them as .safetensors "
+                      f"(safetensors.torch.save_file){trust}")
+
+
+@contextlib.contextmanager
+def tensors_only(path: str | os.PathLike, opt_in: bool = True):
+    """Around a weights-only load: a refused pickle becomes ``refused_pickle``'s ModelError, and
+    torch's notice about an unusual pickle protocol (a file not saved by torch.save) is dropped."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        try:
+            yield
+        except pickle.UnpicklingError as e:
+            raise refused_pickle(path, e, opt_in) from None

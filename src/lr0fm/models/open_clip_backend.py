@@ -22,6 +22,8 @@ from ..identity import weights_from_file
 from . import hub
 from .base import ModelError, ModelInfo, PreprocessCfg, TextCfg, ZeroShotModel
 
+log = logging.getLogger("lr0fm")
+
 
 def _is_path(text: str) -> bool:
     return "/" in text or text.endswith((".pt", ".pth", ".bin", ".safetensors", ".json")) or Path(text).exists()
@@ -55,7 +57,9 @@ def tag_preprocess_cfg(arch: str, preprocess_tag: str) -> dict:
 
 class OpenCLIPModel(ZeroShotModel):
     def __init__(self, spec: str, device: str | torch.device = "cpu", precision: str = "fp32",
-                 tokenizer=None, preprocess_tag: str | None = None, **model_kwargs):
+                 tokenizer=None, preprocess_tag: str | None = None, trust_checkpoint: bool = False, **model_kwargs):
+        """``trust_checkpoint``: unpickle a pickled checkpoint without restrictions (runs code from
+        the file; only for a file you trust). Otherwise only tensors and plain data are read."""
         import open_clip
 
         arch, tag = parse_spec(spec)
@@ -103,10 +107,12 @@ class OpenCLIPModel(ZeroShotModel):
         if preprocess_tag is not None:
             model_kwargs["force_preprocess_cfg"] = tag_preprocess_cfg(arch, preprocess_tag)
         try:
-            with torch.random.fork_rng(devices=[]), _quiet_random_notice(tag == RANDOM):
+            if trust_checkpoint and weights and not str(weights).endswith(".safetensors"):
+                log.warning("unpickling %s without restrictions (--trust-checkpoint): it can run code", weights)
+            with torch.random.fork_rng(devices=[]), _quiet_random_notice(tag == RANDOM), hub.tensors_only(weights):
                 torch.manual_seed(RANDOM_SEED)  # weights are made on the CPU; the caller's RNG is untouched
                 model = open_clip.create_model(arch, pretrained=None if tag == RANDOM else tag, device=device,
-                                               precision=precision, **model_kwargs)
+                                               precision=precision, weights_only=not trust_checkpoint, **model_kwargs)
         except ModelError:
             raise
         except Exception as e:

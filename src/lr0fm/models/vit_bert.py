@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import logging
 import math
-import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,15 +92,12 @@ def load_state_dict(path: Path, trust_checkpoint: bool = False) -> dict[str, tor
         log.warning("unpickling %s without restrictions (--trust-checkpoint): it can run code", path)
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     else:
+        allow = getattr(torch.serialization, "safe_globals", None)  # torch < 2.5: the defaults only
         try:
-            allow = getattr(torch.serialization, "safe_globals", None)  # torch < 2.5: the defaults only
-            with allow(list(CHECKPOINT_GLOBALS)) if allow else contextlib.nullcontext():
+            with hub.tensors_only(path), allow(list(CHECKPOINT_GLOBALS)) if allow else contextlib.nullcontext():
                 ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            found = re.search(r"GLOBAL (\S+)", str(e))
-            what = found.group(1) if found else "objects beyond tensors and plain data"
-            raise ModelError(f"{path} unpickles {what}, which could run code; if you trust the file's source, pass "
-                             "--trust-checkpoint (trust_checkpoint=True)") from None
+        except ModelError:  # a refused pickle, said in one line
+            raise
         except (RuntimeError, EOFError) as e:  # not a torch file, truncated
             reason = str(e).splitlines()[0].split(". ")[0][:160]
             raise ModelError(f"{path} is not a readable PyTorch checkpoint ({reason})") from None
