@@ -63,6 +63,7 @@ class OpenCLIPModel(ZeroShotModel):
         import open_clip
 
         arch, tag = parse_spec(spec)
+        given = arch  # the architecture as written (a config path stays a path in suggestions)
         if arch.endswith(".json"):  # a user architecture config, registered by file stem
             if not Path(arch).is_file():
                 raise ModelError(f"model config {arch} does not exist")
@@ -78,8 +79,8 @@ class OpenCLIPModel(ZeroShotModel):
         if tag is None and not arch.startswith("hf-hub:"):
             tags = open_clip.list_pretrained_tags_by_model(arch)
             known = f"pretrained tags for it: {', '.join(tags)}" if tags else "open_clip has no pretrained tags for it"
-            raise ModelError(f"open_clip:{spec} names an architecture but no weights ({known}); give open_clip:{spec}:TAG, "
-                             f"open_clip:{spec}:/path/to/checkpoint, or open_clip:{spec}:{RANDOM} for randomly "
+            raise ModelError(f"open_clip:{spec} names an architecture but no weights ({known}); give open_clip:{given}:TAG, "
+                             f"open_clip:{given}:/path/to/checkpoint, or open_clip:{given}:{RANDOM} for randomly "
                              "initialised weights")
         if tag == RANDOM:  # identity then digests the state dict (lr0fm.identity.model_part)
             # every tower random (no default text/image tower weights), the same init on every run
