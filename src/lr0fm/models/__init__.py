@@ -98,7 +98,7 @@ _NOT_IDENTITY = ("device", "trust_checkpoint")
 
 
 def create_model(name: str, device: str = "cpu", trust_checkpoint: bool = False, **kwargs) -> ZeroShotModel:
-    """The model ``name`` names (see the module docstring), frozen, in eval mode, on ``device``;
+    """The model ``name`` names (see the module docstring), in eval mode, on ``device``;
     ``kwargs`` go to its backend and are part of the results' identity. ``trust_checkpoint``:
     unpickle pickled weights without restrictions (runs code from the file; only for a file you
     trust); backends whose weights are never a pickle ignore it."""
@@ -110,8 +110,12 @@ def create_model(name: str, device: str = "cpu", trust_checkpoint: bool = False,
     model.info.kwargs = {k: v for k, v in kwargs.items() if k not in _NOT_IDENTITY}
     if entry:
         model.info.extra["catalog_name"] = name
-    # every backend's weights are frozen here, once: evaluation, analyses and LR tokens need no grads on them
-    return model.requires_grad_(False).to(device).eval()
+    # Weights keep requires_grad as the backend made them, as open_clip and transformers hand them
+    # to everyone else: freezing them changes numbers. torch's matmul folds a 3-D input times a
+    # weight that requires grad into one mm and batches it otherwise, even under no_grad, and
+    # open_clip's masked text attention takes that path (its classifier moved by 2.3e-7 when
+    # frozen). lr0fm runs every forward under torch.no_grad; train-tokens freezes the base model.
+    return model.to(device).eval()
 
 
 PROTOCOLS = ("native", "paper")
