@@ -1,5 +1,5 @@
 """One evaluation identity: every part that can change a number gives a new cell; what cannot
-(data root path, workers, batch size, device index) keeps it."""
+(data root path, workers, batch size, device index, display name) keeps it."""
 import shutil
 from dataclasses import replace
 
@@ -15,6 +15,7 @@ from lr0fm.models import create_model
 from lr0fm.store import ResultsStore
 
 from conftest import make_image
+from test_cli import fake_minilm  # noqa: F401  (fixture: ConSE with a fast stand-in for MiniLM)
 
 
 @pytest.fixture(scope="module")
@@ -171,9 +172,6 @@ def test_folder_digest_follows_content_not_place(tmp_path):
     (tmp_path / "b" / "sub" / "vocab.txt").write_text("x z")  # a file in a subfolder counts
     assert folder_digest(tmp_path / "b") != first
     assert identity.weights_from_folder(tmp_path / "b") == "sha256:" + folder_digest(tmp_path / "b")
-
-
-from test_cli import FakeEncoder, fake_minilm  # noqa: E402,F401  (a fast stand-in for MiniLM)
 
 
 def test_conse_labels_and_templates_are_in_its_identity(fake_minilm, monkeypatch):

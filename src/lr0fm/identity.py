@@ -46,7 +46,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .models.base import ZeroShotModel
     from .protocol import Protocol
 
-# Bump when the rules below change: ids made under other rules never match new ones.
+# Bump when a rule changes what an unchanged description means, so that ids made under the old
+# rule never match new ones. A rule that changes what is digested (a part added or dropped, a
+# weights digest of another form) changes the ids by itself and needs no bump.
 IDENTITY_VERSION = 2
 
 
