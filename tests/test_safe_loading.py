@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -128,10 +129,13 @@ def _refused_in_one_line(spec, image_folder, tmp_path, capsys, marker, opt_in=Tr
     from lr0fm.cli import main
     from lr0fm.store import ResultsStore
     out = tmp_path / "res"
-    rc = main(["--out", str(out), "eval", "--model", spec, "--dataset", "imagefolder", "--data-root", str(image_folder),
-               "--resolutions", "16", "--workers", "0", "--no-progress", *flags])
+    with warnings.catch_warnings(record=True) as caught:  # pytest would otherwise keep them off stderr
+        warnings.simplefilter("always")
+        rc = main(["--out", str(out), "eval", "--model", spec, "--dataset", "imagefolder", "--data-root",
+                   str(image_folder), "--resolutions", "16", "--workers", "0", "--no-progress", *flags])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1, err
+    assert not caught, [str(w.message) for w in caught]
     assert ".safetensors" in err and ("--trust-checkpoint" in err) == opt_in
     assert not marker.exists() and not ResultsStore(out).records()
     return err
