@@ -59,6 +59,10 @@ def test_open_clip_bare_arch_is_refused_with_its_tags(tiny_open_clip):
         create_model("open_clip:ViT-B-32")
     msg = str(err.value)
     assert "\n" not in msg and "openai" in msg and "laion2b_s34b_b79k" in msg and "open_clip:ViT-B-32:random" in msg
+    with pytest.raises(ModelError) as err:  # an empty tag: the suggestions name the architecture alone
+        create_model("open_clip:ViT-B-32:")
+    msg = str(err.value)
+    assert "open_clip:ViT-B-32:TAG" in msg and "open_clip:ViT-B-32:random" in msg and "::" not in msg
     _, cfg, _ = tiny_open_clip  # an architecture with no pretrained tags at all
     with pytest.raises(ModelError, match=f"no pretrained tags.*open_clip:{cfg}:random") as err:
         create_model(f"open_clip:{cfg}")

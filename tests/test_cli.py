@@ -234,8 +234,10 @@ def test_conse_label_embeddings_are_cached_and_the_text_encoder_is_lazy(fake_min
     assert FakeEncoder.loads == 1 and FakeEncoder.texts == 3 * first.label_embeddings.shape[0]
     [entry] = (tmp_path / "cache" / "conse").glob("*.safetensors")
     assert not [p for p in entry.parent.iterdir() if ".tmp" in p.name]
-    image_digest, text_digest = first.info.weights_hash.split("+text:")
+    image_digest, text_and_labels = first.info.weights_hash.split("+text:")
+    text_digest, labels_digest = text_and_labels.split("+labels:")
     assert len(image_digest) == 64 and text_digest == first.info.extra["text_encoder_digest"]
+    assert len(labels_digest) == 32
 
     second = conse.ConSEModel("conse-effnet-lite0")
     assert FakeEncoder.loads == 1  # the cache answered; the encoder was never loaded

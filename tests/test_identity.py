@@ -1,5 +1,5 @@
 """One evaluation identity: every part that can change a number gives a new cell; what cannot
-(data root path, workers, batch size, device index) keeps it."""
+(data root path, workers, batch size, device index, display name) keeps it."""
 import shutil
 from dataclasses import replace
 
@@ -9,11 +9,13 @@ import torch
 
 from lr0fm import identity
 from lr0fm.datasets import get_dataset
+from lr0fm.errors import InputError
 from lr0fm.evaluation import EvalConfig, evaluate, plan
 from lr0fm.models import create_model
 from lr0fm.store import ResultsStore
 
 from conftest import make_image
+from test_cli import fake_minilm  # noqa: F401  (fixture: ConSE with a fast stand-in for MiniLM)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def test_each_part_changes_the_cell(tiny_model, tiny_open_clip, image_folder, tm
     data = get_dataset("imagefolder", root=image_folder)
     base, base_cells = cells_of(tiny_model, data)
     changed = {}
-    # data: content of one image (same file name), class names, templates, options, name
+    # data: content of one image (same file name), class names, templates, options
     other = tmp_path / "other"
     shutil.copytree(image_folder, other)
     make_image(np.random.default_rng(9), (40, 30)).save(other / "cat" / "0.png")
@@ -48,8 +50,6 @@ def test_each_part_changes_the_cell(tiny_model, tiny_open_clip, image_folder, tm
     changed["classnames"] = cells_of(tiny_model, get_dataset("imagefolder", root=image_folder,
                                                              classnames=["a cat", "a dog", "a car"]))
     changed["templates"] = cells_of(tiny_model, get_dataset("imagefolder", root=image_folder, templates=["{}"]))
-    renamed = get_dataset("imagefolder", root=image_folder, name="pets")
-    changed["name"] = cells_of(tiny_model, renamed)
     optioned = get_dataset("imagefolder", root=image_folder)
     optioned.spec = replace(optioned.spec, options={"seed": 1})
     changed["options"] = cells_of(tiny_model, optioned)
@@ -92,6 +92,11 @@ def test_what_cannot_change_a_number_keeps_the_cell(tiny_model, image_folder, tm
     shutil.copytree(image_folder, moved)  # copied: new paths and new mtimes, same content
     assert cells_of(tiny_model, get_dataset("imagefolder", root=moved))[1] == cells
     assert cells_of(tiny_model, data, workers=3, batch_size=7, device="cpu:0", checkpoint_every=5)[1] == cells
+    # a display name (--name, or the folder's stem) labels rows; the numbers are the same
+    assert data.spec.name == image_folder.name
+    renamed = get_dataset("imagefolder", root=image_folder, name="pets")
+    assert renamed.spec.label == "pets" and cells_of(tiny_model, renamed)[1] == cells
+    assert "name" not in identity.data_part(renamed)
 
 
 def test_same_names_and_counts_other_images_is_evaluated_again(tiny_model, image_folder, tmp_path):
@@ -120,3 +125,68 @@ def test_differences_name_what_differs():
     assert identity.differences([a, b]) == ["limit=all", "limit=6"]
     assert identity.differences([a, c]) == ["amp=fp32", "amp=bf16"]
     assert identity.differences([a]) == [""]
+
+
+# -- one weights digest, made by identity's constructors ---------------------------------------
+def test_digests_is_a_leaf_and_identity_imports_no_model():
+    """lr0fm.digests imports neither torch nor another lr0fm module; lr0fm.identity no model."""
+    import subprocess
+    import sys
+    code = ("import sys, lr0fm.identity; "
+            "print(sorted(m for m in sys.modules if m.startswith(('torch', 'lr0fm'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['lr0fm', 'lr0fm.digests', 'lr0fm.identity', 'lr0fm.version']"
+
+
+def test_one_weights_digest_for_results_and_token_checkpoints(tiny_open_clip, image_folder):
+    """A model without a weights file: its records and its LR-token checkpoints are tied to the
+    same digest of its state dict, kept under one key that lr0fm.evaluate drops for a model whose
+    weights changed in place."""
+    from lr0fm.tokens.checkpoint import check_matches
+    _, cfg, _ = tiny_open_clip
+    model = create_model(f"open_clip:{cfg}:random")
+    assert model.info.weights_hash is None
+    weights = identity.weights_digest(model)
+    assert weights == identity.weights_from_state(model) and weights.startswith("state:")
+    assert identity.model_part(model)["weights"] == weights
+    check_matches({"model_id": model.info.model_id, "weights_hash": weights}, model, "ckpt")
+    with torch.no_grad():
+        model.model.text_projection.add_(1.0)  # the text side is the model's too
+    assert identity.weights_from_state(model) != weights
+    model.info.extra.pop(identity.STATE_DIGEST_KEY)  # what lr0fm.evaluate does for a model object
+    assert identity.weights_digest(model) == identity.weights_from_state(model) != weights
+    with pytest.raises(InputError, match="other weights"):
+        check_matches({"model_id": model.info.model_id, "weights_hash": weights}, model, "ckpt")
+    assert [k for k in model.info.extra if k.startswith("_")] == [identity.STATE_DIGEST_KEY]  # one cached digest
+
+
+def test_folder_digest_follows_content_not_place(tmp_path):
+    from lr0fm.digests import folder_digest
+    a = tmp_path / "a"
+    (a / "sub").mkdir(parents=True)
+    (a / "w.bin").write_bytes(b"weights")
+    (a / "sub" / "vocab.txt").write_text("x y")
+    first = folder_digest(a)
+    assert len(first) == identity.DIGEST_CHARS
+    a.rename(tmp_path / "b")
+    assert folder_digest(tmp_path / "b") == first
+    (tmp_path / "b" / "sub" / "vocab.txt").write_text("x z")  # a file in a subfolder counts
+    assert folder_digest(tmp_path / "b") != first
+    assert identity.weights_from_folder(tmp_path / "b") == "sha256:" + folder_digest(tmp_path / "b")
+
+
+def test_conse_labels_and_templates_are_in_its_identity(fake_minilm, monkeypatch):
+    """ConSE's image side is the ImageNet label embeddings (labels x templates): other labels or
+    templates give other weights, hence other cells and another classifier key."""
+    conse = fake_minilm
+    base = identity.model_part(conse.ConSEModel("conse-effnet-lite0"))["weights"]
+    assert base.count("+labels:") == 1
+    original = conse.LABEL_TEMPLATES
+    monkeypatch.setattr(conse, "LABEL_TEMPLATES", original[:2])
+    templates = identity.model_part(conse.ConSEModel("conse-effnet-lite0"))["weights"]
+    monkeypatch.setattr(conse, "LABEL_TEMPLATES", original)
+    monkeypatch.setattr(conse, "IMAGENET_LABELS", "datasets/data/tuxpaint/classnames.txt")
+    labels = conse.ConSEModel("conse-effnet-lite0")
+    assert labels.label_embeddings.shape[0] == 11
+    assert len({base, templates, identity.model_part(labels)["weights"]}) == 3
+    assert {w.split("+labels:")[0] for w in (base, templates)} == {base.split("+labels:")[0]}

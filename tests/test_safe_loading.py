@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
+import warnings
 
 import pytest
 import torch
@@ -101,7 +103,7 @@ def test_cli_eval_trust_checkpoint(crafted, image_folder, tiny_open_clip, tmp_pa
         fmt.text_stops_at_cross_attention, fmt.max_length, tokenizer=str(get_model_path())))
     assert main(args + ["--model", f"albef:{path}", "--trust-checkpoint"]) == 0
     assert marker.is_dir() and ResultsStore(out).records()
-    # other backends take no such option: the flag leaves them alone
+    # a safe file loads the same with the flag
     assert main(args + ["--model", tiny_open_clip[0], "--trust-checkpoint"]) == 0
 
 
@@ -118,3 +120,64 @@ def test_remote_code_needs_a_pinned_revision():
     for name, entry in remote.items():
         revision = str(entry["backend_kwargs"].get("revision", ""))
         assert len(revision) == 40 and int(revision, 16) >= 0, name
+
+
+# -- open_clip and transformers weights: the same refusal, in one line -------------------------
+def _refused_in_one_line(spec, image_folder, tmp_path, capsys, marker, opt_in=True, flags=()):
+    """``lr0fm eval`` of ``spec``: rc 2, one line naming the safe format (and the opt-in where the
+    backend has one), the payload never ran, nothing written."""
+    from lr0fm.cli import main
+    from lr0fm.store import ResultsStore
+    out = tmp_path / "res"
+    with warnings.catch_warnings(record=True) as caught:  # pytest would otherwise keep them off stderr
+        warnings.simplefilter("always")
+        rc = main(["--out", str(out), "eval", "--model", spec, "--dataset", "imagefolder", "--data-root",
+                   str(image_folder), "--resolutions", "16", "--workers", "0", "--no-progress", *flags])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert not caught, [str(w.message) for w in caught]
+    assert ".safetensors" in err and ("--trust-checkpoint" in err) == opt_in
+    assert not marker.exists() and not ResultsStore(out).records()
+    return err
+
+
+def test_crafted_open_clip_checkpoint_is_refused_in_one_line(tiny_open_clip, image_folder, tmp_path, capsys):
+    _, cfg, ckpt = tiny_open_clip
+    marker = tmp_path / "marker"
+    crafted = tmp_path / "crafted.pt"
+    torch.save({"state_dict": torch.load(ckpt, weights_only=True), "payload": MakesMarker(marker)}, crafted)
+    err = _refused_in_one_line(f"open_clip:{cfg}:{crafted}", image_folder, tmp_path, capsys, marker)
+    assert "posix.mkdir" in err
+    # a raw pickle (pickle.dump, not torch.save): torch's unpickler stops earlier, still one line
+    # and no "Detected pickle protocol" warning
+    raw = tmp_path / "raw.pt"
+    with open(raw, "wb") as f:
+        pickle.dump({"payload": MakesMarker(marker)}, f, protocol=4)
+    err = _refused_in_one_line(f"open_clip:{cfg}:{raw}", image_folder, tmp_path, capsys, marker)
+    assert str(raw) in err
+    # the opt-in: the file is unpickled fully, its code runs, and its state dict is the model's
+    model = create_model(f"open_clip:{cfg}:{crafted}", trust_checkpoint=True)
+    assert marker.is_dir()
+    assert torch.equal(model.model.visual.conv1.weight, torch.load(ckpt, weights_only=True)["visual.conv1.weight"])
+
+
+def test_crafted_transformers_bin_is_refused_in_one_line(tiny_hf_clip, image_folder, tmp_path, capsys):
+    import json
+    import shutil
+
+    from safetensors.torch import load_file
+    _, d = tiny_hf_clip
+    folder, marker = tmp_path / "hf", tmp_path / "marker"
+    shutil.copytree(d, folder)
+    state = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save({**state, "payload": MakesMarker(marker)}, folder / "pytorch_model.bin")
+    config = json.loads((folder / "config.json").read_text())
+    config["text_config"]["bos_token_id"] = 101  # the fixture's vocabulary has no id 49406: a config notice
+    (folder / "config.json").write_text(json.dumps(config))
+    err = _refused_in_one_line(f"hf:{folder}", image_folder, tmp_path, capsys, marker, opt_in=False)
+    assert "pytorch_model.bin" in err and "posix.mkdir" in err
+    # transformers unpickles .bin weights tensors-only in one of its load steps whatever it is
+    # told, so the flag is not passed on: no step runs the payload, and the refusal stands
+    _refused_in_one_line(f"hf:{folder}", image_folder, tmp_path, capsys, marker, opt_in=False,
+                         flags=["--trust-checkpoint"])

@@ -75,7 +75,7 @@ def test_spandrel_weights(fixture, arch, request):
     path = request.getfixturevalue(fixture)
     protocol = Protocol(input_size=40, mean=MEAN, std=STD, mode="shortest", resolutions=(8, 12, HR))
     view_fn, sr_id = sr_view_fn(protocol, str(path))
-    assert sr_id == f"spandrel:{arch}:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
+    assert sr_id == f"spandrel:{arch}:{hashlib.sha256(path.read_bytes()).hexdigest()[:32]}"
     assert view_fn.upsampler.scale == 2
     img = _image()
     views = view_fn(img)

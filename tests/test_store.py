@@ -81,7 +81,7 @@ def test_one_process_per_pass_and_others_take_other_work(tiny_model, tiny_open_c
         with pytest.raises(PassBusy):
             evaluate(tiny_model, data, EvalConfig(**CFG), store, wait=False)
         # a sweep defers the busy group, runs the free one, then waits for the busy one
-        other = get_dataset("imagefolder", root=image_folder, name="second")
+        other = get_dataset("imagefolder", root=image_folder, name="second", templates=["{}"])  # another evaluation
         order = []
         done = threading.Event()
 

@@ -3,20 +3,30 @@
 An *evaluation* is one model run over one dataset with one protocol; a *cell* is one of its
 resolutions. Everything that can change a number is part of the identity:
 
-* model    -- backend, id, weights digest (a file's sha256, a hub commit, or a digest of the
-              state dict when neither exists), backend kwargs, text config;
-* data     -- key, name, split, build options, a digest of the ordered (sample id, label,
-              content) list, class names, templates;
+* model    -- backend, id, weights digest, backend kwargs, text config;
+* data     -- key, split, build options, a digest of the ordered (sample id, label, content)
+              list, class names, templates;
 * protocol -- every view-making setting (size, mode, interpolation, mean/std, how views and
               pixels are made);
 * numerics -- autocast precision, top-k;
-* variant  -- LR-token checkpoint digest, SR model digest;
+* variant  -- LR-token checkpoint digest, SR model id (architecture and weights digest);
 * limit    -- the --limit that cut the data.
 
-What cannot change a number is not in it: data root path, device index, workers, batch size.
-So moving a dataset folder keeps its results, and a different image under the same file name
-does not. Cell ids, the classifier cache key, resume points and token checkpoint ids all derive
-from here, as digests of one length; records carry the parts in readable form.
+What cannot change a number is not in it: data root path, device index, workers, batch size,
+and display names (a dataset's ``--name`` or folder stem labels its rows, nothing more). So
+moving or renaming a dataset folder keeps its results, and a different image under the same file
+name does not.
+
+The weights digest is one string per model, made by the constructors here that every backend
+uses: a weights file's sha256 (``weights_from_file``), 'sha256:' + a folder digest
+(``weights_from_folder``), 'hf-commit:' + a hub commit (``weights_from_hub_commit``), several
+pieces joined (``combined_weights``: ConSE's image network, text encoder and ImageNet label
+embeddings), or, when a model records none, 'state:' + a digest of its state dict
+(``weights_from_state``, via ``weights_digest``). Results and LR-token checkpoints use that one
+digest.
+
+Cell ids, the classifier cache key, resume points and token checkpoint ids all derive from here,
+as digests of one length (lr0fm.digests.DIGEST_CHARS); records carry the parts in readable form.
 """
 from __future__ import annotations
 
@@ -27,53 +37,75 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+from .digests import ALL_FILES, DIGEST_CHARS, digest, folder_digest, tensors_digest, text_digest
+
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
+    from torch import nn
 
     from .datasets.base import LabeledImages
     from .models.base import ZeroShotModel
     from .protocol import Protocol
 
-# Bump when the rules below change: ids made under other rules never match new ones.
+# Bump when a rule changes what an unchanged description means, so that ids made under the old
+# rule never match new ones. A rule that changes what is digested (a part added or dropped, a
+# weights digest of another form) changes the ids by itself and needs no bump.
 IDENTITY_VERSION = 2
-DIGEST_CHARS = 32  # every id lr0fm derives has this many hex characters
 
 
-def digest(obj: Any) -> str:
-    """The id of plain data (canonical JSON)."""
-    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:DIGEST_CHARS]
+# -- weights fingerprints: how every backend names the weights it loaded ----------------------
+def weights_from_file(path: str | os.PathLike) -> str:
+    """A weights file: its sha256 (64 hex characters, remembered by lr0fm.filedigest)."""
+    from .filedigest import file_digest
+
+    return file_digest(path)
 
 
-def text_digest(lines: Sequence[str]) -> str:
-    return digest(list(lines))
+def weights_from_folder(folder: str | os.PathLike, patterns: Sequence[str] = ALL_FILES) -> str:
+    """A folder of weights (a save_pretrained folder): 'sha256:' + the folder digest of the files
+    ``patterns`` select (lr0fm.digests.folder_digest), so a moved folder keeps it."""
+    return "sha256:" + folder_digest(folder, patterns)
 
 
-def tensors_digest(tensors: Mapping[str, "torch.Tensor"], meta: Mapping | None = None) -> str:
-    """The id of named tensors (a state dict, LR tokens): names, dtypes, shapes and bytes in sorted
-    order, plus optional metadata -- not a file's bytes, whose layout may vary between saves."""
-    import torch
+def weights_from_hub_commit(commit: str) -> str:
+    """A hub repo at one commit (which pins every file of it): 'hf-commit:<40-hex sha>'."""
+    return f"hf-commit:{commit}"
 
-    h = hashlib.sha256(json.dumps(dict(meta or {}), sort_keys=True).encode())
-    for key in sorted(tensors):
-        t = tensors[key].detach().cpu().contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:DIGEST_CHARS]
+
+def weights_from_state(module: "nn.Module") -> str:
+    """Weights that come from no file (random init, a model built in Python): 'state:' + the
+    digest of the module's state dict as it is now."""
+    return "state:" + tensors_digest(module.state_dict())
+
+
+def combined_weights(main: str, **parts: str) -> str:
+    """Weights of a model made of several pieces: ``main`` then '+name:digest' per other piece,
+    in the order given (ConSE: image network, text encoder, label embeddings)."""
+    return main + "".join(f"+{name}:{part}" for name, part in parts.items())
+
+
+# A model's weights digest, once computed from its state dict, is kept on the model under this
+# key of ``info.extra`` (a model whose weights change in place must drop it: lr0fm.api.evaluate).
+STATE_DIGEST_KEY = "_state_digest"
+
+
+def weights_digest(model: "ZeroShotModel") -> str:
+    """The one digest of a model's weights, which results and LR-token checkpoints are tied to:
+    the fingerprint its backend recorded (``info.weights_hash``), else ``weights_from_state`` of
+    the whole model (computed once and kept on the model)."""
+    info = model.info
+    if info.weights_hash:
+        return info.weights_hash
+    found = info.extra.get(STATE_DIGEST_KEY)
+    if found is None:
+        found = info.extra[STATE_DIGEST_KEY] = weights_from_state(model)
+    return found
 
 
 # -- the parts -------------------------------------------------------------------------------
 def model_part(model: "ZeroShotModel") -> dict:
-    """Model identity. A model without a recorded weights digest gets one from its state dict
-    (computed once and kept on the model)."""
+    """Model identity: backend, id, weights digest (``weights_digest``), backend kwargs, text config."""
     info = model.info
-    weights = info.weights_hash
-    if not weights:
-        weights = info.extra.get("_state_digest")
-        if weights is None:
-            weights = "state:" + tensors_digest(model.state_dict())
-            info.extra["_state_digest"] = weights
-    return {"backend": info.backend, "id": info.model_id, "weights": weights,
+    return {"backend": info.backend, "id": info.model_id, "weights": weights_digest(model),
             "kwargs": dict(getattr(info, "kwargs", {}) or {}), "text": asdict(model.text_cfg)}
 
 
@@ -100,9 +132,11 @@ def sample_fingerprints(data: "LabeledImages") -> list[str]:
 
 
 def data_part(data: "LabeledImages") -> dict:
+    """Data identity. The display name (``spec.name``: a folder's stem, ``--name``) is left out:
+    it labels results and cannot change a number."""
     spec = data.spec
     listing = [[data.sample_id(i), data.label(i), fp] for i, fp in enumerate(sample_fingerprints(data))]
-    return {"key": spec.key, "name": spec.name or spec.key, "split": spec.split, "options": dict(spec.options),
+    return {"key": spec.key, "split": spec.split, "options": dict(spec.options),
             "n": len(data), "samples": digest(listing), "classnames": text_digest(spec.classnames),
             "templates": text_digest(spec.templates), "num_classes": spec.num_classes}
 
@@ -217,5 +251,7 @@ def differences(identities: Sequence[Mapping]) -> list[str]:
     return label(differing)
 
 
-__all__ = ["DIGEST_CHARS", "Evaluation", "IDENTITY_VERSION", "classifier_key", "data_part", "differences", "digest",
-           "evaluation", "model_part", "protocol_part", "sample_fingerprints", "tensors_digest", "text_digest"]
+__all__ = ["DIGEST_CHARS", "Evaluation", "IDENTITY_VERSION", "STATE_DIGEST_KEY", "classifier_key", "combined_weights",
+           "data_part", "differences", "digest", "evaluation", "model_part", "protocol_part", "sample_fingerprints",
+           "tensors_digest", "text_digest", "weights_digest", "weights_from_file", "weights_from_folder",
+           "weights_from_hub_commit", "weights_from_state"]

@@ -88,8 +88,9 @@ class RunOptions:
                                    "variant", sweep=False, kind="a file path")
     sr: str | None = option(None, "super-resolution model between LR image and classifier: 'bicubic' or a weights "
                             "file spandrel loads", "variant", sweep=False, kind="'bicubic' or a file path")
-    trust_checkpoint: bool = option(False, "ALBEF/BLIP .pth: unpickle beyond tensors and plain data (runs code from "
-                                    "the file; only for a file you trust)", "variant", sweep=False)
+    trust_checkpoint: bool = option(False, "pickled weights (ALBEF/BLIP .pth, open_clip checkpoints): unpickle beyond "
+                                    "tensors and plain data (runs code from the file; only for a file you trust)",
+                                    "variant", sweep=False)
 
     def __post_init__(self) -> None:
         self.resolutions = tuple(parse_resolutions(self.resolutions))

@@ -22,7 +22,7 @@ class Group:
     data: Any                 # LabeledImages
     lr_tokens: str | None = None
     sr: str | None = None
-    trust_checkpoint: bool = False  # ALBEF/BLIP .pth: unpickle without restrictions (a file the user trusts)
+    trust_checkpoint: bool = False  # pickled weights: unpickle without restrictions (a file the user trusts)
 
 
 def _loaded_models(groups: Sequence[Group], indices: Sequence[int], resolutions, device: str,
@@ -30,8 +30,7 @@ def _loaded_models(groups: Sequence[Group], indices: Sequence[int], resolutions,
     """Yield (index, group, model, view_fn, variant), building each (model, variant) once in a row.
     ``protocol``: lr0fm.models.choose_protocol arguments (native/paper, overrides)."""
     from .variants import apply_variants
-    from .models import choose_protocol, create_model, resolve
-    from .models.vit_bert import FORMATS
+    from .models import choose_protocol, create_model
     from .protocol import check_input_size
 
     if protocol and protocol.get("input_size") is not None:
@@ -42,8 +41,7 @@ def _loaded_models(groups: Sequence[Group], indices: Sequence[int], resolutions,
         if (g.model, g.lr_tokens, g.sr) != key:
             built = None  # free the previous model before building the next
             if isinstance(g.model, str):
-                trust = {"trust_checkpoint": True} if g.trust_checkpoint and resolve(g.model)[0] in FORMATS else {}
-                model = create_model(g.model, device=device, **trust)
+                model = create_model(g.model, device=device, trust_checkpoint=g.trust_checkpoint)
             else:
                 model = g.model
             if protocol:

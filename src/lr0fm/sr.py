@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .digests import DIGEST_CHARS
 from .errors import InputError
 from .filedigest import file_digest
 from .protocol import HR, Protocol
@@ -59,7 +60,7 @@ class SpandrelUpsampler:
 
     @property
     def sr_id(self) -> str:
-        return f"spandrel:{self.architecture}:{self.sha256[:16]}"
+        return f"spandrel:{self.architecture}:{self.sha256[:DIGEST_CHARS]}"
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_loaded": {}}

@@ -43,9 +43,18 @@ BACKEND_REQUIRES: dict[str, tuple[str, ...]] = {
     "blip": ("timm", "transformers"),
 }
 
-def register_backend(name: str, builder: Callable[..., ZeroShotModel], requires: tuple[str, ...] = ()) -> None:
+
+# backends whose weights may be a pickle: they take ``trust_checkpoint`` (unpickle without
+# restrictions; otherwise tensors and plain data only, lr0fm.models.hub.tensors_only)
+PICKLE_BACKENDS: set[str] = {"open_clip", "albef", "blip"}
+
+
+def register_backend(name: str, builder: Callable[..., ZeroShotModel], requires: tuple[str, ...] = (),
+                     reads_pickles: bool = False) -> None:
     BACKENDS[name] = builder
     BACKEND_REQUIRES[name] = tuple(requires)
+    if reads_pickles:
+        PICKLE_BACKENDS.add(name)
 
 def offline_models() -> list[str]:
     from .conse import VARIANTS
@@ -76,17 +85,26 @@ def resolve(name: str) -> tuple[str, str, dict]:
 # kwargs that do not change a number (where the weights sit), left out of the identity
 _NOT_IDENTITY = ("device", "trust_checkpoint")
 
-def create_model(name: str, device: str = "cpu", **kwargs) -> ZeroShotModel:
-    """The model ``name`` names (see the module docstring), frozen, in eval mode, on ``device``;
-    ``kwargs`` go to its backend and are part of the results' identity."""
+
+def create_model(name: str, device: str = "cpu", trust_checkpoint: bool = False, **kwargs) -> ZeroShotModel:
+    """The model ``name`` names (see the module docstring), in eval mode, on ``device``;
+    ``kwargs`` go to its backend and are part of the results' identity. ``trust_checkpoint``:
+    unpickle pickled weights without restrictions (runs code from the file; only for a file you
+    trust); backends whose weights are never a pickle ignore it."""
     backend, spec, entry = resolve(name)
     kwargs.update(entry.get("backend_kwargs", {}) or {})
+    if trust_checkpoint and backend in PICKLE_BACKENDS:
+        kwargs["trust_checkpoint"] = True
     model = BACKENDS[backend](spec, **kwargs)
     model.info.kwargs = {k: v for k, v in kwargs.items() if k not in _NOT_IDENTITY}
     if entry:
         model.info.extra["catalog_name"] = name
-    # every backend's weights are frozen here, once: evaluation, analyses and LR tokens need no grads on them
-    return model.requires_grad_(False).to(device).eval()
+    # Weights keep requires_grad as the backend made them, as open_clip and transformers hand them
+    # to everyone else: freezing them changes numbers. torch's matmul folds a 3-D input times a
+    # weight that requires grad into one mm and batches it otherwise, even under no_grad, and
+    # open_clip's masked text attention takes that path (its classifier moved by 2.3e-7 when
+    # frozen). lr0fm runs every forward under torch.no_grad; train-tokens freezes the base model.
+    return model.to(device).eval()
 
 PROTOCOLS = ("native", "paper", "paper:FAMILY")
 # paper quirks lr0fm reproduces, as Protocol fields; the others are named in the protocol's source
@@ -180,5 +198,5 @@ def choose_protocol(model: ZeroShotModel, protocol: str = "native", resize_mode:
     model.preprocess = cfg
     return model
 
-__all__ = ["PROTOCOLS", "choose_protocol", "paper_entry", "paper_families", "paper_family_protocol", "BACKENDS", "BACKEND_REQUIRES", "ModelError", "ModelInfo", "TextCfg", "ZeroShotModel",
+__all__ = ["PROTOCOLS", "choose_protocol", "paper_entry", "paper_families", "paper_family_protocol", "BACKENDS", "BACKEND_REQUIRES", "PICKLE_BACKENDS", "ModelError", "ModelInfo", "TextCfg", "ZeroShotModel",
            "create_model", "model_names", "register_backend", "resolve"]

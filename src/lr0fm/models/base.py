@@ -32,8 +32,8 @@ class ModelInfo:
     model_id: str
     backend: str
     weights: str | None = None  # file, tag or hub id the weights came from
-    # digest of the weights: a file's sha256, "hf-commit:<sha>", ...; None -> lr0fm.identity
-    # digests the state dict
+    # the weights' fingerprint, made by lr0fm.identity's weights_from_* constructors; None ->
+    # lr0fm.identity.weights_digest digests the state dict
     weights_hash: str | None = None
     extra: dict = field(default_factory=dict)
     kwargs: dict = field(default_factory=dict)  # backend kwargs the model was built with (identity)
@@ -89,12 +89,6 @@ class ZeroShotModel(nn.Module):
 
     def protocol(self, resolutions: Sequence[int | str] = DEFAULT_RESOLUTIONS) -> Protocol:
         return self.preprocess.with_resolutions(resolutions)
-
-
-def state_dict_hash(module: nn.Module) -> str:
-    """Digest of a module's weights, for models whose weights do not come from one file."""
-    from ..identity import tensors_digest
-    return tensors_digest(module.state_dict())
 
 
 TextEncoder = Callable[[list[str]], torch.Tensor]

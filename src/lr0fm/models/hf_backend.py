@@ -18,6 +18,7 @@ import yaml
 from torch import nn
 
 from .. import resources
+from ..identity import weights_from_hub_commit
 from . import hub
 from ..protocol import Protocol
 from .base import ModelError, ModelInfo, TextCfg, ZeroShotModel
@@ -99,7 +100,11 @@ class HFModel(ZeroShotModel):
             config = AutoConfig.from_pretrained(model_id, **pinned)
             arch = (getattr(config, "architectures", None) or [""])[0]
             model_cls = getattr(transformers, arch, None) if arch in FEATURES else None
-            model = (model_cls or AutoModel).from_pretrained(model_id, dtype=dtype, **pinned, **kwargs)
+            # transformers reads .bin weights with torch's weights-only unpickler in every load step
+            # (no opt-in reaches all of them): a pickle beyond tensors is refused for good
+            pickles = sorted(Path(model_id).glob("*.bin")) if local else []
+            with hub.tensors_only(pickles[0] if len(pickles) == 1 else f"the .bin weights of {model_id}", opt_in=False):
+                model = (model_cls or AutoModel).from_pretrained(model_id, dtype=dtype, **pinned, **kwargs)
             # another repo's processor: neither its code nor this revision applies to it
             proc = AutoImageProcessor.from_pretrained(image_processor or model_id, **({} if image_processor else pinned))
             tokenizer = AutoTokenizer.from_pretrained(model_id, **pinned)
@@ -117,7 +122,7 @@ class HFModel(ZeroShotModel):
             weights_hash = hub.save_pretrained_hash(model_id)
         else:  # the commit the revision resolved to pins every file of the repo
             commit = hub.hub_commit(model_id, revision, cache_dir=kwargs.get("cache_dir"))
-            weights_hash = f"hf-commit:{commit}" if commit else None
+            weights_hash = weights_from_hub_commit(commit) if commit else None
         info = ModelInfo(model_id=f"hf:{model_id}", backend="hf", weights=model_id, weights_hash=weights_hash,
                          extra={"class": type(model).__name__, "model_type": model.config.model_type})
         text_cfg = text_cfg_for(model.config.model_type)

@@ -1,14 +1,19 @@
-"""Downloadable weights: offline-aware access (fail at once instead of long hub retries) and the
-digests that identify weights files and save_pretrained folders."""
+"""Weights files: offline-aware access (fail at once instead of long hub retries), the hub commit
+a model was loaded from, which files of a save_pretrained folder identify it, and the one way a
+pickled weights file that would run code is refused."""
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
 import re
 import socket
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
-from ..filedigest import file_digest, file_digests
+from ..digests import folder_files
+from ..identity import weights_from_folder
 from .base import ModelError
 
 HUB_HOST = os.environ.get("LR0FM_HUB_HOST", "huggingface.co")
@@ -39,11 +44,6 @@ def go_offline_if_unreachable() -> None:
         pass
 
 
-def cached_file_hash(path: str | os.PathLike) -> str:
-    """sha256 of a weights file, remembered by (path, size, mtime) -- big checkpoints hash once."""
-    return file_digest(path)
-
-
 def open_clip_hf_weights(repo_id: str) -> str:
     """The local path of the weights file open_clip loads for ``hf-hub:ORG/NAME`` (its own file
     choice: safetensors first), downloaded once into the Hugging Face cache; from the cache alone
@@ -65,15 +65,12 @@ SAVE_PRETRAINED_FILES = ("*.safetensors", "*.bin", "*.index.json", "config.json"
 
 
 def save_pretrained_hash(folder: str | os.PathLike) -> str | None:
-    """'sha256:<digest>' of a save_pretrained folder: a digest of the sorted (file name, sha256)
-    list of its SAVE_PRETRAINED_FILES, so a re-saved fine-tune gets a new one and a moved folder
-    keeps it (the local counterpart of a hub commit). None when the folder holds no weights."""
-    from ..identity import digest
-
-    files = sorted({p for pattern in SAVE_PRETRAINED_FILES for p in Path(folder).glob(pattern) if p.is_file()})
-    if not any(p.suffix in (".safetensors", ".bin") for p in files):
+    """The weights fingerprint of a save_pretrained folder (lr0fm.identity.weights_from_folder of
+    its SAVE_PRETRAINED_FILES), so a re-saved fine-tune gets a new one and a moved folder keeps it
+    (the local counterpart of a hub commit). None when the folder holds no weights."""
+    if not any(p.suffix in (".safetensors", ".bin") for p in folder_files(folder, SAVE_PRETRAINED_FILES)):
         return None
-    return "sha256:" + digest([[p.name, d] for p, d in zip(files, file_digests(files))])
+    return weights_from_folder(folder, SAVE_PRETRAINED_FILES)
 
 
 def hub_commit(repo_id: str, revision: str | None = None, cache_dir: str | os.PathLike | None = None) -> str | None:
@@ -85,3 +82,35 @@ def hub_commit(repo_id: str, revision: str | None = None, cache_dir: str | os.Pa
     path = try_to_load_from_cache(repo_id, "config.json", revision=revision, cache_dir=cache_dir)
     found = re.search(r"/snapshots/([0-9a-f]{40})/", Path(path).as_posix()) if isinstance(path, str) else None
     return found.group(1) if found else None
+
+
+# -- pickled weights: tensors and plain data only, unless the user trusts the file -------------
+def refused_pickle(path: str | os.PathLike, error: pickle.UnpicklingError, opt_in: bool = True) -> ModelError:
+    """The one line for a weights pickle that torch's weights-only unpickler refused: what it
+    would have built (a ``GLOBAL`` torch names, e.g. ``posix.mkdir``), the safe format and, where
+    the backend has it, the opt-in (``--trust-checkpoint``)."""
+    text = str(error)
+    found = re.search(r"GLOBAL (\S+)", text)
+    if found:
+        what = f"would call {found.group(1).rstrip('.,')} when loaded, which can run code"
+    else:  # torch's own reason, e.g. an opcode its unpickler does not read
+        paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+        reasons = [p for p in paragraphs if not p.startswith(("Weights only load failed", "Check the documentation"))]
+        reason = (reasons or paragraphs or ["unreadable"])[0].splitlines()[0][:120]
+        what = f"holds more than tensors and plain data ({reason})"
+    trust = (", or pass --trust-checkpoint (trust_checkpoint=True) if you trust the file's source" if opt_in else
+             " where you trust the file's source")
+    return ModelError(f"{path}: a pickle that {what}; lr0fm loads weights as tensors only: save them as .safetensors "
+                      f"(safetensors.torch.save_file){trust}")
+
+
+@contextlib.contextmanager
+def tensors_only(path: str | os.PathLike, opt_in: bool = True):
+    """Around a weights-only load: a refused pickle becomes ``refused_pickle``'s ModelError, and
+    torch's notice about an unusual pickle protocol (a file not saved by torch.save) is dropped."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        try:
+            yield
+        except pickle.UnpicklingError as e:
+            raise refused_pickle(path, e, opt_in) from None

@@ -18,9 +18,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..identity import weights_from_file
 from . import hub
 from ..protocol import Protocol
 from .base import ModelError, ModelInfo, TextCfg, ZeroShotModel
+
+log = logging.getLogger("lr0fm")
 
 
 def _is_path(text: str) -> bool:
@@ -55,10 +58,13 @@ def tag_preprocess_cfg(arch: str, preprocess_tag: str) -> dict:
 
 class OpenCLIPModel(ZeroShotModel):
     def __init__(self, spec: str, device: str | torch.device = "cpu", precision: str = "fp32",
-                 tokenizer=None, preprocess_tag: str | None = None, **model_kwargs):
+                 tokenizer=None, preprocess_tag: str | None = None, trust_checkpoint: bool = False, **model_kwargs):
+        """``trust_checkpoint``: unpickle a pickled checkpoint without restrictions (runs code from
+        the file; only for a file you trust). Otherwise only tensors and plain data are read."""
         import open_clip
 
         arch, tag = parse_spec(spec)
+        given = arch  # the architecture as written (a config path stays a path in suggestions)
         if arch.endswith(".json"):  # a user architecture config, registered by file stem
             if not Path(arch).is_file():
                 raise ModelError(f"model config {arch} does not exist")
@@ -74,8 +80,8 @@ class OpenCLIPModel(ZeroShotModel):
         if tag is None and not arch.startswith("hf-hub:"):
             tags = open_clip.list_pretrained_tags_by_model(arch)
             known = f"pretrained tags for it: {', '.join(tags)}" if tags else "open_clip has no pretrained tags for it"
-            raise ModelError(f"open_clip:{spec} names an architecture but no weights ({known}); give open_clip:{spec}:TAG, "
-                             f"open_clip:{spec}:/path/to/checkpoint, or open_clip:{spec}:{RANDOM} for randomly "
+            raise ModelError(f"open_clip:{spec} names an architecture but no weights ({known}); give open_clip:{given}:TAG, "
+                             f"open_clip:{given}:/path/to/checkpoint, or open_clip:{given}:{RANDOM} for randomly "
                              "initialised weights")
         if tag == RANDOM:  # identity then digests the state dict (lr0fm.identity.model_part)
             # every tower random (no default text/image tower weights), the same init on every run
@@ -84,7 +90,7 @@ class OpenCLIPModel(ZeroShotModel):
         elif tag is not None and _is_path(tag):
             if not Path(tag).is_file():
                 raise ModelError(f"checkpoint {tag} does not exist; give an existing file as ARCH:/path/to/checkpoint")
-            weights, weights_hash = tag, hub.cached_file_hash(tag)
+            weights, weights_hash = tag, weights_from_file(tag)
         elif tag is not None:
             cfg = open_clip.get_pretrained_cfg(arch, tag)
             if not cfg:
@@ -96,17 +102,19 @@ class OpenCLIPModel(ZeroShotModel):
             except Exception as e:  # offline and not cached, or hub refused
                 raise ModelError(f"weights for {arch}:{tag} are not available here ({type(e).__name__}); download them "
                                  "where there is network (they go to the Hugging Face cache) or pass ARCH:/path/to/checkpoint") from None
-            weights_hash = hub.cached_file_hash(weights) if weights else None
+            weights_hash = weights_from_file(weights) if weights else None
         else:  # hf-hub:ORG/NAME: the file open_clip's create_model loads (a second call finds it in the cache)
             weights = hub.open_clip_hf_weights(arch[len("hf-hub:"):])
-            weights_hash = hub.cached_file_hash(weights)
+            weights_hash = weights_from_file(weights)
         if preprocess_tag is not None:
             model_kwargs["force_preprocess_cfg"] = tag_preprocess_cfg(arch, preprocess_tag)
         try:
-            with torch.random.fork_rng(devices=[]), _quiet_random_notice(tag == RANDOM):
+            if trust_checkpoint and weights and not str(weights).endswith(".safetensors"):
+                log.warning("unpickling %s without restrictions (--trust-checkpoint): it can run code", weights)
+            with torch.random.fork_rng(devices=[]), _quiet_random_notice(tag == RANDOM), hub.tensors_only(weights):
                 torch.manual_seed(RANDOM_SEED)  # weights are made on the CPU; the caller's RNG is untouched
                 model = open_clip.create_model(arch, pretrained=None if tag == RANDOM else tag, device=device,
-                                               precision=precision, **model_kwargs)
+                                               precision=precision, weights_only=not trust_checkpoint, **model_kwargs)
         except ModelError:
             raise
         except Exception as e:

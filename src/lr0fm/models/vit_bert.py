@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import logging
 import math
-import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from ..identity import weights_from_file
 from . import hub
 from ..protocol import Protocol
 from .base import ModelError, ModelInfo, TextCfg, ZeroShotModel
@@ -93,15 +93,12 @@ def load_state_dict(path: Path, trust_checkpoint: bool = False) -> dict[str, tor
         log.warning("unpickling %s without restrictions (--trust-checkpoint): it can run code", path)
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     else:
+        allow = getattr(torch.serialization, "safe_globals", None)  # torch < 2.5: the defaults only
         try:
-            allow = getattr(torch.serialization, "safe_globals", None)  # torch < 2.5: the defaults only
-            with allow(list(CHECKPOINT_GLOBALS)) if allow else contextlib.nullcontext():
+            with hub.tensors_only(path), allow(list(CHECKPOINT_GLOBALS)) if allow else contextlib.nullcontext():
                 ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            found = re.search(r"GLOBAL (\S+)", str(e))
-            what = found.group(1) if found else "objects beyond tensors and plain data"
-            raise ModelError(f"{path} unpickles {what}, which could run code; if you trust the file's source, pass "
-                             "--trust-checkpoint (trust_checkpoint=True)") from None
+        except ModelError:  # a refused pickle, said in one line
+            raise
         except (RuntimeError, EOFError) as e:  # not a torch file, truncated
             reason = str(e).splitlines()[0].split(". ")[0][:160]
             raise ModelError(f"{path} is not a readable PyTorch checkpoint ({reason})") from None
@@ -180,7 +177,7 @@ class ViTBertModel(ZeroShotModel):
                 raise ModelError(f"the {name} tokenizer is not available offline; download it once where there is "
                                  "network (it goes to the Hugging Face cache)") from None
         info = ModelInfo(model_id=f"{family}:{spec}", backend=family, weights=str(path),
-                         weights_hash=hub.cached_file_hash(path), extra={"family": family})
+                         weights_hash=weights_from_file(path), extra={"family": family})
         pre = Protocol(vision.patch_embed.img_size[0], MEAN, STD, "squash", "bicubic")
         super().__init__(info, pre, TextCfg(lowercase=True, max_length=fmt.max_length))
         self.vision, self.text, self.vision_proj, self.text_proj = vision, text, vision_proj, text_proj

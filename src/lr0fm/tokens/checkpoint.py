@@ -11,22 +11,11 @@ from pathlib import Path
 
 import torch
 
+from ..digests import tensors_digest
 from ..errors import InputError
-from ..identity import tensors_digest
-from ..models.base import state_dict_hash
+from ..identity import weights_digest
 
 FORMAT = "lr0fm-lr-tokens/1"
-
-
-def model_weights_id(model) -> str:
-    """The weights hash a checkpoint is tied to (the recorded one, else a hash of the tower)."""
-    if model.info.weights_hash:
-        return model.info.weights_hash
-    cached = model.info.extra.get("_tower_state_hash")
-    if cached is None:
-        cached = state_dict_hash(model.tower)
-        model.info.extra["_tower_state_hash"] = cached
-    return cached
 
 
 def save_checkpoint(path: str | os.PathLike, distiller, model, cfg, step: int, extra: dict | None = None) -> Path:
@@ -36,7 +25,7 @@ def save_checkpoint(path: str | os.PathLike, distiller, model, cfg, step: int, e
     path = Path(path)
     tensors = distiller.tokens.token_state()
     tensors["logit_scale"] = distiller.logit_scale.detach().cpu().reshape(1).contiguous()
-    meta = {"format": FORMAT, "model_id": model.info.model_id, "weights_hash": model_weights_id(model),
+    meta = {"format": FORMAT, "model_id": model.info.model_id, "weights_hash": weights_digest(model),
             "tower": distiller.tokens.tower.name, "input_size": str(model.preprocess.input_size),
             "token_config": json.dumps(distiller.tokens.cfg.as_dict(), sort_keys=True),
             "train_config": json.dumps(asdict(cfg), sort_keys=True, default=list),
@@ -62,7 +51,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 
 def content_digest(tensors: dict[str, torch.Tensor], meta: dict) -> str:
-    """The id of a checkpoint's content (lr0fm.identity.tensors_digest of its tensors and metadata).
+    """The id of a checkpoint's content (lr0fm.digests.tensors_digest of its tensors and metadata).
     Not the file's bytes: safetensors writes its header in hash-map order, so the same tokens
     saved twice give different files (and would give two result variants)."""
     return tensors_digest(tensors, meta)
@@ -77,9 +66,10 @@ def check_matches(meta: dict, model, path) -> None:
     if meta["model_id"] != model.info.model_id:
         raise InputError(f"{path}: tokens were trained for model {meta['model_id']!r}, not {model.info.model_id!r}; "
                          "use the matching --model or retrain with 'lr0fm train-tokens'")
-    if meta["weights_hash"] != model_weights_id(model):
+    weights = weights_digest(model)
+    if meta["weights_hash"] != weights:
         raise InputError(f"{path}: tokens were trained on other weights of {meta['model_id']} "
-                         f"(hash {meta['weights_hash'][:12]} != {model_weights_id(model)[:12]}); retrain them")
+                         f"(hash {meta['weights_hash'][:12]} != {weights[:12]}); retrain them")
 
 
 def attach_checkpoint(model, path: str | os.PathLike):
