@@ -123,8 +123,9 @@ def test_amp_on_cpu_works_and_is_recorded(tiny_open_clip, image_folder, tmp_path
             str(image_folder), "--resolutions", "16", "--workers", "0", "--no-progress"]
     assert main([*argv, "--amp", "bf16"]) == 0
     assert main(argv) == 0
+    from lr0fm.records import amp_of
     records = ResultsStore(tmp_path).records()
-    assert sorted(r["amp"] for r in records) == ["bf16", "fp32"]
+    assert sorted(amp_of(r) for r in records) == ["bf16", "fp32"]
     assert len({r["cell"] for r in records}) == 2  # bf16 and float32 are different evaluations
 
 

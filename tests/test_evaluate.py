@@ -14,7 +14,9 @@ from lr0fm.cli import main
 from lr0fm.classifier import build_zero_shot_classifier, cached_classifier
 from lr0fm.datasets import get_dataset
 from lr0fm.evaluation import EvalConfig, evaluate
+from lr0fm.identity import digest
 from lr0fm.models import create_model
+from lr0fm.records import protocol_of
 from lr0fm.store import ResultsStore
 
 from conftest import make_image
@@ -68,7 +70,8 @@ def test_single_pass_matches_direct_computation(tiny_model, tmp_path):
         recall = np.mean([(pred[labels == c] == c).mean() for c in range(7)])
         assert r["mean_per_class_recall"] == pytest.approx(recall)
         assert r["n_images"] == 21 and r["n_skipped"] == 0 and r["num_classes"] == 7
-        assert r["protocol"]["resolution"] == r["resolution"] and r["protocol"]["input_size"] == 64
+        assert protocol_of(r)["input_size"] == 64  # the resolution is the cell's: evaluation + resolution
+        assert r["cell"] == digest({"evaluation": r["evaluation"], "resolution": r["resolution"]})
         assert r["dataset"] == "seven" and r["dataset_key"] == "imagefolder"
         assert r["identity"]["model"]["weights"] == tiny_model.info.weights_hash
         preds = store.load_predictions(r["cell"])

@@ -12,6 +12,7 @@ from lr0fm.datasets import get_dataset
 from lr0fm.evaluation import EvalConfig, plan
 from lr0fm.models import choose_protocol, create_model
 from lr0fm.protocol import ProtocolError
+from lr0fm.records import protocol_of
 
 from conftest import make_image
 
@@ -92,7 +93,7 @@ def test_cli_protocol_flags_reach_the_records(tiny_open_clip, image_folder, tmp_
     assert main(["--out", str(tmp_path), "eval", *args, "--resize-mode", "squash", "--interpolation", "bilinear"]) == 0
     records = ResultsStore(tmp_path).records()
     assert len(records) == 4 and len({r["evaluation"] for r in records}) == 2
-    modes = {(r["protocol"]["mode"], r["protocol"]["interpolation"], r["protocol"]["source"]) for r in records}
+    modes = {(p["mode"], p["interpolation"], p["source"]) for p in map(protocol_of, records)}
     assert modes == {("shortest", "bicubic", "native"), ("squash", "bilinear", "native+override")}
 
 

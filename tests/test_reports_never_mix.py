@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from lr0fm.cli import main
+from lr0fm.records import limit_of
 
 from conftest import make_image
 
@@ -35,7 +36,7 @@ def evaluations(out) -> dict[str, dict]:
     found: dict[str, dict] = {}
     for path in (out / "records").glob("*.json"):
         r = json.loads(path.read_text())
-        found.setdefault(r["evaluation"], {"limit": r["limit"], "top1": {}})["top1"][str(r["resolution"])] = \
+        found.setdefault(r["evaluation"], {"limit": limit_of(r), "top1": {}})["top1"][str(r["resolution"])] = \
             top1_from_predictions(out, r["cell"])
     return found
 
