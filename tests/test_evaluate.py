@@ -215,8 +215,10 @@ def test_report_json_csv_and_plot(tiny_open_clip, image_folder, tmp_path, capsys
         assert float(row["top1"]) == pytest.approx(top1) and int(row["n_images"]) == n
         # the CSV says what the JSON says, column by column
         assert row == {k: "" if v is None else str(v) for k, v in d.items()}
-    png = out / "report" / "accuracy_vs_resolution.png"
-    assert f"plot: {png}" in stdout
+    assert "plot:" not in stdout and not (out / "report").exists()  # a plot only when asked for
+    png = tmp_path / "plots" / "accuracy_vs_resolution.png"
+    code, stdout, _ = run_cli(["--out", str(out), "report", "--plot", str(png)], capsys)
+    assert code == 0 and f"plot: {png}" in stdout
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
     with Image.open(png) as image:
