@@ -16,14 +16,15 @@ def fake_record(model: str, dataset: str, resolution, top1: float, *, variant: d
                 split: str = "test", limit: int | None = None, mode: str = "shortest", input_size: int = 224,
                 num_classes: int | None = 10, n_images: int | None = 100, n_skipped: int = 0, amp: str = "fp32",
                 dataset_key: str | None = None, samples: str | None = None, finished: float = 0.0,
-                top5: float | None = None, data: dict | None = None, data_root: str | None = None) -> dict:
+                top5: float | None = None, data: dict | None = None, data_root: str | None = None,
+                source: str = "native") -> dict:
     """One cell of the evaluation these arguments describe, built by ``lr0fm.records.new_record``
     (without ``predictions_sha256``, which ``ResultsStore.put`` adds). ``data``: the identity's
     data part (``identity.data_part`` of a real dataset) instead of one made up from the other
     arguments. Every per-cell metric (``CELL_METRICS``) is ``top1`` unless given."""
     key = dataset_key or dataset
     n = (n_images or 0) + n_skipped
-    protocol = Protocol(input_size=input_size, mean=(0.5,) * 3, std=(0.5,) * 3, mode=mode)
+    protocol = Protocol(input_size=input_size, mean=(0.5,) * 3, std=(0.5,) * 3, mode=mode, source=source)
     data = data or {"key": key, "name": dataset, "split": split, "options": {}, "n": n,
                     "samples": samples or digest([key, split, n]), "classnames": digest(["classes", num_classes]),
                     "templates": digest(["templates"]), "num_classes": num_classes}
