@@ -1,9 +1,12 @@
 """A result record: its fields, declared once, and how readers tell evaluations apart.
 
-A record is one cell (one resolution of one evaluation, see ``lr0fm.identity``) as JSON. Every
-reader -- text/JSON/CSV/HTML reports, ``compare``, ``analyze``, the Python API's DataFrame --
-takes its columns from ``COLUMNS`` and its row labels from ``label_records``, so they agree on
-what a row is and never put numbers of two evaluations into one row.
+A record is one cell (one resolution of one evaluation, see ``lr0fm.identity``) as JSON, built
+only by ``new_record`` (``make_record`` feeds it from a model and its data; the test fakes from
+plain values). Its identity parts live only under ``identity`` and are read with the accessors
+(``protocol_of``, ``limit_of``, ``amp_of``, ...). Every reader -- text/JSON/CSV/HTML reports,
+``compare``, ``analyze``, the Python API's DataFrame -- takes its columns from ``COLUMNS`` (and
+``TABLE_COLUMNS`` with the row labels) and its row labels from ``label_records``, so they agree
+on what a row is and never put numbers of two evaluations into one row.
 """
 from __future__ import annotations
 
