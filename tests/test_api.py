@@ -160,7 +160,11 @@ def test_load_results_columns_and_rows(tiny_model, image_folder, tmp_path):
 
 # -- metrics ---------------------------------------------------------------------------------
 def test_metrics_of_accuracies():
-    assert lr0fm.gamma(0.4, 0.8) == 0.5 and math.isnan(lr0fm.gamma(0.4, 0.0))
+    assert lr0fm.gamma(0.4, 0.8) == 0.5
+    for fn, args in ((lr0fm.gamma, ()), (lr0fm.Gamma, (10,))):  # undefined at A(HR) = 0: an error, not NaN
+        for hr in (0.0, 0, float("nan")):
+            with pytest.raises(ValueError, match=r"undefined when the HR accuracy is .*above 0"):
+                fn(0.4, hr, *args)
     assert lr0fm.Gamma(0.4, 0.8, num_classes=10) == pytest.approx(0.5 * (1 - math.exp(-200 * 0.7 ** 2)))
     assert lr0fm.Gamma(0.1, 0.1, num_classes=10) == 0.0  # HR at chance
     assert lr0fm.sar([0.5, 1.0]) == lr0fm.sar({"a": 0.5, "b": 1.0}) == 0.75

@@ -123,8 +123,9 @@ def test_amp_on_cpu_works_and_is_recorded(tiny_open_clip, image_folder, tmp_path
             str(image_folder), "--resolutions", "16", "--workers", "0", "--no-progress"]
     assert main([*argv, "--amp", "bf16"]) == 0
     assert main(argv) == 0
+    from lr0fm.records import amp_of
     records = ResultsStore(tmp_path).records()
-    assert sorted(r["amp"] for r in records) == ["bf16", "fp32"]
+    assert sorted(amp_of(r) for r in records) == ["bf16", "fp32"]
     assert len({r["cell"] for r in records}) == 2  # bf16 and float32 are different evaluations
 
 
@@ -176,12 +177,13 @@ def test_full_disk_is_one_line_and_leaves_no_temp_files(tiny_open_clip, image_fo
     assert "cache/classifiers" in _one_line_error(capsys, "No space left on device")
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
     assert not list(out.rglob("records/*.json")) and not list(out.rglob("predictions/*"))
-    # report's plot goes through the same atomic write
+    # report's plot goes through the same atomic write, before anything is printed
     assert main(_eval_argv(out, tiny_open_clip, image_folder)) == 0
     capsys.readouterr()
     _full_disk(monkeypatch, out)
-    assert main(["report", "--out", str(out)]) == 2
+    assert main(["report", "--out", str(out), "--plot", str(out / "report" / "accuracy.png")]) == 2
     _one_line_error(capsys, "No space left on device")
+    assert not list((out / "report").glob("*"))  # no plot, no temp file
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 import lr0fm
-from lr0fm.api import LABEL_COLUMNS, result_columns
+from lr0fm.api import result_columns
 from lr0fm.cli import build_parser, main
-from lr0fm.records import COLUMNS
+from lr0fm.records import TABLE_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 API_PAGE = ROOT / "docs" / "api.md"
@@ -92,7 +92,7 @@ def test_api_page_lists_every_public_name_with_its_signature():
 
 
 def column_table() -> str:
-    rows = [(c.name, c.doc) for c in COLUMNS] + list(LABEL_COLUMNS.items())
+    rows = [(c.name, c.doc) for c in TABLE_COLUMNS]
     return "\n".join(["| column | meaning |", "|---|---|", *(f"| `{name}` | {doc} |" for name, doc in rows)])
 
 

@@ -14,7 +14,9 @@ from lr0fm.cli import main
 from lr0fm.classifier import build_zero_shot_classifier, cached_classifier
 from lr0fm.datasets import get_dataset
 from lr0fm.evaluation import EvalConfig, evaluate
+from lr0fm.identity import digest
 from lr0fm.models import create_model
+from lr0fm.records import protocol_of
 from lr0fm.store import ResultsStore
 
 from conftest import make_image
@@ -68,7 +70,8 @@ def test_single_pass_matches_direct_computation(tiny_model, tmp_path):
         recall = np.mean([(pred[labels == c] == c).mean() for c in range(7)])
         assert r["mean_per_class_recall"] == pytest.approx(recall)
         assert r["n_images"] == 21 and r["n_skipped"] == 0 and r["num_classes"] == 7
-        assert r["protocol"]["resolution"] == r["resolution"] and r["protocol"]["input_size"] == 64
+        assert protocol_of(r)["input_size"] == 64  # the resolution is the cell's: evaluation + resolution
+        assert r["cell"] == digest({"evaluation": r["evaluation"], "resolution": r["resolution"]})
         assert r["dataset"] == "seven" and r["dataset_key"] == "imagefolder"
         assert r["identity"]["model"]["weights"] == tiny_model.info.weights_hash
         preds = store.load_predictions(r["cell"])
@@ -212,8 +215,10 @@ def test_report_json_csv_and_plot(tiny_open_clip, image_folder, tmp_path, capsys
         assert float(row["top1"]) == pytest.approx(top1) and int(row["n_images"]) == n
         # the CSV says what the JSON says, column by column
         assert row == {k: "" if v is None else str(v) for k, v in d.items()}
-    png = out / "report" / "accuracy_vs_resolution.png"
-    assert f"plot: {png}" in stdout
+    assert "plot:" not in stdout and not (out / "report").exists()  # a plot only when asked for
+    png = tmp_path / "plots" / "accuracy_vs_resolution.png"
+    code, stdout, _ = run_cli(["--out", str(out), "report", "--plot", str(png)], capsys)
+    assert code == 0 and f"plot: {png}" in stdout
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
     with Image.open(png) as image:

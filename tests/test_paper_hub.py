@@ -14,6 +14,7 @@ from lr0fm.datasets import DatasetError, get_dataset
 from lr0fm.datasets import paper
 from lr0fm.datasets.base import packaged_text
 from lr0fm.datasets.paper import IncompleteDatasetWarning, hub_copy
+from lr0fm.records import split_of
 from lr0fm.report.compare import compare
 from lr0fm.store import ResultsStore
 
@@ -106,7 +107,7 @@ def test_cli_download_records_the_copy_and_compare_flags_it(hub_cache, tmp_path,
     records = ResultsStore(out).records()
     assert sorted(str(r["resolution"]) for r in records) == ["16", "hr"]
     for r in records:
-        assert (r["dataset"], r["dataset_key"], r["split"], r["n_images"]) == ("dtd", "dtd", "test", 6)
+        assert (r["dataset"], r["dataset_key"], split_of(r), r["n_images"]) == ("dtd", "dtd", "test", 6)
         assert r["identity"]["data"]["options"] == {"source": "wds:clip-benchmark/wds_vtab-dtd",
                                                     "hub_split": "test", "matches_paper": None}
     flagged = [d for d in compare(records, [16]).differences if d["kind"] == "hub_copy"]

@@ -11,6 +11,7 @@ from lr0fm.datasets import get_dataset
 from lr0fm.evaluation import EvalConfig, plan
 from lr0fm.models import choose_protocol, create_model
 from lr0fm.protocol import ProtocolError
+from lr0fm.records import protocol_of
 
 from conftest import make_image
 
@@ -91,7 +92,7 @@ def test_cli_protocol_flags_reach_the_records(tiny_open_clip, image_folder, tmp_
     assert main(["--out", str(tmp_path), "eval", *args, "--resize-mode", "squash", "--interpolation", "bilinear"]) == 0
     records = ResultsStore(tmp_path).records()
     assert len(records) == 4 and len({r["evaluation"] for r in records}) == 2
-    modes = {(r["protocol"]["mode"], r["protocol"]["interpolation"], r["protocol"]["source"]) for r in records}
+    modes = {(p["mode"], p["interpolation"], p["source"]) for p in map(protocol_of, records)}
     assert modes == {("shortest", "bicubic", "native"), ("squash", "bilinear", "native+override")}
 
 
@@ -153,6 +154,7 @@ def test_rgb_order_and_hr_via_are_public_protocol_options(tiny_open_clip, image_
     file and the API reach the same cells."""
     from lr0fm import evaluate
     from lr0fm.cli import main
+    from lr0fm.records import protocol_of
     from lr0fm.store import ResultsStore
 
     by_hand = choose_protocol(create_model(tiny_open_clip[0]), resize_mode="squash", rgb_order="last", hr_via=224)
@@ -166,9 +168,9 @@ def test_rgb_order_and_hr_via_are_public_protocol_options(tiny_open_clip, image_
     assert main(["--out", str(tmp_path / "cli"), "eval", *args, "--resize-mode", "squash", "--rgb-order", "last",
                  "--hr-via", "224"]) == 0
     records = ResultsStore(tmp_path / "cli").records()
-    sources = {r["protocol"]["source"] for r in records}
+    sources = {protocol_of(r)["source"] for r in records}
     assert sources == {"paper:OpenCLIP", "native+override"}
-    assert all(r["protocol"]["rgb_last"] and r["protocol"]["mode"] == "squash" for r in records)
+    assert all(protocol_of(r)["rgb_last"] and protocol_of(r)["mode"] == "squash" for r in records)
     config = tmp_path / "sweep.yaml"
     config.write_text(f"models: [{tiny_open_clip[0]}]\ndatasets: [{{key: imagefolder, data_root: {image_folder}}}]\n"
                       "resolutions: [16, hr]\nprotocol: paper:OpenCLIP\nworkers: 0\nprogress: false\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from lr0fm.cli import main
+from lr0fm.records import limit_of
 
 from conftest import make_image
 
@@ -35,7 +37,7 @@ def evaluations(out) -> dict[str, dict]:
     found: dict[str, dict] = {}
     for path in (out / "records").glob("*.json"):
         r = json.loads(path.read_text())
-        found.setdefault(r["evaluation"], {"limit": r["limit"], "top1": {}})["top1"][str(r["resolution"])] = \
+        found.setdefault(r["evaluation"], {"limit": limit_of(r), "top1": {}})["top1"][str(r["resolution"])] = \
             top1_from_predictions(out, r["cell"])
     return found
 
@@ -120,7 +122,18 @@ def test_two_folders_of_one_name_with_other_images_are_two_rows(tiny_open_clip, 
     assert len(evs) == 2  # the second folder was evaluated, not taken for the first
     rows = json.loads(run(["--out", str(out), "report", "--json"], capsys))
     labels = {r["dataset_label"] for r in rows}
-    assert len(labels) == 2 and all(re.fullmatch(rf"{image_folder.name} \[data=[0-9a-f]{{8}}\]", x) for x in labels)
+    # each label names the folder its images were read from, shortened to the part that differs
+    from lr0fm.store import ResultsStore
+    root_of = {r["evaluation"]: r["data_root"] for r in ResultsStore(out).records()}
+    tails = {str(image_folder): f"{image_folder.parent.name}/{image_folder.name}",
+             str(other): f"elsewhere/{image_folder.name}"}
+    assert sorted(root_of.values()) == sorted(tails)
+    for r in rows:
+        root = root_of[r["evaluation"]]
+        shown = r["dataset_label"].removeprefix(f"{image_folder.name} [folder=").removesuffix("]")
+        shown = os.path.expanduser(shown).removeprefix("...")
+        assert root.endswith(shown) and shown.endswith(tails[root]), (r["dataset_label"], root)
+    assert len(labels) == 2
     assert {r["dataset"] for r in rows} == {image_folder.name}
     for label in labels:
         mine = [r for r in rows if r["dataset_label"] == label]

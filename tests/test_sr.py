@@ -12,6 +12,7 @@ from conftest import make_image
 from lr0fm.cli import main
 from lr0fm.errors import InputError
 from lr0fm.protocol import HR, Protocol
+from lr0fm.records import variant_of
 from lr0fm.sr import sr_view_fn
 from lr0fm.store import ResultsStore
 
@@ -140,8 +141,8 @@ def test_cli_eval_with_sr(tiny_open_clip, image_folder, esrgan_file, tmp_path, c
     assert _eval(out, spec, image_folder, "--sr", str(esrgan_file), "-r", "16,32,hr", "--workers", "0") == 0
     records = ResultsStore(out).records()
     assert sorted(str(r["resolution"]) for r in records) == ["16", "32", "hr"]
-    sr_id = records[0]["variant"]["sr"]
-    assert sr_id.startswith("spandrel:ESRGAN:") and all(r["variant"] == {"sr": sr_id} for r in records)
+    sr_id = variant_of(records[0])["sr"]
+    assert sr_id.startswith("spandrel:ESRGAN:") and all(variant_of(r) == {"sr": sr_id} for r in records)
     assert all(r["n_images"] == 12 for r in records)
 
     capsys.readouterr()
@@ -169,5 +170,5 @@ def test_cli_sr_in_workers_and_bicubic_baseline(tiny_open_clip, image_folder, es
     assert _eval(out, spec, image_folder, "-r", "16,hr", "--workers", "0") == 0
     by_variant = {}
     for r in ResultsStore(out).records():
-        by_variant.setdefault(json.dumps(r["variant"], sort_keys=True), {})[str(r["resolution"])] = r["top1"]
+        by_variant.setdefault(json.dumps(variant_of(r), sort_keys=True), {})[str(r["resolution"])] = r["top1"]
     assert by_variant['{"sr": "bicubic"}'] == by_variant["{}"]

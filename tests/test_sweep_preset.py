@@ -134,19 +134,18 @@ def test_stored_records_count_as_done_when_they_match(no_data):
     config = select(load_config(preset_path("lr0fm")), models=["clip-vit-b-32"], datasets="dtd")
     datasets = plan_datasets(config)
 
-    def record(**changes):
-        r = {"model": "clip-vit-b-32", "model_id": "open_clip:ViT-B-32:openai", "dataset": "dtd", "split": "test",
-             "resolution": 16, "protocol": {"source": "paper", "mode": "shortest"}, "limit": None, "amp": "fp32",
-             "variant": {}}
-        return {**r, **changes}
+    from fake_records import fake_record
+
+    def record(resolution=16, **changes):
+        return fake_record("clip-vit-b-32", "dtd", resolution, 0.5, **{"split": "test", "source": "paper", **changes})
 
     class Store:
         root = no_data
 
         def records(self):
-            return [record(), record(resolution="hr"),
-                    record(resolution=32, protocol={"source": "native"}),  # another protocol
-                    record(resolution=64, amp="bf16"), record(resolution=128, limit=10)]
+            return [record(), record("hr"),
+                    record(32, source="native"),  # another protocol
+                    record(64, amp="bf16"), record(128, limit=10)]
 
     from lr0fm.sweep_plan import recorded_cells
     done = recorded_cells(config, datasets, Store())

@@ -356,7 +356,8 @@ def test_cli_train_tokens_then_eval_with_tokens(tiny_open_clip, image_folder, tm
     from lr0fm.store import ResultsStore
     records = ResultsStore(tmp_path / "res").records()
     from lr0fm.tokens import checkpoint_digest
-    assert records and all(r["variant"]["lr_tokens"] == checkpoint_digest(ckpt) for r in records)
+    from lr0fm.records import variant_of
+    assert records and all(variant_of(r)["lr_tokens"] == checkpoint_digest(ckpt) for r in records)
     capsys.readouterr()
     assert main(["train-tokens", "--model", spec, "--data", str(tmp_path / "nope"), "--output", str(run)]) == 2
     assert "no such folder" in capsys.readouterr().err

@@ -26,21 +26,13 @@ if TYPE_CHECKING:  # pragma: no cover
 Resolution = Union[int, str]  # pixels, or "hr" for the model's own input size
 
 
-# The row labels load_results adds to the record columns (lr0fm.records.label_records decides them).
-LABEL_COLUMNS: dict[str, str] = {
-    "model_label": "the model row: model name, plus what differs when one name has several model-side "
-                   "evaluations ('X [amp=bf16]')",
-    "dataset_label": "the dataset row: dataset name, plus what differs when one model row has several "
-                     "evaluations of it ('tuxpaint [limit=40]'); one (model_label, dataset_label) = one evaluation",
-}
-# columns of load_results whose values are whole numbers (nullable: limit is empty for "all images")
-_INT_COLUMNS = ("n_images", "n_skipped", "num_classes", "limit", "input_size")
 
 
 def result_columns() -> tuple[str, ...]:
-    """The columns of ``load_results``, in order: ``lr0fm.records.COLUMNS`` then the row labels."""
-    from .records import COLUMN_NAMES
-    return (*COLUMN_NAMES, *LABEL_COLUMNS)
+    """The columns of ``load_results``, in order: ``lr0fm.records.COLUMNS`` then the row labels
+    (``lr0fm.records.TABLE_COLUMNS``)."""
+    from .records import TABLE_COLUMNS
+    return tuple(c.name for c in TABLE_COLUMNS)
 
 
 # -- models and datasets ---------------------------------------------------------------------
@@ -155,14 +147,14 @@ def load_results(out: str | os.PathLike | Iterable[dict] | None = None) -> pd.Da
     model_label, dataset_label and resolution; damaged record files are skipped with a warning."""
     import pandas as pd
 
-    from .records import flat, label_records, res_key
+    from .records import TABLE_COLUMNS, current, label_records, res_key, table_row
     from .store import ResultsStore
 
-    records = ResultsStore(out).records() if out is None or isinstance(out, (str, os.PathLike)) else list(out)
-    rows = [{**flat(r), **{k: r[k] for k in LABEL_COLUMNS}} for r in label_records(records)]
+    records = ResultsStore(out).records() if out is None or isinstance(out, (str, os.PathLike)) else map(current, out)
+    rows = [table_row(r) for r in label_records(records)]
     rows.sort(key=lambda row: (row["model_label"], row["dataset_label"], res_key(row["resolution"])))
     frame = pd.DataFrame(rows, columns=list(result_columns()))
-    return frame.astype({c: "Int64" for c in _INT_COLUMNS})
+    return frame.astype({c.name: "Int64" for c in TABLE_COLUMNS if c.integer})
 
 
 # -- metrics ---------------------------------------------------------------------------------
@@ -245,15 +237,15 @@ def _robustness(frame: pd.DataFrame, weights: Mapping[str, float] | None, defaul
     """SAR/WAR rows as ``lr0fm report`` makes them: one evaluation per (model label, dataset)."""
     from .catalog import class_counts, war_weights
     from .errors import InputError
-    from .metrics import robustness_table
+    from .metrics import accuracy_row, robustness_table
     from .records import primary_per_dataset
 
     evals = _evaluations(frame)
     kept, notes = primary_per_dataset(evals)
     for note in notes:
         warnings.warn(note, stacklevel=3)
-    rows = [{"model": e["model_label"], "dataset": e["dataset"], "resolution": r, "top1": acc,
-             "num_classes": e["num_classes"]} for e in kept for r, acc in e["top1"].items()]
+    rows = [accuracy_row(e["model_label"], e["dataset"], r, acc, e["num_classes"])
+            for e in kept for r, acc in e["top1"].items()]
     try:
         return robustness_table(rows, war_weights() if weights is None else weights, class_counts(), default_weight)
     except KeyError as e:
@@ -265,17 +257,18 @@ def gamma(acc: float, acc_hr: float) -> float: ...
 @overload
 def gamma(acc: pd.DataFrame, acc_hr: None = None) -> pd.Series: ...
 def gamma(acc, acc_hr=None):
-    """Relative robustness γ = A(r) / A(HR) (NaN when A(HR) is 0).
+    """Relative robustness γ = A(r) / A(HR).
 
-    ``gamma(0.44, 0.67)``: of two accuracies. ``gamma(frame)``: of a ``load_results`` frame, a
-    Series indexed by (model_label, dataset_label, resolution), each dividing numbers of one
-    evaluation (its LR rows by its own HR row)."""
+    ``gamma(0.44, 0.67)``: of two accuracies; ValueError when A(HR) is 0 (γ is undefined).
+    ``gamma(frame)``: of a ``load_results`` frame, a Series indexed by (model_label,
+    dataset_label, resolution), each dividing numbers of one evaluation (its LR rows by its own
+    HR row); NaN where that HR accuracy is 0, as in ``lr0fm report``."""
     from . import metrics
 
     if _is_frame(acc):
         _no_second(acc_hr, "gamma")
         return _per_dataset(acc, "gamma", lambda e, a, hr: metrics.gamma(a, hr))
-    return metrics.gamma(float(acc), float(_needed(acc_hr, "acc_hr", "gamma")))
+    return metrics.gamma(float(acc), _hr_accuracy(acc_hr, "gamma"))
 
 
 @overload
@@ -286,15 +279,15 @@ def Gamma(acc, acc_hr=None, num_classes=None, alpha=ALPHA):
     """Improved relative robustness Γ = γ · (1 − exp(−α·ε²)), ε = A(HR) − 1/C: γ pulled to 0
     when the HR accuracy itself is near chance.
 
-    ``Gamma(0.44, 0.67, num_classes=11)``, or ``Gamma(frame)`` like ``gamma(frame)`` (C from the
-    frame's num_classes column)."""
+    ``Gamma(0.44, 0.67, num_classes=11)`` (ValueError when A(HR) is 0), or ``Gamma(frame)`` like
+    ``gamma(frame)`` (C from the frame's num_classes column)."""
     from . import metrics
 
     if _is_frame(acc):
         _no_second(acc_hr, "Gamma")
         _no_second(num_classes, "Gamma")
         return _per_dataset(acc, "Gamma", lambda e, a, hr: metrics.improved_gamma(a, hr, _num_classes(e), alpha))
-    return metrics.improved_gamma(float(acc), float(_needed(acc_hr, "acc_hr", "Gamma")),
+    return metrics.improved_gamma(float(acc), _hr_accuracy(acc_hr, "Gamma"),
                                   int(_needed(num_classes, "num_classes", "Gamma")), alpha)
 
 
@@ -312,7 +305,7 @@ def sar(gammas):
     from . import metrics
 
     if _is_frame(gammas):
-        return _series({(x.model, x.resolution): x.SAR for x in _robustness(gammas, None, 1.0)},
+        return _series({(x.model, x.resolution): x.scores["SAR"] for x in _robustness(gammas, None, 1.0)},
                        ("model_label", "resolution"), "SAR")
     values = gammas if isinstance(gammas, Mapping) else dict(enumerate(gammas))
     return metrics.sar(values)
@@ -334,7 +327,7 @@ def war(Gammas, weights=None, default_weight=1.0):
     from .catalog import war_weights
 
     if _is_frame(Gammas):
-        return _series({(x.model, x.resolution): x.WAR for x in _robustness(Gammas, weights, default_weight)},
+        return _series({(x.model, x.resolution): x.scores["WAR"] for x in _robustness(Gammas, weights, default_weight)},
                        ("model_label", "resolution"), "WAR")
     return metrics.war(Gammas, war_weights() if weights is None else weights, default_weight)
 
@@ -343,6 +336,15 @@ def _needed(value, name: str, fn: str):
     if value is None:
         raise TypeError(f"{fn}() of accuracies needs {name} (or give one results DataFrame)")
     return value
+
+
+def _hr_accuracy(value, fn: str) -> float:
+    """The HR accuracy a ratio divides by: a number above 0 (γ and Γ are undefined at 0)."""
+    hr = float(_needed(value, "acc_hr", fn))
+    if not hr > 0:
+        raise ValueError(f"{fn}() is undefined when the HR accuracy is {value!r}: it divides by A(HR), which must be "
+                         "above 0 (a model at 0% on HR has no robustness to measure)")
+    return hr
 
 
 def _no_second(value, fn: str) -> None:

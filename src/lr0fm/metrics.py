@@ -9,6 +9,8 @@ authors' MetaData/generate_SAR_WAR.py):
     SAR(r) = mean_d gamma_d(r)                                     simple aggregated robustness
     WAR(r) = sum_d w_d * Gamma_d(r) / sum_d w_d                    weighted aggregated robustness
 
+The aggregates (SAR, WAR) are declared once, in ``AGGREGATES``; a new one is an entry there.
+
 Always per resolution; never averaged across resolutions. Edge cases, as defined here:
 gamma exceeds 1 when LR beats HR (kept, not clipped); gamma and Gamma are NaN (undefined) when
 A(HR) is 0 or NaN, and a NaN makes that resolution's SAR/WAR NaN (ranked last) rather than being
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 ALPHA = 200.0
 
@@ -51,29 +53,63 @@ def war(Gammas: Mapping[str, float], weights: Mapping[str, float], default_weigh
     return sum(ws[d] * g for d, g in Gammas.items()) / total if total > 0 else float("nan")
 
 
+@dataclass(frozen=True)
+class Aggregate:
+    """A robustness score over datasets at one resolution: ``combine`` of the per-dataset
+    ``of`` values ("gamma" or "Gamma"), WAR weights and the default weight. Reports, compare,
+    analysis, the API and the CLI's --rank-by iterate ``AGGREGATES``."""
+
+    name: str
+    doc: str
+    of: str
+    combine: Callable[[Mapping[str, float], Mapping[str, float], float], float]
+
+
+AGGREGATES: tuple[Aggregate, ...] = (
+    Aggregate("SAR", "simple aggregated robustness: mean gamma over datasets", "gamma",
+              lambda values, weights, default_weight: sar(values)),
+    Aggregate("WAR", "weighted aggregated robustness: weighted mean Gamma over datasets", "Gamma", war),
+)
+AGGREGATE_NAMES = tuple(a.name for a in AGGREGATES)
+RANK_BY = "WAR"  # the default ranking score
+
+
 @dataclass
 class Robustness:
-    """Robustness of one model at one resolution over a set of datasets."""
+    """Robustness of one model at one resolution over a set of datasets: per dataset gamma,
+    Gamma and the LR accuracy, and ``scores`` (each of ``AGGREGATES``, also readable as
+    ``x.SAR``, ``x.WAR``)."""
 
     model: str
     resolution: int
-    SAR: float
-    WAR: float
+    scores: dict[str, float] = field(default_factory=dict)
     gamma: dict[str, float] = field(default_factory=dict)
     Gamma: dict[str, float] = field(default_factory=dict)
     accuracy: dict[str, float] = field(default_factory=dict)
 
+    def __getattr__(self, name: str) -> float:
+        scores = self.__dict__.get("scores") or {}
+        if name in scores:
+            return scores[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute or score {name!r}")
+
     def as_dict(self) -> dict:
-        return {"model": self.model, "resolution": self.resolution, "SAR": self.SAR, "WAR": self.WAR,
+        return {"model": self.model, "resolution": self.resolution, **self.scores,
                 "gamma": dict(self.gamma), "Gamma": dict(self.Gamma)}
+
+
+def accuracy_row(model: str, dataset: str, resolution, top1: float | None, num_classes: int | None = None) -> dict:
+    """One row of ``robustness_table``: a model's top-1 (fraction) on a dataset at a resolution."""
+    return {"model": model, "dataset": dataset, "resolution": resolution, "top1": top1, "num_classes": num_classes}
 
 
 def robustness_table(rows: Iterable[Mapping], weights: Mapping[str, float], class_counts: Mapping[str, int],
                      default_weight: float = 1.0, alpha: float = ALPHA) -> list[Robustness]:
     """rows: dicts with model, dataset, resolution (int or 'hr'), top1 (fraction), and optionally
-    num_classes. Returns one Robustness per (model, LR resolution), sorted by model then resolution.
+    num_classes (``accuracy_row``). Returns one Robustness per (model, LR resolution), sorted by
+    model then resolution.
 
-    A dataset enters a model's SAR/WAR at resolution r only if both A(r) and A(HR) exist.
+    A dataset enters a model's scores at resolution r only if both A(r) and A(HR) exist.
     """
     acc: dict[str, dict[str, dict]] = {}
     ncls: dict[str, int] = dict(class_counts)
@@ -99,16 +135,10 @@ def robustness_table(rows: Iterable[Mapping], weights: Mapping[str, float], clas
                 G[dataset] = improved_gamma(by_res[r], by_res["hr"], ncls[dataset], alpha)
                 a[dataset] = by_res[r]
             if g:
-                out.append(Robustness(model, r, sar(g), war(G, weights, default_weight), g, G, a))
+                per = {"gamma": g, "Gamma": G}
+                scores = {x.name: x.combine(per[x.of], weights, default_weight) for x in AGGREGATES}
+                out.append(Robustness(model, r, scores, g, G, a))
     return sorted(out, key=lambda x: (x.model, x.resolution))
-
-
-def rank(results: list[Robustness], key: str = "WAR") -> dict[int, list[Robustness]]:
-    """Per resolution, models sorted by SAR or WAR (best first; NaN, i.e. undefined, last)."""
-    by_res: dict[int, list[Robustness]] = {}
-    for r in results:
-        by_res.setdefault(r.resolution, []).append(r)
-    return {res: sorted(v, key=lambda x: rank_key(getattr(x, key))) for res, v in sorted(by_res.items())}
 
 
 def rank_key(score: float) -> tuple[bool, float]:
@@ -116,15 +146,18 @@ def rank_key(score: float) -> tuple[bool, float]:
     return (math.isnan(score), -score)
 
 
-def top1_from_predictions(top1_correct: Iterable[bool]) -> float:
-    vals = list(top1_correct)
-    return sum(vals) / len(vals) if vals else float("nan")
+def ranked(rows: Iterable[Robustness], by: str = RANK_BY) -> list[Robustness]:
+    """``rows`` best first by the score ``by`` (NaN, i.e. undefined, last; ties keep their order)."""
+    return sorted(rows, key=lambda x: rank_key(x.scores[by]))
+
+
+CELL_METRICS = ("top1", "top5", "mean_per_class_recall")  # the keys of cell_metrics, in order
 
 
 def cell_metrics(topk, labels, num_classes: int) -> dict[str, float]:
-    """Every per-cell metric of one resolution, from its scored images: ``topk`` [n, k] predicted
-    class indices (best first) and ``labels`` [n]. A new per-cell metric is one entry here and
-    one ``Column`` in lr0fm.records."""
+    """Every per-cell metric of one resolution (``CELL_METRICS``), from its scored images:
+    ``topk`` [n, k] predicted class indices (best first) and ``labels`` [n]. A new per-cell
+    metric is one entry here and in CELL_METRICS, and one ``Column`` in lr0fm.records."""
     correct1 = topk[:, 0] == labels
     return {"top1": float(correct1.mean()), "top5": float((topk == labels[:, None]).any(axis=1).mean()),
             "mean_per_class_recall": mean_per_class_recall(labels, topk[:, 0], num_classes)}

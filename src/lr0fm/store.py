@@ -28,7 +28,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .errors import InputError, PassBusy
-from .records import COLUMN_NAMES, flat, label_records, problem, res_key
+from .records import TABLE_COLUMNS, current, label_records, problem, res_key, table_row
 
 log = logging.getLogger("lr0fm")
 
@@ -40,9 +40,10 @@ def results_dir(out: str | os.PathLike | None = None) -> Path:
     return Path(out or os.environ.get(RESULTS_ENV) or DEFAULT_RESULTS_DIR)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, instead: str = "another --out") -> None:
     """Write via a temp file and rename: a reader sees the old file or the new one, and a failed
-    write (full or read-only disk) leaves neither a temp file nor half a file behind."""
+    write (full or read-only disk) leaves neither a temp file nor half a file behind, only one
+    line (InputError) that suggests ``instead``."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,7 +55,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except OSError as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise InputError(f"cannot write {path}: {e.strerror or e}; free space or choose another --out") from None
+        raise InputError(f"cannot write {path}: {e.strerror or e}; free space or choose {instead}") from None
 
 
 def npz_bytes(**arrays) -> bytes:
@@ -89,10 +90,12 @@ class ResultsStore:
         return self.root / "cache" / "classifiers"
 
     # -- records ----------------------------------------------------------------------------
-    def _warn(self, path: Path, why: str) -> None:
+    def _warn(self, path: Path, why: str, reported: bool = False) -> None:
+        """One warning per file; ``reported``: its cell's numbers are still shown (a report)."""
         if path not in self._warned:
             self._warned.add(path)
-            log.warning("warning: ignoring %s (%s); 'lr0fm eval' recomputes its cell", path, why)
+            log.warning("warning: %s %s (%s); 'lr0fm eval' recomputes its cell", "reporting the record of" if reported
+                        else "ignoring", path, why)
 
     def _read(self, path: Path) -> dict | None:
         """The record in ``path``, or None (with one warning) when it is damaged or foreign."""
@@ -109,7 +112,7 @@ class ResultsStore:
         if why is not None:
             self._warn(path, why)
             return None
-        return record
+        return current(record)
 
     def get(self, cell: str) -> dict | None:
         return self._read(self.record_path(cell))
@@ -118,18 +121,22 @@ class ResultsStore:
         """The cell has a valid record and the predictions file it names (same digest). ``warn=False``
         for a caller whose own error line says it (one line, not a warning and an error)."""
         record = self.get(cell)
-        if record is None:
-            return False
-        path = self.predictions_path(cell)
+        return record is not None and self._predictions_match(record, warn)
+
+    def _predictions_match(self, record: dict, warn: bool, reported: bool = False) -> bool:
+        path = self.predictions_path(record["cell"])
         try:
             ok = hashlib.sha256(path.read_bytes()).hexdigest() == record["predictions_sha256"]
         except OSError:
             ok = False
         if not ok and warn:
-            self._warn(path, "predictions file missing or changed")
+            self._warn(path, "predictions file missing or changed", reported)
         return ok
 
-    has = complete
+    def warn_incomplete(self, records: Iterable[dict]) -> list[dict]:
+        """Warn once per record whose predictions file is missing or changed, as ``eval`` does
+        (a report still shows its numbers); returns those records."""
+        return [r for r in records if not self._predictions_match(r, warn=True, reported=True)]
 
     def put(self, record: dict, predictions: dict) -> None:
         """Predictions first, record last (naming their digest): a record means the cell is complete."""
@@ -210,13 +217,12 @@ class ResultsStore:
 
     # -- export -----------------------------------------------------------------------------
     def export_csv(self, path: str | os.PathLike, records: Iterable[dict] | None = None) -> Path:
-        """The tidy columns (records.COLUMNS) of ``records`` (default: all), with their row labels."""
+        """The tidy columns of ``records`` (default: all) with their row labels (records.TABLE_COLUMNS)."""
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=[*COLUMN_NAMES, "model_label", "dataset_label"])
+        writer = csv.DictWriter(buf, fieldnames=[c.name for c in TABLE_COLUMNS])
         writer.writeheader()
-        writer.writerows({**flat(r), "model_label": r["model_label"], "dataset_label": r["dataset_label"]}
-                         for r in label_records(self.records() if records is None else records))
-        atomic_write_bytes(Path(path), buf.getvalue().encode())
+        writer.writerows(table_row(r) for r in label_records(self.records() if records is None else records))
+        atomic_write_bytes(Path(path), buf.getvalue().encode(), instead="another --csv file")
         return Path(path)
 
 

@@ -216,15 +216,17 @@ def recorded_cells(config, datasets: list[DatasetPlan], store) -> set[tuple] | N
     limit, amp = config.options.get("limit"), config.options.get("amp") or "fp32"
     models = set(config.models)
     found = set()
+    from .records import amp_of, limit_of, protocol_of, split_of, variant_of
+
     for r in store.records():
-        p = r.get("protocol") or {}
+        p = protocol_of(r)
         source = str(p.get("source", ""))
         if ((r.get("model") in models or r.get("model_id") in models) and r.get("dataset") in splits
-                and splits[r["dataset"]] in (None, r.get("split")) and r.get("resolution") in config.resolutions
+                and splits[r["dataset"]] in (None, split_of(r)) and r.get("resolution") in config.resolutions
                 and source.startswith("paper") == paper and ("+override" in source) == bool(overrides)
                 and all(p.get(k) == v for k, v in overrides.items())
-                and r.get("limit") == limit and r.get("amp") == amp
-                and not {"lr_tokens", "sr"} & set(r.get("variant") or {})):
+                and limit_of(r) == limit and amp_of(r) == amp
+                and not {"lr_tokens", "sr"} & set(variant_of(r))):
             model = r["model"] if r.get("model") in models else r["model_id"]
             found.add((model, r["dataset"], r["resolution"]))
     return found

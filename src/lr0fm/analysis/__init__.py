@@ -13,6 +13,7 @@ import json
 import re
 from pathlib import Path
 
+from ..plotting import figure_png, pyplot
 from ..store import ResultsStore, atomic_write_bytes
 
 
@@ -45,17 +46,10 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def pyplot():
-    """matplotlib's pyplot on the Agg backend (no display needed)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def save_figure(fig, path: Path, dpi: int = 110) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    pyplot().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    """``fig`` laid out and written to ``path`` as PNG (lr0fm.plotting.figure_png), then closed."""
+    atomic_write_bytes(path, figure_png(fig, dpi=dpi))
     return path
+
+
+__all__ = ["analysis_dir", "pyplot", "save_figure", "slug", "write_csv", "write_json"]

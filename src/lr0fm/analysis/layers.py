@@ -115,7 +115,6 @@ class LayerSimilarity:
         axes[0].legend(fontsize=8, title="LR view")
         fig.suptitle(f"{self.model} on {self.dataset}" + (f" [{_variant_text(self.variant)}]" if self.variant else ""),
                      fontsize=10)
-        fig.tight_layout()
         return save_figure(fig, path)
 
     def save(self, directory: Path) -> dict[str, Path]:

@@ -15,11 +15,12 @@ from typing import Sequence
 
 from ..catalog import model_catalog
 from ..errors import InputError
-from ..metrics import Robustness
+from ..metrics import AGGREGATE_NAMES, RANK_BY, Robustness
+from ..records import amp_of, protocol_of, variant_of
 from . import pyplot, save_figure, write_csv, write_json
 
 SOURCES = ("user", "paper", "both")
-METRICS = ("SAR", "WAR")
+METRICS = AGGREGATE_NAMES
 # property -> (axis label, log-scale axis)
 PROPERTIES: dict[str, tuple[str, bool]] = {
     "params_m": ("parameters, vision + text (M)", True),
@@ -96,7 +97,7 @@ class ModelRobustness:
         lines += self.notes
         return "\n".join(lines).rstrip()
 
-    def plot(self, path: Path, metric: str = "WAR") -> Path:
+    def plot(self, path: Path, metric: str = RANK_BY) -> Path:
         plt = pyplot()
         resolutions = sorted({p["resolution"] for p in self.points})
         fig, axes = plt.subplots(len(PROPERTIES), len(resolutions),
@@ -127,10 +128,9 @@ class ModelRobustness:
         if handles:
             fig.legend(handles, labels, loc="upper right", fontsize=8)
         fig.suptitle(f"{metric} vs model properties", fontsize=10)
-        fig.tight_layout()
         return save_figure(fig, path)
 
-    def save(self, directory: Path, metric: str = "WAR", stem: str = "models") -> dict[str, Path]:
+    def save(self, directory: Path, metric: str = RANK_BY, stem: str = "models") -> dict[str, Path]:
         directory = Path(directory)
         return {"json": write_json(directory / f"{stem}.json", asdict(self)),
                 "csv": write_csv(directory / f"{stem}_correlations.csv", [asdict(c) for c in self.correlations]),
@@ -160,7 +160,7 @@ def _points(source: str, rob: Sequence[Robustness], skipped: list[str], names: d
                 skipped.append(x.model)
             continue
         out.append({"source": source, "model": x.model, "catalog_name": name, "resolution": x.resolution,
-                    "SAR": x.SAR, "WAR": x.WAR, "n_datasets": len(x.gamma), **props})
+                    **x.scores, "n_datasets": len(x.gamma), **props})
     return out
 
 
@@ -170,9 +170,9 @@ def _one_label_per_model(records: Sequence[dict], notes: list[str]) -> dict[str,
     catalog's resize mode and input size. What is left out is said in ``notes``."""
     catalog = model_catalog()
     by_model: dict[str, dict[str, dict]] = {}
-    variants = sorted({r["model_label"] for r in records if r.get("variant")})
+    variants = sorted({r["model_label"] for r in records if variant_of(r)})
     for r in records:
-        if not r.get("variant"):
+        if not variant_of(r):
             by_model.setdefault(r["model"], {}).setdefault(r["model_label"], r)
     if variants:
         notes.append(f"variants left out (interventions, not model properties): {', '.join(variants)}")
@@ -181,9 +181,9 @@ def _one_label_per_model(records: Sequence[dict], notes: list[str]) -> dict[str,
         entry = catalog.get(model) or {}
 
         def fit(label: str) -> tuple:
-            ident = labels[label]["identity"]
-            protocol = ident.get("protocol") or {}
-            return ((ident.get("numerics") or {}).get("amp") != "fp32", protocol.get("mode") != entry.get("resize_mode"),
+            record = labels[label]
+            protocol = protocol_of(record)
+            return (amp_of(record) != "fp32", protocol.get("mode") != entry.get("resize_mode"),
                     protocol.get("input_size") != entry.get("native_resolution"), label)
         best = min(labels, key=fit)
         chosen[best] = model

@@ -19,7 +19,7 @@ from ..datasets.base import LabeledImages
 from ..errors import InputError
 from ..identity import data_part, text_digest
 from ..protocol import HR, Protocol
-from ..records import label_records, primary_per_dataset, select
+from ..records import label_records, primary_per_dataset, protocol_of, select, variant_of
 from ..store import ResultsStore
 from . import pyplot, save_figure, slug, write_csv, write_json
 from .wordnet import class_synsets, load_wordnet, wup
@@ -154,7 +154,7 @@ def matching_records(store: ResultsStore, model: str, data: LabeledImages, varia
     same_data = _data_matcher(data)
     candidates = [r for r in select(label_records(store.records()), where)
                   if model in (r["model"], r.get("model_id")) and r.get("dataset_key") == spec.key
-                  and (r.get("variant") or {}) == variant and same_data(r)]
+                  and variant_of(r) == variant and same_data(r)]
     evaluations: dict[str, dict] = {}
     for r in candidates:
         evaluations.setdefault(r["evaluation"], {})[r["resolution"]] = r
@@ -199,7 +199,7 @@ def _data_matcher(data: LabeledImages):
 
 
 def protocol_from(p: dict) -> Protocol:
-    """The Protocol a record describes (``record['protocol']``)."""
+    """The Protocol a record describes (``lr0fm.records.protocol_of``)."""
     return Protocol(**{k: tuple(p[k]) if isinstance(p[k], list) else p[k] for k in PROTOCOL_FIELDS},
                     resolutions=(HR,))
 
@@ -233,7 +233,7 @@ def semantic_errors(store: ResultsStore, model: str, data: LabeledImages, thresh
                           num_classes=len(classnames),
                           unmapped_classes=[c for c, s in zip(classnames, synsets) if s is None],
                           summaries=summaries, examples=examples, variant=dict(variant or {}),
-                          protocol=records[HR]["protocol"], evaluation=records[HR]["evaluation"], notes=notes)
+                          protocol=protocol_of(records[HR]), evaluation=records[HR]["evaluation"], notes=notes)
 
 
 def plot_gallery(examples: Sequence[Example], data: LabeledImages, protocol: Protocol, path: Path,
@@ -255,5 +255,4 @@ def plot_gallery(examples: Sequence[Example], data: LabeledImages, protocol: Pro
             ax.set_title(f"{r} px  WuP {_f(e.wup)}\ntrue: {e.true[:22]}\nLR: {e.predicted[:22]}", fontsize=7)
     if title:
         fig.suptitle(textwrap.fill(title, int(width * 11)), fontsize=8)  # model specs can be long paths
-    fig.tight_layout()
     return save_figure(fig, path)

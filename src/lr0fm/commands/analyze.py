@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..metrics import AGGREGATE_NAMES, RANK_BY
 from ..protocol import HR
 from . import DEFAULT_MODEL, add_command
 
@@ -42,7 +43,7 @@ def add_commands(subparsers) -> None:
     q = add_command(sub, "models", help="Spearman correlation of SAR/WAR with model size, GFLOPs, data, resolution")
     q.add_argument("--source", choices=["user", "paper", "both"], default="both",
                    help="your stored results, the paper's published ones, or both (default: %(default)s)")
-    q.add_argument("--metric", choices=["WAR", "SAR"], default="WAR", help="what the scatter plots show")
+    q.add_argument("--metric", choices=AGGREGATE_NAMES, default=RANK_BY, help="what the scatter plots show")
     q.set_defaults(func=cmd_models)
 
 

@@ -5,6 +5,7 @@ import argparse
 import json
 
 from ..errors import InputError
+from ..metrics import AGGREGATE_NAMES, RANK_BY
 from ..records import parse_where, select
 from ..report import labelled
 from ..report.compare import (join_names, compare, format_comparison, format_own_variants,
@@ -49,13 +50,11 @@ def cmd_compare(args) -> int:
 
 
 def add_commands(subparsers) -> None:
-
-
     p = add_command(subparsers, "compare", help="rank your evaluated models among the paper's 66 backbones")
     p.add_argument("--model", default=None, help="your model(s), comma-separated (name, or name+variant label)")
     p.add_argument("--resolutions", "-r", default=",".join(map(str, PAPER_RESOLUTIONS)),
                    help="LR sizes in px to compare (the paper has %(default)s)")
-    p.add_argument("--rank-by", choices=["WAR", "SAR"], default="WAR")
+    p.add_argument("--rank-by", choices=AGGREGATE_NAMES, default=RANK_BY)
     p.add_argument("--json", action="store_true", help="print the comparison (all rows, differences) as JSON")
     p.add_argument("--datasets-only-common", action=argparse.BooleanOptionalAction, default=True,
                    help="score everyone on the datasets all compared models and the paper share (default); "

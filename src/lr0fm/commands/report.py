@@ -1,6 +1,7 @@
 """lr0fm report and lr0fm metrics: stored results and accuracy tables as gamma, Gamma, SAR, WAR."""
 from __future__ import annotations
 
+from ..metrics import AGGREGATE_NAMES, RANK_BY
 from . import add_command, csv_list
 
 
@@ -21,6 +22,7 @@ def cmd_report(args) -> int:
         records = [r for r in records if r["model"] in wanted or model_name(r) in wanted]
     if args.dataset:
         records = [r for r in records if r["dataset"] in csv_list(args.dataset)]
+    store.warn_incomplete(records)
     if args.html:
         from ..report.html import write_html
         print(f"html: {write_html(records, args.html, store=store)}")
@@ -28,12 +30,13 @@ def cmd_report(args) -> int:
     if args.json:
         print(json_records(records))
         return 0
-    print(text_report(records))
-    if records:
-        if args.csv:
-            print(f"csv: {store.export_csv(args.csv, records)}")
-        plot = args.plot or store.root / "report" / "accuracy_vs_resolution.png"
-        print(f"plot: {plot_accuracy(records, plot)}")
+    text = text_report(records)
+    written = []  # files first, then the report: a file that cannot be written stops before any output
+    if records and args.csv:
+        written.append(f"csv: {store.export_csv(args.csv, records)}")
+    if records and args.plot:
+        written.append(f"plot: {plot_accuracy(records, args.plot)}")
+    print("\n".join([text, *written]))
     return 0
 
 
@@ -57,15 +60,15 @@ def cmd_metrics(args) -> int:
 
 
 def add_commands(sub) -> None:
-    p = add_command(sub, "report", help="print stored results with gamma, Gamma, SAR, WAR; plot; export")
+    p = add_command(sub, "report", help="print stored results with gamma, Gamma, SAR, WAR; export, plot")
     p.add_argument("--model", default=None,
                    help="only these models, comma-separated: a name (all its variants) or NAME+variant as printed")
     p.add_argument("--dataset", default=None, help="only these datasets, comma-separated")
     p.add_argument("--json", action="store_true", help="print the records as a JSON list")
-    p.add_argument("--csv", default=None, help="also export a tidy CSV here")
-    p.add_argument("--plot", default=None, help="accuracy-vs-resolution PNG (default: OUT/report/...)")
+    p.add_argument("--csv", default=None, metavar="PATH", help="also export a tidy CSV here")
+    p.add_argument("--plot", default=None, metavar="PATH", help="also draw accuracy vs resolution into this PNG")
     p.add_argument("--paper", action="store_true", help="the paper's published SAR/WAR leaderboard per resolution")
-    p.add_argument("--rank-by", choices=["WAR", "SAR"], default="WAR")
+    p.add_argument("--rank-by", choices=AGGREGATE_NAMES, default=RANK_BY)
     p.add_argument("--html", default=None, metavar="DIR", help="write a self-contained HTML report into DIR")
     p.add_argument("--where", action="append", metavar="COLUMN=VALUE",
                    help="keep records whose column has this value, e.g. limit=none, amp=bf16, evaluation=1a2b "
@@ -76,6 +79,6 @@ def add_commands(sub) -> None:
     p.add_argument("--accuracies", required=True, help="CSV: model,dataset,resolution,top1[,num_classes]")
     p.add_argument("--percent", action="store_true", help="top1 is in percent")
     p.add_argument("--weights", default=None, help="JSON object dataset -> WAR weight (overrides the published ones)")
-    p.add_argument("--rank-by", choices=["WAR", "SAR"], default="WAR")
+    p.add_argument("--rank-by", choices=AGGREGATE_NAMES, default=RANK_BY)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_metrics)

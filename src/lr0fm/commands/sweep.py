@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import argparse
 
-from .. import distributed as dist
 from ..errors import InputError
-from ..runner import cell_status, run_groups
-from ..sweep import expand, load_config
 from . import add_command
 
 
 def cmd_sweep(args) -> int:
     import sys
 
+    from .. import distributed as dist  # torch: imported when a sweep runs, not for other commands
+    from ..runner import cell_status, run_groups
+    from ..sweep import expand, load_config
     from ..report import text_report
     from ..store import ResultsStore
     from ..sweep_plan import preset_names, preset_path, print_plan, runnable, select

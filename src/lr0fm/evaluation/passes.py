@@ -212,11 +212,10 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
             continue
         if dist.is_main() or not sharded:
             for j, r in enumerate(share.pending):
-                record = make_record(share.job.model, data, share.protocol, r, share.job.cfg, share.topk[j],
-                                     share.valid, labels, ids, share.ev, share.cells[r])
-                record["run"] = {**run, "resolutions_in_pass": list(share.pending),
-                                 "views": "pil" if groups[share.group]["fn"] or not groups[share.group]["device"]
-                                 else "device"}
+                record = make_record(share.job.model, data, r, share.topk[j], share.valid, labels, ids, share.ev,
+                                     run={**run, "resolutions_in_pass": list(share.pending),
+                                          "views": "pil" if groups[share.group]["fn"] or not groups[share.group]["device"]
+                                          else "device"})
                 store.put(record, {"topk": share.topk[j], "labels": labels, "valid": share.valid, "ids": ids})
     if sharded:
         dist.barrier()  # the records are on disk before any rank reads them

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..catalog import class_counts, war_weights
-from ..metrics import Robustness, gamma, improved_gamma, robustness_table
-from ..records import flat, label_records, model_name, primary_per_dataset, res_key
+from ..metrics import AGGREGATES, RANK_BY, Robustness, gamma, improved_gamma, ranked, robustness_table
+from ..records import (label_records, model_name, primary_per_dataset, protocol_of, res_key, robustness_rows,
+                       table_row)
+
 
 def model_label(record: dict) -> str:
     """The row label of a record (``records.label_records`` decides it; this reads it back)."""
@@ -31,8 +33,7 @@ def accuracy_rows(records: Iterable[dict]) -> list[dict]:
     """Rows for the robustness metrics: one evaluation per (model label, dataset), so gamma and
     Gamma divide numbers of one evaluation only."""
     kept, _ = primary_per_dataset(labelled(records))
-    return [{"model": r["model_label"], "dataset": r["dataset"], "resolution": r["resolution"], "top1": r["top1"],
-             "num_classes": r.get("num_classes")} for r in kept]
+    return robustness_rows(kept)
 
 
 def robustness(records: Sequence[dict], weights: dict | None = None) -> list[Robustness]:
@@ -40,9 +41,8 @@ def robustness(records: Sequence[dict], weights: dict | None = None) -> list[Rob
 
 
 def json_records(records: Iterable[dict]) -> str:
-    """The tidy columns (lr0fm.records.COLUMNS) of every record, with its row labels."""
-    return json.dumps([{**flat(r), "model_label": r["model_label"], "dataset_label": r["dataset_label"]}
-                       for r in labelled(records)], indent=1, default=str)
+    """The tidy columns of every record with its row labels (lr0fm.records.TABLE_COLUMNS)."""
+    return json.dumps([table_row(r) for r in labelled(records)], indent=1, default=str)
 
 
 def _fmt(x: float, pct: bool = True) -> str:
@@ -52,8 +52,8 @@ def _fmt(x: float, pct: bool = True) -> str:
 
 
 def text_report(records: Sequence[dict]) -> str:
-    """Per model label: per-dataset top-1 (%) at each resolution with gamma / Gamma; SAR and WAR per
-    LR resolution. A row is one evaluation; several evaluations of one dataset are separate rows
+    """Per model label: per-dataset top-1 (%) at each resolution with gamma / Gamma; the aggregates
+    (SAR, WAR: lr0fm.metrics.AGGREGATES) per LR resolution. A row is one evaluation; several evaluations of one dataset are separate rows
     labelled by what differs."""
     if not records:
         return "no results yet: run 'lr0fm eval' first"
@@ -88,8 +88,8 @@ def text_report(records: Sequence[dict]) -> str:
                         n = hr.get("num_classes") or counts.get(hr["dataset"])
                         vals.append(improved_gamma(lo["top1"], hr["top1"], n) if n else None)
                 lines.append(f"{d:<{width}}" + "".join(f"{_fmt(v, False) if v is not None else '-':>8}" for v in vals))
-        for name in ("SAR", "WAR"):
-            vals = [getattr(rob[(model, r)], name) if (model, r) in rob else None for r in lr]
+        for name in (a.name for a in AGGREGATES):
+            vals = [rob[(model, r)].scores[name] if (model, r) in rob else None for r in lr]
             lines.append(f"{name:<{width}}" + "".join(f"{_fmt(v, False) if v is not None else '-':>8}" for v in vals))
         lines += [f"({note.split(': ', 1)[1]})" for note in notes if note.startswith(model + ": ")]
         skipped = sum(r.get("n_skipped", 0) for r in recs if r["resolution"] == resolutions[0])
@@ -103,23 +103,40 @@ def robustness_json(rob: Sequence[Robustness]) -> str:
     return json.dumps([x.as_dict() for x in rob], indent=1)
 
 
-def ranked_table(rob: Sequence[Robustness], key: str = "WAR") -> str:
+def ranked_table(rob: Sequence[Robustness], key: str = RANK_BY) -> str:
     lines = []
+    names = [a.name for a in AGGREGATES]
     for res in sorted({x.resolution for x in rob}):
-        rows = sorted((x for x in rob if x.resolution == res), key=lambda x: -getattr(x, key))
-        lines += [f"== {res} px (ranked by {key})", f"{'rank':>4}  {'model':<40}{'SAR':>8}{'WAR':>8}{'datasets':>10}"]
+        rows = ranked((x for x in rob if x.resolution == res), key)
+        lines += [f"== {res} px (ranked by {key})",
+                  f"{'rank':>4}  {'model':<40}" + "".join(f"{n:>8}" for n in names) + f"{'datasets':>10}"]
         for i, x in enumerate(rows, 1):
-            lines.append(f"{i:>4}  {x.model:<40}{x.SAR:>8.3f}{x.WAR:>8.3f}{len(x.gamma):>10}")
+            lines.append(f"{i:>4}  {x.model:<40}" + "".join(f"{x.scores[n]:>8.3f}" for n in names)
+                         + f"{len(x.gamma):>10}")
         lines.append("")
     return "\n".join(lines)
 
 
-def plot_accuracy(records: Sequence[dict], path: str | Path) -> Path:
-    """Accuracy vs resolution, one panel per dataset, one curve per model (HR drawn at the model's S)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _size(record: dict) -> int:
+    """The resolution of a record in px (HR drawn at the model's input size)."""
+    return protocol_of(record)["input_size"] if record["resolution"] == "hr" else int(record["resolution"])
 
+
+def plot_accuracy(records: Sequence[dict], path: str | Path) -> Path:
+    """Accuracy vs resolution, one panel per dataset, one curve per model (HR drawn at the model's
+    S), written atomically to ``path``."""
+    from ..store import atomic_write_bytes
+
+    path = Path(path)
+    atomic_write_bytes(path, accuracy_png(records), instead="another --plot file")  # one line, nothing half-written
+    return path
+
+
+def accuracy_png(records: Sequence[dict]) -> bytes:
+    """The accuracy-vs-resolution figure as PNG bytes."""
+    from ..plotting import figure_png, pyplot
+
+    plt = pyplot()
     records = labelled(records)
     datasets = sorted({r["dataset_label"] for r in records})
     cols = min(3, len(datasets))
@@ -127,16 +144,14 @@ def plot_accuracy(records: Sequence[dict], path: str | Path) -> Path:
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
     for ax, d in zip(axes.flat, datasets):
         for model in sorted({r["model_label"] for r in records}):
-            pts = sorted(((r["protocol"]["input_size"] if r["resolution"] == "hr" else int(r["resolution"]), r["top1"])
-                          for r in records if r["dataset_label"] == d and r["model_label"] == model))
+            pts = sorted((_size(r), r["top1"]) for r in records if r["dataset_label"] == d and r["model_label"] == model)
             if pts:
                 ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=model)
         chance = next((100 / r["num_classes"] for r in records if r["dataset_label"] == d and r.get("num_classes")), None)
         if chance:
             ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance")
         ax.set_xscale("log", base=2)
-        ticks = sorted({p for r in records if r["dataset_label"] == d
-                        for p in [r["protocol"]["input_size"] if r["resolution"] == "hr" else int(r["resolution"])]})
+        ticks = sorted({_size(r) for r in records if r["dataset_label"] == d})
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.minorticks_off()
         ax.set_title(d)
@@ -146,13 +161,4 @@ def plot_accuracy(records: Sequence[dict], path: str | Path) -> Path:
     for ax in list(axes.flat)[len(datasets):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    import io
-
-    from ..store import atomic_write_bytes
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    path = Path(path)
-    atomic_write_bytes(path, buf.getvalue())  # a full or read-only disk: one line, no temp file
-    return path
+    return figure_png(fig, dpi=110)

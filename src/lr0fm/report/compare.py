@@ -23,7 +23,8 @@ from typing import Sequence
 
 from ..catalog import class_counts, model_catalog, paper_protocol, war_weights
 from ..errors import InputError
-from ..metrics import Robustness, robustness_table
+from ..metrics import AGGREGATE_NAMES, RANK_BY, Robustness, robustness_table
+from ..records import limit_of, protocol_of, robustness_rows, split_of, variant_of
 from . import labelled, model_label
 from .paper import (PAPER_RESOLUTIONS, paper_datasets, paper_models, paper_robustness, paper_split, ranked)
 
@@ -42,7 +43,7 @@ class Entry:
 
     def as_dict(self) -> dict:
         x = self.robustness
-        out = {"rank": self.rank, "model": self.model, "source": self.source, "SAR": x.SAR, "WAR": x.WAR,
+        out = {"rank": self.rank, "model": self.model, "source": self.source, **x.scores,
                "gamma": x.gamma, "Gamma": x.Gamma}
         if self.evaluations:
             out["evaluations"] = self.evaluations
@@ -93,16 +94,16 @@ def _protocol_differences(by_label: dict[str, list[dict]], diffs: _Differences) 
         entry = catalog.get(recs[0]["model"]) if recs else None
         paper = paper_protocol().get(entry["name"]) if entry else None
         if paper:  # what the authors ran for this backbone (catalog/paper_protocol.yaml)
-            used = sorted({(r.get("protocol") or {}).get("source", "native") for r in recs})
+            used = sorted({protocol_of(r).get("source", "native") for r in recs})
             theirs = (paper["paper_resize_mode"], int(paper["paper_input_size"]), paper["paper_interpolation"])
             ours = sorted({(p.get("mode"), p.get("input_size"), p.get("interpolation"))
-                           for p in ((r.get("protocol") or {}) for r in recs)})
+                           for p in (protocol_of(r) for r in recs)})
             if ours and ours != [theirs]:
                 diffs.add("protocol", f"{label}: protocol {', '.join(used)} ({join_names([' '.join(map(str, o)) for o in ours])});"
                           f" the paper's for {entry['name']} is {' '.join(map(str, theirs))} "
                           f"({paper['paper_protocol_source'].split(';')[0]}); rerun with --protocol paper to match",
                           model=label)
-        limited = sorted({(r.get("limit"), r["dataset"]) for r in recs if r.get("limit")})
+        limited = sorted({(limit_of(r), r["dataset"]) for r in recs if limit_of(r)})
         for limit in sorted({l for l, _ in limited}):
             ds = [d for l, d in limited if l == limit]
             diffs.add("limit", f"{label}: only the first {limit} images of {join_names(ds)} (--limit); the paper used all",
@@ -110,11 +111,11 @@ def _protocol_differences(by_label: dict[str, list[dict]], diffs: _Differences) 
         for d in sorted({r["dataset"] for r in recs}):
             ds_recs = [r for r in recs if r["dataset"] == d]
             split, size = paper_split(d) or (None, None)
-            bad = sorted({str(r.get("split")) for r in ds_recs} - {split})
+            bad = sorted({str(split_of(r)) for r in ds_recs} - {split})
             if split and bad:
                 diffs.add("split", f"{label}: {d} split {join_names(bad)}; the paper used {split}", model=label, dataset=d)
             counts = sorted({r["n_images"] + r.get("n_skipped", 0) for r in ds_recs
-                             if r.get("n_images") is not None and not r.get("limit") and r.get("split") == split})
+                             if r.get("n_images") is not None and not limit_of(r) and split_of(r) == split})
             if size and counts and counts != [size]:
                 diffs.add("n_images", f"{label}: {d} {split} split with {join_names(counts)} images; the paper's has {size}",
                           model=label, dataset=d)
@@ -135,7 +136,7 @@ def _protocol_differences(by_label: dict[str, list[dict]], diffs: _Differences) 
             diffs.add("data_source", f"{label}: {join_names(d for d, _ in own)} read as your own data "
                       f"({join_names(sorted({k for _, k in own}))}), not with lr0fm's loader of the paper's dataset",
                       model=label, datasets=[d for d, _ in own])
-        variant = recs[0].get("variant") if recs else None
+        variant = variant_of(recs[0]) if recs else None
         if variant:
             diffs.add("variant", f"{label}: intervention {join_names(sorted(variant))} on {recs[0]['model']}; the paper's "
                       "table holds base models only", model=label)
@@ -198,11 +199,11 @@ def your_rows(records: Sequence[dict], diffs: _Differences) -> dict[str, Row]:
     return rows
 
 
-def compare(records: Sequence[dict], resolutions: Sequence[int | str] | None = None, rank_by: str = "WAR",
+def compare(records: Sequence[dict], resolutions: Sequence[int | str] | None = None, rank_by: str = RANK_BY,
             common_only: bool = True) -> Comparison:
     """Rank the models of ``records`` (one row per model label) among the paper's backbones."""
-    if rank_by not in ("SAR", "WAR"):
-        raise InputError(f"--rank-by {rank_by!r}: use SAR or WAR")
+    if rank_by not in AGGREGATE_NAMES:
+        raise InputError(f"--rank-by {rank_by!r}: use one of {join_names(AGGREGATE_NAMES)}")
     diffs = _Differences()
     paper_ds = paper_datasets()
     wanted = [r for r in (resolutions or PAPER_RESOLUTIONS) if r != HR]
@@ -278,11 +279,11 @@ def compare(records: Sequence[dict], resolutions: Sequence[int | str] | None = N
 
     weights, ncls = war_weights(), class_counts()
     paper_rob = paper_robustness(datasets, wanted)
-    rows = [{"model": label, "dataset": r["dataset"], "resolution": r["resolution"], "top1": r["top1"],
-             "num_classes": r.get("num_classes")}
-            for label, recs in by_label.items() if label in have for r in recs
-            if r["dataset"] in have[label]["datasets"] and (r["dataset"] in datasets)
-            and r["resolution"] in set(have[label]["resolutions"]) | {HR}]
+    rows = [row for label, recs in by_label.items() if label in have
+            for row in robustness_rows([r for r in recs if r["dataset"] in have[label]["datasets"]
+                                        and r["dataset"] in datasets
+                                        and r["resolution"] in set(have[label]["resolutions"]) | {HR}],
+                                       model=lambda r, label=label: label)]
     yours = robustness_table(rows, weights, ncls)
 
     cmp = Comparison(rank_by, common_only, datasets,
@@ -292,7 +293,7 @@ def compare(records: Sequence[dict], resolutions: Sequence[int | str] | None = N
         entries = [Entry(x.model, "paper", i, x) for i, x in enumerate(paper, 1)]
         for x in (y for y in yours if y.resolution == res):
             evaluations = {r["dataset"]: r["evaluation"] for r in rows_of[x.model].records if r["dataset"] in x.gamma}
-            entries.append(Entry(x.model, "yours", 1 + sum(getattr(p, rank_by) > getattr(x, rank_by) for p in paper),
+            entries.append(Entry(x.model, "yours", 1 + sum(p.scores[rank_by] > x.scores[rank_by] for p in paper),
                                  x, evaluations))
         # Yours after paper rows of equal score, consistent with the rank definition.
         cmp.rankings[res] = sorted(entries, key=lambda e: (e.rank, e.source == "yours"))
@@ -310,9 +311,9 @@ def _model_side(row: Row) -> str:
 def _base_row(row: Row, rows: dict[str, Row]) -> str | None:
     """For a variant's row (LR tokens, SR), the row of the same model, weights, protocol and
     precision without a variant -- on the same evaluations of the data when there are several."""
-    if not row.records[0].get("variant"):
+    if not variant_of(row.records[0]):
         return None
-    bases = [b for b in rows.values() if not b.records[0].get("variant") and _model_side(b) == _model_side(row)]
+    bases = [b for b in rows.values() if not variant_of(b.records[0]) and _model_side(b) == _model_side(row)]
     for suffix in (row.suffix, ""):
         same = [b.name for b in bases if b.suffix == suffix]
         if len(same) == 1:
@@ -332,7 +333,7 @@ def _variants_vs_base(cmp: Comparison, rows: dict[str, Row]) -> list[dict]:
             if label in mine and base in mine:
                 v, b = mine[label], mine[base]
                 out.append({"variant": label, "base": base, "resolution": res,
-                            "SAR": [b.robustness.SAR, v.robustness.SAR], "WAR": [b.robustness.WAR, v.robustness.WAR],
+                            **{n: [b.robustness.scores[n], v.robustness.scores[n]] for n in AGGREGATE_NAMES},
                             "rank": [b.rank, v.rank]})
     return out
 
@@ -357,7 +358,7 @@ def format_comparison(cmp: Comparison, context: int = 2, top: int = 3) -> str:
     width = max(len(n) for n in names) + 14
     base_models = set(cmp.base_model.values())
     for res, entries in cmp.rankings.items():
-        lines += [f"== {res} px", f"  {'rank':>4}  {'model':<{width}}{'SAR':>7}{'WAR':>7}"]
+        lines += [f"== {res} px", f"  {'rank':>4}  {'model':<{width}}" + "".join(f"{n:>7}" for n in AGGREGATE_NAMES)]
         last = -1
         yours = {id(e): k for k, e in enumerate((e for e in entries if e.source == "yours"), 1)}
         for i in _shown(entries, base_models, context, top):
@@ -365,7 +366,8 @@ def format_comparison(cmp: Comparison, context: int = 2, top: int = 3) -> str:
                 lines.append(f"  {'...':>4}")
             e = entries[i]
             mark, name = (">", f"{e.model} (yours [{yours[id(e)]}])") if e.source == "yours" else (" ", e.model)
-            lines.append(f"{mark} {e.rank:>4}  {name:<{width}}{e.robustness.SAR:>7.3f}{e.robustness.WAR:>7.3f}")
+            lines.append(f"{mark} {e.rank:>4}  {name:<{width}}"
+                         + "".join(f"{e.robustness.scores[n]:>7.3f}" for n in AGGREGATE_NAMES))
             last = i
         if last != len(entries) - 1:
             lines.append(f"  {'...':>4}  ({sum(e.source == 'paper' for e in entries)} paper backbones)")
@@ -375,9 +377,9 @@ def format_comparison(cmp: Comparison, context: int = 2, top: int = 3) -> str:
         lines.append("Variants vs their base model (both yours):")
         for v in cmp.variants:
             lines.append(f"  {v['resolution']:>3} px  {v['variant']} vs {v['base']}: "
-                         f"SAR {v['SAR'][0]:.3f} -> {v['SAR'][1]:.3f} ({v['SAR'][1] - v['SAR'][0]:+.3f}), "
-                         f"WAR {v['WAR'][0]:.3f} -> {v['WAR'][1]:.3f} ({v['WAR'][1] - v['WAR'][0]:+.3f}), "
-                         f"rank {v['rank'][0]} -> {v['rank'][1]}")
+                         + "".join(f"{n} {v[n][0]:.3f} -> {v[n][1]:.3f} ({v[n][1] - v[n][0]:+.3f}), "
+                                   for n in AGGREGATE_NAMES)
+                         + f"rank {v['rank'][0]} -> {v['rank'][1]}")
         lines.append("")
     lines.append("Differences from the paper's protocol:")
     lines += [f"  - {d['message']}" for d in cmp.differences] or ["  (none found in the records)"]
@@ -416,15 +418,16 @@ def variants_on_own_datasets(records: Sequence[dict], resolutions: Sequence[int 
             continue
         cells = lambda rs: {(r["dataset"], r["resolution"]) for r in rs}  # noqa: E731
         common = cells(row.records) & cells(rows[base].records)
-        table = [{"model": name, "dataset": r["dataset"], "resolution": r["resolution"], "top1": r["top1"],
-                  "num_classes": r.get("num_classes")}
-                 for name in (base, label) for r in rows[name].records if (r["dataset"], r["resolution"]) in common]
+        table = [row for name in (base, label)
+                 for row in robustness_rows([r for r in rows[name].records if (r["dataset"], r["resolution"]) in common],
+                                            model=lambda r, name=name: name)]
         rob = {(x.model, x.resolution): x for x in robustness_table(table, war_weights(), class_counts())}
         for res in sorted({x.resolution for x in rob.values()}):
             if res in resolutions and (base, res) in rob and (label, res) in rob:
                 b, v = rob[(base, res)], rob[(label, res)]
                 out.append({"variant": label, "base": base, "resolution": res, "datasets": sorted(v.gamma),
-                            "accuracy": [b.accuracy, v.accuracy], "SAR": [b.SAR, v.SAR], "WAR": [b.WAR, v.WAR]})
+                            "accuracy": [b.accuracy, v.accuracy],
+                            **{n: [b.scores[n], v.scores[n]] for n in AGGREGATE_NAMES}})
     return out
 
 
@@ -433,10 +436,5 @@ def format_own_variants(rows: list[dict]) -> str:
     for v in rows:
         acc = ", ".join(f"{d} {100 * v['accuracy'][0][d]:.1f} -> {100 * v['accuracy'][1][d]:.1f}%" for d in v["datasets"])
         lines.append(f"  {v['resolution']:>3} px  {v['variant']} vs {v['base']}: top-1 {acc}; "
-                     f"SAR {v['SAR'][0]:.3f} -> {v['SAR'][1]:.3f}, WAR {v['WAR'][0]:.3f} -> {v['WAR'][1]:.3f}")
+                     + ", ".join(f"{n} {v[n][0]:.3f} -> {v[n][1]:.3f}" for n in AGGREGATE_NAMES))
     return "\n".join(lines)
-
-
-# -- command ---------------------------------------------------------------------------------------
-
-

@@ -9,27 +9,26 @@ accuracy-vs-resolution curves, a Gamma heat map per model, the plots ``lr0fm ana
 Rows are the labels of ``lr0fm.records.label_records``: one label is one evaluation, so a
 ``--limit`` run and a full run of one (model, dataset) are separate rows and curves, each Gamma is
 computed within its evaluation, and the leaderboard says which evaluation entered SAR/WAR. The
-provenance table is ``lr0fm.records.COLUMNS`` of every record.
+provenance table is ``lr0fm.records.TABLE_COLUMNS`` of every record.
 """
 from __future__ import annotations
 
 import base64
 import datetime as _dt
-import io
 import logging
 import math
-import tempfile
 from html import escape
 from pathlib import Path
 from typing import Sequence
 
 from .. import resources
-from ..version import __version__
-from ..catalog import catalog_hashes, class_counts
-from ..metrics import Robustness, robustness_table
-from ..records import COLUMNS, flat, primary_per_dataset, res_key
+from ..catalog import catalog_hashes
+from ..metrics import AGGREGATES, RANK_BY, Robustness, rank_key, robustness_table
+from ..records import TABLE_COLUMNS, primary_per_dataset, res_key, robustness_rows, table_row
 from ..store import ResultsStore, atomic_write_bytes
-from . import labelled, plot_accuracy, robustness
+from ..version import __version__
+from ..plotting import figure_png, pyplot
+from . import accuracy_png, labelled, robustness
 
 log = logging.getLogger("lr0fm")
 
@@ -41,7 +40,7 @@ MAX_EMBED_BYTES = 20 << 20  # analysis images larger than this are linked, not e
 def write_html(records: Sequence[dict], out_dir: str | Path, store: ResultsStore | None = None) -> Path:
     """Write ``out_dir/index.html`` (atomically) and return its path."""
     page = Path(out_dir) / PAGE_NAME
-    atomic_write_bytes(page, render_html(records, store=store).encode("utf-8"))
+    atomic_write_bytes(page, render_html(records, store=store).encode("utf-8"), instead="another --html folder")
     return page
 
 
@@ -74,7 +73,7 @@ def _header(records: Sequence[dict], store: ResultsStore | None) -> str:
             f"{len(models)} model(s), {len(datasets)} dataset(s): {escape(', '.join(datasets)) or '-'}. Generated {_dt.datetime.now():%Y-%m-%d %H:%M} "
             f"by lr0fm {escape(__version__)}.</p>"
             "<p class=\"meta\">Accuracies are top-1 zero-shot; gamma = A(r)/A(HR), Gamma = gamma damped near "
-            "chance; SAR = mean gamma, WAR = weighted mean Gamma over datasets, per resolution. A label in "
+            f"chance; {escape('; '.join(f'{a.name} = {a.doc}' for a in AGGREGATES))}, per resolution. A label in "
             "brackets names what differs between evaluations of one model or dataset.</p></header>")
 
 
@@ -104,58 +103,56 @@ def _paper_rows(user_datasets: set[str]) -> tuple[list[Robustness], str]:
 
 
 def _leaderboard(rob: Sequence[Robustness], records: Sequence[dict]) -> str:
+    names = [a.name for a in AGGREGATES]
     if not rob:
-        return ("<section id=\"leaderboard\"><h2>Leaderboard</h2><p>SAR/WAR need an HR result and at least "
-                "one LR resolution of the same model and dataset.</p></section>")
+        return (f"<section id=\"leaderboard\"><h2>Leaderboard</h2><p>{'/'.join(names)} need an HR result and at "
+                "least one LR resolution of the same model and dataset.</p></section>")
     paper, note = _paper_rows({r["dataset"] for r in records})
     _, chosen = primary_per_dataset(records)
     resolutions = sorted({x.resolution for x in rob}, key=res_key, reverse=True)
     by_key = {(x.model, x.resolution): x for x in rob}
+    heads = "".join(f"<th>{n}</th>" for n in names)
     summary = ["<table class=\"summary\"><thead><tr><th class=\"model\" rowspan=\"2\">your model</th>"
-               + "".join(f"<th colspan=\"2\">{escape(str(r))} px</th>" for r in resolutions)
-               + "</tr><tr>" + "<th>SAR</th><th>WAR</th>" * len(resolutions) + "</tr></thead><tbody>"]
+               + "".join(f"<th colspan=\"{len(names)}\">{escape(str(r))} px</th>" for r in resolutions)
+               + "</tr><tr>" + heads * len(resolutions) + "</tr></thead><tbody>"]
     for m in sorted({x.model for x in rob}):
         summary.append(f"<tr><td class=\"model\">{escape(m)}</td>" + "".join(
-            f"<td>{_f3(by_key[(m, r)].SAR)}</td><td>{_f3(by_key[(m, r)].WAR)}</td>" if (m, r) in by_key
-            else "<td>-</td><td>-</td>" for r in resolutions) + "</tr>")
+            "".join(f"<td>{_f3(by_key[(m, r)].scores[n])}</td>" for n in names) if (m, r) in by_key
+            else "<td>-</td>" * len(names) for r in resolutions) + "</tr>")
     summary.append("</tbody></table>")
-    parts = ["<section id=\"leaderboard\"><h2>Leaderboard: SAR / WAR per resolution</h2>", "".join(summary),
-             *(f"<p class=\"note choice\">{escape(c)}</p>" for c in chosen),
+    parts = [f"<section id=\"leaderboard\"><h2>Leaderboard: {' / '.join(names)} per resolution</h2>",
+             "".join(summary), *(f"<p class=\"note choice\">{escape(c)}</p>" for c in chosen),
              f"<p class=\"note\"><span class=\"badge user\">yours</span> rows are your results; "
-             f"<span class=\"badge paper\">paper</span> rows are LR0.FM's published backbones. {note}</p>",
+             f"<span class=\"badge paper\">paper</span> rows are LR0.FM's published backbones, ranked by "
+             f"{RANK_BY}. {note}</p>",
              "<div class=\"boards\">"]
     for res in resolutions:
         rows = [(x, "user") for x in rob if x.resolution == res]
         rows += [(x, "paper") for x in paper if x.resolution == res]
-        rows.sort(key=lambda t: (-_num(t[0].WAR), t[1] != "user"))
+        rows.sort(key=lambda t: (rank_key(t[0].scores[RANK_BY]), t[1] != "user"))
         label = escape(str(res))
         parts.append(f"<div class=\"board\"><h3>{label} px</h3><table class=\"leaderboard\" data-resolution=\"{label}\">"
-                     "<thead><tr><th>rank</th><th class=\"model\">model</th><th>source</th><th>SAR</th><th>WAR</th>"
-                     "<th>datasets</th></tr></thead><tbody>")
+                     "<thead><tr><th>rank</th><th class=\"model\">model</th><th>source</th>" + heads
+                     + "<th>datasets</th></tr></thead><tbody>")
         for i, (x, source) in enumerate(rows, 1):
             parts.append(f"<tr class=\"{source}\"><td>{i}</td><td class=\"model\">{escape(x.model)}</td>"
                          f"<td><span class=\"badge {source}\">{'yours' if source == 'user' else 'paper'}</span></td>"
-                         f"<td>{_f3(x.SAR)}</td><td>{_f3(x.WAR)}</td>"
-                         f"<td title=\"{escape(', '.join(sorted(x.gamma)))}\">{len(x.gamma)}</td></tr>")
+                         + "".join(f"<td>{_f3(x.scores[n])}</td>" for n in names)
+                         + f"<td title=\"{escape(', '.join(sorted(x.gamma)))}\">{len(x.gamma)}</td></tr>")
         parts.append("</tbody></table></div>")
     parts.append("</div></section>")
     return "\n".join(parts)
 
 
 def _curves(records: Sequence[dict]) -> str:
-    with tempfile.TemporaryDirectory() as tmp:
-        png = plot_accuracy(records, Path(tmp) / "accuracy.png").read_bytes()
     return ("<section id=\"curves\"><h2>Accuracy vs resolution</h2>"
-            f"{_figure(png, 'top-1 accuracy per dataset; HR drawn at the model input size')}</section>")
+            f"{_figure(accuracy_png(records), 'top-1 accuracy per dataset; HR drawn at the model input size')}</section>")
 
 
 def per_evaluation_robustness(records: Sequence[dict]) -> list[Robustness]:
     """gamma/Gamma of every evaluation: per model label, keyed by dataset label (one evaluation
-    each), so every value divides numbers of one evaluation. Their SAR/WAR mean nothing here."""
-    records, counts = labelled(records), class_counts()
-    rows = [{"model": r["model_label"], "dataset": r["dataset_label"], "resolution": r["resolution"],
-             "top1": r["top1"], "num_classes": r.get("num_classes") or counts.get(r["dataset"])} for r in records]
-    return robustness_table(rows, {}, {})
+    each), so every value divides numbers of one evaluation. Their aggregates mean nothing here."""
+    return robustness_table(robustness_rows(labelled(records), dataset=lambda r: r["dataset_label"]), {}, {})
 
 
 def _heatmaps(records: Sequence[dict]) -> str:
@@ -168,10 +165,7 @@ def _heatmaps(records: Sequence[dict]) -> str:
 
 
 def _gamma_png(rob: Sequence[Robustness]) -> bytes:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     models = sorted({x.model for x in rob})
     cols = min(2, len(models))
     nrows = math.ceil(len(models) / cols)
@@ -198,10 +192,7 @@ def _gamma_png(rob: Sequence[Robustness]) -> bytes:
         ax.axis("off")
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="Gamma")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig, dpi=100, tight_layout=False, bbox_inches="tight")
 
 
 def _analysis(root: Path | None) -> str:
@@ -222,26 +213,20 @@ def _analysis(root: Path | None) -> str:
     return "\n".join(parts)
 
 
-LABEL_COLUMNS = (("model_label", "the row's model: name, variant and, in brackets, what differs between its "
-                                  "evaluations"),
-                 ("dataset_label", "the row's dataset: name and, in brackets, what differs between its evaluations"))
-DIGEST_COLUMNS = {"weights_digest", "samples_digest", "classnames_digest", "templates_digest", "evaluation", "cell"}
-
-
 def _provenance(records: Sequence[dict]) -> str:
-    """Every record's tidy columns (lr0fm.records.COLUMNS) after its row labels."""
+    """Every record's tidy columns with its row labels first (lr0fm.records.TABLE_COLUMNS)."""
     records = sorted(records, key=lambda r: (r["model_label"], r["dataset_label"], res_key(r["resolution"])))
-    head = [(name, doc) for name, doc in LABEL_COLUMNS] + [(c.name, c.doc) for c in COLUMNS]
+    head = sorted(TABLE_COLUMNS, key=lambda c: not c.label)
     rows = []
     for r in records:
-        values = {"model_label": r["model_label"], "dataset_label": r["dataset_label"], **flat(r)}
+        values = table_row(r)
         cells = []
-        for name, _ in head:
-            value = values[name]
-            if name in DIGEST_COLUMNS and value:  # shortened; the full value on hover
+        for c in head:
+            value = values[c.name]
+            if c.digest and value:  # shortened; the full value on hover
                 cells.append(f"<td title=\"{escape(str(value))}\">{escape(str(value)[:12])}</td>")
             else:
-                cls = " class=\"model\"" if name in ("model_label", "dataset_label") else ""
+                cls = " class=\"model\"" if c.label else ""
                 cells.append(f"<td{cls}>{escape(_cell(value))}</td>")
         rows.append(f"<tr data-evaluation=\"{escape(r['evaluation'])}\">" + "".join(cells) + "</tr>")
     hashes = ", ".join(f"{k}: {v[:12]}" for k, v in catalog_hashes().items())
@@ -250,7 +235,7 @@ def _provenance(records: Sequence[dict]) -> str:
             "accuracies are fractions. Digests are shortened; hover for the full value, or a column name for what "
             f"it means. Catalogs of this lr0fm: {escape(hashes)}.</p>"
             "<div class=\"scroll\"><table class=\"provenance\"><thead><tr>"
-            + "".join(f"<th title=\"{escape(doc)}\">{escape(name)}</th>" for name, doc in head)
+            + "".join(f"<th title=\"{escape(c.doc)}\">{escape(c.name)}</th>" for c in head)
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div></section>")
 
 
@@ -260,12 +245,8 @@ def _figure(png: bytes, caption: str) -> str:
     return f"<figure><img src=\"{uri}\" alt=\"{escape(caption)}\"><figcaption>{escape(caption)}</figcaption></figure>"
 
 
-def _num(x) -> float:
-    return -math.inf if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
-
-
 def _f3(x) -> str:
-    return "-" if _num(x) == -math.inf else f"{x:.3f}"
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
 def _cell(value) -> str:

@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 
 from .. import resources
 from ..catalog import PAPER_RESULTS_FILE, class_counts, model_catalog, paper_protocol, war_weights
-from ..metrics import Robustness, robustness_table
+from ..metrics import AGGREGATES, RANK_BY, Robustness, rank_key, robustness_table
 
 # The LR resolutions of the paper's tables, in the order the paper lists them.
 PAPER_RESOLUTIONS: tuple[int, ...] = (128, 64, 32, 16)
@@ -88,12 +88,12 @@ def complete_and_incomplete(rob: Sequence[Robustness], datasets: Sequence[str]) 
 
 
 def ranked(rows: Sequence[Robustness], key: str) -> list[Robustness]:
-    """Best first; ties keep the catalog order (stable sort)."""
+    """Best first (undefined scores last); ties keep the catalog order."""
     order = {m: i for i, m in enumerate(paper_models())}
-    return sorted(rows, key=lambda x: (-getattr(x, key), order.get(x.model, len(order))))
+    return sorted(rows, key=lambda x: (rank_key(x.scores[key]), order.get(x.model, len(order))))
 
 
-def paper_leaderboard(rank_by: str = "WAR", json_out: bool = False) -> str:
+def paper_leaderboard(rank_by: str = RANK_BY, json_out: bool = False) -> str:
     """The paper's SAR/WAR leaderboard at 128/64/32/16 px, recomputed from the published accuracies."""
     datasets = paper_datasets()
     models = paper_models()
@@ -113,19 +113,21 @@ def paper_leaderboard(rank_by: str = "WAR", json_out: bool = False) -> str:
         return json.dumps({
             "source": PAPER_RESULTS_FILE, "rank_by": rank_by, "datasets": datasets, "n_models": len(models),
             "resolutions": {str(r): [{"rank": i, "model": x.model, "family": family.get(x.model),
-                                      "protocol": audited.get(x.model, {}), "SAR": x.SAR,
-                                      "WAR": x.WAR, "gamma": x.gamma, "Gamma": x.Gamma}
+                                      "protocol": audited.get(x.model, {}), **x.scores,
+                                      "gamma": x.gamma, "Gamma": x.Gamma}
                                      for i, x in enumerate(rows, 1)] for r, rows in table.items()},
             "incomplete": incomplete}, indent=1)
     width = max([len(m) for m in models] + [5]) + 2
+    names = [a.name for a in AGGREGATES]
     lines = [f"LR0.FM published accuracies ({PAPER_RESULTS_FILE}): {len(models)} backbones, {len(datasets)} datasets;",
-             "SAR = mean gamma, WAR = weighted mean Gamma (published weights), recomputed with lr0fm.metrics;",
+             "; ".join(f"{a.name} = {a.doc}" for a in AGGREGATES)
+             + " (published WAR weights), recomputed with lr0fm.metrics;",
              "protocol = the authors' resize mode and input size for that backbone (lr0fm models --paper)", ""]
     for r, rows in table.items():
         lines += [f"== {r} px (ranked by {rank_by}; {len(rows)} models)",
-                  f"{'rank':>4}  {'model':<{width}}{'family':<12}{'protocol':<14}{'SAR':>7}{'WAR':>7}"]
-        lines += [f"{i:>4}  {x.model:<{width}}{family.get(x.model, ''):<12}{protocol[x.model]:<14}{x.SAR:>7.3f}"
-                  f"{x.WAR:>7.3f}"
+                  f"{'rank':>4}  {'model':<{width}}{'family':<12}{'protocol':<14}" + "".join(f"{n:>7}" for n in names)]
+        lines += [f"{i:>4}  {x.model:<{width}}{family.get(x.model, ''):<12}{protocol[x.model]:<14}"
+                  + "".join(f"{x.scores[n]:>7.3f}" for n in names)
                   for i, x in enumerate(rows, 1)]
         lines.append("")
     if incomplete:
