@@ -80,7 +80,9 @@ def cmd_eval(args) -> int:
     # the ranks (lr0fm.distributed) and rank 0 prints.
     from .. import distributed
     from ..runner import Group, run_groups
-    device = distributed.init(args.device, amp=args.amp)
+    from ..engines import engine_from_args
+    engine = engine_from_args(args)
+    device = distributed.init(args.device, amp=args.amp) if engine is None else engine.device(args.device)
     groups = [Group(name, data, args.lr_tokens, args.sr, args.trust_checkpoint)
               for name in csv_list(args.model) for data in datasets]
     try:
@@ -89,7 +91,7 @@ def cmd_eval(args) -> int:
         records = run_groups(groups, resolutions, store, device=device, protocol=protocol, batch_size=args.batch_size,
                              workers=args.workers, amp=args.amp, limit=args.limit, progress=not args.no_progress,
                              checkpoint_every=args.checkpoint_every,
-                             views=args.views, decoder=args.decoder)
+                             views=args.views, decoder=args.decoder, engine=engine)
     finally:
         distributed.shutdown()
     if distributed.is_main():
@@ -101,4 +103,6 @@ def cmd_eval(args) -> int:
 def add_commands(sub) -> None:
     p = add_command(sub, "eval", help="evaluate models on datasets at several resolutions")
     add_eval_args(p)
+    from ..engines import add_engine_args
+    add_engine_args(p)
     p.set_defaults(func=cmd_eval)
