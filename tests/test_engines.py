@@ -41,25 +41,39 @@ def assert_same_store(ref_root, root, n_records):
     return rb
 
 
+def alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def descendants_of(pid):
+    try:
+        return {c.pid for c in psutil.Process(pid).children(recursive=True)}
+    except psutil.Error:
+        return set()
+
+
 def children_gone(pids, timeout=30.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-        if not alive:
+        alive_now = [p for p in pids if alive(p)]
+        if not alive_now:
             return []
         time.sleep(0.5)
-    return alive
+    return alive_now
 
 
 @pytest.fixture(scope="module")
 def local_ray():
-    before = {c.pid for c in psutil.Process().children(recursive=True)}
+    before = descendants_of(os.getpid())
     ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, logging_level="ERROR",
              runtime_env={"env_vars": {"PYTHONPATH": SRC}})
     try:
         yield ray
     finally:
-        started = [c.pid for c in psutil.Process().children(recursive=True) if c.pid not in before]
+        started = [pid for pid in descendants_of(os.getpid()) if pid not in before]
         ray.shutdown()
         assert children_gone(started) == [], "Ray processes outlived the tests"
 
@@ -197,7 +211,7 @@ def test_failing_unit_is_reported_once_and_the_rest_is_done(local_ray, tiny_open
     err = capsys.readouterr().err
     failed = [line for line in err.splitlines() if line.startswith("  ")]
     assert "2 of 4 units failed" in err and len(failed) == 2
-    assert all("missing.pt" in line and " on imagefolder" in line for line in failed)
+    assert all("missing.pt" in line and " on folder: " in line for line in failed), err
     good = ResultsStore(tmp_path / "o").records()
     assert len(good) == 6 and {r["model"] for r in good} == {ResultsStore(tmp_path / "o").records()[0]["model"]}
 
@@ -223,16 +237,17 @@ def test_killed_driver_rerun_computes_only_the_rest(local_ray, grid, tmp_path, c
     try:
         deadline = time.time() + 240
         while time.time() < deadline and len(list((out / "records").glob("*.json"))) < 3:
-            descendants |= {c.pid for c in psutil.Process(driver.pid).children(recursive=True)}
+            descendants |= descendants_of(driver.pid)
             assert driver.poll() is None, "the driver ended before it was killed"
             time.sleep(0.1)
-        descendants |= {c.pid for c in psutil.Process(driver.pid).children(recursive=True)}
+        descendants |= descendants_of(driver.pid)
         driver.send_signal(signal.SIGKILL)
         driver.wait()
     finally:
         if driver.poll() is None:
             driver.kill()
-    assert children_gone(descendants, timeout=60) == [], "processes outlived the killed driver"
+    # Ray's head processes die with the driver; its agents notice it and end within about a minute
+    assert children_gone(descendants, timeout=150) == [], "processes outlived the killed driver"
     first = {p.name: p.read_bytes() for p in (out / "records").glob("*.json")}
     assert 3 <= len(first) < 12
     assert main(["sweep", str(cfg), "--engine", "ray", "--out", str(out)]) == 0  # the same command again

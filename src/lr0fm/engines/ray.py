@@ -15,8 +15,9 @@ the data and the weights but no shared filesystem for results.
 from __future__ import annotations
 
 import socket
-import time
 from typing import Sequence
+
+import numpy as np
 
 from ..errors import InputError, UnitsFailed
 from . import schedule
@@ -85,7 +86,9 @@ class _ActorChannel:
 
     def resume_point(self, key):
         import ray
-        return ray.get(self.actor.resume_point.remote(key))
+        state = ray.get(self.actor.resume_point.remote(key))
+        # arrays from the object store are read-only views; the pass writes into its arrays
+        return None if state is None else {k: np.array(v) for k, v in state.items()}
 
     def save(self, key, arrays):
         import ray
