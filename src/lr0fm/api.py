@@ -70,7 +70,7 @@ def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
              protocol: str = "native", resize_mode: str | None = None, input_size: int | None = None,
              interpolation: str | None = None, lr_tokens: str | os.PathLike | None = None,
              sr: str | os.PathLike | None = None, views: str | None = None, decoder: str | None = None,
-             trust_checkpoint: bool = False) -> list[dict]:
+             trust_checkpoint: bool = False, engine=None) -> list[dict]:
     """Evaluate ``model`` on ``dataset`` at ``resolutions``; return one record per resolution.
 
     This is ``lr0fm eval`` (same code, same cells, same numbers): results go to the results
@@ -91,6 +91,7 @@ def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
     device, amp, batch_size, workers, progress, checkpoint_every, lr_tokens, sr, views, decoder,
     trust_checkpoint: as the ``lr0fm eval`` options of the same names; ``device`` defaults to
     the model's device, or ``"cpu"`` for a name.
+    engine: where the pass runs, e.g. ``lr0fm.engines.ray.RayEngine()`` (docs/scale.md); None: here.
     """
     from .datasets import get_dataset
     from .store import ResultsStore
@@ -112,7 +113,7 @@ def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
     sr = None if sr is None else os.fspath(sr)
     if isinstance(model, str):
         group = Group(model, data, lr_tokens, sr, trust_checkpoint)
-        return run_groups([group], resolutions, store, device=device or "cpu", **options)
+        return run_groups([group], resolutions, store, device=device or "cpu", engine=engine, **options)
     if device is not None:
         model.to(device)
     # a model without a weights file is identified by its current state dict, never a cached
@@ -122,7 +123,7 @@ def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
     model.eval()
     try:
         return run_groups([Group(model, data, lr_tokens, sr)], resolutions, store, device=str(model.device),
-                          **options)
+                          engine=engine, **options)
     finally:
         model.train(was_training)
         model.preprocess = preprocess

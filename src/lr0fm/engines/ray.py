@@ -96,8 +96,17 @@ class _ActorChannel:
 
 
 def _task(spec: TaskSpec, complete: frozenset, actor) -> TaskResult:
+    import gc
+
+    import torch
+
     from ..filedigest import cache_dir
-    return run_task(spec, complete, _ActorChannel(actor), cache_dir() / "classifiers")
+    try:
+        return run_task(spec, complete, _ActorChannel(actor), cache_dir() / "classifiers")
+    finally:
+        gc.collect()  # the unit's model goes before the next task on this worker builds its own
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def _complete_cells(store) -> frozenset:
@@ -163,8 +172,10 @@ class RayEngine:
         tasks = schedule.tasks([c for c, _ in costs], [n for _, n in costs], slots, self.split)
         complete = ray.put(_complete_cells(store))
         coordinator = ray.remote(num_cpus=0)(_Coordinator).options(max_restarts=0).remote(_resume_points(store))
-        remote = ray.remote(_task).options(num_gpus=per_task, num_cpus=0 if per_task else 1,
-                                           max_retries=self.max_retries, retry_exceptions=False)
+        # max_calls=0: a worker runs task after task (Ray's default for GPU tasks is a new process each,
+        # about a second on a small machine plus torch's import); each task frees its GPU memory
+        remote = ray.remote(max_calls=0)(_task).options(num_gpus=per_task, num_cpus=0 if per_task else 1,
+                                                        max_retries=self.max_retries, retry_exceptions=False)
         refs = {}
         for t in tasks:  # longest first: Ray starts them in this order as slots free up
             spec = TaskSpec(f"u{t.unit}s{t.shard.index}of{t.shard.count}", groups[t.unit], list(resolutions), device,
