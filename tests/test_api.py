@@ -98,7 +98,12 @@ def test_evaluate_takes_every_option_of_lr0fm_eval():
     # the dataset's options are get_dataset's; --no-progress is progress=False
     dataset_options = {"data_root", "split", "download", "classnames", "templates", "name", "image_column",
                        "label_column"}
-    api = set(inspect.signature(lr0fm.evaluate).parameters) | dataset_options | {"no_progress"}
+    # the engine's options are the engine object's (engine=, lr0fm.engines)
+    from lr0fm.engines import add_engine_args
+    engine_parser = argparse.ArgumentParser()
+    add_engine_args(engine_parser)
+    engine_options = {a.dest for a in engine_parser._actions} - {"help"}
+    api = set(inspect.signature(lr0fm.evaluate).parameters) | dataset_options | {"no_progress"} | engine_options
     assert flags <= api, f"lr0fm eval options without a lr0fm.evaluate argument: {sorted(flags - api)}"
 
 
