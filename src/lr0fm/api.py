@@ -56,7 +56,7 @@ def list_datasets() -> list[str]:
 # -- evaluation ------------------------------------------------------------------------------
 def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
              resolutions: str | Sequence[Resolution] = DEFAULT_RESOLUTIONS, out: str | os.PathLike | None = None,
-             **options: Any) -> list[dict]:
+             *, engine: Any = None, **options: Any) -> list[dict]:
     """Evaluate ``model`` on ``dataset`` at ``resolutions``; return one record per resolution.
 
     This is ``lr0fm eval`` (same code, same cells, same numbers): results go to the results
@@ -78,6 +78,7 @@ def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
         ``rgb_order``, ``hr_via``, ``lr_tokens``, ``sr``, ``trust_checkpoint``), with the same
         checks; ``device`` defaults to the model's device, or ``"cpu"`` for a name. An unknown
         option is a TypeError.
+    engine: where the pass runs, e.g. ``lr0fm.engines.ray.RayEngine()`` (docs/scale.md); None: here.
     """
     import torch
 
@@ -111,7 +112,7 @@ def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
     run = dict(protocol=opts.protocol_options(), **opts.pass_options())
     if isinstance(model, str):
         group = Group(model, data, opts.lr_tokens, opts.sr, opts.trust_checkpoint)
-        return run_groups([group], opts.resolutions, store, device=device or "cpu", **run)
+        return run_groups([group], opts.resolutions, store, device=device or "cpu", engine=engine, **run)
     if device is not None:
         model.to(device)
     # a model without a weights file is identified by its current state dict, never a cached
@@ -121,7 +122,7 @@ def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
     model.eval()
     try:
         return run_groups([Group(model, data, opts.lr_tokens, opts.sr)], opts.resolutions, store,
-                          device=str(model.device), **run)
+                          device=str(model.device), engine=engine, **run)
     finally:
         model.train(was_training)
         model.preprocess = preprocess

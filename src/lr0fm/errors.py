@@ -27,4 +27,8 @@ class PassBusy(RuntimeError):
     """Another process is running this pass of an evaluation (and the caller chose not to wait)."""
 
 
-USER_ERRORS = (DatasetError, ModelError, ProtocolError, InputError, ViewError)
+class UnitsFailed(RuntimeError):
+    """Units of an engine run failed (one line each); the other units finished and were written."""
+
+
+USER_ERRORS = (DatasetError, ModelError, ProtocolError, InputError, ViewError, UnitsFailed)

@@ -52,16 +52,20 @@ def _loaded_models(groups: Sequence[Group], indices: Sequence[int], resolutions,
 
 
 def run_groups(groups: Sequence[Group], resolutions, store, device: str = "cpu", protocol: dict | None = None,
-               **options) -> list[dict]:
+               engine=None, **options) -> list[dict]:
     """Evaluate every group (skipping finished cells); the records of all groups, in order, on every rank.
 
     In one process, all models of a dataset run in one pass (``evaluate_many``): each image is
     decoded once and its views are made once per group of models with the same view pixels, so a
     model zoo costs about the sum of its forwards (every model is held in memory meanwhile).
     Under torchrun the groups (or, when there are fewer groups than ranks, their images) are
-    split over the ranks; ``options`` are EvalConfig fields.
+    split over the ranks; ``options`` are EvalConfig fields. ``engine`` (lr0fm.engines): run the
+    passes there instead (Ray tasks, SLURM arrays); None is this process.
     """
     from .evaluation import EvalConfig, Job, evaluate_many
+
+    if engine is not None:
+        return engine.run(groups, resolutions, store, device=device, protocol=protocol, **options)
 
     mine, shard_images = dist.plan_cells(groups)
     done, busy = [], []

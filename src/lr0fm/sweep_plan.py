@@ -232,6 +232,38 @@ def recorded_cells(config, datasets: list[DatasetPlan], store) -> set[tuple] | N
     return found
 
 
+def pass_seconds(images: int, prompts: int | None, resolutions: int, image_gflops: float,
+                 text_gflops: float | None, tflops: float, images_per_second: float | None = None) -> float:
+    """Estimated device seconds of one pass of a model over ``images`` at ``resolutions`` views each."""
+    flops = images * resolutions * image_gflops + (prompts or 0) * (text_gflops or 0)
+    one = flops / (tflops * 1e3)  # GFLOPs / (TFLOPS * 1000 GFLOPs per TFLOP)
+    return max(one, images / images_per_second) if images_per_second else one
+
+
+def pass_estimates(config, datasets: list[DatasetPlan], recorded: set[tuple] | None, tflops: float,
+                   images_per_second: float | None = None) -> list[dict]:
+    """One row per (model, variant, dataset) pass with pending cells: model, dataset, images,
+    pending (cells), seconds (None: no GFLOPs in the catalog or image count unknown). The
+    units lr0fm.engines schedules."""
+    _, cannot = runnable(config.models)
+    rows = []
+    for model in config.models:
+        if model in cannot:
+            continue
+        entry = catalog_entry(model) or {}
+        for _ in range(len(config.lr_tokens) * len(config.sr)):
+            for d in datasets:
+                pending = [r for r in config.resolutions if recorded is None or (model, d.label, r) not in recorded]
+                if not pending:
+                    continue
+                known = d.images is not None and entry.get("image_gflops") is not None
+                rows.append({"model": model, "dataset": d.label, "images": d.images, "pending": len(pending),
+                             "seconds": pass_seconds(d.images, d.prompts, len(pending), entry["image_gflops"],
+                                                     entry.get("text_gflops"), tflops, images_per_second)
+                             if known else None})
+    return rows
+
+
 def estimate(config, datasets: list[DatasetPlan], recorded: set[tuple] | None, tflops: float,
              images_per_second: float | None = None) -> list[ModelPlan]:
     """Per model: cells, pending cells and the estimated seconds of its pending passes."""
@@ -254,11 +286,8 @@ def estimate(config, datasets: list[DatasetPlan], recorded: set[tuple] | None, t
             if seconds is None or d.images is None or image_gflops is None:
                 seconds = None
                 continue
-            flops = d.images * len(pending) * image_gflops + (d.prompts or 0) * (text_gflops or 0)
-            one = flops / (tflops * 1e3)  # GFLOPs / (TFLOPS * 1000 GFLOPs per TFLOP)
-            if images_per_second:
-                one = max(one, d.images / images_per_second)
-            seconds += one * variants
+            seconds += pass_seconds(d.images, d.prompts, len(pending), image_gflops, text_gflops, tflops,
+                                    images_per_second) * variants
         if model in cannot:
             note = "cannot run in lr0fm (backend unsupported); a run skips it"
         elif image_gflops is None:
@@ -350,5 +379,5 @@ def print_plan(config, store, title: str, tflops: float | None = None, images_pe
 
 
 __all__ = ["DEFAULT_TFLOPS", "DatasetPlan", "ModelPlan", "catalog_entry", "estimate", "filter_models",
-           "model_fields", "plan_datasets", "preset_names", "preset_path", "print_plan", "recorded_cells",
+           "model_fields", "pass_estimates", "pass_seconds", "plan_datasets", "preset_names", "preset_path", "print_plan", "recorded_cells",
            "runnable", "select"]

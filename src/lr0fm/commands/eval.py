@@ -48,12 +48,14 @@ def cmd_eval(args) -> int:
     # the ranks (lr0fm.distributed) and rank 0 prints.
     from .. import distributed
     from ..runner import Group, run_groups
-    device = distributed.init(options.device, amp=options.amp)
+    from ..engines import engine_from_args
+    engine = engine_from_args(args)
+    device = distributed.init(options.device, amp=options.amp) if engine is None else engine.device(options.device)
     groups = [Group(name, data, options.lr_tokens, options.sr, options.trust_checkpoint)
               for name in csv_list(args.model) for data in datasets]
     try:
         records = run_groups(groups, options.resolutions, store, device=device, protocol=options.protocol_options(),
-                             **options.pass_options())
+                             engine=engine, **options.pass_options())
     finally:
         distributed.shutdown()
     if distributed.is_main():
@@ -65,4 +67,6 @@ def cmd_eval(args) -> int:
 def add_commands(sub) -> None:
     p = add_command(sub, "eval", help="evaluate models on datasets at several resolutions")
     add_eval_args(p)
+    from ..engines import add_engine_args
+    add_engine_args(p)
     p.set_defaults(func=cmd_eval)

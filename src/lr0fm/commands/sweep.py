@@ -25,10 +25,17 @@ def cmd_sweep(args) -> int:
     if args.device:
         config.options["device"] = args.device
     store = ResultsStore(args.out or config.out)
-    if args.estimate or (args.dry_run and args.preset):  # a plan: no model built, no image read
+    from ..engines import engine_from_args, plan_makespan, print_makespan
+    if args.estimate or (args.dry_run and (args.preset or args.gpus)):  # a plan: no model built, no image read
+        if args.gpus:  # the makespan on N GPUs with the engines' scheduling
+            plan = plan_makespan(config, store, args.gpus, args.gpus_per_task, args.throughput, args.images_per_second)
+            if args.json:
+                return print_makespan(plan, as_json=True) or 0
         if dist.is_main():
             print_plan(config, store, f"preset {args.preset}" if args.preset else f"sweep {args.config}",
                        tflops=args.throughput, images_per_second=args.images_per_second)
+            if args.gpus:
+                print_makespan(plan)
         return 0
     if args.throughput is not None or args.images_per_second is not None:
         raise InputError("--throughput / --images-per-second set the estimate: add --estimate "
@@ -42,7 +49,9 @@ def cmd_sweep(args) -> int:
         raise InputError("none of the sweep's models can run in lr0fm; choose others (lr0fm models --paper)")
     groups = [g for g in groups if g.model in models]
     options = dict(config.options)
-    device = dist.check_device(options.pop("device", "cpu"), options.get("amp"))
+    engine = engine_from_args(args)  # workers check their device; the driver may have none
+    device = dist.check_device(options.pop("device", "cpu"), options.get("amp")) if engine is None else \
+        engine.device(options.pop("device", "cpu"))
     if args.dry_run:
         if dist.is_main():
             rows = cell_status(groups, config.resolutions, store, device=device, **options)
@@ -53,9 +62,9 @@ def cmd_sweep(args) -> int:
             n_done = sum(r["done"] for r in rows)
             print(f"{len(rows)} cells: {n_done} done, {len(rows) - n_done} pending  (results: {store.root})")
         return 0
-    device = dist.init(device)
+    device = dist.init(device) if engine is None else device
     try:
-        records = run_groups(groups, config.resolutions, store, device=device, **options)
+        records = run_groups(groups, config.resolutions, store, device=device, engine=engine, **options)
         if dist.is_main():
             print(text_report(records))
             print(f"results: {store.root}")
@@ -90,4 +99,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--datasets", metavar="KEY,KEY", default=None, help="keep only these datasets of the sweep")
     p.add_argument("--resolutions", metavar="R,R", default=None, help="keep only these resolutions of the sweep")
     p.add_argument("--device", default=None, help="run on this device (overrides the config's 'device')")
+    from ..engines import add_engine_args
+    add_engine_args(p, plan=True)
     p.set_defaults(func=cmd_sweep)

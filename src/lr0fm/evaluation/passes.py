@@ -63,6 +63,35 @@ class Job:
     protocol: Protocol | None = None
 
 
+@dataclass(frozen=True)
+class ImageShard:
+    """Block ``index`` of ``count`` contiguous blocks of a pass's images (lr0fm.distributed.block)."""
+
+    index: int
+    count: int
+
+
+@dataclass
+class ImageShardResult:
+    """One model's predictions on one block of a pass, and what its records are made from."""
+
+    shard: ImageShard
+    lo: int
+    hi: int
+    model_info: object            # the model's ModelInfo: all lr0fm.records.make_record reads of a model
+    protocol: Protocol
+    cfg: EvalConfig
+    ev: Evaluation
+    cells: dict                   # resolution -> cell id
+    pending: list                 # the resolutions of this pass, in the order of topk's first axis
+    partial_key: str
+    topk: np.ndarray              # [R, hi - lo, k]
+    valid: np.ndarray             # [hi - lo]
+    labels: np.ndarray
+    ids: np.ndarray
+    run: dict
+
+
 @dataclass
 class _Share:
     job: Job
@@ -79,6 +108,7 @@ class _Share:
     saved: int = 0
     partial_key: str = ""
     weights: torch.Tensor | None = None  # the classifier on the device
+    resumed: int = 0              # images its resume point had already scored when this pass started
 
 
 def evaluate(model: ZeroShotModel, data: LabeledImages, cfg: EvalConfig, store: ResultsStore,
@@ -98,11 +128,15 @@ def evaluate(model: ZeroShotModel, data: LabeledImages, cfg: EvalConfig, store: 
 
 
 def evaluate_many(jobs: Sequence[Job], data: LabeledImages, store: ResultsStore,
-                  wait: bool = True) -> list[list[dict] | None]:
+                  wait: bool = True, shard: ImageShard | None = None) -> list[list[dict] | None]:
     """Evaluate several models on one dataset in one pass: each image is decoded once and its
     views are made once per group of models with the same view pixels. Records are identical to
     separate ``evaluate`` runs. Jobs must share the run options (device, batch size, workers,
-    limit, views, decoder); a job whose pass another process holds is None when ``wait=False``."""
+    limit, views, decoder); a job whose pass another process holds is None when ``wait=False``.
+
+    ``shard``: run only that block of the images and hand each model's predictions of it to
+    ``store.put_shard`` instead of writing records (lr0fm.engines merges the shards of a pass
+    into the records of the whole pass)."""
     first = jobs[0].cfg
     for job in jobs[1:]:
         for name in ("device", "batch_size", "workers", "limit", "views", "decoder", "checkpoint_every"):
@@ -132,7 +166,7 @@ def evaluate_many(jobs: Sequence[Job], data: LabeledImages, store: ResultsStore,
             if pending:
                 shares.append(_Share(job, protocol.with_resolutions(pending), ev, cells, pending))
         if shares:
-            _run_pass(shares, limited, store, first, views_on_device, device_decode)
+            _run_pass(shares, limited, store, first, views_on_device, device_decode, shard)
     for i, p in enumerate(plans):
         if i not in busy:
             out[i] = [store.get(p.cells[r]) for r in p.cfg.resolutions]
@@ -140,12 +174,12 @@ def evaluate_many(jobs: Sequence[Job], data: LabeledImages, store: ResultsStore,
 
 
 def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cfg: EvalConfig,
-              views_on_device: bool, device_decode: bool) -> None:
+              views_on_device: bool, device_decode: bool, shard: ImageShard | None = None) -> None:
     started = time.time()
     log.info("evaluating %s (%d images) with %d model(s)", data.spec.label, len(data), len(shares))
     sharded = dist.shard_images()
     n = len(data)
-    lo, hi = dist.block(n) if sharded else (0, n)
+    lo, hi = dist.block(n) if sharded else dist.block(n, shard.index, shard.count) if shard else (0, n)
     m = hi - lo
     # view groups: shares with the same pixels share views; a custom view function is its own group
     groups: list[dict] = []
@@ -182,11 +216,13 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
         if dist.is_main() or not sharded:  # resume points holding a finished cell are stale
             store.drop_stale_partials(share.ev.id, [share.cells[r] for r in cells if store.complete(share.cells[r])])
         group_key = share.ev.resume_key(share.pending)
-        share.partial_key = f"{group_key}-rank{dist.rank()}of{dist.world_size()}" if sharded else group_key
+        share.partial_key = (f"{group_key}-rank{dist.rank()}of{dist.world_size()}" if sharded else
+                             f"{group_key}-shard{shard.index}of{shard.count}" if shard and shard.count > 1 else group_key)
         k, R = min(share.job.cfg.topk, share.classifier.shape[1]), len(share.pending)
         state = store.load_partial(share.partial_key)
         if state is not None and state["topk"].shape == (R, m, k):
             share.topk, share.valid, share.done = state["topk"], state["valid"], int(state["done"])
+            share.resumed = share.done
             log.info("resuming %s at image %d of %d", data.spec.label, lo + share.done, n)
         else:
             share.topk, share.valid, share.done = np.full((R, m, k), -1, np.int32), np.zeros(m, bool), 0
@@ -199,6 +235,18 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
             parts = dist.all_gather((share.topk, share.valid))
             share.topk = np.concatenate([p[0] for p in parts], axis=1)
             share.valid = np.concatenate([p[1] for p in parts])
+    if shard is not None:  # the caller merges the blocks of all shards into the records
+        for share in shares:
+            store.put_shard(ImageShardResult(
+                shard, lo, hi, share.job.model.info, share.protocol, share.job.cfg, share.ev, dict(share.cells),
+                list(share.pending), share.partial_key, share.topk, share.valid,
+                np.asarray([data.label(i) for i in range(lo, hi)], dtype=np.int32),
+                np.asarray([data.sample_id(i) for i in range(lo, hi)]),
+                {"seconds": round(time.time() - started, 2), "views": _views_of(groups[share.group]),
+                 "resumed_images": share.resumed,
+                 "models_in_pass": len(shares), "device": torch.device(cfg.device).type,
+                 "batch_size": cfg.batch_size}))
+        return
     labels = np.asarray([data.label(i) for i in range(n)], dtype=np.int32)
     ids = np.asarray([data.sample_id(i) for i in range(n)])
     run = {"seconds": round(time.time() - started, 2), "finished": round(time.time(), 3),
@@ -214,8 +262,7 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
             for j, r in enumerate(share.pending):
                 record = make_record(share.job.model, data, r, share.topk[j], share.valid, labels, ids, share.ev,
                                      run={**run, "resolutions_in_pass": list(share.pending),
-                                          "views": "pil" if groups[share.group]["fn"] or not groups[share.group]["device"]
-                                          else "device"})
+                                          "views": _views_of(groups[share.group])})
                 store.put(record, {"topk": share.topk[j], "labels": labels, "valid": share.valid, "ids": ids})
     if sharded:
         dist.barrier()  # the records are on disk before any rank reads them
@@ -251,6 +298,11 @@ def _check_readable(data: LabeledImages) -> None:
 def _none_readable(data: LabeledImages) -> DatasetError:
     return DatasetError(f"none of the {len(data)} images of {data.spec.label} could be read (first: "
                         f"{data.sample_id(0) if len(data) else '-'!r}); check the files (formats, permissions) and rerun")
+
+
+def _views_of(group: dict) -> str:
+    """Where a view group's views were made, as records say it."""
+    return "pil" if group["fn"] or not group["device"] else "device"
 
 
 @torch.no_grad()

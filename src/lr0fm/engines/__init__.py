@@ -1,0 +1,112 @@
+"""Engines: where the passes of ``lr0fm eval`` / ``lr0fm sweep`` / ``lr0fm.evaluate`` run.
+
+* ``local`` (default): this process (``torchrun`` splits one node's GPUs; lr0fm.distributed);
+* ``ray``: Ray tasks on a local Ray or a cluster, the driver the one writer (lr0fm.engines.ray);
+* ``slurm``: submitit job arrays, each element commits its own cells (lr0fm.engines.slurm).
+
+Every engine takes the runner's groups (lr0fm.runner.Group) and writes the same cells, records
+and predictions as the in-process run. ``add_engine_args`` declares the options of all engines
+for a command; ``engine_from_args`` turns them into an engine (None: local).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import InputError
+
+ENGINES = ("local", "ray", "slurm")
+
+
+def add_engine_args(parser: argparse.ArgumentParser, plan: bool = False) -> None:
+    """The engine options; ``plan``: also ``--gpus N`` / ``--json`` of ``sweep --dry-run``."""
+    g = parser.add_argument_group("engine (docs/scale.md)")
+    g.add_argument("--engine", choices=ENGINES, default="local",
+                   help="where passes run: local (this process; torchrun splits one node), ray (Ray tasks on this "
+                        "machine or --address's cluster), slurm (submitit job arrays)")
+    g.add_argument("--address", default=None, metavar="ADDR",
+                   help="ray: an existing cluster (auto, HOST:PORT, ray://HOST:PORT); default: a local Ray")
+    g.add_argument("--gpus-per-task", type=float, default=None, metavar="G",
+                   help="ray: GPUs per task (default 1 where the cluster has GPUs, else one CPU per task; "
+                        "fractions share a GPU between small models)")
+    g.add_argument("--max-retries", type=int, default=3, metavar="N",
+                   help="ray: times a task whose worker or node was lost is retried (from its resume point)")
+    g.add_argument("--no-shards", action="store_true",
+                   help="ray: never split a long unit into image shards")
+    g.add_argument("--slurm-cluster", choices=["slurm", "local", "debug"], default="slurm",
+                   help="slurm: submitit's executor; local/debug run the array on this machine without SLURM")
+    g.add_argument("--slurm-partition", default=None)
+    g.add_argument("--slurm-time", type=int, default=240, metavar="MIN", help="slurm: minutes per array element")
+    g.add_argument("--slurm-gpus-per-task", type=int, default=1, metavar="N")
+    g.add_argument("--slurm-array-parallelism", type=int, default=64, metavar="N",
+                   help="slurm: array elements running at once")
+    g.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="slurm: any other sbatch setting submitit passes on (repeatable), e.g. account=abc")
+    g.add_argument("--slurm-folder", default=None, metavar="DIR",
+                   help="slurm: submitit's logs and job files (default: RESULTS/slurm)")
+    if plan:
+        g.add_argument("--gpus", type=int, default=None, metavar="N",
+                       help="with --dry-run / --estimate: the makespan on N GPUs with the engines' scheduling "
+                            "(longest first, long units split into image shards)")
+        g.add_argument("--json", action="store_true", help="with --gpus: print the plan as one JSON object")
+
+
+def engine_from_args(args):
+    """The engine the parsed options ask for, or None for the local one (this process)."""
+    engine = getattr(args, "engine", "local")
+    if engine == "local":
+        for flag, value in (("--address", args.address), ("--gpus-per-task", args.gpus_per_task)):
+            if value is not None:
+                raise InputError(f"{flag} applies to --engine ray; add --engine ray or drop it")
+        return None
+    if engine == "ray":
+        from .ray import RayEngine
+        return RayEngine(args.address, args.gpus_per_task, args.max_retries, split=not args.no_shards)
+    from .slurm import SlurmEngine
+    return SlurmEngine(cluster=args.slurm_cluster, partition=args.slurm_partition, time_min=args.slurm_time,
+                       gpus_per_task=args.slurm_gpus_per_task, parallelism=args.slurm_array_parallelism,
+                       extra=args.slurm_arg, folder=args.slurm_folder)
+
+
+def plan_makespan(config, store, gpus: int, gpus_per_task: float | None = None, tflops: float | None = None,
+                  images_per_second: float | None = None, split: bool = True) -> dict:
+    """The sweep's units on ``gpus`` GPUs with the engines' scheduling: cells, total and makespan (s)."""
+    from ..sweep_plan import DEFAULT_TFLOPS, pass_estimates, plan_datasets, recorded_cells
+    from . import schedule
+
+    if gpus < 1:
+        raise InputError(f"--gpus {gpus} must be at least 1")
+    tflops = tflops or DEFAULT_TFLOPS[config.options.get("amp") or "fp32"]
+    datasets = plan_datasets(config)
+    recorded = recorded_cells(config, datasets, store)
+    rows = pass_estimates(config, datasets, recorded, tflops, images_per_second)
+    known = [r for r in rows if r["seconds"] is not None]
+    slots = schedule.slots_for(gpus, gpus_per_task or 1.0)
+    tasks = schedule.tasks([r["seconds"] for r in known], [r["images"] for r in known], slots, split)
+    total = sum(r["seconds"] for r in known)
+    span = schedule.makespan(tasks, slots)
+    variants = len(config.lr_tokens) * len(config.sr)
+    return {"cells": len(config.models) * variants * len(config.datasets) * len(config.resolutions),
+            "pending_cells": sum(r["pending"] for r in rows), "units": len(rows), "units_estimated": len(known),
+            "tasks": len(tasks), "split_units": len({t.unit for t in tasks if t.shard.count > 1}),
+            "gpus": gpus, "gpus_per_task": gpus_per_task or 1.0, "tflops": tflops, "total_s": round(total, 1),
+            "makespan_s": round(span, 1), "longest_unit_s": round(max((r["seconds"] for r in known), default=0), 1),
+            "speedup": round(total / span, 2) if span else None}
+
+
+def print_makespan(plan: dict, as_json: bool = False, out=None) -> None:
+    out = out or sys.stdout
+    if as_json:
+        print(json.dumps(plan, sort_keys=True), file=out)
+        return
+    hours = lambda s: f"{s / 3600:,.1f} h" if s >= 3600 else f"{s / 60:,.1f} min"  # noqa: E731
+    unknown = plan["units"] - plan["units_estimated"]
+    print(f"on {plan['gpus']} GPUs ({plan['gpus_per_task']:g} per task), longest first: {plan['tasks']} tasks from "
+          f"{plan['units_estimated']} units ({plan['split_units']} split into image shards); makespan "
+          f"~{plan['makespan_s']:,.0f} s ({hours(plan['makespan_s'])}) for ~{plan['total_s']:,.0f} s of device time"
+          f" (speedup {plan['speedup'] or 0:g})" + (f"; {unknown} units without an estimate left out" if unknown else ""),
+          file=out)
+
+
+__all__ = ["ENGINES", "add_engine_args", "engine_from_args", "plan_makespan", "print_makespan"]

@@ -1,0 +1,241 @@
+"""Ray as the engine: every unit (or image shard of one) is a Ray task; the driver is the one writer.
+
+Without ``--address`` a Ray instance is started on this machine for the run (and stopped after);
+with one (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``) the run joins that cluster; a process
+that is already connected (``ray.init`` in a notebook) is used as it is.
+
+Tasks take ``--gpus-per-task`` GPUs (default 1 where the cluster has GPUs, fractions share one)
+or, on a cluster without GPUs, one CPU each. A task whose worker or node is lost is retried by
+Ray (``--max-retries``); the retry fetches the resume point its earlier attempt streamed to the
+driver (every ``--checkpoint-every`` images) and continues from there. An exception inside a task
+is not retried: the unit is reported at the end. Only the driver writes the results folder
+(records, predictions and resume points, with the store's atomic writes), so the workers need
+the data and the weights but no shared filesystem for results.
+"""
+from __future__ import annotations
+
+import socket
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import InputError, UnitsFailed
+from . import schedule
+from .progress import Progress
+from .units import TaskResult, TaskSpec, commit, describe, error_line, run_task, unit_costs
+
+INSTALL = "--engine ray needs Ray, which is not installed: pip install 'lr0fm[ray]'"
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise InputError(INSTALL) from None
+    return ray
+
+
+def _check_address(address: str) -> None:
+    """A HOST:PORT that does not answer is one line in seconds (Ray itself waits long)."""
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[1] if "://" in address else address
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"--address {address!r}: give auto, HOST:PORT or ray://HOST:PORT (a Ray head node)")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise InputError(f"--address {address}: no Ray cluster answers there ({e.strerror or e}); start one with "
+                         "'ray start --head' or leave --address out for a local Ray") from None
+
+
+class _Coordinator:
+    """The driver's side of the workers' resume points and attempts (a Ray actor beside the driver)."""
+
+    def __init__(self, seeds: dict):
+        self.points, self.fresh, self.attempts = dict(seeds), {}, {}
+
+    def begin(self, key: str) -> int:
+        self.attempts[key] = self.attempts.get(key, 0) + 1
+        return self.attempts[key]
+
+    def resume_point(self, key: str):
+        return self.points.get(key)
+
+    def save(self, key: str, arrays: dict) -> None:
+        self.points[key] = self.fresh[key] = arrays
+
+    def drain(self) -> dict:
+        out, self.fresh = self.fresh, {}
+        return out
+
+    def forget(self, keys: list) -> None:
+        for key in keys:
+            self.points.pop(key, None)
+            self.fresh.pop(key, None)
+
+
+class _ActorChannel:
+    def __init__(self, actor):
+        self.actor = actor
+
+    def begin(self, key):
+        import ray
+        return ray.get(self.actor.begin.remote(key))
+
+    def resume_point(self, key):
+        import ray
+        state = ray.get(self.actor.resume_point.remote(key))
+        # arrays from the object store are read-only views; the pass writes into its arrays
+        return None if state is None else {k: np.array(v) for k, v in state.items()}
+
+    def save(self, key, arrays):
+        import ray
+        ray.get(self.actor.save.remote(key, arrays))
+
+
+def _task(spec: TaskSpec, complete: frozenset, actor) -> TaskResult:
+    import gc
+
+    import torch
+
+    from ..filedigest import cache_dir
+    try:
+        return run_task(spec, complete, _ActorChannel(actor), cache_dir() / "classifiers")
+    finally:
+        gc.collect()  # the unit's model goes before the next task on this worker builds its own
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _complete_cells(store) -> frozenset:
+    """The cells of the results folder that are complete (record and predictions digest)."""
+    return frozenset(path.stem for path in (store.root / "records").glob("*.json") if store.complete(path.stem))
+
+
+def _resume_points(store) -> dict:
+    out = {}
+    for path in (store.root / "partial").glob("*.npz"):
+        state = store.load_partial(path.stem)
+        if state is not None:
+            out[path.stem] = state
+    return out
+
+
+class RayEngine:
+    name = "ray"
+
+    def __init__(self, address: str | None = None, gpus_per_task: float | None = None, max_retries: int = 3,
+                 split: bool = True):
+        if gpus_per_task is not None and not gpus_per_task > 0:
+            raise InputError(f"--gpus-per-task {gpus_per_task} must be a positive number (fractions share a GPU)")
+        if max_retries < 0:
+            raise InputError(f"--max-retries {max_retries} must be at least 0")
+        self.address, self.gpus_per_task, self.max_retries, self.split = address, gpus_per_task, max_retries, split
+        import_ray()  # the extra's one line before anything is read or written
+
+    def device(self, device: str) -> str:
+        """The device the tasks use: Ray gives each GPU task its own GPU as cuda:0."""
+        return "cuda" if device.startswith("cuda") else device
+
+    def _connect(self, ray) -> bool:
+        """Connect; True when this run started the Ray instance (and stops it after)."""
+        if ray.is_initialized():
+            return False
+        if self.address:
+            _check_address(self.address)
+        try:
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=True,
+                     logging_level="ERROR", configure_logging=True)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            where = f"--address {self.address}" if self.address else "a local Ray instance"
+            raise InputError(f"cannot start or join {where}: {error_line(e)}") from None
+        return True
+
+    def run(self, groups: Sequence, resolutions, store, device: str = "cpu", protocol: dict | None = None,
+            **options) -> list[dict]:
+        ray = import_ray()
+        started = self._connect(ray)
+        try:
+            return self._run(ray, groups, resolutions, store, self.device(device), protocol, options)
+        finally:
+            if started:
+                ray.shutdown()
+
+    def _run(self, ray, groups, resolutions, store, device, protocol, options) -> list[dict]:
+        show = options.get("progress", True)
+        gpus = ray.cluster_resources().get("GPU", 0)
+        per_task = (self.gpus_per_task or 1.0) if gpus else 0.0
+        slots = schedule.slots_for(gpus, per_task) if gpus else max(1, int(ray.cluster_resources().get("CPU", 1)))
+        costs = unit_costs(groups, resolutions, options)
+        tasks = schedule.tasks([c for c, _ in costs], [n for _, n in costs], slots, self.split)
+        complete = ray.put(_complete_cells(store))
+        coordinator = ray.remote(num_cpus=0)(_Coordinator).options(max_restarts=0).remote(_resume_points(store))
+        # max_calls=0: a worker runs task after task (Ray's default for GPU tasks is a new process each,
+        # about a second on a small machine plus torch's import); each task frees its GPU memory
+        remote = ray.remote(max_calls=0)(_task).options(num_gpus=per_task, num_cpus=0 if per_task else 1,
+                                                        max_retries=self.max_retries, retry_exceptions=False)
+        refs = {}
+        for t in tasks:  # longest first: Ray starts them in this order as slots free up
+            spec = TaskSpec(f"u{t.unit}s{t.shard.index}of{t.shard.count}", groups[t.unit], list(resolutions), device,
+                            protocol, {k: v for k, v in options.items() if k != "progress"}, t.shard)
+            refs[remote.remote(spec, complete, coordinator)] = t
+        shards_of = {u: sum(1 for t in tasks if t.unit == u) for u in {t.unit for t in tasks}}
+        progress = Progress("ray", {u: costs[u][0] for u in shards_of}, show)
+        progress.running = min(slots, len(tasks))
+        results: dict[int, list[TaskResult]] = {u: [] for u in shards_of}
+        cells: dict[int, list[str]] = {}
+        failed: dict[int, str] = {}
+        waiting = list(refs)
+        try:
+            while waiting:
+                ready, waiting = ray.wait(waiting, num_returns=1, timeout=1.0)
+                for key, arrays in ray.get(coordinator.drain.remote()).items():
+                    store.save_partial(key, **arrays)  # the driver writes every resume point
+                for ref in ready:
+                    t = refs[ref]
+                    if t.unit in failed:
+                        continue
+                    try:
+                        results[t.unit].append(ray.get(ref))
+                    except Exception as e:  # noqa: BLE001 -- reported with its unit at the end
+                        failed[t.unit] = _failure(ray, e, self.max_retries)
+                        progress.finish(t.unit, failed=True)
+                        continue
+                    if len(results[t.unit]) == shards_of[t.unit]:
+                        try:
+                            written = commit(store, groups[t.unit].data, results[t.unit], "ray")
+                        except Exception as e:  # noqa: BLE001 -- e.g. no image readable: the unit fails
+                            failed[t.unit] = error_line(e)
+                            progress.finish(t.unit, failed=True)
+                            continue
+                        cells[t.unit] = results[t.unit][0].cells
+                        coordinator.forget.remote([s.partial_key for r in results[t.unit] for s in r.shards])
+                        progress.finish(t.unit, len(written))
+                progress.running = min(slots, len(waiting))
+                progress.update()
+        except BaseException:
+            for ref in waiting:
+                ray.cancel(ref, force=True)
+            raise
+        finally:
+            ray.kill(coordinator)
+        if failed:
+            lines = [f"  {describe(groups[u])}: {why}" for u, why in sorted(failed.items())]
+            raise UnitsFailed(f"{len(failed)} of {len(shards_of)} units failed (the other units' cells are written; "
+                              "fix the cause and rerun the same command):\n" + "\n".join(lines))
+        return [store.get(c) for u in sorted(cells) for c in cells[u]]
+
+
+def _failure(ray, exc: Exception, retries: int) -> str:
+    """One line for a failed task: the exception inside it, or the worker lost too often."""
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+        return error_line(cause)
+    if isinstance(exc, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)):
+        return f"its worker was lost {retries + 1} times ({type(exc).__name__}); see the Ray logs"
+    return error_line(exc)
+
+
+__all__ = ["INSTALL", "RayEngine", "import_ray"]

@@ -1,0 +1,200 @@
+"""Units of work for the engines: what a worker runs and how its predictions become records.
+
+A worker gets a ``TaskSpec`` (a Group -- a model name, or a model object for a local cluster --
+its dataset, the run options and the image shard), builds the model itself and runs the pass
+of lr0fm.evaluation against a ``WorkerStore``: it reads which cells are complete from the
+writer's snapshot, fetches and sends resume points through a *channel* (the Ray driver, or the
+results folder for SLURM) and hands back each model's predictions of its shard instead of
+writing records. ``commit`` merges the shards of a unit and writes its records with the real
+ResultsStore (atomic writes, predictions digest): the same records as one in-process pass,
+with ``run.attempts`` saying how many times its tasks were started.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from ..errors import DatasetError
+from ..evaluation.passes import ImageShard, ImageShardResult
+
+# Fault injection for tests (read on the driver, carried in the TaskSpec): "kill-after-saves:N"
+# SIGKILLs a task's first attempt right after it has sent its N-th resume point;
+# "sleep-after-unit:S" holds each task S seconds before it returns (a slow unit).
+FAULT_ENV = "LR0FM_FAULT"
+
+
+@dataclass
+class TaskSpec:
+    key: str                      # unit and shard, unique in a run: attempts are counted by it
+    group: Any                    # lr0fm.runner.Group
+    resolutions: list
+    device: str
+    protocol: dict | None
+    options: dict                 # EvalConfig fields
+    shard: ImageShard
+    fault: str | None = field(default_factory=lambda: os.environ.get(FAULT_ENV))
+
+
+@dataclass
+class TaskResult:
+    attempt: int
+    host: str
+    shards: list[ImageShardResult]  # one per model of the pass with pending cells (none: all complete)
+    cells: list[str]                # every cell of the unit, pending or not, in resolution order
+
+
+class Channel(Protocol):
+    def begin(self, key: str) -> int: ...
+    def resume_point(self, key: str) -> dict | None: ...
+    def save(self, key: str, arrays: dict) -> None: ...
+
+
+class WorkerStore:
+    """The results store as a pass on a worker sees it: nothing is written on the worker."""
+
+    def __init__(self, complete_cells, channel: Channel, classifier_cache: Path | None, fault: str | None = None,
+                 attempt: int = 1):
+        self._complete, self._channel = complete_cells, channel
+        self.classifier_cache = classifier_cache
+        self.shards: list[ImageShardResult] = []
+        self.cells: list[str] = []   # the pass's cells, in resolution order (what it reads back)
+        self._saves, self._kill_after = 0, None
+        if fault and fault.startswith("kill-after-saves:") and attempt == 1:
+            self._kill_after = int(fault.split(":", 1)[1])
+
+    def complete(self, cell: str, warn: bool = True) -> bool:
+        return cell in self._complete
+
+    def pass_lock(self, evaluation: str, wait: bool = True):
+        return contextlib.nullcontext()  # one writer schedules every pass: nobody else runs it
+
+    def drop_stale_partials(self, evaluation: str, finished_cells) -> None:
+        pass  # the writer drops them when it commits
+
+    def load_partial(self, key: str) -> dict | None:
+        return self._channel.resume_point(key)
+
+    def save_partial(self, key: str, **arrays) -> None:
+        self._channel.save(key, arrays)
+        self._saves += 1
+        if self._kill_after is not None and self._saves >= self._kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def drop_partial(self, key: str) -> None:
+        pass
+
+    def put_shard(self, result: ImageShardResult) -> None:
+        self.shards.append(result)
+
+    def get(self, cell: str) -> None:
+        self.cells.append(cell)
+        return None
+
+
+def check_visible(data) -> None:
+    """One line when this worker cannot read the dataset's files (no shared data root here)."""
+    root = getattr(data, "root", None)
+    missing = root and "://" not in str(root) and not Path(str(root)).exists()
+    if not missing and len(data):
+        try:
+            data.load_image(0)
+            return
+        except OSError:
+            missing = True
+        except Exception:  # a decoding problem of one image is the pass's business (skipped, counted)
+            return
+    if missing:
+        raise DatasetError(f"worker {socket.gethostname()} cannot read {data.spec.label} at {root}: give the workers "
+                           "the same data root (a shared filesystem or a copy on each node) and rerun")
+
+
+def run_task(spec: TaskSpec, complete_cells, channel: Channel, classifier_cache: Path | None) -> TaskResult:
+    """Run one task on this worker: build the model, run its shard of the pass, return predictions."""
+    from ..evaluation import EvalConfig, Job, evaluate_many
+    from ..runner import _loaded_models
+
+    attempt = channel.begin(spec.key)
+    check_visible(spec.group.data)
+    ((_, group, model, view_fn, variant),) = list(_loaded_models([spec.group], [0], spec.resolutions, spec.device,
+                                                                  spec.protocol))
+    cfg = EvalConfig(resolutions=spec.resolutions, device=spec.device, variant=variant,
+                     **{**spec.options, "progress": False})
+    store = WorkerStore(complete_cells, channel, classifier_cache, spec.fault, attempt)
+    evaluate_many([Job(model, cfg, view_fn)], group.data, store, shard=spec.shard)
+    if spec.fault and spec.fault.startswith("sleep-after-unit:"):
+        time.sleep(float(spec.fault.split(":", 1)[1]))
+    return TaskResult(attempt, socket.gethostname(), store.shards, store.cells)
+
+
+def commit(store, data, results: Sequence[TaskResult], engine: str) -> list[str]:
+    """Merge the task results of one unit (its shards, any order) and write its records; the cells written."""
+    from ..records import make_record
+
+    shards = sorted((s for r in results for s in r.shards), key=lambda s: s.shard.index)
+    if not shards:
+        return []
+    topk = np.concatenate([s.topk for s in shards], axis=1)
+    valid = np.concatenate([s.valid for s in shards])
+    labels = np.concatenate([s.labels for s in shards])
+    ids = np.concatenate([s.ids for s in shards])
+    first = shards[0]
+    if not valid.any():
+        raise DatasetError(f"none of the {len(ids)} images of {data.spec.label} could be read (first: "
+                           f"{ids[0] if len(ids) else '-'!r}); check the files (formats, permissions) and rerun")
+    model = SimpleNamespace(info=first.model_info)  # all make_record reads of a model
+    run = {**first.run, "seconds": round(sum(s.run["seconds"] for s in shards), 2), "finished": round(time.time(), 3),
+           "resolutions_in_pass": list(first.pending), "engine": engine, "shards": len(shards),
+           "resumed_images": sum(s.run["resumed_images"] for s in shards),
+           "attempts": max(r.attempt for r in results), "hosts": sorted({r.host for r in results})}
+    written = []
+    for j, r in enumerate(first.pending):
+        record = make_record(model, data, r, topk[j], valid, labels, ids, first.ev, run=run)
+        store.put(record, {"topk": topk[j], "labels": labels, "valid": valid, "ids": ids})
+        written.append(first.cells[r])
+    for s in shards:
+        store.drop_partial(s.partial_key)
+    store.drop_stale_partials(first.ev.id, written)
+    return written
+
+
+def unit_costs(groups, resolutions, options: dict) -> list[tuple[float, int]]:
+    """(estimated seconds, images) of each group's pass, from the sweep's estimate (catalog GFLOPs;
+    a model without them counts as 1 GFLOP per image: only the ratios matter for scheduling)."""
+    from ..sweep_plan import DEFAULT_TFLOPS, catalog_entry, pass_seconds
+
+    tflops = DEFAULT_TFLOPS[options.get("amp") or "fp32"]
+    limit = options.get("limit")
+    out = []
+    for g in groups:
+        entry = (catalog_entry(g.model) if isinstance(g.model, str) else None) or {}
+        n = len(g.data) if limit is None else min(limit, len(g.data))
+        prompts = len(g.data.spec.classnames) * len(g.data.spec.templates)
+        out.append((pass_seconds(n, prompts, len(resolutions), entry.get("image_gflops") or 1.0,
+                                 entry.get("text_gflops"), tflops), n))
+    return out
+
+
+def describe(group) -> str:
+    """'MODEL on DATASET' for progress and failure lines."""
+    model = group.model if isinstance(group.model, str) else group.model.info.model_id
+    variant = "".join(f" +{k}" for k, v in (("lr_tokens", group.lr_tokens), ("sr", group.sr)) if v)
+    return f"{model}{variant} on {group.data.spec.label}"
+
+
+def error_line(exc: BaseException) -> str:
+    """The first line of an exception, with its type."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
+
+
+__all__ = ["FAULT_ENV", "TaskResult", "TaskSpec", "WorkerStore", "check_visible", "commit", "describe", "error_line",
+           "run_task", "unit_costs"]

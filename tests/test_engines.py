@@ -1,0 +1,275 @@
+"""Engines (issue 18): Ray tasks and submitit arrays write the store of the single-process sweep;
+lost workers are retried from their resume points, a killed driver resumes, a failing unit is
+reported once, long units split into image shards, and the makespan of a sweep on N GPUs.
+
+A local Ray with logical GPUs (2 CPUs, 4 GPUs) is shared by the module; no process may outlive a test."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from lr0fm.cli import main
+from lr0fm.engines import schedule
+from lr0fm.evaluation import ImageShard
+from lr0fm.store import ResultsStore
+
+from conftest import make_image
+
+ray = pytest.importorskip("ray")
+psutil = pytest.importorskip("psutil")
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+
+
+def strip_run(record):
+    return {k: v for k, v in record.items() if k != "run"}
+
+
+def assert_same_store(ref_root, root, n_records):
+    a, b = ResultsStore(ref_root), ResultsStore(root)
+    ra, rb = a.records(), b.records()
+    assert len(ra) == n_records and [strip_run(r) for r in ra] == [strip_run(r) for r in rb]
+    for r in ra:
+        pa, pb = a.load_predictions(r["cell"]), b.load_predictions(r["cell"])
+        assert pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
+    assert not list((b.root / "partial").glob("*.npz"))  # resume points are gone once their cells are written
+    return rb
+
+
+def alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def descendants_of(pid):
+    try:
+        return {c.pid for c in psutil.Process(pid).children(recursive=True)}
+    except psutil.Error:
+        return set()
+
+
+def children_gone(pids, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        alive_now = [p for p in pids if alive(p)]
+        if not alive_now:
+            return []
+        time.sleep(0.5)
+    return alive_now
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    before = descendants_of(os.getpid())
+    ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, logging_level="ERROR",
+             runtime_env={"env_vars": {"PYTHONPATH": SRC}})
+    try:
+        yield ray
+    finally:
+        started = [pid for pid in descendants_of(os.getpid()) if pid not in before]
+        ray.shutdown()
+        assert children_gone(started) == [], "Ray processes outlived the tests"
+
+
+@pytest.fixture(scope="module")
+def second_model(tiny_open_clip, tmp_path_factory):
+    import open_clip
+    _, cfg, _ = tiny_open_clip
+    torch.manual_seed(1)
+    ckpt = tmp_path_factory.mktemp("second") / "tiny2.pt"
+    torch.save(open_clip.create_model("lr0fm-tiny-vit", pretrained=None).state_dict(), ckpt)
+    return f"open_clip:{cfg}:{ckpt}"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """3 classes x 8 images of varying size."""
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("engines") / "folder"
+    for c, color in zip(["cat", "dog", "red_car"], [(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
+        (root / c).mkdir(parents=True)
+        for i in range(8):
+            make_image(rng, (40 + 5 * i, 30 + 3 * i), color).save(root / c / f"{i}.png")
+    return root
+
+
+def write_config(path, models, folder, datasets=2):
+    (path.parent / "prompts.txt").write_text("a blurry photo of a {}.\na {}\n")
+    entries = "\n".join(["  - imagefolder", "  - {key: imagefolder, templates: prompts.txt}"][:datasets])
+    path.write_text(f"""
+models: [{", ".join(f'"{m}"' for m in models)}]
+datasets:
+{entries}
+data_root: {folder}
+resolutions: [16, 32, hr]
+batch_size: 4
+workers: 0
+checkpoint_every: 4
+progress: false
+""")
+    return path
+
+
+@pytest.fixture(scope="module")
+def grid(tiny_open_clip, second_model, folder, tmp_path_factory):
+    """2 models x 2 datasets x 3 resolutions = 12 cells, and the single-process sweep's store."""
+    d = tmp_path_factory.mktemp("grid")
+    cfg = write_config(d / "sweep.yaml", [tiny_open_clip[0], second_model], folder)
+    assert main(["sweep", str(cfg), "--out", str(d / "ref")]) == 0
+    return cfg, d / "ref"
+
+
+# -- scheduling --------------------------------------------------------------------------------
+def test_longest_first_and_shards():
+    costs, images = [10.0, 1.0, 1.0, 1.0, 3.0], [100] * 5
+    tasks = schedule.tasks(costs, images, slots=4)
+    # average load 4 per slot: the 10-unit is cut into 3 shards of 3.33, the rest stay whole
+    assert [(t.unit, t.shard) for t in tasks if t.unit == 0] == [(0, ImageShard(i, 3)) for i in range(3)]
+    assert [t.cost for t in tasks] == sorted((t.cost for t in tasks), reverse=True)
+    assert schedule.makespan(tasks, 4) == pytest.approx(max(10 / 3 + 1, 3 + 1))
+    assert schedule.makespan(schedule.tasks(costs, images, 4, split=False), 4) == 10.0
+    assert schedule.makespan(tasks, 1) == pytest.approx(16.0)
+    assert schedule.shard_counts([50.0, 1.0], [2, 10], slots=8) == [2, 1]  # never more shards than images
+    assert schedule.slots_for(4, 0.5) == 8 and schedule.slots_for(4, 1) == 4
+
+
+def test_dry_run_gpus_json(capsys, tmp_path):
+    args = ["sweep", "--preset", "lr0fm", "--dry-run", "--out", str(tmp_path / "r"), "--json"]
+    plans = {}
+    for n in (1, 8, 64):
+        assert main([*args, "--gpus", str(n)]) == 0
+        plans[n] = json.loads(capsys.readouterr().out)
+    assert plans[1]["makespan_s"] == pytest.approx(plans[1]["total_s"], rel=1e-6)
+    for n in (8, 64):
+        p = plans[n]
+        assert {"cells", "gpus", "total_s", "makespan_s"} <= set(p) and p["gpus"] == n
+        assert p["total_s"] / n <= p["makespan_s"] + 1 and p["makespan_s"] < p["total_s"]
+        assert p["total_s"] == pytest.approx(plans[1]["total_s"]) and p["cells"] == plans[1]["cells"] == 4950
+    assert plans[64]["split_units"] > 0  # the longest units no longer set the makespan
+    assert plans[64]["makespan_s"] < plans[64]["longest_unit_s"]
+    assert main(["sweep", "--preset", "lr0fm", "--dry-run", "--gpus", "8", "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "cells" in out and "on 8 GPUs" in out and "makespan" in out
+
+
+# -- one line for what cannot run ----------------------------------------------------------------
+@pytest.mark.parametrize("engine,module,extra", [("ray", "ray", "lr0fm[ray]"), ("slurm", "submitit", "lr0fm[slurm]")])
+def test_missing_extra_is_one_line(engine, module, extra, grid, monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    assert main(["sweep", str(grid[0]), "--engine", engine, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"pip install '{extra}'" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_address_is_one_line(grid, capsys, tmp_path):
+    for address in ("127.0.0.1:1", "ray://127.0.0.1:1", "nonsense"):
+        assert main(["sweep", str(grid[0]), "--engine", "ray", "--address", address, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--address" in err[0], err
+    assert not (tmp_path / "o" / "records").exists()
+
+
+# -- Ray --------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ray_sweep_writes_the_single_process_store(local_ray, grid, tmp_path, capsys):
+    cfg, ref = grid
+    out = tmp_path / "ray"
+    assert main(["sweep", str(cfg), "--engine", "ray", "--out", str(out)]) == 0
+    records = assert_same_store(ref, out, 12)
+    assert {r["run"]["engine"] for r in records} == {"ray"} and {r["run"]["attempts"] for r in records} == {1}
+    assert {r["run"]["shards"] for r in records} == {1}  # 4 equal units on 4 GPUs: none split
+    # a rerun computes nothing: every record stays as it was
+    before = {p.name: p.read_bytes() for p in (out / "records").iterdir()}
+    assert main(["sweep", str(cfg), "--engine", "ray", "--out", str(out)]) == 0
+    assert {p.name: p.read_bytes() for p in (out / "records").iterdir()} == before
+
+
+@pytest.mark.slow
+def test_lost_worker_is_retried_from_its_resume_point(local_ray, grid, tmp_path, monkeypatch, capsys):
+    cfg, ref = grid
+    out = tmp_path / "killed"
+    monkeypatch.setenv("LR0FM_FAULT", "kill-after-saves:2")  # SIGKILL each task's first worker mid-pass
+    assert main(["sweep", str(cfg), "--engine", "ray", "--out", str(out)]) == 0
+    records = assert_same_store(ref, out, 12)
+    assert {r["run"]["attempts"] for r in records} == {2}
+    assert {r["run"]["resumed_images"] for r in records} == {8}  # 2 resume points of 4 images each
+
+
+@pytest.mark.slow
+def test_failing_unit_is_reported_once_and_the_rest_is_done(local_ray, tiny_open_clip, folder, tmp_path, capsys):
+    bad = f"open_clip:{tiny_open_clip[1]}:{tmp_path / 'missing.pt'}"
+    cfg = write_config(tmp_path / "sweep.yaml", [tiny_open_clip[0], bad], folder)
+    assert main(["sweep", str(cfg), "--engine", "ray", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    failed = [line for line in err.splitlines() if line.startswith("  ")]
+    assert "2 of 4 units failed" in err and len(failed) == 2
+    assert all("missing.pt" in line and " on folder: " in line for line in failed), err
+    good = ResultsStore(tmp_path / "o").records()
+    assert len(good) == 6 and {r["model"] for r in good} == {ResultsStore(tmp_path / "o").records()[0]["model"]}
+
+
+@pytest.mark.slow
+def test_long_unit_split_into_shards_gives_the_unsplit_records(local_ray, tiny_open_clip, folder, tmp_path, capsys):
+    args = ["eval", "--model", tiny_open_clip[0], "--dataset", "imagefolder", "--data-root", str(folder),
+            "--resolutions", "16,32,hr", "--batch-size", "4", "--workers", "0", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "single")]) == 0
+    assert main([*args, "--out", str(tmp_path / "shards"), "--engine", "ray"]) == 0
+    records = assert_same_store(tmp_path / "single", tmp_path / "shards", 3)
+    assert {r["run"]["shards"] for r in records} == {4}  # one unit, 4 GPUs: 4 shards of 6 images
+
+
+@pytest.mark.slow
+def test_killed_driver_rerun_computes_only_the_rest(local_ray, grid, tmp_path, capsys):
+    cfg, ref = grid
+    out = tmp_path / "o"
+    env = {**os.environ, "PYTHONPATH": SRC, "LR0FM_FAULT": "sleep-after-unit:3"}
+    driver = subprocess.Popen([sys.executable, "-m", "lr0fm", "sweep", str(cfg), "--engine", "ray", "--out", str(out)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    descendants = set()
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and len(list((out / "records").glob("*.json"))) < 3:
+            descendants |= descendants_of(driver.pid)
+            assert driver.poll() is None, "the driver ended before it was killed"
+            time.sleep(0.1)
+        descendants |= descendants_of(driver.pid)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    # Ray's head processes die with the driver; its agents notice it and end within about a minute
+    assert children_gone(descendants, timeout=150) == [], "processes outlived the killed driver"
+    first = {p.name: p.read_bytes() for p in (out / "records").glob("*.json")}
+    assert 3 <= len(first) < 12
+    assert main(["sweep", str(cfg), "--engine", "ray", "--out", str(out)]) == 0  # the same command again
+    assert_same_store(ref, out, 12)
+    assert all((out / "records" / name).read_bytes() == data for name, data in first.items())
+
+
+# -- SLURM through submitit ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_slurm_local_array_writes_the_single_process_store(grid, tmp_path, capsys):
+    cfg, ref = grid
+    out = tmp_path / "slurm"
+    assert main(["sweep", str(cfg), "--engine", "slurm", "--slurm-cluster", "local", "--out", str(out)]) == 0
+    records = assert_same_store(ref, out, 12)
+    assert {r["run"]["engine"] for r in records} == {"slurm"}
+    before = {p.name: p.read_bytes() for p in (out / "records").iterdir()}
+    assert main(["sweep", str(cfg), "--engine", "slurm", "--slurm-cluster", "debug", "--out", str(out)]) == 0
+    assert {p.name: p.read_bytes() for p in (out / "records").iterdir()} == before
+
+
+def test_slurm_without_sbatch_is_one_line(grid, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch anywhere
+    assert main(["sweep", str(grid[0]), "--engine", "slurm", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sbatch" in err[0] and "--slurm-cluster local" in err[0]
