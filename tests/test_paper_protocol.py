@@ -180,3 +180,31 @@ def test_rgb_order_and_hr_via_are_public_protocol_options(tiny_open_clip, image_
     api = evaluate(create_model(tiny_open_clip[0]), data, [16, "hr"], tmp_path / "cli", protocol="paper:OpenCLIP",
                    workers=0, progress=False)
     assert {r["cell"] for r in api} <= {r["cell"] for r in records}
+
+
+def test_gallery_views_of_a_paper_protocol_record_are_the_evaluated_views(tiny_open_clip, tmp_path):
+    """The semantic-error gallery remakes views from a record: for a paper-protocol record (RGB
+    after resizing, HR through 224 px) they are the pixels the model was fed, on RGBA and palette
+    images too."""
+    from lr0fm.analysis.predictions import protocol_from
+    from lr0fm.cli import main
+    from lr0fm.records import protocol_of
+    from lr0fm.store import ResultsStore
+
+    folder = tmp_path / "images"
+    for i, image in enumerate(_rgba_and_palette_images()):
+        (folder / f"class{i % 2}").mkdir(parents=True, exist_ok=True)
+        image.save(folder / f"class{i % 2}" / f"{i}.png")
+    assert main(["--out", str(tmp_path / "out"), "eval", "--model", tiny_open_clip[0], "--dataset", "imagefolder",
+                 "--data-root", str(folder), "--resolutions", "16,hr", "--workers", "0", "--no-progress",
+                 "--protocol", "paper:OpenCLIP"]) == 0
+    evaluated = choose_protocol(create_model(tiny_open_clip[0]), "paper:OpenCLIP").protocol()
+    records = ResultsStore(tmp_path / "out").records()
+    assert len(records) == 2
+    data = get_dataset("imagefolder", root=folder)
+    for record in records:
+        remade, r = protocol_from(protocol_of(record)), record["resolution"]
+        assert remade.rgb_last and remade.hr_via == evaluated.hr_via
+        for i in range(len(data)):
+            image = data.load_image(i)
+            assert np.array_equal(np.asarray(remade.view(image, r)), np.asarray(evaluated.view(image, r))), (i, r)

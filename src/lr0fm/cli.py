@@ -28,7 +28,7 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM: ends a command as Ctrl-C does (finished cells and the resume point are kept)."""
 
 
-def _raise_terminated(signum, frame):
+def _raise_terminated(_signum, _frame):
     raise Terminated()
 
 

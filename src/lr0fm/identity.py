@@ -42,8 +42,6 @@ from .digests import ALL_FILES, DIGEST_CHARS, digest, folder_digest, tensors_dig
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-    from .datasets.base import LabeledImages
-    from .models.base import ZeroShotModel
     from .protocol import Protocol
 
 # Bump when a rule changes what an unchanged description means, so that ids made under the old
@@ -88,7 +86,7 @@ def combined_weights(main: str, **parts: str) -> str:
 STATE_DIGEST_KEY = "_state_digest"
 
 
-def weights_digest(model: "ZeroShotModel") -> str:
+def weights_digest(model: Any) -> str:
     """The one digest of a model's weights, which results and LR-token checkpoints are tied to:
     the fingerprint its backend recorded (``info.weights_hash``), else ``weights_from_state`` of
     the whole model (computed once and kept on the model)."""
@@ -102,14 +100,14 @@ def weights_digest(model: "ZeroShotModel") -> str:
 
 
 # -- the parts -------------------------------------------------------------------------------
-def model_part(model: "ZeroShotModel") -> dict:
+def model_part(model: Any) -> dict:
     """Model identity: backend, id, weights digest (``weights_digest``), backend kwargs, text config."""
     info = model.info
     return {"backend": info.backend, "id": info.model_id, "weights": weights_digest(model),
             "kwargs": dict(getattr(info, "kwargs", {}) or {}), "text": asdict(model.text_cfg)}
 
 
-def sample_fingerprints(data: "LabeledImages") -> list[str]:
+def sample_fingerprints(data: Any) -> list[str]:
     """Per sample, what its content is: a file's sha256 (cached by path, size and mtime), the
     sha256 of in-memory bytes, or the dataset's source digest with the reference."""
     from .filedigest import file_digests
@@ -131,7 +129,7 @@ def sample_fingerprints(data: "LabeledImages") -> list[str]:
     return out  # type: ignore[return-value]
 
 
-def data_part(data: "LabeledImages") -> dict:
+def data_part(data: Any) -> dict:
     """Data identity. The display name (``spec.name``: a folder's stem, ``--name``) is left out:
     it labels results and cannot change a number."""
     spec = data.spec
@@ -191,7 +189,7 @@ class Evaluation:
                        "templates": self.data["templates"]})
 
 
-def evaluation(model: "ZeroShotModel", data: "LabeledImages", protocol: "Protocol", *, amp: str | None = None,
+def evaluation(model: Any, data: Any, protocol: "Protocol", *, amp: str | None = None,
                topk: int = 5, variant: Mapping | None = None, limit: int | None = None, views: str = "pil",
                decoder: str = "pil") -> Evaluation:
     """The identity of evaluating ``model`` on ``data`` (already cut to ``limit``)."""
@@ -201,7 +199,7 @@ def evaluation(model: "ZeroShotModel", data: "LabeledImages", protocol: "Protoco
                       variant=dict(variant or {}), limit=limit)
 
 
-def classifier_key(model: "ZeroShotModel", classnames: Sequence[str], templates: Sequence[str]) -> str:
+def classifier_key(model: Any, classnames: Sequence[str], templates: Sequence[str]) -> str:
     """The classifier cache key without a full evaluation (same rule as Evaluation.classifier_key)."""
     return digest({"version": IDENTITY_VERSION, "model": model_part(model), "classnames": text_digest(classnames),
                    "templates": text_digest(templates)})

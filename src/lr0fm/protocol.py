@@ -13,7 +13,7 @@ The HR reference is the same chain without the down step. Everything in lr0fm th
 from __future__ import annotations
 
 import numbers
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -137,6 +137,14 @@ class Protocol:
         if resolution is not None:
             d["resolution"] = resolution
         return d
+
+    @classmethod
+    def from_description(cls, d: dict, resolutions: Sequence[int | str] = DEFAULT_RESOLUTIONS) -> "Protocol":
+        """The protocol a ``describe()`` (a record's protocol) was made from: every field it stores,
+        so views remade from a record are the pixels the model saw (RGB order and HR route too)."""
+        names = {f.name for f in fields(cls)} - {"resolutions"}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names},
+                   resolutions=tuple(resolutions))
 
     def pixel_key(self) -> str:
         """Equal for protocols whose uint8 views are the same pixels (mean and std apply after the

@@ -25,7 +25,6 @@ from . import pyplot, save_figure, slug, write_csv, write_json
 from .wordnet import class_synsets, load_wordnet, wup
 
 DEFAULT_THRESHOLD = 0.5
-PROTOCOL_FIELDS = ("input_size", "mean", "std", "mode", "interpolation", "antialias")
 
 
 @dataclass
@@ -199,9 +198,8 @@ def _data_matcher(data: LabeledImages):
 
 
 def protocol_from(p: dict) -> Protocol:
-    """The Protocol a record describes (``lr0fm.records.protocol_of``)."""
-    return Protocol(**{k: tuple(p[k]) if isinstance(p[k], list) else p[k] for k in PROTOCOL_FIELDS},
-                    resolutions=(HR,))
+    """The Protocol a record describes (``lr0fm.records.protocol_of``): the views the model saw."""
+    return Protocol.from_description(p, resolutions=(HR,))
 
 
 def semantic_errors(store: ResultsStore, model: str, data: LabeledImages, threshold: float = DEFAULT_THRESHOLD,

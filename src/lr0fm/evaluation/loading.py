@@ -114,7 +114,7 @@ class EndWithParent:
     def __init__(self, parent: int | None = None):
         self.parent = os.getpid() if parent is None else parent
 
-    def __call__(self, worker_id: int) -> None:
+    def __call__(self, _worker_id: int) -> None:
         if not sys.platform.startswith("linux"):
             return
         import ctypes

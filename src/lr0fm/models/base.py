@@ -7,7 +7,7 @@ backend's own preprocessing config or the catalog, never branches in the pipelin
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -90,5 +90,3 @@ class ZeroShotModel(nn.Module):
     def protocol(self, resolutions: Sequence[int | str] = DEFAULT_RESOLUTIONS) -> Protocol:
         return self.preprocess.with_resolutions(resolutions)
 
-
-TextEncoder = Callable[[list[str]], torch.Tensor]
