@@ -2,6 +2,7 @@
 timm-style overrides are part of the identity."""
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
@@ -208,3 +209,35 @@ def test_gallery_views_of_a_paper_protocol_record_are_the_evaluated_views(tiny_o
         for i in range(len(data)):
             image = data.load_image(i)
             assert np.array_equal(np.asarray(remade.view(image, r)), np.asarray(evaluated.view(image, r))), (i, r)
+
+
+def test_device_views_of_a_paper_protocol_are_the_authors_pixels(tiny_open_clip, tmp_path):
+    """--views device makes views from the RGB original; a protocol that resizes before RGB
+    (the authors' order) gets the worker's PIL views for palette/RGBA images instead, so device and
+    PIL views give the same predictions, image by image."""
+    from lr0fm.evaluation.loading import _Work
+    from lr0fm import gpu_resize
+
+    folder = tmp_path / "images"
+    for i, image in enumerate(_rgba_and_palette_images() * 2):
+        (folder / f"class{i % 2}").mkdir(parents=True, exist_ok=True)
+        image.save(folder / f"class{i % 2}" / f"{i}.png")
+    data = get_dataset("imagefolder", root=folder)
+    protocol = choose_protocol(create_model(tiny_open_clip[0]), "paper:OpenCLIP").protocol((16, 32, "hr"))
+    work = _Work([], True, False, [(0, protocol, list(protocol.resolutions))])
+    for i in range(len(data)):
+        payload = work(data, i)
+        sent = torch.from_numpy(payload.views[0]) if 0 in payload.views else torch.from_numpy(payload.original)
+        made = gpu_resize.make_views(protocol, [sent], list(protocol.resolutions))[0].numpy()
+        assert np.array_equal(made, protocol.views_uint8(data.load_image(i))), data.sample_id(i)
+
+    from lr0fm.evaluation import EvalConfig, evaluate
+    from lr0fm.store import ResultsStore
+    model = choose_protocol(create_model(tiny_open_clip[0]), "paper:OpenCLIP")
+    preds = {}
+    for views in ("pil", "device"):
+        cfg = EvalConfig(resolutions=(16, "hr"), workers=0, progress=False, views=views)
+        store = ResultsStore(tmp_path / views)
+        records = evaluate(model, data, cfg, store)
+        preds[views] = [store.load_predictions(r["cell"])["topk"].tolist() for r in records]
+    assert preds["pil"] == preds["device"]

@@ -35,16 +35,20 @@ class _Payload:
     __slots__ = ("original", "views", "jpeg")
 
     def __init__(self, original=None, views=None, jpeg=None):
-        self.original, self.views, self.jpeg = original, views, jpeg
+        self.original, self.views, self.jpeg = original, views or {}, jpeg
 
 
 class _Work:
     """What the workers do per image: decode (or only read JPEG bytes) and make the PIL-side views.
     ``pil_groups``: (index, view function, resolutions to pass it or None, resolutions it makes)
-    of the groups whose views workers make."""
+    of the groups whose views workers make. ``rgb_last_groups``: (index, protocol, resolutions) of
+    the device groups whose protocol resizes before converting to RGB: the device makes their views
+    from the RGB original, which equals the protocol's chain only for RGB and grey images, so for
+    other modes (palette, RGBA, CMYK, ...) the worker makes those views with PIL."""
 
-    def __init__(self, pil_groups, device_views: bool, device_decode: bool):
+    def __init__(self, pil_groups, device_views: bool, device_decode: bool, rgb_last_groups=()):
         self.pil_groups, self.device_views, self.device_decode = pil_groups, device_views, device_decode
+        self.rgb_last_groups = list(rgb_last_groups)
 
     def __call__(self, data: LabeledImages, index: int):
         if self.device_decode and not self.pil_groups:
@@ -62,7 +66,10 @@ class _Work:
             raise ViewError(f"not enough memory to decode {data.sample_id(index)!r}; use fewer --workers "
                             "or a smaller --batch-size, or leave the image out") from None
         views = {}
-        for g, fn, res, made in self.pil_groups:
+        pil_side = list(self.pil_groups)
+        if image.mode not in ("RGB", "L"):
+            pil_side += [(g, protocol.views_uint8, res, res) for g, protocol, res in self.rgb_last_groups]
+        for g, fn, res, made in pil_side:
             try:
                 views[g] = fn(image) if res is None else fn(image, res)
             except MemoryError:

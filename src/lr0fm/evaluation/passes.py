@@ -204,7 +204,9 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
             share.group, share.rows = g, [group["res"].index(r) for r in share.pending]
     pil_groups = [(g, grp["fn"] or grp["protocol"].views_uint8, None if grp["fn"] else grp["res"], grp["res"])
                   for g, grp in enumerate(groups) if not grp["device"]]
-    work = _Work(pil_groups, views_on_device, device_decode)
+    rgb_last = [(g, grp["protocol"], grp["res"]) for g, grp in enumerate(groups)
+                if grp["device"] and grp["protocol"].rgb_last]
+    work = _Work(pil_groups, views_on_device, device_decode, rgb_last)
 
     _check_readable(data)
     with dist.main_first() if sharded else contextlib.nullcontext():  # each classifier is built once
@@ -349,7 +351,9 @@ def _batch_loop(shares, groups, loader, lo, work, cfg, store, device, cuda, bar)
                 if not todo:
                     continue
                 if group["device"]:
-                    originals = [p.original if torch.is_tensor(p.original) else torch.from_numpy(p.original)
+                    # an original, or the finished views a worker made for this group (_Work's rgb_last_groups)
+                    originals = [torch.from_numpy(p.views[g]) if g in p.views else
+                                 p.original if torch.is_tensor(p.original) else torch.from_numpy(p.original)
                                  for p in good]
                     views = gpu_resize.make_views(group["protocol"], originals, group["res"], device=device)
                 else:
