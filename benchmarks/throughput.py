@@ -274,8 +274,8 @@ def main(argv=None) -> int:
               f"spread {spread(ratios)}; {len(rows) - len(good)} faulty)")
         print(f"{RESULT} b/a {statistics.median(ratios):.3f} (spread {spread(ratios)}, {len(good)} rounds; "
               f"target >= 0.90)"
-              f"  a {a:.0f} views/s  b {n * R / tb:.0f} pairs/s  {n} JPEGs x {R} res  views {how[0]} "
-              f"decoder {how[1]}  {args.device} {args.amp or 'fp32'}")
+              f"  a {a:.0f} views/s  b {n * R / tb:.0f} pairs/s  {n} JPEGs x {R} res  views {how.views} "
+              f"decoder {how.decoder}  {args.device} {args.amp or 'fp32'}")
     else:
         print("b/a                    no valid round: every round had b/a > 1 (a shared machine's load moved); rerun")
         print(f"{RESULT} b/a MEASUREMENT FAULT: no valid round")
