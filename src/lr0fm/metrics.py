@@ -151,7 +151,12 @@ def ranked(rows: Iterable[Robustness], by: str = RANK_BY) -> list[Robustness]:
     return sorted(rows, key=lambda x: rank_key(x.scores[by]))
 
 
-CELL_METRICS = ("top1", "top5", "mean_per_class_recall")  # the keys of cell_metrics, in order
+# every per-cell metric: name -> what it is (a record column of that name; lr0fm.records.COLUMNS)
+CELL_METRICS: dict[str, str] = {
+    "top1": "top-1 accuracy (fraction)",
+    "top5": "top-5 accuracy (fraction; 1.0 when there are at most 5 classes)",
+    "mean_per_class_recall": "mean per-class recall (fraction)",
+}
 
 
 def cell_metrics(topk, labels, num_classes: int) -> dict[str, float]:

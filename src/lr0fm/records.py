@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from .identity import differences
+from .metrics import CELL_METRICS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .identity import Evaluation
@@ -102,9 +103,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("dataset_key", "registry key the data was loaded with (imagefolder, csv, wds, ...)", _field("dataset_key")),
     Column("split", "dataset split", split_of),
     Column("resolution", "LR size in px, or 'hr' for the model's own input size", _field("resolution")),
-    Column("top1", "top-1 accuracy (fraction)", _field("top1")),
-    Column("top5", "top-5 accuracy (fraction; 1.0 when there are at most 5 classes)", _field("top5")),
-    Column("mean_per_class_recall", "mean per-class recall (fraction)", _field("mean_per_class_recall")),
+    *(Column(name, doc, _field(name)) for name, doc in CELL_METRICS.items()),
     Column("n_images", "images scored", _field("n_images"), integer=True),
     Column("n_skipped", "unreadable images skipped", _field("n_skipped"), integer=True),
     Column("num_classes", "number of classes", _field("num_classes"), integer=True),
