@@ -145,6 +145,7 @@ def test_stored_records_count_as_done_when_they_match(no_data):
         def records(self):
             return [record(), record("hr"),
                     record(32, source="native"),  # another protocol
+                    record(32, source="paper:CLIP"),  # the family's protocol is not the backbone's own
                     record(64, amp="bf16"), record(128, limit=10)]
 
     from lr0fm.sweep_plan import recorded_cells
@@ -202,3 +203,21 @@ def test_bad_preset_or_filter_is_one_line_exit_2(no_data, capsys, args, match):
     assert rc == 2
     assert len(err.strip().splitlines()) == 1 and re.search(match, err), err
     assert not (no_data / "results").exists()
+
+
+def test_a_paper_family_sweep_counts_only_records_of_that_family_protocol(no_data):
+    from fake_records import fake_record
+    from lr0fm.sweep_plan import recorded_cells
+
+    config = select(load_config(preset_path("lr0fm")), models=["clip-vit-b-32"], datasets="dtd")
+    config.options["protocol"] = {"protocol": "paper:clip"}  # the family in any case
+    datasets = plan_datasets(config)
+
+    class Store:
+        root = no_data
+
+        def records(self):
+            return [fake_record("clip-vit-b-32", "dtd", r, 0.5, split="test", source=source)
+                    for r, source in ((16, "paper:CLIP"), ("hr", "paper"), (32, "paper:CLIP+override"))]
+
+    assert recorded_cells(config, datasets, Store()) == {("clip-vit-b-32", "dtd", 16)}

@@ -155,6 +155,20 @@ def protocol_part(protocol: "Protocol", views: str = "pil", decoder: str = "pil"
     return part
 
 
+def protocol_choice(protocol: Mapping) -> tuple[str, bool]:
+    """(the protocol asked for: native, paper or paper:FAMILY; whether options overrode it) of a
+    protocol part, read from its ``source`` (lr0fm.models.choose_protocol writes it)."""
+    source = str(protocol.get("source", "native"))
+    return source.split("+")[0].split(" (")[0], "+override" in source
+
+
+def same_views_key(protocol: "Protocol") -> str:
+    """Equal for protocols whose uint8 views are the same pixels: everything that makes a view,
+    without mean and std (they apply after the views, on the model's device) and the source (a
+    name for the settings); models with equal keys share one set of views in a pass."""
+    return repr(sorted((k, v) for k, v in protocol.describe().items() if k not in ("mean", "std", "source")))
+
+
 # -- an evaluation ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Evaluation:
@@ -197,6 +211,38 @@ def evaluation(model: Any, data: Any, protocol: "Protocol", *, amp: str | None =
                       protocol=protocol_part(protocol, views=views, decoder=decoder),
                       numerics={"amp": amp or "fp32", "topk": min(topk, data.spec.num_classes)},
                       variant=dict(variant or {}), limit=limit)
+
+
+# What two evaluations of one model row / one dataset row may differ by (reports, compare and the
+# analyses tell rows apart with these, and only these).
+MODEL_SIDE = ("model", "protocol", "numerics", "variant")
+DATA_SIDE = ("data", "limit")
+
+
+def model_side(description: Mapping, variant: bool = True) -> dict:
+    """The model side of an evaluation's description (``Evaluation.describe()``, a record's
+    ``identity``): weights, protocol, numerics and, unless ``variant=False``, the variant."""
+    return {k: description.get(k) for k in MODEL_SIDE if variant or k != "variant"}
+
+
+def data_side(description: Mapping) -> dict:
+    """The data side of an evaluation's description: the data part and the --limit."""
+    return {k: description.get(k) for k in DATA_SIDE}
+
+
+def data_matcher(data: Any):
+    """description -> whether its evaluation ran on ``data``'s images, labels and class names
+    (cut to its --limit): the data part without the options that only say how the images were
+    listed. The images are hashed once per limit."""
+    samples: dict[int | None, str] = {}
+
+    def matches(description: Mapping) -> bool:
+        stored, limit = description.get("data") or {}, description.get("limit")
+        if limit not in samples:
+            samples[limit] = data_part(data if limit is None else data.subset(range(min(limit, len(data)))))
+        mine = samples[limit]
+        return all(stored.get(k) == mine[k] for k in ("split", "classnames", "samples"))
+    return matches
 
 
 def classifier_key(model: Any, classnames: Sequence[str], templates: Sequence[str]) -> str:

@@ -146,11 +146,6 @@ class Protocol:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names},
                    resolutions=tuple(resolutions))
 
-    def pixel_key(self) -> str:
-        """Equal for protocols whose uint8 views are the same pixels (mean and std apply after the
-        views, on the model's device), so models with equal keys share one set of views."""
-        return repr(sorted((k, v) for k, v in self.describe().items() if k not in ("mean", "std", "source")))
-
     def with_resolutions(self, resolutions: Sequence[int | str]) -> "Protocol":
         return replace(self, resolutions=tuple(resolutions))
 

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from .identity import differences
+from .identity import data_side, differences, model_side
 from .metrics import CELL_METRICS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -205,13 +205,11 @@ def model_name(record: dict) -> str:
 
 
 def _model_side(record: dict) -> dict:
-    ident = record["identity"]
-    return {k: ident.get(k) for k in ("model", "protocol", "numerics", "variant")}
+    return model_side(record["identity"])
 
 
 def _data_side(record: dict) -> dict:
-    ident = record["identity"]
-    return {"data": ident.get("data"), "limit": ident.get("limit")}
+    return data_side(record["identity"])
 
 
 def _suffixed(name: str, diff: str) -> str:

@@ -211,19 +211,22 @@ def recorded_cells(config, datasets: list[DatasetPlan], store) -> set[tuple] | N
     overrides = {"mode": protocol.get("resize_mode"), "input_size": protocol.get("input_size"),
                  "interpolation": protocol.get("interpolation")}
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    paper = protocol.get("protocol", "native") == "paper"
+    asked = protocol.get("protocol", "native")
+    if asked.lower().startswith("paper:"):  # the family as the catalog spells it, as records do
+        families = {e["family"].lower(): e["family"] for e in model_catalog().values() if e.get("family")}
+        asked = "paper:" + families.get(asked.split(":", 1)[1].lower(), asked.split(":", 1)[1])
     splits = {d.label: d.split for d in datasets}
     limit, amp = config.options.get("limit"), config.options.get("amp") or "fp32"
     models = set(config.models)
     found = set()
+    from .identity import protocol_choice
     from .records import amp_of, limit_of, protocol_of, split_of, variant_of
 
     for r in store.records():
         p = protocol_of(r)
-        source = str(p.get("source", ""))
         if ((r.get("model") in models or r.get("model_id") in models) and r.get("dataset") in splits
                 and splits[r["dataset"]] in (None, split_of(r)) and r.get("resolution") in config.resolutions
-                and source.startswith("paper") == paper and ("+override" in source) == bool(overrides)
+                and protocol_choice(p) == (asked, bool(overrides))
                 and all(p.get(k) == v for k, v in overrides.items())
                 and limit_of(r) == limit and amp_of(r) == amp
                 and not {"lr_tokens", "sr"} & set(variant_of(r))):

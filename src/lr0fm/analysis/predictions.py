@@ -17,7 +17,7 @@ import numpy as np
 
 from ..datasets.base import LabeledImages
 from ..errors import InputError
-from ..identity import data_part, text_digest
+from ..identity import data_matcher
 from ..protocol import HR, Protocol
 from ..records import label_records, primary_per_dataset, protocol_of, select, variant_of
 from ..store import ResultsStore
@@ -150,10 +150,10 @@ def matching_records(store: ResultsStore, model: str, data: LabeledImages, varia
     changed are an error telling to rerun ``lr0fm eval``, which recomputes them."""
     variant = variant or {}
     spec = data.spec
-    same_data = _data_matcher(data)
+    same_data = data_matcher(data)
     candidates = [r for r in select(label_records(store.records()), where)
                   if model in (r["model"], r.get("model_id")) and r.get("dataset_key") == spec.key
-                  and variant_of(r) == variant and same_data(r)]
+                  and variant_of(r) == variant and same_data(r["identity"])]
     evaluations: dict[str, dict] = {}
     for r in candidates:
         evaluations.setdefault(r["evaluation"], {})[r["resolution"]] = r
@@ -179,22 +179,6 @@ def matching_records(store: ResultsStore, model: str, data: LabeledImages, varia
                          f"missing or changed; rerun 'lr0fm eval --model {model} --dataset {spec.key}' with the same "
                          "options (same --out), which recomputes them")
     return chosen, notes
-
-
-def _data_matcher(data: LabeledImages):
-    """record -> whether its evaluation ran on ``data``'s images, labels and class names (cut to
-    its --limit); the images are hashed once per limit."""
-    classnames = text_digest(data.spec.classnames)
-    samples: dict[int | None, str] = {}
-
-    def matches(record: dict) -> bool:
-        stored, limit = record["identity"].get("data") or {}, record["identity"].get("limit")
-        if (stored.get("split"), stored.get("classnames")) != (data.spec.split, classnames):
-            return False
-        if limit not in samples:
-            samples[limit] = data_part(data if limit is None else data.subset(range(min(limit, len(data)))))["samples"]
-        return stored.get("samples") == samples[limit]
-    return matches
 
 
 def protocol_from(p: dict) -> Protocol:

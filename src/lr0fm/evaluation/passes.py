@@ -26,7 +26,7 @@ from .. import distributed as dist
 from .. import gpu_resize
 from ..classifier import cached_classifier
 from ..datasets.base import DatasetError, LabeledImages
-from ..identity import Evaluation
+from ..identity import Evaluation, same_views_key
 from ..models.base import ZeroShotModel
 from ..options import EvalConfig
 from ..protocol import Protocol
@@ -192,7 +192,7 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
             groups.append({"protocol": share.protocol, "res": list(share.pending), "fn": fn, "device": False,
                            "shares": [share]})
             continue
-        key = share.protocol.pixel_key() + views
+        key = same_views_key(share.protocol) + views
         if key not in by_key:
             by_key[key] = {"protocol": share.protocol, "res": [], "fn": None, "device": views == "device",
                            "shares": []}

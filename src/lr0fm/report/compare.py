@@ -23,6 +23,7 @@ from typing import Sequence
 
 from ..catalog import class_counts, model_catalog, paper_protocol, war_weights
 from ..errors import InputError
+from ..identity import model_side
 from ..metrics import AGGREGATE_NAMES, RANK_BY, Robustness, robustness_table
 from ..records import limit_of, protocol_of, robustness_rows, split_of, variant_of
 from . import labelled, model_label
@@ -304,8 +305,7 @@ def compare(records: Sequence[dict], resolutions: Sequence[int | str] | None = N
 
 def _model_side(row: Row) -> str:
     """The model-side identity of a row apart from its variant (weights, protocol, precision)."""
-    ident = row.records[0]["identity"]
-    return json.dumps({k: ident.get(k) for k in ("model", "protocol", "numerics")}, sort_keys=True, default=str)
+    return json.dumps(model_side(row.records[0]["identity"], variant=False), sort_keys=True, default=str)
 
 
 def _base_row(row: Row, rows: dict[str, Row]) -> str | None:
