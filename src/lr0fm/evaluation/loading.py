@@ -1,5 +1,5 @@
 """What the DataLoader workers do per image: decode it (or only read JPEG bytes for the device
-decoder) and make the views of the groups whose views are made in the workers."""
+decoder) and make the views of the view sets whose views are made in the workers."""
 from __future__ import annotations
 
 import os
@@ -30,7 +30,7 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 
 class _Payload:
     """One image's worker output: the prepared RGB original for the device, and/or the PIL views
-    of each group made in the worker, or the JPEG bytes for the device decoder; None: unreadable."""
+    of each view set made in the worker, or the JPEG bytes for the device decoder; None: unreadable."""
 
     __slots__ = ("original", "views", "jpeg")
 
@@ -40,18 +40,18 @@ class _Payload:
 
 class _Work:
     """What the workers do per image: decode (or only read JPEG bytes) and make the PIL-side views.
-    ``pil_groups``: (index, view function, resolutions to pass it or None, resolutions it makes)
-    of the groups whose views workers make. ``rgb_last_groups``: (index, protocol, resolutions) of
-    the device groups whose protocol resizes before converting to RGB: the device makes their views
+    ``pil_sets``: (index, view function, resolutions to pass it or None, resolutions it makes)
+    of the view sets whose views workers make. ``rgb_last_sets``: (index, protocol, resolutions) of
+    the device view sets whose protocol resizes before converting to RGB: the device makes their views
     from the RGB original, which equals the protocol's chain only for RGB and grey images, so for
     other modes (palette, RGBA, CMYK, ...) the worker makes those views with PIL."""
 
-    def __init__(self, pil_groups, device_views: bool, device_decode: bool, rgb_last_groups=()):
-        self.pil_groups, self.device_views, self.device_decode = pil_groups, device_views, device_decode
-        self.rgb_last_groups = list(rgb_last_groups)
+    def __init__(self, pil_sets, device_views: bool, device_decode: bool, rgb_last_sets=()):
+        self.pil_sets, self.device_views, self.device_decode = pil_sets, device_views, device_decode
+        self.rgb_last_sets = list(rgb_last_sets)
 
     def __call__(self, data: LabeledImages, index: int):
-        if self.device_decode and not self.pil_groups:
+        if self.device_decode and not self.pil_sets:
             try:
                 encoded = data.encoded(index)
             except OSError:
@@ -66,9 +66,9 @@ class _Work:
             raise ViewError(f"not enough memory to decode {data.sample_id(index)!r}; use fewer --workers "
                             "or a smaller --batch-size, or leave the image out") from None
         views = {}
-        pil_side = list(self.pil_groups)
+        pil_side = list(self.pil_sets)
         if image.mode not in ("RGB", "L"):
-            pil_side += [(g, protocol.views_uint8, res, res) for g, protocol, res in self.rgb_last_groups]
+            pil_side += [(g, protocol.views_uint8, res, res) for g, protocol, res in self.rgb_last_sets]
         for g, fn, res, made in pil_side:
             try:
                 views[g] = fn(image) if res is None else fn(image, res)

@@ -1,7 +1,7 @@
 """Cells -> predictions -> records, in one pass over the images for all resolutions and models.
 
 Each image is decoded once (in a DataLoader worker, or its JPEG bytes on the device); the
-protocol makes its HR and LR views from that one decode, once per group of models whose views
+protocol makes its HR and LR views from that one decode, once per view set (the models whose views
 are the same pixels (lr0fm.gpu_resize on the device, bit for bit the PIL chain, or PIL in the
 workers); every model encodes its views; its cached text classifier scores them. Progress is
 saved every ``checkpoint_every`` images per model, so a killed run resumes where it stopped and
@@ -93,14 +93,27 @@ class ImageShardResult:
 
 
 @dataclass
+class ViewSet:
+    """The views one or more models of a pass share: a protocol's pixels at the union of their
+    pending resolutions (or a custom view function's, e.g. SR, for one model), made on the device
+    or in the workers."""
+
+    protocol: Protocol
+    res: list                     # resolutions, in res_key order
+    fn: ViewFn | None             # a custom view function; None: the protocol's views
+    device: bool                  # made on the device (lr0fm.gpu_resize) rather than in the workers
+    shares: list                  # the models' shares that score these views
+
+
+@dataclass
 class _Share:
     job: Job
     protocol: Protocol            # with this pass's pending resolutions
     ev: Evaluation
     cells: dict
     pending: list
-    group: int = -1               # index of its view group
-    rows: list = field(default_factory=list)  # positions of its resolutions in the group's views
+    view_set: int = -1            # index of its view set
+    rows: list = field(default_factory=list)  # positions of its resolutions in its view set's views
     classifier: torch.Tensor | None = None
     topk: np.ndarray | None = None
     valid: np.ndarray | None = None
@@ -130,7 +143,7 @@ def evaluate(model: ZeroShotModel, data: LabeledImages, cfg: EvalConfig, store: 
 def evaluate_many(jobs: Sequence[Job], data: LabeledImages, store: ResultsStore,
                   wait: bool = True, shard: ImageShard | None = None) -> list[list[dict] | None]:
     """Evaluate several models on one dataset in one pass: each image is decoded once and its
-    views are made once per group of models with the same view pixels. Records are identical to
+    views are made once per view set (models with the same view pixels). Records are identical to
     separate ``evaluate`` runs. Jobs must share the run options (device, batch size, workers,
     limit, views, decoder); a job whose pass another process holds is None when ``wait=False``.
 
@@ -181,32 +194,30 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
     n = len(data)
     lo, hi = dist.block(n) if sharded else dist.block(n, shard.index, shard.count) if shard else (0, n)
     m = hi - lo
-    # view groups: shares with the same pixels share views; a custom view function is its own group
-    groups: list[dict] = []
+    # view sets: shares with the same pixels share views; a custom view function is its own set
+    view_sets: list[ViewSet] = []
     by_key: dict[str, dict] = {}
     for share in shares:
         views, _ = views_and_decoder(share.job.cfg, share.protocol, share.job.view_fn)
         if share.job.view_fn is not None:
             fn = share.job.view_fn
             fn = fn.with_resolutions(share.pending) if hasattr(fn, "with_resolutions") else fn
-            groups.append({"protocol": share.protocol, "res": list(share.pending), "fn": fn, "device": False,
-                           "shares": [share]})
+            view_sets.append(ViewSet(share.protocol, list(share.pending), fn, False, [share]))
             continue
         key = same_views_key(share.protocol) + views
         if key not in by_key:
-            by_key[key] = {"protocol": share.protocol, "res": [], "fn": None, "device": views == "device",
-                           "shares": []}
-            groups.append(by_key[key])
-        by_key[key]["shares"].append(share)
-        by_key[key]["res"] = sorted(set(by_key[key]["res"]) | set(share.pending), key=res_key)
-    for g, group in enumerate(groups):
-        for share in group["shares"]:
-            share.group, share.rows = g, [group["res"].index(r) for r in share.pending]
-    pil_groups = [(g, grp["fn"] or grp["protocol"].views_uint8, None if grp["fn"] else grp["res"], grp["res"])
-                  for g, grp in enumerate(groups) if not grp["device"]]
-    rgb_last = [(g, grp["protocol"], grp["res"]) for g, grp in enumerate(groups)
-                if grp["device"] and grp["protocol"].rgb_last]
-    work = _Work(pil_groups, views_on_device, device_decode, rgb_last)
+            by_key[key] = ViewSet(share.protocol, [], None, views == "device", [])
+            view_sets.append(by_key[key])
+        by_key[key].shares.append(share)
+        by_key[key].res = sorted(set(by_key[key].res) | set(share.pending), key=res_key)
+    for g, vset in enumerate(view_sets):
+        for share in vset.shares:
+            share.view_set, share.rows = g, [vset.res.index(r) for r in share.pending]
+    pil_sets = [(g, vs.fn or vs.protocol.views_uint8, None if vs.fn else vs.res, vs.res)
+                  for g, vs in enumerate(view_sets) if not vs.device]
+    rgb_last = [(g, vs.protocol, vs.res) for g, vs in enumerate(view_sets)
+                if vs.device and vs.protocol.rgb_last]
+    work = _Work(pil_sets, views_on_device, device_decode, rgb_last)
 
     _check_readable(data)
     with dist.main_first() if sharded else contextlib.nullcontext():  # each classifier is built once
@@ -230,7 +241,7 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
             share.topk, share.valid, share.done = np.full((R, m, k), -1, np.int32), np.zeros(m, bool), 0
         share.saved = share.done
 
-    _loop(shares, groups, data, range(lo + min(s.done for s in shares), hi), lo, m, work, cfg, store, sharded)
+    _loop(shares, view_sets, data, range(lo + min(s.done for s in shares), hi), lo, m, work, cfg, store, sharded)
 
     for share in shares:
         if sharded:  # rank order == block order: concatenating the blocks gives all n images
@@ -244,7 +255,7 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
                 list(share.pending), share.partial_key, share.topk, share.valid,
                 np.asarray([data.label(i) for i in range(lo, hi)], dtype=np.int32),
                 np.asarray([data.sample_id(i) for i in range(lo, hi)]),
-                {"seconds": round(time.time() - started, 2), "views": _views_of(groups[share.group]),
+                {"seconds": round(time.time() - started, 2), "views": _views_of(view_sets[share.view_set]),
                  "resumed_images": share.resumed,
                  "models_in_pass": len(shares), "device": torch.device(cfg.device).type,
                  "batch_size": cfg.batch_size}))
@@ -264,7 +275,7 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
             for j, r in enumerate(share.pending):
                 record = make_record(share.job.model, data, r, share.topk[j], share.valid, labels, ids, share.ev,
                                      run={**run, "resolutions_in_pass": list(share.pending),
-                                          "views": _views_of(groups[share.group])})
+                                          "views": _views_of(view_sets[share.view_set])})
                 store.put(record, {"topk": share.topk[j], "labels": labels, "valid": share.valid, "ids": ids})
     if sharded:
         dist.barrier()  # the records are on disk before any rank reads them
@@ -302,14 +313,14 @@ def _none_readable(data: LabeledImages) -> DatasetError:
                         f"{data.sample_id(0) if len(data) else '-'!r}); check the files (formats, permissions) and rerun")
 
 
-def _views_of(group: dict) -> str:
-    """Where a view group's views were made, as records say it."""
-    return "pil" if group["fn"] or not group["device"] else "device"
+def _views_of(vset: "ViewSet") -> str:
+    """Where a view set's views were made, as records say it."""
+    return "pil" if vset.fn or not vset.device else "device"
 
 
 @torch.no_grad()
-def _loop(shares, groups, data, indices, lo, m, work, cfg, store, sharded) -> None:
-    """The pass: batches of decoded images -> each group's views -> each model's top-k."""
+def _loop(shares, view_sets, data, indices, lo, m, work, cfg, store, sharded) -> None:
+    """The pass: batches of decoded images -> each view set's views -> each model's top-k."""
     indices = list(indices)
     if not indices:
         return
@@ -327,7 +338,7 @@ def _loop(shares, groups, data, indices, lo, m, work, cfg, store, sharded) -> No
     show = cfg.progress and (dist.is_main() or not sharded)
     bar = _progress(show, m, indices[0] - lo, data.spec.label)
     try:
-        _batch_loop(shares, groups, loader, lo, work, cfg, store, device, cuda, bar)
+        _batch_loop(shares, view_sets, loader, lo, work, cfg, store, device, cuda, bar)
     except RuntimeError as e:
         died = worker_died(e)
         if died is None:
@@ -337,8 +348,8 @@ def _loop(shares, groups, data, indices, lo, m, work, cfg, store, sharded) -> No
         bar.close()
 
 
-def _batch_loop(shares, groups, loader, lo, work, cfg, store, device, cuda, bar) -> None:
-    """Every batch: views per group, top-k per model, the resume point every checkpoint_every images."""
+def _batch_loop(shares, view_sets, loader, lo, work, cfg, store, device, cuda, bar) -> None:
+    """Every batch: views per view set, top-k per model, the resume point every checkpoint_every images."""
     for batch_indices, payloads in _batches(loader):
         if work.device_decode:
             payloads = _decode_on_device(payloads, device)
@@ -346,16 +357,16 @@ def _batch_loop(shares, groups, loader, lo, work, cfg, store, device, cuda, bar)
         good = [p for p in payloads if p is not None]
         rows = np.asarray([i - lo for i, o in zip(batch_indices, ok) if o], dtype=np.int64)
         if good:
-            for g, group in enumerate(groups):
-                todo = [s for s in group["shares"] if int(rows.max()) >= s.done]
+            for g, vset in enumerate(view_sets):
+                todo = [s for s in vset.shares if int(rows.max()) >= s.done]
                 if not todo:
                     continue
-                if group["device"]:
-                    # an original, or the finished views a worker made for this group (_Work's rgb_last_groups)
+                if vset.device:
+                    # an original, or the finished views a worker made for this view set (_Work's rgb_last_sets)
                     originals = [torch.from_numpy(p.views[g]) if g in p.views else
                                  p.original if torch.is_tensor(p.original) else torch.from_numpy(p.original)
                                  for p in good]
-                    views = gpu_resize.make_views(group["protocol"], originals, group["res"], device=device)
+                    views = gpu_resize.make_views(vset.protocol, originals, vset.res, device=device)
                 else:
                     views = torch.from_numpy(np.stack([p.views[g] for p in good])).to(device)
                 for share in todo:
@@ -406,13 +417,13 @@ def predict(model: ZeroShotModel, data: LabeledImages, indices: Sequence[int], c
     results store: ([R, n, k] int32, [n] valid). For scripts (benchmarks/train_tokens_offline.py)."""
     sub = data.subset(indices)
     share = _Share(Job(model, cfg, view_fn), protocol, None, {}, list(protocol.resolutions)[:num_views])
-    share.classifier, share.group, share.rows = classifier, 0, list(range(num_views))
+    share.classifier, share.view_set, share.rows = classifier, 0, list(range(num_views))
     k = min(cfg.topk, classifier.shape[1])
     share.topk, share.valid = np.full((num_views, len(sub), k), -1, np.int32), np.zeros(len(sub), bool)
-    group = {"protocol": protocol, "res": share.pending, "fn": view_fn, "device": False, "shares": [share]}
+    vset = ViewSet(protocol, share.pending, view_fn, False, [share])
     work = _Work([(0, view_fn, None, share.pending)], False, False)
     cfg = replace(cfg, checkpoint_every=10 ** 12)
-    _loop([share], [group], sub, range(len(sub)), 0, len(sub), work, cfg, None, False)
+    _loop([share], [vset], sub, range(len(sub)), 0, len(sub), work, cfg, None, False)
     return share.topk, share.valid
 
 
