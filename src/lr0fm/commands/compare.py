@@ -8,8 +8,9 @@ from ..errors import InputError
 from ..metrics import AGGREGATE_NAMES, RANK_BY
 from ..records import parse_where, select
 from ..report import labelled
-from ..report.compare import (join_names, compare, format_comparison, format_own_variants,
+from ..report.compare import (compare, format_comparison, format_own_variants,
                               variants_on_own_datasets)
+from ..report.conformance import join_names
 from ..report.paper import PAPER_RESOLUTIONS
 from . import add_command
 
