@@ -78,3 +78,23 @@ def image_folder(tmp_path):
         for i in range(4):
             make_image(rng, (40 + 7 * i, 30 + 5 * i), color).save(root / c / f"{i}.png")
     return root
+
+
+def strip_run(record):
+    """A record without its ``run`` part (timing, hosts, engine): what must match across runs."""
+    return {k: v for k, v in record.items() if k != "run"}
+
+
+def assert_same_store(ref_root, root, n_records):
+    """Both results folders hold the same ``n_records`` records (``run`` aside) and the same
+    predictions, and no resume point is left in ``root``; ``root``'s records."""
+    from lr0fm.store import ResultsStore
+
+    a, b = ResultsStore(ref_root), ResultsStore(root)
+    ra, rb = a.records(), b.records()
+    assert len(ra) == n_records and [strip_run(r) for r in ra] == [strip_run(r) for r in rb]
+    for r in ra:
+        pa, pb = a.load_predictions(r["cell"]), b.load_predictions(r["cell"])
+        assert pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
+    assert not list((b.root / "partial").glob("*.npz"))  # resume points are gone once their cells are written
+    return rb

@@ -6,27 +6,13 @@ import signal
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
 from lr0fm import distributed as dist
 from lr0fm.cli import main
-from lr0fm.store import ResultsStore
 
-
-def strip_run(record):
-    return {k: v for k, v in record.items() if k != "run"}
-
-
-def assert_same_results(a_root, b_root, n_records):
-    a, b = ResultsStore(a_root), ResultsStore(b_root)
-    ra, rb = a.records(), b.records()
-    assert len(ra) == n_records and [strip_run(r) for r in ra] == [strip_run(r) for r in rb]
-    for r in ra:
-        pa, pb = a.load_predictions(r["cell"]), b.load_predictions(r["cell"])
-        assert pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
-    assert not list((b.root / "partial").glob("*.npz"))
+from conftest import assert_same_store
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +56,7 @@ def test_torchrun_two_processes_match_single_process(two_models, tiny_open_clip,
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 0, stderr[-3000:]
-    assert_same_results(tmp_path / "single", tmp_path / "ranks", n_records=6 if two_models else 3)
+    assert_same_store(tmp_path / "single", tmp_path / "ranks", n_records=6 if two_models else 3)
     # rank 0 alone prints the report, with the same table as the single process
     assert stdout.count("results:") == 1
     assert single_out.split("results:")[0] == stdout.split("results:")[0]

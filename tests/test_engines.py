@@ -19,26 +19,11 @@ from lr0fm.engines import schedule
 from lr0fm.evaluation import ImageShard
 from lr0fm.store import ResultsStore
 
-from conftest import make_image
+from conftest import assert_same_store, make_image
 
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-
-
-def strip_run(record):
-    return {k: v for k, v in record.items() if k != "run"}
-
-
-def assert_same_store(ref_root, root, n_records):
-    a, b = ResultsStore(ref_root), ResultsStore(root)
-    ra, rb = a.records(), b.records()
-    assert len(ra) == n_records and [strip_run(r) for r in ra] == [strip_run(r) for r in rb]
-    for r in ra:
-        pa, pb = a.load_predictions(r["cell"]), b.load_predictions(r["cell"])
-        assert pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
-    assert not list((b.root / "partial").glob("*.npz"))  # resume points are gone once their cells are written
-    return rb
 
 
 def alive(pid):

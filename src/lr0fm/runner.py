@@ -8,47 +8,10 @@ elsewhere (Ray, SLURM arrays: lr0fm.engines) take the same groups.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 from . import distributed as dist
-
-
-@dataclass
-class Group:
-    """One pass over a dataset: a model (with its variant) at every resolution of the sweep."""
-
-    model: Any                # a model name, or a ZeroShotModel built by the caller (lr0fm.evaluate)
-    data: Any                 # LabeledImages
-    lr_tokens: str | None = None
-    sr: str | None = None
-    trust_checkpoint: bool = False  # pickled weights: unpickle without restrictions (a file the user trusts)
-
-
-def _loaded_models(groups: Sequence[Group], indices: Sequence[int], resolutions, device: str,
-                   protocol: dict | None = None):
-    """Yield (index, group, model, view_fn, variant), building each (model, variant) once in a row.
-    ``protocol``: lr0fm.models.choose_protocol arguments (native/paper, overrides)."""
-    from .variants import apply_variants
-    from .models import choose_protocol, create_model
-    from .protocol import check_input_size
-
-    if protocol and protocol.get("input_size") is not None:
-        check_input_size(protocol["input_size"])  # before any model is built
-    key, built = None, None
-    for i in indices:
-        g = groups[i]
-        if (g.model, g.lr_tokens, g.sr) != key:
-            built = None  # free the previous model before building the next
-            if isinstance(g.model, str):
-                model = create_model(g.model, device=device, trust_checkpoint=g.trust_checkpoint)
-            else:
-                model = g.model
-            if protocol:
-                model = choose_protocol(model, **protocol)
-            view_fn, variant = apply_variants(model, resolutions, g.lr_tokens, g.sr, device)
-            key, built = (g.model, g.lr_tokens, g.sr), (model, view_fn, variant)
-        yield (i, g, *built)
+from .groups import Group, load_models
 
 
 def run_groups(groups: Sequence[Group], resolutions, store, device: str = "cpu", protocol: dict | None = None,
@@ -71,9 +34,9 @@ def run_groups(groups: Sequence[Group], resolutions, store, device: str = "cpu",
     done, busy = [], []
     with dist.sharding(shard_images):
         if dist.active():  # one group at a time: ranks split groups or images
-            loaded = lambda todo: ([entry] for entry in _loaded_models(groups, todo, resolutions, device, protocol))  # noqa: E731
+            loaded = lambda todo: ([entry] for entry in load_models(groups, todo, resolutions, device, protocol))  # noqa: E731
         else:  # every model built once; one pass per dataset
-            loaded = lambda todo: _by_dataset(_loaded_models(groups, todo, resolutions, device, protocol))  # noqa: E731
+            loaded = lambda todo: _by_dataset(load_models(groups, todo, resolutions, device, protocol))  # noqa: E731
         # a pass another process is running is deferred: this one takes other work first, then waits
         for wait, todo in ((False, mine), (True, busy)):
             for entries in loaded(list(todo)):
@@ -101,7 +64,7 @@ def cell_status(groups: Sequence[Group], resolutions, store, device: str = "cpu"
     from .evaluation import EvalConfig, plan
 
     rows = []
-    for _, g, model, view_fn, variant in _loaded_models(groups, range(len(groups)), resolutions, "cpu", protocol):
+    for _, g, model, view_fn, variant in load_models(groups, range(len(groups)), resolutions, "cpu", protocol):
         cfg = EvalConfig(resolutions=resolutions, device=device, variant=variant, **options)
         p = plan(model, g.data, cfg, view_fn)
         for r in resolutions:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .options import SWEEP_KEYS, RunOptions
-from .runner import Group
+from .groups import Group
 
 # dataset entry keys passed to get_dataset as options (download: a paper dataset missing under
 # data_root is read from its hub copy; true at top level applies to every dataset)

@@ -120,11 +120,11 @@ def check_visible(data) -> None:
 def run_task(spec: TaskSpec, complete_cells, channel: Channel, classifier_cache: Path | None) -> TaskResult:
     """Run one task on this worker: build the model, run its shard of the pass, return predictions."""
     from ..evaluation import EvalConfig, Job, evaluate_many
-    from ..runner import _loaded_models
+    from ..groups import load_models
 
     attempt = channel.begin(spec.key)
     check_visible(spec.group.data)
-    ((_, group, model, view_fn, variant),) = list(_loaded_models([spec.group], [0], spec.resolutions, spec.device,
+    ((_, group, model, view_fn, variant),) = list(load_models([spec.group], [0], spec.resolutions, spec.device,
                                                                   spec.protocol))
     cfg = EvalConfig(resolutions=spec.resolutions, device=spec.device, variant=variant,
                      **{**spec.options, "progress": False})
