@@ -253,6 +253,24 @@ def test_slurm_local_array_writes_the_single_process_store(grid, tmp_path, capsy
     assert {p.name: p.read_bytes() for p in (out / "records").iterdir()} == before
 
 
+def test_slurm_rerun_submits_only_the_units_with_missing_cells(grid, tmp_path, monkeypatch):
+    """A finished sweep sends no element again; with one cell's record gone, only its unit runs."""
+    from lr0fm.engines import slurm
+
+    cfg, ref = grid
+    out = tmp_path / "slurm"
+    args = ["sweep", str(cfg), "--engine", "slurm", "--slurm-cluster", "debug", "--out", str(out)]
+    assert main(args) == 0
+    ran = []
+    real = slurm._Element.__call__
+    monkeypatch.setattr(slurm._Element, "__call__", lambda self: ran.append(self.spec.group) or real(self))
+    assert main(args) == 0 and ran == []
+    records = sorted((out / "records").glob("*.json"))
+    records[0].unlink()
+    assert main(args) == 0 and len(ran) == 1
+    assert_same_store(ref, out, 12)
+
+
 def test_slurm_without_sbatch_is_one_line(grid, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch anywhere
     assert main(["sweep", str(grid[0]), "--engine", "slurm", "--out", str(tmp_path / "o")]) == 2

@@ -14,6 +14,7 @@ the data and the weights but no shared filesystem for results.
 """
 from __future__ import annotations
 
+import dataclasses
 import socket
 from typing import Sequence
 
@@ -22,7 +23,8 @@ import numpy as np
 from ..errors import InputError, UnitsFailed
 from . import schedule
 from .progress import Progress
-from .units import TaskResult, TaskSpec, commit, describe, error_line, run_task, unit_costs
+from .units import (TaskResult, TaskSpec, commit, describe, error_line, recorded_unit, request_key, run_task,
+                    unit_costs)
 
 INSTALL = "--engine ray needs Ray, which is not installed: pip install 'lr0fm[ray]'"
 
@@ -169,7 +171,15 @@ class RayEngine:
         per_task = (self.gpus_per_task or 1.0) if gpus else 0.0
         slots = schedule.slots_for(gpus, per_task) if gpus else max(1, int(ray.cluster_resources().get("CPU", 1)))
         costs = unit_costs(groups, resolutions, options)
-        tasks = schedule.tasks([c for c, _ in costs], [n for _, n in costs], slots, self.split)
+        run_options = {k: v for k, v in options.items() if k != "progress"}
+        requests = [request_key(TaskSpec(f"u{u}", g, list(resolutions), device, protocol, run_options,
+                                         schedule.ImageShard(0, 1))) for u, g in enumerate(groups)]
+        # a unit whose request wrote cells that are all complete is not run again (RESULTS/units)
+        cells: dict[int, list[str]] = {u: c for u in range(len(groups))
+                                       if (c := recorded_unit(store, requests[u])) is not None}
+        todo = [u for u in range(len(groups)) if u not in cells]
+        tasks = [dataclasses.replace(t, unit=todo[t.unit]) for t in
+                 schedule.tasks([costs[u][0] for u in todo], [costs[u][1] for u in todo], slots, self.split)]
         complete = ray.put(_complete_cells(store))
         coordinator = ray.remote(num_cpus=0)(_Coordinator).options(max_restarts=0).remote(_resume_points(store))
         # max_calls=0: a worker runs task after task (Ray's default for GPU tasks is a new process each,
@@ -179,13 +189,12 @@ class RayEngine:
         refs = {}
         for t in tasks:  # longest first: Ray starts them in this order as slots free up
             spec = TaskSpec(f"u{t.unit}s{t.shard.index}of{t.shard.count}", groups[t.unit], list(resolutions), device,
-                            protocol, {k: v for k, v in options.items() if k != "progress"}, t.shard)
+                            protocol, run_options, t.shard)
             refs[remote.remote(spec, complete, coordinator)] = t
         shards_of = {u: sum(1 for t in tasks if t.unit == u) for u in {t.unit for t in tasks}}
         progress = Progress("ray", {u: costs[u][0] for u in shards_of}, show)
         progress.running = min(slots, len(tasks))
         results: dict[int, list[TaskResult]] = {u: [] for u in shards_of}
-        cells: dict[int, list[str]] = {}
         failed: dict[int, str] = {}
         waiting = list(refs)
         try:
@@ -205,7 +214,8 @@ class RayEngine:
                         continue
                     if len(results[t.unit]) == shards_of[t.unit]:
                         try:
-                            written = commit(store, groups[t.unit].data, results[t.unit], "ray")
+                            written = commit(store, groups[t.unit].data, results[t.unit], "ray",
+                                             request=requests[t.unit])
                         except Exception as e:  # noqa: BLE001 -- e.g. no image readable: the unit fails
                             failed[t.unit] = error_line(e)
                             progress.finish(t.unit, failed=True)

@@ -6,8 +6,9 @@ and submits one array (``--slurm-partition``, ``--slurm-time``, ``--slurm-gpus-p
 element builds its model, runs its pass with its resume point on the results folder and writes
 its records itself: one writer per cell (no two elements share a cell), atomic renames onto the
 shared results folder, no lock. A preempted or timed-out element is requeued by submitit and
-continues from its last resume point. Rerunning the command submits the units again; an element
-whose cells are all complete ends after planning. ``--slurm-cluster local|debug`` runs the array
+continues from its last resume point. Rerunning the command submits only the units whose cells
+are not all written (lr0fm.engines.units.recorded_unit: the results folder remembers which cells
+each unit's request wrote). ``--slurm-cluster local|debug`` runs the array
 on this machine with submitit's local (subprocesses) or debug (in this process) executor.
 Units are not split into image shards here (that needs one writer across elements: Ray does it).
 """
@@ -21,7 +22,7 @@ from typing import Sequence
 from ..errors import InputError, UnitsFailed
 from . import schedule
 from .progress import Progress
-from .units import TaskSpec, commit, describe, error_line, run_task, unit_costs
+from .units import TaskSpec, commit, describe, error_line, recorded_unit, request_key, run_task, unit_costs
 
 INSTALL = "--engine slurm needs submitit, which is not installed: pip install 'lr0fm[slurm]'"
 
@@ -54,15 +55,15 @@ class _Element:
     """One array element: run a unit and commit its cells. submitit calls ``checkpoint`` on
     preemption or timeout and requeues the element; its resume point is on the results folder."""
 
-    def __init__(self, spec: TaskSpec, complete: frozenset, root: str):
-        self.spec, self.complete, self.root = spec, complete, root
+    def __init__(self, spec: TaskSpec, complete: frozenset, root: str, request: str | None = None):
+        self.spec, self.complete, self.root, self.request = spec, complete, root, request
 
     def __call__(self) -> list[str]:
         from ..store import ResultsStore
 
         store = ResultsStore(self.root)
         result = run_task(self.spec, self.complete, _FolderChannel(store), store.classifier_cache)
-        commit(store, self.spec.group.data, [result], "slurm")
+        commit(store, self.spec.group.data, [result], "slurm", request=self.request)
         return result.cells
 
     def checkpoint(self, *args, **kwargs):
@@ -119,17 +120,20 @@ class SlurmEngine:
         order = [t.unit for t in schedule.tasks([c for c, _ in costs], [n for _, n in costs], 1, split=False)]
         complete = _complete_cells(store)
         run_options = {k: v for k, v in options.items() if k != "progress"}
-        elements = [_Element(TaskSpec(f"u{u}", groups[u], list(resolutions), self.device(device), protocol,
-                                      run_options, schedule.ImageShard(0, 1)), complete, str(store.root))
-                    for u in order]
-        with executor.batch():  # one job array, longest unit first
-            jobs = [executor.submit(element) for element in elements]
-        progress = Progress(f"slurm ({self.cluster})", {u: costs[u][0] for u in order}, options.get("progress", True))
-        if self.cluster != "debug":
+        specs = {u: TaskSpec(f"u{u}", groups[u], list(resolutions), self.device(device), protocol, run_options,
+                             schedule.ImageShard(0, 1)) for u in order}
+        requests = {u: request_key(spec) for u, spec in specs.items()}
+        # a unit whose request wrote cells that are all complete is not sent again (RESULTS/units)
+        cells: dict[int, list[str]] = {u: c for u in order if (c := recorded_unit(store, requests[u])) is not None}
+        todo = [u for u in order if u not in cells]
+        if todo:
+            with executor.batch():  # one job array, longest unit first
+                jobs = [executor.submit(_Element(specs[u], complete, str(store.root), requests[u])) for u in todo]
+        progress = Progress(f"slurm ({self.cluster})", {u: costs[u][0] for u in todo}, options.get("progress", True))
+        if self.cluster != "debug" and todo:
             progress.update(force=True)
-        cells: dict[int, list[str]] = {}
         failed: dict[int, str] = {}
-        waiting = dict(zip(order, jobs))
+        waiting = dict(zip(todo, jobs)) if todo else {}
         while waiting:
             for u, job in list(waiting.items()):
                 if self.cluster != "debug" and not job.done():

@@ -135,12 +135,54 @@ def run_task(spec: TaskSpec, complete_cells, channel: Channel, classifier_cache:
     return TaskResult(attempt, socket.gethostname(), store.shards, store.cells)
 
 
-def commit(store, data, results: Sequence[TaskResult], engine: str) -> list[str]:
+# Which cells a unit's request (model name or files, data, options) wrote: a rerun that finds the
+# same request with every cell complete does not send the unit again (SLURM: no element for it).
+UNITS_DIR = "units"
+
+
+def request_key(spec: TaskSpec) -> str | None:
+    """A digest of what a unit was asked to compute, without building its model: the model name
+    and the size and time of every local file it names (weights, LR tokens, SR), the data's
+    identity part (its images' contents, lr0fm.identity.data_part), the resolutions and the
+    options that enter a result's identity. None for a model object (no name to go by). A hub
+    model whose repository changed under the same name is not seen: use another --out."""
+    from ..digests import digest
+    from ..identity import data_part
+
+    group = spec.group
+    if not isinstance(group.model, str):
+        return None
+    names = [*group.model.split(":"), group.lr_tokens, group.sr]
+    files = sorted((p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in names if p and os.path.exists(p))
+    limit = spec.options.get("limit")
+    data = group.data if limit is None else group.data.subset(range(min(limit, len(group.data))))
+    numbers = {k: spec.options.get(k) for k in ("amp", "limit", "topk", "decoder", "views")}
+    return digest({"model": group.model, "files": files, "data": data_part(data), "resolutions": spec.resolutions,
+                   "protocol": spec.protocol or {}, "options": numbers, "device": spec.device.split(":")[0],
+                   "variant": [group.lr_tokens, group.sr]})
+
+
+def recorded_unit(store, key: str | None) -> list[str] | None:
+    """The cells a unit of this request wrote, when they are all complete; else None."""
+    import json
+
+    path = store.root / UNITS_DIR / f"{key}.json"
+    if key is None or not path.is_file():
+        return None
+    try:
+        cells = json.loads(path.read_text())["cells"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return cells if cells and all(store.complete(c) for c in cells) else None
+
+
+def commit(store, data, results: Sequence[TaskResult], engine: str, request: str | None = None) -> list[str]:
     """Merge the task results of one unit (its shards, any order) and write its records; the cells written."""
     from ..records import make_record
 
     shards = sorted((s for r in results for s in r.shards), key=lambda s: s.shard.index)
-    if not shards:
+    if not shards:  # every cell was complete
+        _note_unit(store, request, results)
         return []
     topk = np.concatenate([s.topk for s in shards], axis=1)
     valid = np.concatenate([s.valid for s in shards])
@@ -163,7 +205,20 @@ def commit(store, data, results: Sequence[TaskResult], engine: str) -> list[str]
     for s in shards:
         store.drop_partial(s.partial_key)
     store.drop_stale_partials(first.ev.id, written)
+    _note_unit(store, request, results)
     return written
+
+
+def _note_unit(store, request: str | None, results: Sequence[TaskResult]) -> None:
+    """Remember which cells this request's unit has (``recorded_unit``), atomically."""
+    import json
+
+    from ..store import atomic_write_bytes
+
+    cells = results[0].cells if results else []
+    if request is not None and cells:
+        (store.root / UNITS_DIR).mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(store.root / UNITS_DIR / f"{request}.json", json.dumps({"cells": cells}).encode())
 
 
 def unit_costs(groups, resolutions, options: dict) -> list[tuple[float, int]]:
