@@ -7,7 +7,7 @@ map_wn  # lr0fm.analysis.wordnet: overrides nltk's WordNetCorpusReader.map_wn
 for_model  # lr0fm.LowResolution.for_model (lr0fm.transforms): public API (docs/api.md)
 LOAD_TRUNCATED_IMAGES  # a Pillow setting, read by Pillow
 pooled_features  # ConSE's, looked up by name (lr0fm.tokens.trainer distillation targets)
-OriginalCarrier  # lr0fm.gpu_resize: what a worker sends when the device makes the views
+OriginalCarrier  # lr0fm.tensor_views: what a worker sends when the device makes the views
 checkpoint  # lr0fm.engines.slurm: submitit calls a job's checkpoint() when it is preempted
 CELL_METRICS  # lr0fm.metrics: what tests/fake_records.py fills every per-cell metric from
 numerics  # lr0fm.identity.Evaluation: one part of the description, read through dataclasses.asdict

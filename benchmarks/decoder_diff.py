@@ -101,7 +101,7 @@ def compare_pixels(data, protocol, device: torch.device, batch: int) -> tuple[_S
     """Originals and views of every image decoded both ways (as the evaluator decodes them)."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    from lr0fm import gpu_resize
+    from lr0fm import tensor_views
     from lr0fm.images import composite_on_white
 
     originals, views = _Stats(), {r: _Stats() for r in protocol.resolutions}
@@ -112,7 +112,7 @@ def compare_pixels(data, protocol, device: torch.device, batch: int) -> tuple[_S
         decoded = [im.permute(1, 2, 0).cpu() for im in decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)]
         for a, b in zip(decoded, pil):
             originals.add(a, b)
-        made = [gpu_resize.make_views(protocol, ims, device=device).cpu() for ims in (decoded, pil)]
+        made = [tensor_views.make_views(protocol, ims, device=device).cpu() for ims in (decoded, pil)]
         for j, r in enumerate(protocol.resolutions):
             for a, b in zip(made[0][:, j], made[1][:, j]):
                 views[r].add(a, b)

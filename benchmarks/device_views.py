@@ -1,4 +1,4 @@
-"""Time per image of the protocol's views: PIL (``Protocol.views_uint8``) vs tensors (``gpu_resize.make_views``).
+"""Time per image of the protocol's views: PIL (``Protocol.views_uint8``) vs tensors (``tensor_views.make_views``).
 
     python benchmarks/device_views.py --images 64 --rounds 3            # CPU, and CUDA when present
     python benchmarks/device_views.py --sizes mixed --devices cpu,cuda
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lr0fm import gpu_resize
+from lr0fm import tensor_views
 from lr0fm.protocol import Protocol, parse_resolutions
 
 
@@ -58,7 +58,7 @@ def time_tensor(protocol: Protocol, originals: list[torch.Tensor], batch: int, d
     _sync(device)
     start = time.perf_counter()
     for lo in range(0, len(originals), batch):
-        gpu_resize.make_views(protocol, originals[lo:lo + batch])
+        tensor_views.make_views(protocol, originals[lo:lo + batch])
     _sync(device)
     return time.perf_counter() - start
 
@@ -88,7 +88,7 @@ def main() -> None:
     check = slice(0, min(8, len(arrays)))
     reference = torch.from_numpy(np.stack([protocol.views_uint8(im) for im in pil_images[check]]))
     for d in devices:
-        made = gpu_resize.make_views(protocol, originals[d][check]).cpu()
+        made = tensor_views.make_views(protocol, originals[d][check]).cpu()
         diff = (made.int() - reference.int()).abs().max().item()
         print(f"{d.type}: tensor views vs PIL views, max |diff| = {diff}/255")
         if diff:

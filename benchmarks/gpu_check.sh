@@ -5,7 +5,7 @@
 #   DEVICE=cpu SMOKE=1 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh OUTDIR   # every step, tiny, on CPU
 #
 # Steps (each under a timeout; logs in OUTDIR, 7 files; the RESULT lines are collected in OUTDIR/summary.txt):
-#   1. device views bit-exact on the device (tests/test_gpu_resize.py's cuda tests) and their speed against PIL
+#   1. device views bit-exact on the device (tests/test_tensor_views.py's cuda tests) and their speed against PIL
 #      (benchmarks/device_views.py, photo and mixed sizes)
 #   2. device JPEG decoder (nvjpeg on CUDA) vs PIL: pixels, views, per-image top-1 (benchmarks/decoder_diff.py)
 #      on TuxPaint's photos as JPEGs ($TUX: the stamps or a folder from decoder_diff.py --export-tuxpaint;
@@ -95,7 +95,7 @@ finish "0 machine"
 [ "$step_rc" = 0 ] || { echo "gpu_check: FAILED: no usable $DEVICE (see $OUTDIR/step0-machine.txt)"; exit 1; }
 
 step "1. device views == PIL chain on $DEVICE, and their speed"; step_rc=0
-run step1-views.txt 30 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_resize.py -k cuda
+run step1-views.txt 30 "$PY" -m pytest -q -p no:cacheprovider tests/test_tensor_views.py -k cuda
 # mixed sizes (one size group per image) are the device path's worst case
 run step1-views.txt 30 "$PY" benchmarks/device_views.py --devices "$DEVICE" --images "$N_VIEWS" --sizes photo --rounds 2
 run step1-views.txt 40 "$PY" benchmarks/device_views.py --devices "$DEVICE" --images "$N_VIEWS" --sizes mixed --rounds 2

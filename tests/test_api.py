@@ -255,7 +255,7 @@ def test_low_resolution_equals_the_evaluators_views(mode):
             assert out.dtype == torch.uint8 and torch.equal(out, want)
             batched = t(torch.stack([chw, chw]))
             assert batched.shape == (2, 3, 40, 40) and torch.equal(batched[1], want)
-            # tensors on a GPU are viewed there (lr0fm.gpu_resize); the same path on the CPU here
+            # tensors on a GPU are viewed there (lr0fm.tensor_views); the same path on the CPU here
             assert torch.equal(t._device_views(torch.stack([chw, chw])), batched)
             f = t(chw.float() / 255)  # what v2.ToDtype(torch.float32, scale=True) makes
             assert f.dtype == torch.float32 and torch.equal(f, want.float() * (1 / 255))

@@ -1,4 +1,4 @@
-"""torchrun sharding (images and cells) gives the single-process records. (Device views: tests/test_gpu_resize.py
+"""torchrun sharding (images and cells) gives the single-process records. (Device views: tests/test_tensor_views.py
 and tests/test_one_pass.py.)"""
 import os
 import shutil

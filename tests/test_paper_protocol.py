@@ -216,7 +216,7 @@ def test_device_views_of_a_paper_protocol_are_the_authors_pixels(tiny_open_clip,
     (the authors' order) gets the worker's PIL views for palette/RGBA images instead, so device and
     PIL views give the same predictions, image by image."""
     from lr0fm.evaluation.loading import _Work
-    from lr0fm import gpu_resize
+    from lr0fm import tensor_views
 
     folder = tmp_path / "images"
     for i, image in enumerate(_rgba_and_palette_images() * 2):
@@ -228,7 +228,7 @@ def test_device_views_of_a_paper_protocol_are_the_authors_pixels(tiny_open_clip,
     for i in range(len(data)):
         payload = work(data, i)
         sent = torch.from_numpy(payload.views[0]) if 0 in payload.views else torch.from_numpy(payload.original)
-        made = gpu_resize.make_views(protocol, [sent], list(protocol.resolutions))[0].numpy()
+        made = tensor_views.make_views(protocol, [sent], list(protocol.resolutions))[0].numpy()
         assert np.array_equal(made, protocol.views_uint8(data.load_image(i))), data.sample_id(i)
 
     from lr0fm.evaluation import EvalConfig, evaluate

@@ -199,7 +199,7 @@ class EvalConfig:
     checkpoint_every: int = 1000      # images between saves of the resume point
     progress: bool = True
     variant: dict = field(default_factory=dict)  # e.g. {"lr_tokens": HASH} or {"sr": NAME}
-    # where views are made: "pil" (in the workers) or "device" (lr0fm.gpu_resize, the same pixels);
+    # where views are made: "pil" (in the workers) or "device" (lr0fm.tensor_views, the same pixels);
     # None: device on CUDA, pil on CPU. Recorded with the run, not in the identity (same numbers).
     views: str | None = None
     # who decodes JPEGs: "pil" (workers) or "device" (torchvision.io.decode_jpeg in batches on the

@@ -112,7 +112,7 @@ class Protocol:
             raise ProtocolError(f"interpolation {self.interpolation!r} unknown; use one of {sorted(_PIL_FILTERS)}")
         if not self.antialias:
             # PIL always antialiases when downsampling; a non-antialiased chain is only offered
-            # by the tensor path (lr0fm.gpu_resize) and is not the paper's protocol.
+            # by the tensor path (lr0fm.tensor_views) and is not the paper's protocol.
             raise ProtocolError("the PIL protocol is always antialiased; antialias=False is not supported")
         check_input_size(self.input_size)
         object.__setattr__(self, "resolutions", tuple(parse_resolutions(self.resolutions)))

@@ -110,12 +110,12 @@ class LowResolution:
 
     def _device_views(self, batch: torch.Tensor) -> torch.Tensor:
         """[N, 1|3, H, W] uint8 -> [N, 1|3, S, S] views on the batch's device, the same pixels as
-        the PIL chain (lr0fm.gpu_resize; for grey and RGB images the protocol's RGB conversion
+        the PIL chain (lr0fm.tensor_views; for grey and RGB images the protocol's RGB conversion
         commutes with its resizes)."""
-        from . import gpu_resize
+        from . import tensor_views
 
         rgb = batch.expand(-1, 3, -1, -1).permute(0, 2, 3, 1)  # [N, H, W, 3]
-        views = gpu_resize.make_views(self._protocol, rgb, [self.resolution])[:, 0]  # [N, S, S, 3]
+        views = tensor_views.make_views(self._protocol, rgb, [self.resolution])[:, 0]  # [N, S, S, 3]
         return views.permute(0, 3, 1, 2)[:, : batch.shape[1]].contiguous()
 
     def _view(self, image: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Each image is decoded once (in a DataLoader worker, or its JPEG bytes on the device); the
 protocol makes its HR and LR views from that one decode, once per view set (the models whose views
-are the same pixels (lr0fm.gpu_resize on the device, bit for bit the PIL chain, or PIL in the
+are the same pixels (lr0fm.tensor_views on the device, bit for bit the PIL chain, or PIL in the
 workers); every model encodes its views; its cached text classifier scores them. Progress is
 saved every ``checkpoint_every`` images per model, so a killed run resumes where it stopped and
 ends with records identical to an uninterrupted run.
@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .. import distributed as dist
-from .. import gpu_resize
+from .. import tensor_views
 from ..classifier import cached_classifier
 from ..datasets.base import DatasetError, LabeledImages
 from ..identity import Evaluation, same_views_key
@@ -101,7 +101,7 @@ class ViewSet:
     protocol: Protocol
     res: list                     # resolutions, in res_key order
     fn: ViewFn | None             # a custom view function; None: the protocol's views
-    device: bool                  # made on the device (lr0fm.gpu_resize) rather than in the workers
+    device: bool                  # made on the device (lr0fm.tensor_views) rather than in the workers
     shares: list                  # the models' shares that score these views
 
 
@@ -366,7 +366,7 @@ def _batch_loop(shares, view_sets, loader, lo, work, cfg, store, device, cuda, b
                     originals = [torch.from_numpy(p.views[g]) if g in p.views else
                                  p.original if torch.is_tensor(p.original) else torch.from_numpy(p.original)
                                  for p in good]
-                    views = gpu_resize.make_views(vset.protocol, originals, vset.res, device=device)
+                    views = tensor_views.make_views(vset.protocol, originals, vset.res, device=device)
                 else:
                     views = torch.from_numpy(np.stack([p.views[g] for p in good])).to(device)
                 for share in todo:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import gpu_resize
+from .. import tensor_views
 from ..datasets.base import LabeledImages
 from ..images import open_image_file
 from ..identity import Evaluation, evaluation
@@ -20,7 +20,7 @@ def views_and_decoder(cfg: EvalConfig, protocol: Protocol, view_fn) -> tuple[str
     """Where views are made and who decodes, for this run (see EvalConfig)."""
     cuda = torch.device(cfg.device).type == "cuda"
     views = cfg.views or ("device" if cuda else "pil")
-    if views == "device" and (view_fn is not None or not gpu_resize.supports(protocol)):
+    if views == "device" and (view_fn is not None or not tensor_views.supports(protocol)):
         if cfg.views == "device":
             raise ProtocolError("--views device makes the protocol's own views only (not with --sr or "
                                 f"{protocol.interpolation!r} resizes); use --views pil")

@@ -1,10 +1,10 @@
-"""Tensor views (lr0fm.gpu_resize) equal the PIL protocol chain bit for bit, on CPU tensors (and CUDA if present)."""
+"""Tensor views (lr0fm.tensor_views) equal the PIL protocol chain bit for bit, on CPU tensors (and CUDA if present)."""
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from lr0fm import gpu_resize
+from lr0fm import tensor_views
 from lr0fm.protocol import HR, Protocol
 
 RESOLUTIONS = (16, 32, 64, 128, HR)
@@ -31,7 +31,7 @@ def noise_image(rng, w, h):
 
 
 def assert_views_equal_pil(protocol, arrays, device="cpu"):
-    made = gpu_resize.make_views(protocol, [torch.from_numpy(a) for a in arrays], device=device).cpu().numpy()
+    made = tensor_views.make_views(protocol, [torch.from_numpy(a) for a in arrays], device=device).cpu().numpy()
     for a, views in zip(arrays, made):
         expected = protocol.views_uint8(Image.fromarray(a))
         for j, r in enumerate(protocol.resolutions):
@@ -70,9 +70,9 @@ def test_coefficients_are_pillows_own(interpolation):
     pairs += [tuple(int(v) for v in rng.integers(1, 700, 2)) for _ in range(25)]
     pil_filter = Protocol(8, (0,) * 3, (1,) * 3, interpolation=interpolation).pil_filter
     for n_in, n_out in pairs:
-        impulses = Image.fromarray((np.eye(n_in) * 2 ** gpu_resize.PRECISION_BITS).astype(np.int32))
+        impulses = Image.fromarray((np.eye(n_in) * 2 ** tensor_views.PRECISION_BITS).astype(np.int32))
         pillow = np.asarray(impulses.resize((n_out, n_in), pil_filter)).T
-        ours = gpu_resize.coefficients(n_in, n_out, interpolation)
+        ours = tensor_views.coefficients(n_in, n_out, interpolation)
         assert np.array_equal(ours, pillow), (interpolation, n_in, n_out)
 
 
@@ -82,13 +82,13 @@ def test_batches_group_sizes_and_keep_order():
     sizes = [(60, 40), (33, 70), (60, 40), (9, 9), (60, 40), (33, 70)]
     arrays = [noise_image(rng, w, h) for w, h in sizes]
     tensors = [torch.from_numpy(a) for a in arrays]
-    together = gpu_resize.make_views(protocol, tensors)
+    together = tensor_views.make_views(protocol, tensors)
     assert together.shape == (6, 2, 48, 48, 3) and together.dtype == torch.uint8
     for i, t in enumerate(tensors):
-        assert torch.equal(together[i], gpu_resize.make_views(protocol, [t])[0])
+        assert torch.equal(together[i], tensor_views.make_views(protocol, [t])[0])
     same_size = torch.stack([tensors[i] for i in (0, 2, 4)])  # a [B, H, W, 3] batch
-    assert torch.equal(gpu_resize.make_views(protocol, same_size), together[[0, 2, 4]])
-    assert torch.equal(gpu_resize.make_views(protocol, tensors, resolutions=[HR])[:, 0], together[:, 1])
+    assert torch.equal(tensor_views.make_views(protocol, same_size), together[[0, 2, 4]])
+    assert torch.equal(tensor_views.make_views(protocol, tensors, resolutions=[HR])[:, 0], together[:, 1])
 
 
 def image_modes(rng, w=45, h=30):
@@ -108,12 +108,12 @@ def test_original_carrier_feeds_exact_views_for_every_mode(rgb_last):
     which the worker then finishes with PIL unless the mode is RGB or L."""
     rng = np.random.default_rng(5)
     protocol = Protocol(32, (0.5,) * 3, (0.5,) * 3, resolutions=(16, HR), rgb_last=rgb_last)
-    carrier = gpu_resize.OriginalCarrier(protocol)
+    carrier = tensor_views.OriginalCarrier(protocol)
     images = image_modes(rng)
     sent = [torch.from_numpy(carrier(im)) for im in images]
     originals = [t.shape == (30, 45, 3) for t in sent]
     assert all(originals) if not rgb_last else originals == [True, True] + [False] * 6
-    made = gpu_resize.make_views(protocol, sent).numpy()
+    made = tensor_views.make_views(protocol, sent).numpy()
     for image, views in zip(images, made):
         assert np.array_equal(views, protocol.views_uint8(image)), image.mode
 
@@ -127,16 +127,16 @@ def test_hr_view_through_hr_via(mode):
 
 def test_supports_every_protocol_filter_and_rejects_bad_input():
     for interpolation in ("bicubic", "bilinear", "box", "lanczos", "nearest"):
-        assert gpu_resize.supports(Protocol(32, (0.5,) * 3, (0.5,) * 3, interpolation=interpolation))
+        assert tensor_views.supports(Protocol(32, (0.5,) * 3, (0.5,) * 3, interpolation=interpolation))
     protocol = Protocol(32, (0.5,) * 3, (0.5,) * 3)
     with pytest.raises(ValueError, match="uint8 RGB"):
-        gpu_resize.make_views(protocol, [torch.zeros(10, 10, 3)])
+        tensor_views.make_views(protocol, [torch.zeros(10, 10, 3)])
     with pytest.raises(ValueError, match="uint8 RGB"):
-        gpu_resize.make_views(protocol, [torch.zeros(10, 10, dtype=torch.uint8)])
+        tensor_views.make_views(protocol, [torch.zeros(10, 10, dtype=torch.uint8)])
     with pytest.raises(ValueError, match="finished views"):  # views for other resolutions
-        gpu_resize.make_views(protocol, [torch.zeros(2, 32, 32, 3, dtype=torch.uint8)], resolutions=[HR])
+        tensor_views.make_views(protocol, [torch.zeros(2, 32, 32, 3, dtype=torch.uint8)], resolutions=[HR])
     with pytest.raises(ValueError, match="at least one"):
-        gpu_resize.make_views(protocol, [])
+        tensor_views.make_views(protocol, [])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -6,7 +6,7 @@ side keeps its size. A pass multiplies by fixed-point coefficients (22 fractiona
 ``precompute_coeffs`` and ``normalize_coeffs_8bpc``), adds one half and clips to 0..255. So each
 pass is one matrix product of small integers, which float64 sums exactly in any order, followed
 by the same rounding: the views made here from the decoded original equal the PIL chain to the
-last bit, on CPU or GPU (tests/test_gpu_resize.py). Nearest is the same product with one-hot rows
+last bit, on CPU or GPU (tests/test_tensor_views.py). Nearest is the same product with one-hot rows
 placed by Pillow's own index arithmetic (``ImagingScaleAffine``).
 
 Workers send the decoded original (``OriginalCarrier``); ``make_views`` groups a batch by image
