@@ -264,7 +264,12 @@ def test_folder_without_images_one_line_before_any_model(tmp_path, capsys):
     assert code == 2 and "folder hold no image files" in err, err
 
 
-def test_folder_of_unreadable_images_one_line_and_no_classifier_cached(tiny_open_clip, tmp_path, capsys):
+def test_folder_of_unreadable_images_one_line_and_no_classifier_cached(tiny_open_clip, tmp_path, capsys, monkeypatch):
+    import lr0fm.models
+
+    built = []
+    real = lr0fm.models.create_model
+    monkeypatch.setattr(lr0fm.models, "create_model", lambda *a, **k: built.append(a) or real(*a, **k))
     root = tmp_path / "folder"
     for c in ("cat", "dog"):
         (root / c).mkdir(parents=True)
@@ -276,6 +281,7 @@ def test_folder_of_unreadable_images_one_line_and_no_classifier_cached(tiny_open
     err = _one_error_line(capsys)
     assert code == 2 and "none of the 4 images of folder could be read (first: 'cat/0.png')" in err, err
     assert not list(out.glob("cache/**/*.pt")) and not list(out.rglob("*.json")), sorted(out.rglob("*"))
+    assert not built  # the data is checked before any model is built
 
 
 # ---- webdataset shards ------------------------------------------------------------------------

@@ -25,10 +25,12 @@ def run_groups(groups: Sequence[Group], resolutions, store, device: str = "cpu",
     split over the ranks; ``options`` are EvalConfig fields. ``engine`` (lr0fm.engines): run the
     passes there instead (Ray tasks, SLURM arrays); None is this process.
     """
-    from .evaluation import EvalConfig, Job, evaluate_many
+    from .evaluation import EvalConfig, Job, check_readable, evaluate_many
 
-    if engine is not None:
+    if engine is not None:  # its workers check the data they are given (they may see other files)
         return engine.run(groups, resolutions, store, device=device, protocol=protocol, **options)
+    for data in {id(g.data): g.data for g in groups}.values():
+        check_readable(data)  # data without one readable image: one line before any model is built
 
     mine, shard_images = dist.plan_cells(groups)
     done, busy = [], []

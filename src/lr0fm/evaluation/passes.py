@@ -219,7 +219,7 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
                 if vs.device and vs.protocol.rgb_last]
     work = _Work(pil_sets, views_on_device, device_decode, rgb_last)
 
-    _check_readable(data)
+    check_readable(data)
     with dist.main_first() if sharded else contextlib.nullcontext():  # each classifier is built once
         for share in shares:
             share.classifier, _ = cached_classifier(share.job.model, data.spec.classnames, data.spec.templates,
@@ -285,7 +285,7 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
         raise unreadable
 
 
-def _check_readable(data: LabeledImages) -> None:
+def check_readable(data: LabeledImages) -> None:
     """Some image can be read, before any classifier is built and cached: data with no readable
     image is one error, not a pass that can only fail. Stops at the first image whose header
     Pillow opens (a file path or the sample's bytes: no decode, so the pass still decodes each
