@@ -114,3 +114,19 @@ def test_bad_config_is_one_line_error(text, match, tmp_path, capsys):
 def test_missing_config_file(tmp_path, capsys):
     assert main(["sweep", str(tmp_path / "nope.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_run_options_on_the_command_line_override_the_config(sweep_config, tmp_path, capsys):
+    """lr0fm sweep takes the run options lr0fm eval takes (one declaration): --limit on the command
+    line wins over the file, and a bad value is one line before anything is written."""
+    from lr0fm.records import limit_of
+    from lr0fm.store import ResultsStore
+
+    out = tmp_path / "out"
+    assert main(["sweep", str(sweep_config), "--out", str(out), "--limit", "2", "--no-progress"]) == 0
+    records = ResultsStore(out).records()
+    assert records and {limit_of(r) for r in records} == {2} and {r["n_images"] for r in records} == {2}
+    capsys.readouterr()
+    assert main(["sweep", str(sweep_config), "--out", str(tmp_path / "bad"), "--batch-size", "0"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err == ["lr0fm: error: --batch-size 0 must be at least 1"] and not (tmp_path / "bad").exists()

@@ -159,12 +159,13 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_arguments(parser: argparse.ArgumentParser, parts: Sequence[str] = PARTS, defaults: bool = True) -> None:
-    """RunOptions' command-line options of the given parts. ``defaults=False``: every option
-    defaults to None (a sweep's command line overrides only what is given)."""
+def add_arguments(parser: argparse.ArgumentParser, parts: Sequence[str] = PARTS, defaults: bool = True,
+                  exclude: Sequence[str] = ()) -> None:
+    """RunOptions' command-line options of the given parts (but ``exclude``). ``defaults=False``:
+    every option defaults to None (a sweep's command line overrides only what is given)."""
     for f in fields(RunOptions):
         m = f.metadata
-        if not m["cli"] or m["part"] not in parts:
+        if not m["cli"] or m["part"] not in parts or f.name in exclude:
             continue
         flags = m["flags"] or (flag(f.name),)
         kwargs: dict = {"dest": f.name, "help": m["help"]}

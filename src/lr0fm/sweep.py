@@ -13,8 +13,9 @@ A config (relative paths are taken from the config file's folder)::
     datasets: [tuxpaint, {key: imagefolder, data_root: imgs, templates: t.txt}]
     resolutions: [16, 32, 64, 128, hr]
     lr_tokens: [null, tokens.safetensors]   # optional; null = without tokens
-    protocol: paper                         # optional: native (default) or paper; and any of
-                                            # resize_mode, input_size, interpolation (overrides)
+    protocol: paper                         # optional: native (default), paper or paper:FAMILY; and
+                                            # any of resize_mode, input_size, interpolation,
+                                            # rgb_order, hr_via (overrides)
     sr: [null, bicubic]                     # optional; null = no super-resolution
     limit: 1000                             # and any of batch_size, workers, device, amp,
                                             # checkpoint_every, views, decoder, data_root, split, out

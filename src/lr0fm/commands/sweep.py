@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import InputError
+from ..options import SWEEP_KEYS, RunOptions, add_arguments
 from . import add_command
 
 
@@ -24,6 +25,11 @@ def cmd_sweep(args) -> int:
     config = select(config, models=args.models, datasets=args.datasets, resolutions=args.resolutions)
     if args.device:
         config.options["device"] = args.device
+    given = {k: getattr(args, k) for k in SWEEP_KEYS if k in vars(args) and getattr(args, k) is not None
+             and k not in ("resolutions", "device")}
+    if given:  # checked with the config's other options, as the config's keys are
+        config.options.update(given)
+        RunOptions.from_mapping({k: v for k, v in config.options.items() if k != "protocol"}, "lr0fm sweep")
     store = ResultsStore(args.out or config.out)
     from ..engines import engine_from_args, plan_makespan, print_makespan
     if args.estimate or (args.dry_run and (args.preset or args.gpus)):  # a plan: no model built, no image read
@@ -78,7 +84,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     # --out (before or after 'sweep') is the global option; it overrides the config's 'out'
     p = add_command(subparsers, "sweep", help="run a YAML grid of models x datasets x resolutions (resumable, torchrun-ready)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=sweep_file_doc(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?", help="sweep YAML file (or --preset)")
     p.add_argument("--preset", metavar="NAME", default=None,
                    help="a sweep shipped with lr0fm instead of a file: lr0fm = the paper's 66 models x 15 datasets "
@@ -99,6 +105,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--datasets", metavar="KEY,KEY", default=None, help="keep only these datasets of the sweep")
     p.add_argument("--resolutions", metavar="R,R", default=None, help="keep only these resolutions of the sweep")
     p.add_argument("--device", default=None, help="run on this device (overrides the config's 'device')")
+    # the run options (lr0fm.options.RunOptions), each overriding the config's key of that name
+    add_arguments(p, parts=("run",), defaults=False, exclude=("resolutions", "device"))
     from ..engines import add_engine_args
     add_engine_args(p, plan=True)
     p.set_defaults(func=cmd_sweep)
+
+
+def sweep_file_doc() -> str:
+    """The sweep file's format (lr0fm.sweep's docstring) for --help; a light import."""
+    from .. import sweep
+    return sweep.__doc__
