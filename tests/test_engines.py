@@ -177,6 +177,22 @@ def test_ray_sweep_writes_the_single_process_store(local_ray, grid, tmp_path, ca
     assert {p.name: p.read_bytes() for p in (out / "records").iterdir()} == before
 
 
+def test_a_dataset_s_models_in_one_task_pass(local_ray, grid, tmp_path, capsys):
+    """--models-per-task 0: each dataset's two models run in one pass (one unit per dataset, each
+    image decoded once for both), sharded over the 4 logical GPUs; the same store as one process."""
+    cfg, ref = grid
+    out = tmp_path / "ray"
+    assert main(["sweep", str(cfg), "--engine", "ray", "--models-per-task", "0", "--out", str(out)]) == 0
+    records = assert_same_store(ref, out, 12)
+    assert {r["run"]["models_in_pass"] for r in records} == {2} and {r["run"]["shards"] for r in records} == {2}
+
+
+def test_models_per_task_needs_an_engine(grid, tmp_path, capsys):
+    assert main(["sweep", str(grid[0]), "--models-per-task", "0", "--out", str(tmp_path / "o")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err == ["lr0fm: error: --models-per-task applies to --engine ray or --engine slurm; add that or drop it"]
+
+
 @pytest.mark.slow
 def test_lost_worker_is_retried_from_its_resume_point(local_ray, grid, tmp_path, monkeypatch, capsys):
     cfg, ref = grid
@@ -263,7 +279,7 @@ def test_slurm_rerun_submits_only_the_units_with_missing_cells(grid, tmp_path, m
     assert main(args) == 0
     ran = []
     real = slurm._Element.__call__
-    monkeypatch.setattr(slurm._Element, "__call__", lambda self: ran.append(self.spec.group) or real(self))
+    monkeypatch.setattr(slurm._Element, "__call__", lambda self: ran.append(self.spec.groups) or real(self))
     assert main(args) == 0 and ran == []
     records = sorted((out / "records").glob("*.json"))
     records[0].unlink()

@@ -32,6 +32,10 @@ def add_engine_args(parser: argparse.ArgumentParser, plan: bool = False) -> None
                         "fractions share a GPU between small models)")
     g.add_argument("--max-retries", type=int, default=3, metavar="N",
                    help="ray: times a task whose worker or node was lost is retried (from its resume point)")
+    g.add_argument("--models-per-task", type=int, default=1, metavar="K",
+                   help="ray/slurm: models of one dataset in one task's pass (each image decoded once for all of "
+                        "them); 0: all of a dataset's models, as one process runs them; more models need more GPU "
+                        "memory per task (default: %(default)s)")
     g.add_argument("--no-shards", action="store_true",
                    help="ray: never split a long unit into image shards")
     g.add_argument("--slurm-cluster", choices=["slurm", "local", "debug"], default="slurm",
@@ -56,17 +60,20 @@ def engine_from_args(args):
     """The engine the parsed options ask for, or None for the local one (this process)."""
     engine = getattr(args, "engine", "local")
     if engine == "local":
-        for flag, value in (("--address", args.address), ("--gpus-per-task", args.gpus_per_task)):
+        for flag, value, where in (("--address", args.address, "ray"), ("--gpus-per-task", args.gpus_per_task, "ray"),
+                                   ("--models-per-task", None if args.models_per_task == 1 else args.models_per_task,
+                                    "ray or --engine slurm")):
             if value is not None:
-                raise InputError(f"{flag} applies to --engine ray; add --engine ray or drop it")
+                raise InputError(f"{flag} applies to --engine {where}; add that or drop it")
         return None
     if engine == "ray":
         from .ray import RayEngine
-        return RayEngine(args.address, args.gpus_per_task, args.max_retries, split=not args.no_shards)
+        return RayEngine(args.address, args.gpus_per_task, args.max_retries, split=not args.no_shards,
+                         models_per_task=args.models_per_task)
     from .slurm import SlurmEngine
     return SlurmEngine(cluster=args.slurm_cluster, partition=args.slurm_partition, time_min=args.slurm_time,
                        gpus_per_task=args.slurm_gpus_per_task, parallelism=args.slurm_array_parallelism,
-                       extra=args.slurm_arg, folder=args.slurm_folder)
+                       extra=args.slurm_arg, folder=args.slurm_folder, models_per_task=args.models_per_task)
 
 
 def plan_makespan(config, store, gpus: int, gpus_per_task: float | None = None, tflops: float | None = None,

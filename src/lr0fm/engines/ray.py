@@ -23,8 +23,8 @@ import numpy as np
 from ..errors import InputError, UnitsFailed
 from . import schedule
 from .progress import Progress
-from .units import (TaskResult, TaskSpec, commit, describe, error_line, recorded_unit, request_key, run_task,
-                    unit_costs)
+from .units import (TaskResult, TaskSpec, bundle, commit, describe, error_line, recorded_unit, request_key,
+                    run_task, unit_costs)
 
 INSTALL = "--engine ray needs Ray, which is not installed: pip install 'lr0fm[ray]'"
 
@@ -129,12 +129,15 @@ class RayEngine:
     name = "ray"
 
     def __init__(self, address: str | None = None, gpus_per_task: float | None = None, max_retries: int = 3,
-                 split: bool = True):
+                 split: bool = True, models_per_task: int = 1):
         if gpus_per_task is not None and not gpus_per_task > 0:
             raise InputError(f"--gpus-per-task {gpus_per_task} must be a positive number (fractions share a GPU)")
         if max_retries < 0:
             raise InputError(f"--max-retries {max_retries} must be at least 0")
+        if models_per_task < 0:
+            raise InputError(f"--models-per-task {models_per_task} must be at least 0 (0: all of a dataset's models)")
         self.address, self.gpus_per_task, self.max_retries, self.split = address, gpus_per_task, max_retries, split
+        self.models_per_task = models_per_task
         import_ray()  # the extra's one line before anything is read or written
 
     def device(self, device: str) -> str:
@@ -170,14 +173,15 @@ class RayEngine:
         gpus = ray.cluster_resources().get("GPU", 0)
         per_task = (self.gpus_per_task or 1.0) if gpus else 0.0
         slots = schedule.slots_for(gpus, per_task) if gpus else max(1, int(ray.cluster_resources().get("CPU", 1)))
-        costs = unit_costs(groups, resolutions, options)
+        units = bundle(groups, self.models_per_task)
+        costs = unit_costs(units, resolutions, options)
         run_options = {k: v for k, v in options.items() if k != "progress"}
-        requests = [request_key(TaskSpec(f"u{u}", g, list(resolutions), device, protocol, run_options,
-                                         schedule.ImageShard(0, 1))) for u, g in enumerate(groups)]
+        requests = [request_key(TaskSpec(f"u{u}", unit, list(resolutions), device, protocol, run_options,
+                                         schedule.ImageShard(0, 1))) for u, unit in enumerate(units)]
         # a unit whose request wrote cells that are all complete is not run again (RESULTS/units)
-        cells: dict[int, list[str]] = {u: c for u in range(len(groups))
+        cells: dict[int, list[str]] = {u: c for u in range(len(units))
                                        if (c := recorded_unit(store, requests[u])) is not None}
-        todo = [u for u in range(len(groups)) if u not in cells]
+        todo = [u for u in range(len(units)) if u not in cells]
         tasks = [dataclasses.replace(t, unit=todo[t.unit]) for t in
                  schedule.tasks([costs[u][0] for u in todo], [costs[u][1] for u in todo], slots, self.split)]
         complete = ray.put(_complete_cells(store))
@@ -188,7 +192,7 @@ class RayEngine:
                                                         max_retries=self.max_retries, retry_exceptions=False)
         refs = {}
         for t in tasks:  # longest first: Ray starts them in this order as slots free up
-            spec = TaskSpec(f"u{t.unit}s{t.shard.index}of{t.shard.count}", groups[t.unit], list(resolutions), device,
+            spec = TaskSpec(f"u{t.unit}s{t.shard.index}of{t.shard.count}", units[t.unit], list(resolutions), device,
                             protocol, run_options, t.shard)
             refs[remote.remote(spec, complete, coordinator)] = t
         shards_of = {u: sum(1 for t in tasks if t.unit == u) for u in {t.unit for t in tasks}}
@@ -214,7 +218,7 @@ class RayEngine:
                         continue
                     if len(results[t.unit]) == shards_of[t.unit]:
                         try:
-                            written = commit(store, groups[t.unit].data, results[t.unit], "ray",
+                            written = commit(store, units[t.unit][0].data, results[t.unit], "ray",
                                              request=requests[t.unit])
                         except Exception as e:  # noqa: BLE001 -- e.g. no image readable: the unit fails
                             failed[t.unit] = error_line(e)
@@ -232,7 +236,7 @@ class RayEngine:
         finally:
             ray.kill(coordinator)
         if failed:
-            lines = [f"  {describe(groups[u])}: {why}" for u, why in sorted(failed.items())]
+            lines = [f"  {describe(units[u])}: {why}" for u, why in sorted(failed.items())]
             raise UnitsFailed(f"{len(failed)} of {len(shards_of)} units failed (the other units' cells are written; "
                               "fix the cause and rerun the same command):\n" + "\n".join(lines))
         return [store.get(c) for u in sorted(cells) for c in cells[u]]

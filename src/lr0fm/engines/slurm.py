@@ -22,7 +22,8 @@ from typing import Sequence
 from ..errors import InputError, UnitsFailed
 from . import schedule
 from .progress import Progress
-from .units import TaskSpec, commit, describe, error_line, recorded_unit, request_key, run_task, unit_costs
+from .units import (TaskSpec, bundle, commit, describe, error_line, recorded_unit, request_key, run_task,
+                    unit_costs)
 
 INSTALL = "--engine slurm needs submitit, which is not installed: pip install 'lr0fm[slurm]'"
 
@@ -63,7 +64,7 @@ class _Element:
 
         store = ResultsStore(self.root)
         result = run_task(self.spec, self.complete, _FolderChannel(store), store.classifier_cache)
-        commit(store, self.spec.group.data, [result], "slurm", request=self.request)
+        commit(store, self.spec.groups[0].data, [result], "slurm", request=self.request)
         return result.cells
 
     def checkpoint(self, *args, **kwargs):
@@ -75,10 +76,14 @@ class SlurmEngine:
     name = "slurm"
 
     def __init__(self, cluster: str = "slurm", partition: str | None = None, time_min: int = 240,
-                 gpus_per_task: int = 1, parallelism: int = 64, extra: Sequence[str] = (), folder: str | None = None):
+                 gpus_per_task: int = 1, parallelism: int = 64, extra: Sequence[str] = (), folder: str | None = None,
+                 models_per_task: int = 1):
         for flag, value in (("--slurm-time", time_min), ("--slurm-array-parallelism", parallelism)):
             if value < 1:
                 raise InputError(f"{flag} {value} must be at least 1")
+        if models_per_task < 0:
+            raise InputError(f"--models-per-task {models_per_task} must be at least 0 (0: all of a dataset's models)")
+        self.models_per_task = models_per_task
         if gpus_per_task < 0:
             raise InputError(f"--slurm-gpus-per-task {gpus_per_task} must be at least 0")
         self.extra = {}
@@ -116,11 +121,12 @@ class SlurmEngine:
         submitit = import_submitit()
         folder = Path(self.folder) if self.folder else store.root / "slurm"
         executor = self._executor(submitit, folder)
-        costs = unit_costs(groups, resolutions, options)
+        units = bundle(groups, self.models_per_task)
+        costs = unit_costs(units, resolutions, options)
         order = [t.unit for t in schedule.tasks([c for c, _ in costs], [n for _, n in costs], 1, split=False)]
         complete = _complete_cells(store)
         run_options = {k: v for k, v in options.items() if k != "progress"}
-        specs = {u: TaskSpec(f"u{u}", groups[u], list(resolutions), self.device(device), protocol, run_options,
+        specs = {u: TaskSpec(f"u{u}", units[u], list(resolutions), self.device(device), protocol, run_options,
                              schedule.ImageShard(0, 1)) for u in order}
         requests = {u: request_key(spec) for u, spec in specs.items()}
         # a unit whose request wrote cells that are all complete is not sent again (RESULTS/units)
@@ -151,7 +157,7 @@ class SlurmEngine:
             if waiting:
                 time.sleep(0.5)
         if failed:
-            lines = [f"  {describe(groups[u])}: {why}" for u, why in sorted(failed.items())]
+            lines = [f"  {describe(units[u])}: {why}" for u, why in sorted(failed.items())]
             raise UnitsFailed(f"{len(failed)} of {len(order)} units failed (the other units' cells are written; "
                               f"logs in {folder}; fix the cause and rerun the same command):\n" + "\n".join(lines))
         return [store.get(c) for u in sorted(cells) for c in cells[u]]

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -35,7 +35,7 @@ FAULT_ENV = "LR0FM_FAULT"
 @dataclass
 class TaskSpec:
     key: str                      # unit and shard, unique in a run: attempts are counted by it
-    group: Any                    # lr0fm.runner.Group
+    groups: list                  # the unit's lr0fm.groups.Group(s): models of one dataset, one pass
     resolutions: list
     device: str
     protocol: dict | None
@@ -118,18 +118,21 @@ def check_visible(data) -> None:
 
 
 def run_task(spec: TaskSpec, complete_cells, channel: Channel, classifier_cache: Path | None) -> TaskResult:
-    """Run one task on this worker: build the model, run its shard of the pass, return predictions."""
+    """Run one task on this worker: build the unit's models, run its shard of the pass (all of
+    them in one pass: each image decoded once, views shared where the pixels are the same),
+    return the predictions."""
     from ..evaluation import EvalConfig, Job, evaluate_many
     from ..groups import load_models
 
     attempt = channel.begin(spec.key)
-    check_visible(spec.group.data)
-    ((_, group, model, view_fn, variant),) = list(load_models([spec.group], [0], spec.resolutions, spec.device,
-                                                                  spec.protocol))
-    cfg = EvalConfig(resolutions=spec.resolutions, device=spec.device, variant=variant,
-                     **{**spec.options, "progress": False})
+    data = spec.groups[0].data
+    check_visible(data)
+    jobs = [Job(model, EvalConfig(resolutions=spec.resolutions, device=spec.device, variant=variant,
+                                  **{**spec.options, "progress": False}), view_fn)
+            for _, _, model, view_fn, variant in load_models(spec.groups, range(len(spec.groups)), spec.resolutions,
+                                                             spec.device, spec.protocol)]
     store = WorkerStore(complete_cells, channel, classifier_cache, spec.fault, attempt)
-    evaluate_many([Job(model, cfg, view_fn)], group.data, store, shard=spec.shard)
+    evaluate_many(jobs, data, store, shard=spec.shard)
     if spec.fault and spec.fault.startswith("sleep-after-unit:"):
         time.sleep(float(spec.fault.split(":", 1)[1]))
     return TaskResult(attempt, socket.gethostname(), store.shards, store.cells)
@@ -149,17 +152,17 @@ def request_key(spec: TaskSpec) -> str | None:
     from ..digests import digest
     from ..identity import data_part
 
-    group = spec.group
-    if not isinstance(group.model, str):
+    if not all(isinstance(g.model, str) for g in spec.groups):
         return None
-    names = [*group.model.split(":"), group.lr_tokens, group.sr]
-    files = sorted((p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in names if p and os.path.exists(p))
+    group = spec.groups[0]
+    names = [part for g in spec.groups for part in (*g.model.split(":"), g.lr_tokens, g.sr)]
+    files = sorted({(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in names if p and os.path.exists(p)})
     limit = spec.options.get("limit")
     data = group.data if limit is None else group.data.subset(range(min(limit, len(group.data))))
     numbers = {k: spec.options.get(k) for k in ("amp", "limit", "topk", "decoder", "views")}
-    return digest({"model": group.model, "files": files, "data": data_part(data), "resolutions": spec.resolutions,
-                   "protocol": spec.protocol or {}, "options": numbers, "device": spec.device.split(":")[0],
-                   "variant": [group.lr_tokens, group.sr]})
+    return digest({"models": [[g.model, g.lr_tokens, g.sr] for g in spec.groups], "files": files,
+                   "data": data_part(data), "resolutions": spec.resolutions, "protocol": spec.protocol or {},
+                   "options": numbers, "device": spec.device.split(":")[0]})
 
 
 def recorded_unit(store, key: str | None) -> list[str] | None:
@@ -177,13 +180,24 @@ def recorded_unit(store, key: str | None) -> list[str] | None:
 
 
 def commit(store, data, results: Sequence[TaskResult], engine: str, request: str | None = None) -> list[str]:
-    """Merge the task results of one unit (its shards, any order) and write its records; the cells written."""
+    """Merge the task results of one unit (its shards, any order) and write each of its models'
+    records; the cells written."""
+    by_model: dict[str, list] = {}  # each model's shards (any order), models in the pass's order
+    for s in (s for r in results for s in r.shards):
+        by_model.setdefault(s.ev.id, []).append(s)
+    written = []
+    run = {"finished": round(time.time(), 3), "engine": engine, "attempts": max(r.attempt for r in results),
+           "hosts": sorted({r.host for r in results})}
+    for shards in by_model.values():
+        written += _commit_model(store, data, sorted(shards, key=lambda s: s.shard.index), run)
+    _note_unit(store, request, results)
+    return written
+
+
+def _commit_model(store, data, shards: list, run: dict) -> list[str]:
+    """One model's shards merged into the records and predictions of its cells."""
     from ..records import make_record
 
-    shards = sorted((s for r in results for s in r.shards), key=lambda s: s.shard.index)
-    if not shards:  # every cell was complete
-        _note_unit(store, request, results)
-        return []
     topk = np.concatenate([s.topk for s in shards], axis=1)
     valid = np.concatenate([s.valid for s in shards])
     labels = np.concatenate([s.labels for s in shards])
@@ -193,10 +207,9 @@ def commit(store, data, results: Sequence[TaskResult], engine: str, request: str
         raise DatasetError(f"none of the {len(ids)} images of {data.spec.label} could be read (first: "
                            f"{ids[0] if len(ids) else '-'!r}); check the files (formats, permissions) and rerun")
     model = SimpleNamespace(info=first.model_info)  # all make_record reads of a model
-    run = {**first.run, "seconds": round(sum(s.run["seconds"] for s in shards), 2), "finished": round(time.time(), 3),
-           "resolutions_in_pass": list(first.pending), "engine": engine, "shards": len(shards),
-           "resumed_images": sum(s.run["resumed_images"] for s in shards),
-           "attempts": max(r.attempt for r in results), "hosts": sorted({r.host for r in results})}
+    run = {**first.run, **run, "seconds": round(sum(s.run["seconds"] for s in shards), 2),
+           "resolutions_in_pass": list(first.pending), "shards": len(shards),
+           "resumed_images": sum(s.run["resumed_images"] for s in shards)}
     written = []
     for j, r in enumerate(first.pending):
         record = make_record(model, data, r, topk[j], valid, labels, ids, first.ev, run=run)
@@ -205,7 +218,6 @@ def commit(store, data, results: Sequence[TaskResult], engine: str, request: str
     for s in shards:
         store.drop_partial(s.partial_key)
     store.drop_stale_partials(first.ev.id, written)
-    _note_unit(store, request, results)
     return written
 
 
@@ -221,28 +233,45 @@ def _note_unit(store, request: str | None, results: Sequence[TaskResult]) -> Non
         atomic_write_bytes(store.root / UNITS_DIR / f"{request}.json", json.dumps({"cells": cells}).encode())
 
 
-def unit_costs(groups, resolutions, options: dict) -> list[tuple[float, int]]:
-    """(estimated seconds, images) of each group's pass, from the sweep's estimate (catalog GFLOPs;
+def bundle(groups: Sequence, models_per_task: int = 1) -> list[list]:
+    """The units of a run: the groups of each dataset, ``models_per_task`` models to a unit (0: all
+    of a dataset's models in one unit, one pass as lr0fm.runner forms them in one process). More
+    models to a unit decode each image once for all of them; fewer bound a task's GPU memory."""
+    by_data: dict[int, list] = {}
+    for g in groups:
+        by_data.setdefault(id(g.data), []).append(g)
+    size = models_per_task or len(groups) or 1
+    return [same[i:i + size] for same in by_data.values() for i in range(0, len(same), size)]
+
+
+def unit_costs(units: Sequence[list], resolutions, options: dict) -> list[tuple[float, int]]:
+    """(estimated seconds, images) of each unit's pass, from the sweep's estimate (catalog GFLOPs;
     a model without them counts as 1 GFLOP per image: only the ratios matter for scheduling)."""
     from ..sweep_plan import DEFAULT_TFLOPS, catalog_entry, pass_seconds
 
     tflops = DEFAULT_TFLOPS[options.get("amp") or "fp32"]
     limit = options.get("limit")
     out = []
-    for g in groups:
-        entry = (catalog_entry(g.model) if isinstance(g.model, str) else None) or {}
-        n = len(g.data) if limit is None else min(limit, len(g.data))
-        prompts = len(g.data.spec.classnames) * len(g.data.spec.templates)
-        out.append((pass_seconds(n, prompts, len(resolutions), entry.get("image_gflops") or 1.0,
-                                 entry.get("text_gflops"), tflops), n))
+    for unit in units:
+        data = unit[0].data
+        n = len(data) if limit is None else min(limit, len(data))
+        prompts = len(data.spec.classnames) * len(data.spec.templates)
+        seconds = 0.0
+        for g in unit:
+            entry = (catalog_entry(g.model) if isinstance(g.model, str) else None) or {}
+            seconds += pass_seconds(n, prompts, len(resolutions), entry.get("image_gflops") or 1.0,
+                                    entry.get("text_gflops"), tflops)
+        out.append((seconds, n))
     return out
 
 
-def describe(group) -> str:
-    """'MODEL on DATASET' for progress and failure lines."""
-    model = group.model if isinstance(group.model, str) else group.model.info.model_id
-    variant = "".join(f" +{k}" for k, v in (("lr_tokens", group.lr_tokens), ("sr", group.sr)) if v)
-    return f"{model}{variant} on {group.data.spec.label}"
+def describe(unit: Sequence) -> str:
+    """'MODEL[, MODEL...] on DATASET' for progress and failure lines."""
+    models = []
+    for group in unit:
+        model = group.model if isinstance(group.model, str) else group.model.info.model_id
+        models.append(model + "".join(f" +{k}" for k, v in (("lr_tokens", group.lr_tokens), ("sr", group.sr)) if v))
+    return f"{', '.join(models)} on {unit[0].data.spec.label}"
 
 
 def error_line(exc: BaseException) -> str:
