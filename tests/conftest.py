@@ -98,3 +98,14 @@ def assert_same_store(ref_root, root, n_records):
         assert pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
     assert not list((b.root / "partial").glob("*.npz"))  # resume points are gone once their cells are written
     return rb
+
+
+@pytest.fixture(scope="module")
+def second_tiny_model(tiny_open_clip, tmp_path_factory):
+    """The tiny architecture with other random weights (a checkpoint file): a second model."""
+    import open_clip
+    _, cfg, _ = tiny_open_clip
+    torch.manual_seed(1)
+    ckpt = tmp_path_factory.mktemp("second") / "tiny2.pt"
+    torch.save(open_clip.create_model("lr0fm-tiny-vit", pretrained=None).state_dict(), ckpt)
+    return f"open_clip:{cfg}:{ckpt}"

@@ -7,23 +7,11 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from lr0fm import distributed as dist
 from lr0fm.cli import main
 
 from conftest import assert_same_store
-
-
-@pytest.fixture(scope="module")
-def second_checkpoint(tiny_open_clip, tmp_path_factory):
-    """The tiny architecture with other random weights: a second model for cell sharding."""
-    import open_clip
-    _, cfg, _ = tiny_open_clip
-    torch.manual_seed(1)
-    ckpt = tmp_path_factory.mktemp("second") / "tiny2.pt"
-    torch.save(open_clip.create_model("lr0fm-tiny-vit", pretrained=None).state_dict(), ckpt)
-    return f"open_clip:{cfg}:{ckpt}"
 
 
 def test_blocks_partition_the_images():
@@ -37,10 +25,10 @@ def test_blocks_partition_the_images():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("two_models", [False, True], ids=["images-sharded", "cells-sharded"])
-def test_torchrun_two_processes_match_single_process(two_models, tiny_open_clip, second_checkpoint, image_folder,
+def test_torchrun_two_processes_match_single_process(two_models, tiny_open_clip, second_tiny_model, image_folder,
                                                      tmp_path, capsys):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
-    models = tiny_open_clip[0] + ("," + second_checkpoint if two_models else "")
+    models = tiny_open_clip[0] + ("," + second_tiny_model if two_models else "")
     args = ["eval", "--model", models, "--dataset", "imagefolder", "--data-root", str(image_folder),
             "--resolutions", "16,32,hr", "--batch-size", "4", "--workers", "0", "--no-progress"]
     assert main(["--out", str(tmp_path / "single")] + args) == 0

@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from lr0fm.cli import main
 from lr0fm.engines import schedule
@@ -64,16 +63,6 @@ def local_ray():
 
 
 @pytest.fixture(scope="module")
-def second_model(tiny_open_clip, tmp_path_factory):
-    import open_clip
-    _, cfg, _ = tiny_open_clip
-    torch.manual_seed(1)
-    ckpt = tmp_path_factory.mktemp("second") / "tiny2.pt"
-    torch.save(open_clip.create_model("lr0fm-tiny-vit", pretrained=None).state_dict(), ckpt)
-    return f"open_clip:{cfg}:{ckpt}"
-
-
-@pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """3 classes x 8 images of varying size."""
     rng = np.random.default_rng(0)
@@ -103,10 +92,10 @@ progress: false
 
 
 @pytest.fixture(scope="module")
-def grid(tiny_open_clip, second_model, folder, tmp_path_factory):
+def grid(tiny_open_clip, second_tiny_model, folder, tmp_path_factory):
     """2 models x 2 datasets x 3 resolutions = 12 cells, and the single-process sweep's store."""
     d = tmp_path_factory.mktemp("grid")
-    cfg = write_config(d / "sweep.yaml", [tiny_open_clip[0], second_model], folder)
+    cfg = write_config(d / "sweep.yaml", [tiny_open_clip[0], second_tiny_model], folder)
     assert main(["sweep", str(cfg), "--out", str(d / "ref")]) == 0
     return cfg, d / "ref"
 
