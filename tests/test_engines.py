@@ -131,6 +131,14 @@ def test_dry_run_gpus_json(capsys, tmp_path):
     assert main(["sweep", "--preset", "lr0fm", "--dry-run", "--gpus", "8", "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert "cells" in out and "on 8 GPUs" in out and "makespan" in out
+    # the plan forms the engines' units: all of a dataset's models in one task, or none split
+    assert main([*args, "--gpus", "64", "--models-per-task", "0"]) == 0
+    whole = json.loads(capsys.readouterr().out)
+    assert whole["units"] == 15 and whole["total_s"] == pytest.approx(plans[64]["total_s"], rel=1e-6)
+    assert whole["makespan_s"] > plans[64]["makespan_s"]  # 15 big units fill 64 GPUs worse than 945 small ones
+    assert main([*args, "--gpus", "64", "--no-shards"]) == 0
+    unsplit = json.loads(capsys.readouterr().out)
+    assert unsplit["split_units"] == 0 and unsplit["makespan_s"] == pytest.approx(unsplit["longest_unit_s"], abs=0.2)
 
 
 # -- one line for what cannot run ----------------------------------------------------------------
@@ -256,6 +264,74 @@ def test_slurm_local_array_writes_the_single_process_store(grid, tmp_path, capsy
     before = {p.name: p.read_bytes() for p in (out / "records").iterdir()}
     assert main(["sweep", str(cfg), "--engine", "slurm", "--slurm-cluster", "debug", "--out", str(out)]) == 0
     assert {p.name: p.read_bytes() for p in (out / "records").iterdir()} == before
+
+
+@pytest.mark.slow
+def test_slurm_preempted_element_is_requeued_from_its_resume_point(grid, tmp_path, monkeypatch, capsys):
+    """SIGUSR2 (SLURM's preemption signal) mid-pass: submitit checkpoints and requeues the element,
+    which continues from the resume point it left on the results folder."""
+    cfg, ref = grid
+    out = tmp_path / "preempted"
+    monkeypatch.setenv("LR0FM_FAULT", "preempt-after-saves:2")
+    assert main(["sweep", str(cfg), "--engine", "slurm", "--slurm-cluster", "local", "--out", str(out)]) == 0
+    records = assert_same_store(ref, out, 12)
+    assert {r["run"]["attempts"] for r in records} == {2}
+    assert {r["run"]["resumed_images"] for r in records} == {8}  # 2 resume points of 4 images each
+    logs = "".join(p.read_text() for p in (out / "slurm").glob("*_log.err"))
+    assert logs.count("INFO:submitit:Requeued job") == 4  # each element preempted once, requeued once
+
+
+def slurm_eval_args(model, folder, cluster, parallelism):
+    return ["eval", "--model", model, "--dataset", "imagefolder", "--data-root", str(folder), "--resolutions",
+            "16,32,hr", "--batch-size", "4", "--workers", "0", "--no-progress", "--engine", "slurm",
+            "--slurm-cluster", cluster, "--slurm-array-parallelism", str(parallelism)]
+
+
+@pytest.mark.slow
+def test_slurm_long_unit_split_into_shards_gives_the_unsplit_records(tiny_open_clip, folder, tmp_path, capsys):
+    args = slurm_eval_args(tiny_open_clip[0], folder, "local", 3)
+    assert main([*args[:-6], "--out", str(tmp_path / "single")]) == 0
+    assert main([*args, "--out", str(tmp_path / "shards")]) == 0
+    records = assert_same_store(tmp_path / "single", tmp_path / "shards", 3)
+    assert {r["run"]["shards"] for r in records} == {3} and {r["run"]["engine"] for r in records} == {"slurm"}
+    assert not list((tmp_path / "shards" / "units").glob("*.shards"))  # merged, then removed
+    assert len(list((tmp_path / "shards" / "slurm").glob("*_result.pkl"))) == 3  # one element per shard
+
+
+def test_slurm_shards_left_by_a_gone_submitter_are_merged_by_the_rerun(tiny_open_clip, folder, tmp_path,
+                                                                      monkeypatch, capsys):
+    """The submitting process dies after the shard elements finished: the same command merges
+    their shards without sending any element again."""
+    from lr0fm.engines import slurm
+    from lr0fm.engines.units import commit as real_commit
+
+    args = [*slurm_eval_args(tiny_open_clip[0], folder, "debug", 3), "--out", str(tmp_path / "o")]
+    assert main([*args[:-8], "--out", str(tmp_path / "single")]) == 0
+
+    def gone(*_args, **_kwargs):
+        raise KeyboardInterrupt  # the submitter is stopped just before it merges
+    monkeypatch.setattr(slurm, "commit", gone)
+    assert main(args) == 130
+    assert len(list((tmp_path / "o" / "units").glob("*.shards/*of3.pkl"))) == 3
+    assert not list((tmp_path / "o" / "records").glob("*.json"))
+    monkeypatch.undo()
+    ran = []
+    real = slurm._Element.__call__
+    monkeypatch.setattr(slurm._Element, "__call__", lambda self: ran.append(self.spec.shard) or real(self))
+    assert main(args) == 0 and ran == []
+    records = assert_same_store(tmp_path / "single", tmp_path / "o", 3)
+    assert {r["run"]["shards"] for r in records} == {3}
+    # one shard file gone: the rerun sends that shard alone
+    for p in (tmp_path / "o" / "records").glob("*.json"):
+        p.unlink()
+    monkeypatch.setattr(slurm, "commit", gone)
+    ran.clear()
+    assert main(args) == 130 and len(ran) == 3
+    sorted((tmp_path / "o" / "units").glob("*.shards/*.pkl"))[1].unlink()
+    monkeypatch.setattr(slurm, "commit", real_commit)
+    ran.clear()
+    assert main(args) == 0 and [s.index for s in ran] == [1]
+    assert_same_store(tmp_path / "single", tmp_path / "o", 3)
 
 
 def test_slurm_rerun_submits_only_the_units_with_missing_cells(grid, tmp_path, monkeypatch):

@@ -34,7 +34,9 @@ def cmd_sweep(args) -> int:
     from ..engines import engine_from_args, plan_makespan, print_makespan
     if args.estimate or (args.dry_run and (args.preset or args.gpus)):  # a plan: no model built, no image read
         if args.gpus:  # the makespan on N GPUs with the engines' scheduling
-            plan = plan_makespan(config, store, args.gpus, args.gpus_per_task, args.throughput, args.images_per_second)
+            per_task = args.gpus_per_task or (args.slurm_gpus_per_task if args.engine == "slurm" else None)
+            plan = plan_makespan(config, store, args.gpus, per_task, args.throughput, args.images_per_second,
+                                 split=not args.no_shards, models_per_task=args.models_per_task)
             if args.json:
                 return print_makespan(plan, as_json=True) or 0
         if dist.is_main():

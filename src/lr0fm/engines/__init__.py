@@ -37,14 +37,15 @@ def add_engine_args(parser: argparse.ArgumentParser, plan: bool = False) -> None
                         "them); 0: all of a dataset's models, as one process runs them; more models need more GPU "
                         "memory per task (default: %(default)s)")
     g.add_argument("--no-shards", action="store_true",
-                   help="ray: never split a long unit into image shards")
+                   help="ray/slurm: never split a long unit into image shards")
     g.add_argument("--slurm-cluster", choices=["slurm", "local", "debug"], default="slurm",
                    help="slurm: submitit's executor; local/debug run the array on this machine without SLURM")
     g.add_argument("--slurm-partition", default=None)
     g.add_argument("--slurm-time", type=int, default=240, metavar="MIN", help="slurm: minutes per array element")
     g.add_argument("--slurm-gpus-per-task", type=int, default=1, metavar="N")
-    g.add_argument("--slurm-array-parallelism", type=int, default=64, metavar="N",
-                   help="slurm: array elements running at once")
+    g.add_argument("--slurm-array-parallelism", type=int, default=None, metavar="N",
+                   help="slurm: array elements running at once, the slots long units are split over (default 64 "
+                        "on SLURM; with --slurm-cluster local|debug 1: no shards unless given)")
     g.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="slurm: any other sbatch setting submitit passes on (repeatable), e.g. account=abc")
     g.add_argument("--slurm-folder", default=None, metavar="DIR",
@@ -73,33 +74,62 @@ def engine_from_args(args):
     from .slurm import SlurmEngine
     return SlurmEngine(cluster=args.slurm_cluster, partition=args.slurm_partition, time_min=args.slurm_time,
                        gpus_per_task=args.slurm_gpus_per_task, parallelism=args.slurm_array_parallelism,
-                       extra=args.slurm_arg, folder=args.slurm_folder, models_per_task=args.models_per_task)
+                       extra=args.slurm_arg, folder=args.slurm_folder, models_per_task=args.models_per_task,
+                       split=not args.no_shards)
 
 
 def plan_makespan(config, store, gpus: int, gpus_per_task: float | None = None, tflops: float | None = None,
-                  images_per_second: float | None = None, split: bool = True) -> dict:
-    """The sweep's units on ``gpus`` GPUs with the engines' scheduling: cells, total and makespan (s)."""
+                  images_per_second: float | None = None, split: bool = True, models_per_task: int = 1) -> dict:
+    """The sweep's units on ``gpus`` GPUs with the engines' scheduling (``models_per_task`` models
+    of a dataset to a unit, longest first, long units split into image shards unless ``split`` is
+    False): cells, total and makespan (s)."""
     from ..sweep_plan import DEFAULT_TFLOPS, pass_estimates, plan_datasets, recorded_cells
     from . import schedule
 
     if gpus < 1:
         raise InputError(f"--gpus {gpus} must be at least 1")
+    if models_per_task < 0:
+        raise InputError(f"--models-per-task {models_per_task} must be at least 0 (0: all of a dataset's models)")
     tflops = tflops or DEFAULT_TFLOPS[config.options.get("amp") or "fp32"]
     datasets = plan_datasets(config)
     recorded = recorded_cells(config, datasets, store)
-    rows = pass_estimates(config, datasets, recorded, tflops, images_per_second)
-    known = [r for r in rows if r["seconds"] is not None]
+    rows = pass_estimates(config, datasets, recorded, tflops)  # the decode floor applies per unit, below
+    units = unit_estimates(rows, models_per_task, images_per_second)
+    known = [u for u in units if u["seconds"] is not None]
     slots = schedule.slots_for(gpus, gpus_per_task or 1.0)
-    tasks = schedule.tasks([r["seconds"] for r in known], [r["images"] for r in known], slots, split)
-    total = sum(r["seconds"] for r in known)
+    tasks = schedule.tasks([u["seconds"] for u in known], [u["images"] for u in known], slots, split)
+    total = sum(u["seconds"] for u in known)
     span = schedule.makespan(tasks, slots)
     variants = len(config.lr_tokens) * len(config.sr)
     return {"cells": len(config.models) * variants * len(config.datasets) * len(config.resolutions),
-            "pending_cells": sum(r["pending"] for r in rows), "units": len(rows), "units_estimated": len(known),
-            "tasks": len(tasks), "split_units": len({t.unit for t in tasks if t.shard.count > 1}),
+            "pending_cells": sum(r["pending"] for r in rows), "units": len(units), "units_estimated": len(known),
+            "models_per_task": models_per_task, "tasks": len(tasks),
+            "split_units": len({t.unit for t in tasks if t.shard.count > 1}),
             "gpus": gpus, "gpus_per_task": gpus_per_task or 1.0, "tflops": tflops, "total_s": round(total, 1),
-            "makespan_s": round(span, 1), "longest_unit_s": round(max((r["seconds"] for r in known), default=0), 1),
+            "makespan_s": round(span, 1), "longest_unit_s": round(max((u["seconds"] for u in known), default=0), 1),
             "speedup": round(total / span, 2) if span else None}
+
+
+def unit_estimates(rows: list[dict], models_per_task: int = 1, images_per_second: float | None = None) -> list[dict]:
+    """The engines' units from the sweep's per-pass rows (lr0fm.sweep_plan.pass_estimates, in the
+    runner's order): ``models_per_task`` rows of a dataset to a unit (0: all), as
+    lr0fm.engines.units.bundle forms them; a unit's seconds are its models' (None if any is
+    unknown), at least its images at ``images_per_second`` (each image is decoded once per unit)."""
+    by_data: dict[str, list[dict]] = {}
+    for row in rows:
+        by_data.setdefault(row["dataset"], []).append(row)
+    size = models_per_task or max(len(rows), 1)
+    out = []
+    for same in by_data.values():
+        for i in range(0, len(same), size):
+            part = same[i:i + size]
+            images = part[0]["images"]
+            seconds = None if any(r["seconds"] is None for r in part) else sum(r["seconds"] for r in part)
+            if seconds is not None and images_per_second:
+                seconds = max(seconds, images / images_per_second)
+            out.append({"dataset": part[0]["dataset"], "models": [r["model"] for r in part], "images": images,
+                        "seconds": seconds})
+    return out
 
 
 def print_makespan(plan: dict, as_json: bool = False, out=None) -> None:
@@ -109,11 +139,14 @@ def print_makespan(plan: dict, as_json: bool = False, out=None) -> None:
         return
     hours = lambda s: f"{s / 3600:,.1f} h" if s >= 3600 else f"{s / 60:,.1f} min"  # noqa: E731
     unknown = plan["units"] - plan["units_estimated"]
+    per_unit = plan.get("models_per_task", 1)
+    models = "models" if per_unit != 1 else "model"
     print(f"on {plan['gpus']} GPUs ({plan['gpus_per_task']:g} per task), longest first: {plan['tasks']} tasks from "
-          f"{plan['units_estimated']} units ({plan['split_units']} split into image shards); makespan "
+          f"{plan['units_estimated']} units ({per_unit or 'all'} {models} of a dataset each; {plan['split_units']} split "
+          f"into image shards); makespan "
           f"~{plan['makespan_s']:,.0f} s ({hours(plan['makespan_s'])}) for ~{plan['total_s']:,.0f} s of device time"
           f" (speedup {plan['speedup'] or 0:g})" + (f"; {unknown} units without an estimate left out" if unknown else ""),
           file=out)
 
 
-__all__ = ["ENGINES", "add_engine_args", "engine_from_args", "plan_makespan", "print_makespan"]
+__all__ = ["ENGINES", "add_engine_args", "engine_from_args", "plan_makespan", "print_makespan", "unit_estimates"]

@@ -10,21 +10,31 @@ continues from its last resume point. Rerunning the command submits only the uni
 are not all written (lr0fm.engines.units.recorded_unit: the results folder remembers which cells
 each unit's request wrote). ``--slurm-cluster local|debug`` runs the array
 on this machine with submitit's local (subprocesses) or debug (in this process) executor.
-Units are not split into image shards here (that needs one writer across elements: Ray does it).
+
+A unit longer than the average load per element slot (``--slurm-array-parallelism``) is split
+into image shards, one element each; a shard element writes its predictions under
+``RESULTS/units/REQUEST.shards/`` (atomic rename) and the submitting process, the one writer of
+that unit's cells, merges them into the records one pass writes. If the submitting process is
+gone, rerunning the command merges the shards already there and submits only the missing ones.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import pickle
+import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Sequence
 
 from ..errors import InputError, UnitsFailed
 from . import schedule
 from .progress import Progress
-from .units import (TaskSpec, bundle, commit, describe, error_line, recorded_unit, request_key, run_task,
-                    unit_costs)
+from .units import (UNITS_DIR, TaskResult, TaskSpec, bundle, commit, describe, error_line, recorded_unit,
+                    request_key, run_task, unit_costs)
 
+DEFAULT_PARALLELISM = 64
 INSTALL = "--engine slurm needs submitit, which is not installed: pip install 'lr0fm[slurm]'"
 
 
@@ -39,11 +49,11 @@ def import_submitit():
 class _FolderChannel:
     """Resume points on the shared results folder (this element is their only writer)."""
 
-    def __init__(self, store):
-        self.store = store
+    def __init__(self, store, attempt: int):
+        self.store, self.attempt = store, attempt
 
     def begin(self, key: str) -> int:
-        return 1 + int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+        return self.attempt
 
     def resume_point(self, key: str):
         return self.store.load_partial(key)
@@ -53,17 +63,26 @@ class _FolderChannel:
 
 
 class _Element:
-    """One array element: run a unit and commit its cells. submitit calls ``checkpoint`` on
-    preemption or timeout and requeues the element; its resume point is on the results folder."""
+    """One array element: run a unit (or one image shard of it) and commit its cells (or write its
+    shard for the submitting process to merge). submitit calls ``checkpoint`` on preemption or
+    timeout and requeues the element; its resume point is on the results folder, and the pickled
+    element carries the count of its attempts."""
 
-    def __init__(self, spec: TaskSpec, complete: frozenset, root: str, request: str | None = None):
+    def __init__(self, spec: TaskSpec, complete: frozenset, root: str, request: str | None = None,
+                 shard_file: str | None = None):
         self.spec, self.complete, self.root, self.request = spec, complete, root, request
+        self.shard_file, self.attempts = shard_file, 0
 
     def __call__(self) -> list[str]:
-        from ..store import ResultsStore
+        from ..store import ResultsStore, atomic_write_bytes
 
+        # a requeue by SLURM itself (node failure) reruns the submitted element: count it too
+        self.attempts = max(self.attempts + 1, 1 + int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0))
         store = ResultsStore(self.root)
-        result = run_task(self.spec, self.complete, _FolderChannel(store), store.classifier_cache)
+        result = run_task(self.spec, self.complete, _FolderChannel(store, self.attempts), store.classifier_cache)
+        if self.shard_file:  # one shard of a split unit: the submitting process merges the unit's shards
+            atomic_write_bytes(Path(self.shard_file), pickle.dumps(result))
+            return []
         commit(store, self.spec.groups[0].data, [result], "slurm", request=self.request)
         return result.cells
 
@@ -76,9 +95,9 @@ class SlurmEngine:
     name = "slurm"
 
     def __init__(self, cluster: str = "slurm", partition: str | None = None, time_min: int = 240,
-                 gpus_per_task: int = 1, parallelism: int = 64, extra: Sequence[str] = (), folder: str | None = None,
-                 models_per_task: int = 1):
-        for flag, value in (("--slurm-time", time_min), ("--slurm-array-parallelism", parallelism)):
+                 gpus_per_task: int = 1, parallelism: int | None = None, extra: Sequence[str] = (),
+                 folder: str | None = None, models_per_task: int = 1, split: bool = True):
+        for flag, value in (("--slurm-time", time_min), ("--slurm-array-parallelism", parallelism or 1)):
             if value < 1:
                 raise InputError(f"{flag} {value} must be at least 1")
         if models_per_task < 0:
@@ -93,7 +112,11 @@ class SlurmEngine:
                 raise InputError(f"--slurm-arg {item!r}: give KEY=VALUE (an sbatch setting, e.g. account=abc)")
             self.extra[key.strip().replace("-", "_")] = value
         self.cluster, self.partition, self.time_min = cluster, partition, time_min
-        self.gpus_per_task, self.parallelism, self.folder = gpus_per_task, parallelism, folder
+        self.gpus_per_task, self.folder, self.split = gpus_per_task, folder, split
+        # elements at once: what the array asks SLURM for, and the slots long units are split over;
+        # submitit's local executor starts every element at once, so there a unit is split only
+        # when --slurm-array-parallelism asks for it
+        self.parallelism = parallelism or (DEFAULT_PARALLELISM if cluster == "slurm" else 1)
         import_submitit()  # the extra's one line before anything is read or written
 
     def device(self, device: str) -> str:
@@ -123,44 +146,117 @@ class SlurmEngine:
         executor = self._executor(submitit, folder)
         units = bundle(groups, self.models_per_task)
         costs = unit_costs(units, resolutions, options)
-        order = [t.unit for t in schedule.tasks([c for c, _ in costs], [n for _, n in costs], 1, split=False)]
-        complete = _complete_cells(store)
         run_options = {k: v for k, v in options.items() if k != "progress"}
-        specs = {u: TaskSpec(f"u{u}", units[u], list(resolutions), self.device(device), protocol, run_options,
-                             schedule.ImageShard(0, 1)) for u in order}
-        requests = {u: request_key(spec) for u, spec in specs.items()}
+        device = self.device(device)
+
+        def spec(u: int, shard: schedule.ImageShard) -> TaskSpec:
+            return TaskSpec(f"u{u}s{shard.index}of{shard.count}", units[u], list(resolutions), device, protocol,
+                            run_options, shard)
+
+        requests = {u: request_key(spec(u, schedule.ImageShard(0, 1))) for u in range(len(units))}
         # a unit whose request wrote cells that are all complete is not sent again (RESULTS/units)
-        cells: dict[int, list[str]] = {u: c for u in order if (c := recorded_unit(store, requests[u])) is not None}
-        todo = [u for u in order if u not in cells]
-        if todo:
-            with executor.batch():  # one job array, longest unit first
-                jobs = [executor.submit(_Element(specs[u], complete, str(store.root), requests[u])) for u in todo]
+        cells: dict[int, list[str]] = {u: c for u in range(len(units))
+                                       if (c := recorded_unit(store, requests[u])) is not None}
+        todo = [u for u in range(len(units)) if u not in cells]
+        tasks = [dataclasses.replace(t, unit=todo[t.unit]) for t in  # longest first, long units in shards
+                 schedule.tasks([costs[u][0] for u in todo], [costs[u][1] for u in todo], self.parallelism,
+                                self.split)]
+        shards = {u: _ShardFolder(store, requests[u], count) for u, count in
+                  ((t.unit, t.shard.count) for t in tasks if t.shard.count > 1)}
+        # shards an earlier run's elements finished are not sent again
+        tasks = [t for t in tasks if t.shard.count == 1 or not shards[t.unit].has(t.shard.index)]
+        complete = _complete_cells(store)
+        jobs = []
+        if tasks:
+            with executor.batch():  # one job array
+                jobs = [executor.submit(_Element(spec(t.unit, t.shard), complete, str(store.root), requests[t.unit],
+                                                 shards[t.unit].path(t.shard.index) if t.unit in shards else None))
+                        for t in tasks]
         progress = Progress(f"slurm ({self.cluster})", {u: costs[u][0] for u in todo}, options.get("progress", True))
-        if self.cluster != "debug" and todo:
+        if self.cluster != "debug" and tasks:
             progress.update(force=True)
         failed: dict[int, str] = {}
-        waiting = dict(zip(todo, jobs)) if todo else {}
+
+        def merge(u: int) -> None:  # the submitting process writes a split unit's cells
+            try:
+                written = commit(store, units[u][0].data, shards[u].load(), "slurm", request=requests[u])
+            except Exception as e:  # noqa: BLE001 -- e.g. no image readable: the unit fails
+                failed[u] = error_line(e)
+                progress.finish(u, failed=True)
+                return
+            cells[u] = shards[u].cells()
+            shards[u].remove()
+            progress.finish(u, len(written))
+
+        for u in [u for u in shards if shards[u].ready()]:  # every shard there already
+            merge(u)
+        waiting = dict(zip(range(len(tasks)), jobs))
         while waiting:
-            for u, job in list(waiting.items()):
+            for i, job in list(waiting.items()):
                 if self.cluster != "debug" and not job.done():
                     continue
-                del waiting[u]
+                del waiting[i]
+                u = tasks[i].unit
                 try:
-                    cells[u] = job.result()
+                    done = job.result()
                 except Exception as e:  # noqa: BLE001 -- reported with its unit at the end
-                    failed[u] = _failure(e)
-                    progress.finish(u, failed=True)
+                    if u not in failed:
+                        failed[u] = _failure(e)
+                        progress.finish(u, failed=True)
                     continue
-                progress.finish(u, len(cells[u]))
+                if u in failed:
+                    continue
+                if u not in shards:
+                    cells[u] = done
+                    progress.finish(u, len(done))
+                elif shards[u].ready():
+                    merge(u)
             progress.running = len(waiting)
             progress.update()
             if waiting:
                 time.sleep(0.5)
         if failed:
             lines = [f"  {describe(units[u])}: {why}" for u, why in sorted(failed.items())]
-            raise UnitsFailed(f"{len(failed)} of {len(order)} units failed (the other units' cells are written; "
+            raise UnitsFailed(f"{len(failed)} of {len(todo)} units failed (the other units' cells are written; "
                               f"logs in {folder}; fix the cause and rerun the same command):\n" + "\n".join(lines))
         return [store.get(c) for u in sorted(cells) for c in cells[u]]
+
+
+class _ShardFolder:
+    """The image shards of one split unit on the results folder (``RESULTS/units/REQUEST.shards``):
+    each shard element writes its own file; the submitting process merges them when all are there.
+    A unit without a request (a model object) gets a folder of this run only."""
+
+    def __init__(self, store, request: str | None, count: int):
+        self.dir = store.root / UNITS_DIR / f"{request or 'run-' + uuid.uuid4().hex}.shards"
+        self.count = count
+
+    def path(self, index: int) -> str:
+        return str(self.dir / f"{index}of{self.count}.pkl")
+
+    def has(self, index: int) -> bool:
+        return Path(self.path(index)).is_file()
+
+    def ready(self) -> bool:
+        return all(self.has(i) for i in range(self.count))
+
+    def load(self) -> list[TaskResult]:
+        results = []
+        for i in range(self.count):
+            with open(self.path(i), "rb") as f:
+                results.append(pickle.load(f))  # written by this run's (or an earlier run's) elements
+        pending = {tuple((s.ev.id, tuple(s.pending)) for s in r.shards) for r in results}
+        if len(pending) > 1:  # shards of runs that saw different complete cells: compute them again
+            self.remove()
+            raise RuntimeError("its shards came from runs with different finished cells and were dropped; rerun")
+        return results
+
+    def cells(self) -> list[str]:
+        with open(self.path(0), "rb") as f:
+            return pickle.load(f).cells
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _has_slurm() -> bool:

@@ -28,6 +28,7 @@ from ..evaluation.passes import ImageShard, ImageShardResult
 
 # Fault injection for tests (read on the driver, carried in the TaskSpec): "kill-after-saves:N"
 # SIGKILLs a task's first attempt right after it has sent its N-th resume point;
+# "preempt-after-saves:N" sends it SIGUSR2 instead (SLURM's and submitit's preemption signal);
 # "sleep-after-unit:S" holds each task S seconds before it returns (a slow unit).
 FAULT_ENV = "LR0FM_FAULT"
 
@@ -67,9 +68,10 @@ class WorkerStore:
         self.classifier_cache = classifier_cache
         self.shards: list[ImageShardResult] = []
         self.cells: list[str] = []   # the pass's cells, in resolution order (what it reads back)
-        self._saves, self._kill_after = 0, None
-        if fault and fault.startswith("kill-after-saves:") and attempt == 1:
-            self._kill_after = int(fault.split(":", 1)[1])
+        self._saves, self._kill_after, self._signal = 0, None, None
+        for name, sig in (("kill-after-saves:", signal.SIGKILL), ("preempt-after-saves:", signal.SIGUSR2)):
+            if fault and fault.startswith(name) and attempt == 1:
+                self._kill_after, self._signal = int(fault.split(":", 1)[1]), sig
 
     def complete(self, cell: str, warn: bool = True) -> bool:
         return cell in self._complete
@@ -86,8 +88,8 @@ class WorkerStore:
     def save_partial(self, key: str, **arrays) -> None:
         self._channel.save(key, arrays)
         self._saves += 1
-        if self._kill_after is not None and self._saves >= self._kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if self._kill_after is not None and self._saves == self._kill_after:
+            os.kill(os.getpid(), self._signal)
 
     def drop_partial(self, key: str) -> None:
         pass
