@@ -352,6 +352,27 @@ def test_slurm_rerun_submits_only_the_units_with_missing_cells(grid, tmp_path, m
     assert_same_store(ref, out, 12)
 
 
+def test_a_hub_repository_updated_under_its_name_is_a_new_request(folder, tmp_path, monkeypatch):
+    """The unit marker (RESULTS/units) keys a hub model by the commit the hub cache holds, so a
+    rerun after the repository changed under the same name computes its cells again."""
+    import huggingface_hub.constants
+
+    from lr0fm.datasets import get_dataset
+    from lr0fm.engines.units import TaskSpec, request_key
+    from lr0fm.groups import Group
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    refs = tmp_path / "models--org--clip" / "refs"
+    spec = TaskSpec("u0", [Group("hf-hub:org/clip", get_dataset("imagefolder", root=str(folder)))], [16, "hr"],
+                    "cpu", None, {}, ImageShard(0, 1))
+    keys = [request_key(spec)]  # not in the cache
+    for commit in ("a" * 40, "b" * 40):
+        refs.mkdir(parents=True, exist_ok=True)
+        (refs / "main").write_text(commit)
+        keys.append(request_key(spec))
+    assert len(set(keys)) == 3 and request_key(spec) == keys[-1]
+
+
 def test_slurm_without_sbatch_is_one_line(grid, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch anywhere
     assert main(["sweep", str(grid[0]), "--engine", "slurm", "--out", str(tmp_path / "o")]) == 2

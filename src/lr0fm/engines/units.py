@@ -149,10 +149,11 @@ def request_key(spec: TaskSpec) -> str | None:
     """A digest of what a unit was asked to compute, without building its model: the model name
     and the size and time of every local file it names (weights, LR tokens, SR), the data's
     identity part (its images' contents, lr0fm.identity.data_part), the resolutions and the
-    options that enter a result's identity. None for a model object (no name to go by). A hub
-    model whose repository changed under the same name is not seen: use another --out."""
+    options that enter a result's identity; for a hub model the commit the hub cache holds, so a
+    repository updated under the same name is a new request. None for a model object."""
     from ..digests import digest
     from ..identity import data_part
+    from ..models import hub_revisions
 
     if not all(isinstance(g.model, str) for g in spec.groups):
         return None
@@ -162,7 +163,8 @@ def request_key(spec: TaskSpec) -> str | None:
     limit = spec.options.get("limit")
     data = group.data if limit is None else group.data.subset(range(min(limit, len(group.data))))
     numbers = {k: spec.options.get(k) for k in ("amp", "limit", "topk", "decoder", "views")}
-    return digest({"models": [[g.model, g.lr_tokens, g.sr] for g in spec.groups], "files": files,
+    hub = {repo: commit for g in spec.groups for repo, commit in sorted(hub_revisions(g.model).items())}
+    return digest({"models": [[g.model, g.lr_tokens, g.sr] for g in spec.groups], "files": files, "hub": hub,
                    "data": data_part(data), "resolutions": spec.resolutions, "protocol": spec.protocol or {},
                    "options": numbers, "device": spec.device.split(":")[0]})
 

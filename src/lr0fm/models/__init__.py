@@ -82,6 +82,28 @@ def resolve(name: str) -> tuple[str, str, dict]:
     raise ModelError(f"unknown model {name!r}.{hint} Run 'lr0fm models' to list them, or give "
                      "open_clip:ARCH:TAG, hf:MODEL_ID or a catalog name")
 
+def hub_revisions(name: str) -> dict[str, str | None]:
+    """The Hugging Face repositories model ``name`` loads from, each with the commit the local hub
+    cache holds (None: not cached), read without building the model -- how a rerun notices that a
+    repository changed under the same name. Empty for local files and non-hub sources."""
+    import os
+
+    from .hub import cached_revision
+
+    try:
+        backend, spec, entry = resolve(name)
+    except ModelError:
+        return {}
+    repo = None
+    if backend == "open_clip":
+        from .open_clip_backend import hub_repo
+        repo = hub_repo(spec)
+    elif backend == "hf" and not os.path.exists(spec):
+        repo = spec
+    revision = (entry.get("backend_kwargs") or {}).get("revision")
+    return {repo: cached_revision(repo, revision)} if repo else {}
+
+
 # kwargs that do not change a number (where the weights sit), left out of the identity
 _NOT_IDENTITY = ("device", "trust_checkpoint")
 
@@ -199,4 +221,4 @@ def choose_protocol(model: ZeroShotModel, protocol: str = "native", resize_mode:
     return model
 
 __all__ = ["PROTOCOLS", "choose_protocol", "paper_entry", "paper_families", "paper_family_protocol", "BACKENDS", "BACKEND_REQUIRES", "PICKLE_BACKENDS", "ModelError", "ModelInfo", "TextCfg", "ZeroShotModel",
-           "create_model", "model_names", "register_backend", "resolve"]
+           "create_model", "hub_revisions", "model_names", "register_backend", "resolve"]

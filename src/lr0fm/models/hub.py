@@ -84,6 +84,22 @@ def hub_commit(repo_id: str, revision: str | None = None, cache_dir: str | os.Pa
     return found.group(1) if found else None
 
 
+def cached_revision(repo_id: str, revision: str | None = None) -> str | None:
+    """The commit the local hub cache's ``revision`` (default: main) of ``repo_id`` points to, from
+    the cache's refs alone (any file layout: transformers and open_clip repositories alike); a
+    40-hex ``revision`` is itself. None when the repository is not in the cache."""
+    if revision and re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model") / "refs" / (revision or "main")
+    try:
+        return ref.read_text().strip() or None
+    except OSError:
+        return None
+
+
 # -- pickled weights: tensors and plain data only, unless the user trusts the file -------------
 def refused_pickle(path: str | os.PathLike, error: pickle.UnpicklingError, opt_in: bool = True) -> ModelError:
     """The one line for a weights pickle that torch's weights-only unpickler refused: what it

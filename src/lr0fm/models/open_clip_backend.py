@@ -42,6 +42,20 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     return arch, (tag or None)
 
 
+def hub_repo(spec: str) -> str | None:
+    """The Hugging Face repository open_clip loads ``spec``'s weights from (``hf-hub:ORG/NAME`` or a
+    pretrained tag hosted there), without loading anything; None for files and other sources."""
+    if spec.startswith("hf-hub:"):
+        return spec[len("hf-hub:"):].strip("/")
+    arch, tag = parse_spec(spec)
+    if tag is None or tag == RANDOM or _is_path(tag) or arch.endswith(".json"):
+        return None
+    import open_clip
+
+    hf_hub = (open_clip.get_pretrained_cfg(arch, tag) or {}).get("hf_hub", "")
+    return "/".join(hf_hub.strip("/").split("/")[:2]) or None
+
+
 _PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
 
 
