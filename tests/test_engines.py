@@ -224,17 +224,16 @@ def test_long_unit_split_into_shards_gives_the_unsplit_records(local_ray, tiny_o
     assert {r["run"]["shards"] for r in records} == {4}  # one unit, 4 GPUs: 4 shards of 6 images
 
 
-@pytest.mark.slow
-def test_killed_driver_rerun_computes_only_the_rest(local_ray, grid, tmp_path, capsys):
-    cfg, ref = grid
-    out = tmp_path / "o"
+def kill_driver_after(cfg, out, engine_args, cells):
+    """Start ``lr0fm sweep`` in a subprocess, SIGKILL it once ``cells`` records are written; the
+    processes it started (to check none outlives it)."""
     env = {**os.environ, "PYTHONPATH": SRC, "LR0FM_FAULT": "sleep-after-unit:3"}
-    driver = subprocess.Popen([sys.executable, "-m", "lr0fm", "sweep", str(cfg), "--engine", "ray", "--out", str(out)],
+    driver = subprocess.Popen([sys.executable, "-m", "lr0fm", "sweep", str(cfg), *engine_args, "--out", str(out)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     descendants = set()
     try:
         deadline = time.time() + 240
-        while time.time() < deadline and len(list((out / "records").glob("*.json"))) < 3:
+        while time.time() < deadline and len(list((out / "records").glob("*.json"))) < cells:
             descendants |= descendants_of(driver.pid)
             assert driver.poll() is None, "the driver ended before it was killed"
             time.sleep(0.1)
@@ -244,11 +243,22 @@ def test_killed_driver_rerun_computes_only_the_rest(local_ray, grid, tmp_path, c
     finally:
         if driver.poll() is None:
             driver.kill()
-    # Ray's head processes die with the driver; its agents notice it and end within about a minute
+    return descendants
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine_args", [["--engine", "ray"], ["--engine", "slurm", "--slurm-cluster", "local"]],
+                         ids=["ray", "slurm-local"])
+def test_killed_driver_rerun_computes_only_the_rest(local_ray, grid, tmp_path, capsys, engine_args):
+    cfg, ref = grid
+    out = tmp_path / "o"
+    descendants = kill_driver_after(cfg, out, engine_args, 3)
+    # Ray's head processes die with the driver, its agents notice it and end within about a minute;
+    # submitit's local elements end within a second of it
     assert children_gone(descendants, timeout=150) == [], "processes outlived the killed driver"
     first = {p.name: p.read_bytes() for p in (out / "records").glob("*.json")}
     assert 3 <= len(first) < 12
-    assert main(["sweep", str(cfg), "--engine", "ray", "--out", str(out)]) == 0  # the same command again
+    assert main(["sweep", str(cfg), *engine_args, "--out", str(out)]) == 0  # the same command again
     assert_same_store(ref, out, 12)
     assert all((out / "records" / name).read_bytes() == data for name, data in first.items())
 

@@ -69,15 +69,17 @@ class _Element:
     element carries the count of its attempts."""
 
     def __init__(self, spec: TaskSpec, complete: frozenset, root: str, request: str | None = None,
-                 shard_file: str | None = None):
+                 shard_file: str | None = None, submitter: int | None = None):
         self.spec, self.complete, self.root, self.request = spec, complete, root, request
-        self.shard_file, self.attempts = shard_file, 0
+        self.shard_file, self.attempts, self.submitter = shard_file, 0, submitter
 
     def __call__(self) -> list[str]:
         from ..store import ResultsStore, atomic_write_bytes
 
         # a requeue by SLURM itself (node failure) reruns the submitted element: count it too
         self.attempts = max(self.attempts + 1, 1 + int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0))
+        if self.submitter:
+            _end_with(self.submitter)
         store = ResultsStore(self.root)
         result = run_task(self.spec, self.complete, _FolderChannel(store, self.attempts), store.classifier_cache)
         if self.shard_file:  # one shard of a split unit: the submitting process merges the unit's shards
@@ -169,9 +171,10 @@ class SlurmEngine:
         jobs = []
         if tasks:
             with executor.batch():  # one job array
+                submitter = os.getpid() if self.cluster == "local" else None
                 jobs = [executor.submit(_Element(spec(t.unit, t.shard), complete, str(store.root), requests[t.unit],
-                                                 shards[t.unit].path(t.shard.index) if t.unit in shards else None))
-                        for t in tasks]
+                                                 shards[t.unit].path(t.shard.index) if t.unit in shards else None,
+                                                 submitter)) for t in tasks]
         progress = Progress(f"slurm ({self.cluster})", {u: costs[u][0] for u in todo}, options.get("progress", True))
         if self.cluster != "debug" and tasks:
             progress.update(force=True)
@@ -257,6 +260,24 @@ class _ShardFolder:
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _end_with(pid: int) -> None:
+    """--slurm-cluster local: the element ends when the submitting process is gone (SIGKILL, so
+    nothing is half-written; the resume point stays for the rerun). On a real cluster elements
+    outlive their submitter, and a rerun finds their cells."""
+    import signal
+    import threading
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="lr0fm-end-with-submitter", daemon=True).start()
 
 
 def _has_slurm() -> bool:
