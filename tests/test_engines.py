@@ -202,14 +202,17 @@ def test_lost_worker_is_retried_from_its_resume_point(local_ray, grid, tmp_path,
 
 
 @pytest.mark.slow
-def test_failing_unit_is_reported_once_and_the_rest_is_done(local_ray, tiny_open_clip, folder, tmp_path, capsys):
+@pytest.mark.parametrize("engine_args", [["--engine", "ray"], ["--engine", "slurm", "--slurm-cluster", "local"]],
+                         ids=["ray", "slurm-local"])
+def test_failing_unit_is_reported_once_and_the_rest_is_done(local_ray, tiny_open_clip, folder, tmp_path, capsys,
+                                                            engine_args):
     bad = f"open_clip:{tiny_open_clip[1]}:{tmp_path / 'missing.pt'}"
     cfg = write_config(tmp_path / "sweep.yaml", [tiny_open_clip[0], bad], folder)
-    assert main(["sweep", str(cfg), "--engine", "ray", "--out", str(tmp_path / "o")]) == 2
+    assert main(["sweep", str(cfg), *engine_args, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     failed = [line for line in err.splitlines() if line.startswith("  ")]
     assert "2 of 4 units failed" in err and len(failed) == 2
-    assert all("missing.pt" in line and " on folder: " in line for line in failed), err
+    assert all("missing.pt" in line and " on folder: ModelError: checkpoint " in line for line in failed), err
     good = ResultsStore(tmp_path / "o").records()
     assert len(good) == 6 and {r["model"] for r in good} == {ResultsStore(tmp_path / "o").records()[0]["model"]}
 

@@ -130,3 +130,20 @@ def test_run_options_on_the_command_line_override_the_config(sweep_config, tmp_p
     assert main(["sweep", str(sweep_config), "--out", str(tmp_path / "bad"), "--batch-size", "0"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert err == ["lr0fm: error: --batch-size 0 must be at least 1"] and not (tmp_path / "bad").exists()
+
+
+def test_model_files_beside_the_config_are_found_from_anywhere(tmp_path, monkeypatch):
+    """Relative paths in a sweep config are the config folder's: model files too."""
+    from lr0fm.sweep import load_config
+
+    d = tmp_path / "exp"
+    d.mkdir()
+    (d / "arch.json").write_text("{}")
+    (d / "ckpt.pt").write_bytes(b"")
+    (d / "finetune").mkdir()
+    (d / "sweep.yaml").write_text('models: ["open_clip:arch.json:ckpt.pt", "hf:finetune", "hf:org/name", '
+                                  '"open_clip:ViT-B-32:openai"]\ndatasets: [tuxpaint]\n')
+    monkeypatch.chdir(tmp_path)
+    models = load_config("exp/sweep.yaml").models
+    assert models == [f"open_clip:{d / 'arch.json'}:{d / 'ckpt.pt'}", f"hf:{d / 'finetune'}", "hf:org/name",
+                      "open_clip:ViT-B-32:openai"]

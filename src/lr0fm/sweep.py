@@ -76,6 +76,15 @@ def _path(value, base: Path, must_exist: bool = False):
     return str(p) if (not must_exist or p.exists()) else str(value)
 
 
+def _model_paths(name: str, base: Path) -> str:
+    """A model name whose parts are files or folders beside the config (an architecture JSON, a
+    checkpoint, a save_pretrained folder: open_clip:ARCH.json:ckpt.pt, hf:./finetune) names them
+    there; hub names and tags pass unchanged."""
+    parts, base = str(name).split(":"), base.resolve()  # absolute: workers may start elsewhere
+    return ":".join(str(base / p) if p and not Path(p).expanduser().is_absolute() and (base / p).exists() else p
+                    for p in parts)
+
+
 def load_config(path: str | Path) -> SweepConfig:
     import yaml
 
@@ -110,7 +119,7 @@ def load_config(path: str | Path) -> SweepConfig:
     run = RunOptions.from_mapping({k: raw[k] for k in SWEEP_KEYS if k in raw}, f"sweep config {path}")
     options = {**run.pass_options(), "device": run.device, "protocol": run.protocol_options()}
     return SweepConfig(
-        models=[str(m) for m in _as_list(raw["models"], "models")], datasets=datasets,
+        models=[_model_paths(m, base) for m in _as_list(raw["models"], "models")], datasets=datasets,
         resolutions=list(run.resolutions),
         lr_tokens=[_path(t, base) for t in _as_list(raw.get("lr_tokens"), "lr_tokens")],
         sr=[_path(s, base, must_exist=True) for s in _as_list(raw.get("sr"), "sr")],

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import re
 import shutil
 import time
 import uuid
@@ -286,10 +287,19 @@ def _has_slurm() -> bool:
 
 
 def _failure(exc: Exception) -> str:
-    """One line: submitit's FailedJobError carries the element's traceback; keep its last line."""
-    text = str(exc).strip().splitlines()
-    tail = [line for line in text if line and not line.startswith((" ", "Traceback", "---", "has failed"))]
-    return tail[-1][:300] if tail else error_line(exc)
+    """One line, as the Ray engine gives it (``Type: message``): submitit's FailedJobError carries
+    the element's traceback between dashed lines; its exception is after the last frame line."""
+    text = str(exc)
+    blocks = [b for b in re.split(r"^-{10,}$", text, flags=re.M) if "Traceback (most recent call last)" in b]
+    if not blocks:
+        return error_line(exc)
+    lines = blocks[-1].strip("\n").splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith(" ")]
+    rest = [line for line in lines[(frames[-1] + 1 if frames else 0):] if line.strip()]
+    if not rest:
+        return error_line(exc)
+    kind, sep, message = rest[0].partition(": ")
+    return f"{kind.rsplit('.', 1)[-1]}{sep}{message}"[:300]
 
 
 __all__ = ["INSTALL", "SlurmEngine", "import_submitit"]

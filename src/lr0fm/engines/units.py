@@ -274,7 +274,8 @@ def describe(unit: Sequence) -> str:
     models = []
     for group in unit:
         model = group.model if isinstance(group.model, str) else group.model.info.model_id
-        models.append(model + "".join(f" +{k}" for k, v in (("lr_tokens", group.lr_tokens), ("sr", group.sr)) if v))
+        models.append(model + "".join(f" +{k}={os.path.basename(str(v))}" for k, v in
+                                      (("lr_tokens", group.lr_tokens), ("sr", group.sr)) if v))
     return f"{', '.join(models)} on {unit[0].data.spec.label}"
 
 
