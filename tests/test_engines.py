@@ -391,3 +391,23 @@ def test_slurm_without_sbatch_is_one_line(grid, capsys, tmp_path, monkeypatch):
     assert main(["sweep", str(grid[0]), "--engine", "slurm", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "sbatch" in err[0] and "--slurm-cluster local" in err[0]
+
+
+def test_a_worker_that_cannot_read_the_data_fails_its_unit_in_one_line(folder, tmp_path):
+    """No shared data root: the data the driver opened is not on the worker's disk."""
+    import shutil
+    import socket
+
+    from lr0fm.datasets import get_dataset
+    from lr0fm.engines.units import check_visible
+    from lr0fm.errors import DatasetError
+
+    copy = shutil.copytree(folder, tmp_path / "only_on_the_driver")
+    data = get_dataset("imagefolder", root=copy)
+    check_visible(data)  # readable: nothing to say
+    shutil.rmtree(copy)
+    with pytest.raises(DatasetError) as e:
+        check_visible(data)
+    line = str(e.value)
+    assert "\n" not in line and line.startswith(f"worker {socket.gethostname()} cannot read ")
+    assert str(copy) in line and "same data root" in line
