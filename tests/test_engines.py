@@ -191,14 +191,33 @@ def test_models_per_task_needs_an_engine(grid, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_lost_worker_is_retried_from_its_resume_point(local_ray, grid, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("engine_args", [["--engine", "ray"], ["--engine", "slurm", "--slurm-cluster", "local"]],
+                         ids=["ray", "slurm-local"])
+def test_lost_worker_is_retried_from_its_resume_point(local_ray, grid, tmp_path, monkeypatch, capsys, engine_args):
+    """Ray retries the task; the SLURM submitter resubmits an element that ended without a result."""
     cfg, ref = grid
     out = tmp_path / "killed"
     monkeypatch.setenv("LR0FM_FAULT", "kill-after-saves:2")  # SIGKILL each task's first worker mid-pass
-    assert main(["sweep", str(cfg), "--engine", "ray", "--out", str(out)]) == 0
+    assert main(["sweep", str(cfg), *engine_args, "--out", str(out)]) == 0
     records = assert_same_store(ref, out, 12)
     assert {r["run"]["attempts"] for r in records} == {2}
     assert {r["run"]["resumed_images"] for r in records} == {8}  # 2 resume points of 4 images each
+
+
+@pytest.mark.slow
+def test_slurm_element_killed_past_its_retries_is_one_line_and_the_rerun_resumes(grid, tmp_path, monkeypatch,
+                                                                                   capsys):
+    cfg, ref = grid
+    out = tmp_path / "killed"
+    monkeypatch.setenv("LR0FM_FAULT", "kill-after-saves:1")
+    args = ["sweep", str(cfg), "--engine", "slurm", "--slurm-cluster", "local", "--out", str(out)]
+    assert main([*args, "--max-retries", "0"]) != 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "ended without a result" in line]
+    assert len(lines) == 4 and all(" on folder: its element ended" in line and "_log.err" in line for line in lines), lines
+    monkeypatch.delenv("LR0FM_FAULT")
+    assert main(args) == 0
+    records = assert_same_store(ref, out, 12)
+    assert {r["run"]["resumed_images"] for r in records} == {4}  # from the resume point the killed element left
 
 
 @pytest.mark.slow

@@ -31,7 +31,8 @@ def add_engine_args(parser: argparse.ArgumentParser, plan: bool = False) -> None
                    help="ray: GPUs per task (default 1 where the cluster has GPUs, else one CPU per task; "
                         "fractions share a GPU between small models)")
     g.add_argument("--max-retries", type=int, default=3, metavar="N",
-                   help="ray: times a task whose worker or node was lost is retried (from its resume point)")
+                   help="ray: times a task whose worker or node was lost is retried; slurm: times an element that "
+                        "ended without a result (killed, node lost) is resubmitted; both from its resume point")
     g.add_argument("--models-per-task", type=int, default=1, metavar="K",
                    help="ray/slurm: models of one dataset in one task's pass (each image decoded once for all of "
                         "them); 0: all of a dataset's models, as one process runs them; more models need more GPU "
@@ -75,7 +76,7 @@ def engine_from_args(args):
     return SlurmEngine(cluster=args.slurm_cluster, partition=args.slurm_partition, time_min=args.slurm_time,
                        gpus_per_task=args.slurm_gpus_per_task, parallelism=args.slurm_array_parallelism,
                        extra=args.slurm_arg, folder=args.slurm_folder, models_per_task=args.models_per_task,
-                       split=not args.no_shards)
+                       split=not args.no_shards, max_retries=args.max_retries)
 
 
 def plan_makespan(config, store, gpus: int, gpus_per_task: float | None = None, tflops: float | None = None,

@@ -6,7 +6,9 @@ and submits one array (``--slurm-partition``, ``--slurm-time``, ``--slurm-gpus-p
 element builds its model, runs its pass with its resume point on the results folder and writes
 its records itself: one writer per cell (no two elements share a cell), atomic renames onto the
 shared results folder, no lock. A preempted or timed-out element is requeued by submitit and
-continues from its last resume point. Rerunning the command submits only the units whose cells
+continues from its last resume point; an element that ends without a result (killed, out of
+memory, its node lost) is resubmitted by the submitting process up to ``--max-retries`` times and
+continues from its last resume point too. Rerunning the command submits only the units whose cells
 are not all written (lr0fm.engines.units.recorded_unit: the results folder remembers which cells
 each unit's request wrote). ``--slurm-cluster local|debug`` runs the array
 on this machine with submitit's local (subprocesses) or debug (in this process) executor.
@@ -99,13 +101,16 @@ class SlurmEngine:
 
     def __init__(self, cluster: str = "slurm", partition: str | None = None, time_min: int = 240,
                  gpus_per_task: int = 1, parallelism: int | None = None, extra: Sequence[str] = (),
-                 folder: str | None = None, models_per_task: int = 1, split: bool = True):
+                 folder: str | None = None, models_per_task: int = 1, split: bool = True, max_retries: int = 3):
         for flag, value in (("--slurm-time", time_min), ("--slurm-array-parallelism", parallelism or 1)):
             if value < 1:
                 raise InputError(f"{flag} {value} must be at least 1")
         if models_per_task < 0:
             raise InputError(f"--models-per-task {models_per_task} must be at least 0 (0: all of a dataset's models)")
         self.models_per_task = models_per_task
+        if max_retries < 0:
+            raise InputError(f"--max-retries {max_retries} must be at least 0")
+        self.max_retries = max_retries
         if gpus_per_task < 0:
             raise InputError(f"--slurm-gpus-per-task {gpus_per_task} must be at least 0")
         self.extra = {}
@@ -169,13 +174,15 @@ class SlurmEngine:
         # shards an earlier run's elements finished are not sent again
         tasks = [t for t in tasks if t.shard.count == 1 or not shards[t.unit].has(t.shard.index)]
         complete = _complete_cells(store)
+        submitter = os.getpid() if self.cluster == "local" else None
+        elements = [_Element(spec(t.unit, t.shard), complete, str(store.root), requests[t.unit],
+                             shards[t.unit].path(t.shard.index) if t.unit in shards else None, submitter)
+                    for t in tasks]
         jobs = []
         if tasks:
             with executor.batch():  # one job array
-                submitter = os.getpid() if self.cluster == "local" else None
-                jobs = [executor.submit(_Element(spec(t.unit, t.shard), complete, str(store.root), requests[t.unit],
-                                                 shards[t.unit].path(t.shard.index) if t.unit in shards else None,
-                                                 submitter)) for t in tasks]
+                jobs = [executor.submit(element) for element in elements]
+        submissions = [1] * len(tasks)
         progress = Progress(f"slurm ({self.cluster})", {u: costs[u][0] for u in todo}, options.get("progress", True))
         if self.cluster != "debug" and tasks:
             progress.update(force=True)
@@ -204,8 +211,14 @@ class SlurmEngine:
                 try:
                     done = job.result()
                 except Exception as e:  # noqa: BLE001 -- reported with its unit at the end
+                    if _lost(submitit, e) and submissions[i] <= self.max_retries and u not in failed:
+                        # killed or its node lost: again, from the resume point it left on the results folder
+                        elements[i].attempts = max(elements[i].attempts, submissions[i])
+                        submissions[i] += 1
+                        waiting[i] = executor.submit(elements[i])
+                        continue
                     if u not in failed:
-                        failed[u] = _failure(e)
+                        failed[u] = _failure(e, submissions[i], job)
                         progress.finish(u, failed=True)
                     continue
                 if u in failed:
@@ -286,10 +299,23 @@ def _has_slurm() -> bool:
     return shutil.which("sbatch") is not None
 
 
-def _failure(exc: Exception) -> str:
+def _lost(submitit, exc: Exception) -> bool:
+    """The element ended without a result (killed, out of memory, its node lost), not cancelled
+    by the user (scancel) and not an exception of its own (FailedJobError)."""
+    return isinstance(exc, submitit.core.utils.UncompletedJobError) and "CANCELLED" not in str(exc)
+
+
+def _failure(exc: Exception, submissions: int = 1, job=None) -> str:
     """One line, as the Ray engine gives it (``Type: message``): submitit's FailedJobError carries
-    the element's traceback between dashed lines; its exception is after the last frame line."""
+    the element's traceback between dashed lines; its exception is after the last frame line. An
+    element that ended without a result says so, with its state and log."""
     text = str(exc)
+    if type(exc).__name__ == "UncompletedJobError":
+        state = re.search(r"\(state: ([^)]*)\)", text)
+        times = f" {submissions} times" if submissions > 1 else ""
+        log = f"; its log: {job.paths.stderr}" if job is not None else ""
+        return (f"its element ended without a result{times} (state {state.group(1) if state else 'unknown'}: killed, "
+                f"out of memory, its node lost or cancelled){log}")
     blocks = [b for b in re.split(r"^-{10,}$", text, flags=re.M) if "Traceback (most recent call last)" in b]
     if not blocks:
         return error_line(exc)
