@@ -430,3 +430,46 @@ def test_a_worker_that_cannot_read_the_data_fails_its_unit_in_one_line(folder, t
     line = str(e.value)
     assert "\n" not in line and line.startswith(f"worker {socket.gethostname()} cannot read ")
     assert str(copy) in line and "same data root" in line
+
+
+def test_progress_line_counts_units_and_their_cells(capsys):
+    from lr0fm.engines.progress import Progress
+    running = {1}
+    progress = Progress("ray", {0: 30.0, 1: 10.0, 2: 10.0, 3: 50.0}, {0: 3, 1: 6, 2: 3, 3: 3}, every=0,
+                        running=lambda: running)
+    progress.finish(0, 3)
+    progress.finish(2, failed=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith("lr0fm ray: units 1 done, 1 running, 1 failed, 1 waiting (4 in all); "
+                                "cells 3 written, 6 running, 3 failed (15 in all); ETA ")
+    running.add(0)  # a finished unit is not running
+    assert "units 1 done, 1 running" in progress.line()
+
+
+
+def test_ray_cpu_tasks_sending_resume_points_do_not_oversubscribe_the_cpus(local_ray):
+    """Ray lends the CPU of a task blocked in ray.get on its main thread to the next task; the
+    coordinator's answers are awaited off it, so 2 CPUs run at most 2 units at once."""
+    from lr0fm.engines.ray import _Coordinator
+
+    def busy_unit(actor, key):  # a CPU task that sends resume points as a pass does (pickled by value)
+        from lr0fm.engines.ray import _ActorChannel
+        channel = _ActorChannel(actor)
+        start = time.time()
+        channel.begin(key)
+        for _ in range(6):
+            time.sleep(0.25)
+            channel.save(key, {"x": np.zeros(3)})
+        return start, time.time()
+
+    class SlowCoordinator(_Coordinator):  # answers as a busy driver's coordinator does, slowly
+        def begin(self, key):
+            time.sleep(0.5)
+            return super().begin(key)
+
+    coordinator = ray.remote(num_cpus=0)(SlowCoordinator).remote({})
+    task = ray.remote(num_cpus=1, num_gpus=0)(busy_unit)
+    spans = ray.get([task.remote(coordinator, f"k{i}") for i in range(5)])
+    ray.kill(coordinator)
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most <= 2, spans

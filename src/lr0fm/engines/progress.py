@@ -3,22 +3,26 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Callable, Iterable
 
 
 class Progress:
-    """Counts units (by estimated cost, for the ETA) and cells; prints at most every ``every`` s."""
+    """Counts units (weighted by estimated cost, for the ETA) and their cells; prints at most every
+    ``every`` s. ``running`` gives the units started and not finished; it is asked only when a line
+    is printed (on SLURM it asks the scheduler, through submitit's cached watcher)."""
 
-    def __init__(self, engine: str, units: dict[int, float], show: bool = True, every: float = 5.0):
-        self.engine, self.cost, self.show, self.every = engine, units, show, every
+    def __init__(self, engine: str, costs: dict[int, float], cells: dict[int, int], show: bool = True,
+                 every: float = 5.0, running: Callable[[], Iterable[int]] = tuple):
+        self.engine, self.cost, self.unit_cells, self.show, self.every = engine, costs, cells, show, every
+        self.running = running
         self.started, self.last = time.time(), 0.0
         self.done: set[int] = set()
         self.failed: set[int] = set()
-        self.cells = 0
-        self.running = 0
+        self.written = 0
 
-    def finish(self, unit: int, cells: int = 0, failed: bool = False) -> None:
+    def finish(self, unit: int, written: int = 0, failed: bool = False) -> None:
         (self.failed if failed else self.done).add(unit)
-        self.cells += cells
+        self.written += written
         self.update(force=True)
 
     def eta(self) -> float | None:
@@ -29,12 +33,14 @@ class Progress:
         return (time.time() - self.started) * (total - spent) / spent
 
     def line(self) -> str:
-        left = len(self.cost) - len(self.done) - len(self.failed)
+        running = set(self.running()) - self.done - self.failed
+        waiting = len(self.cost) - len(self.done) - len(self.failed) - len(running)
         eta = self.eta()
         eta_text = "-" if eta is None else f"{eta / 60:.1f} min" if eta >= 60 else f"{eta:.0f} s"
-        return (f"lr0fm {self.engine}: units {len(self.done)} done, {min(self.running, left)} running, "
-                f"{len(self.failed)} failed, {left} left of {len(self.cost)}; {self.cells} cells written; "
-                f"ETA {eta_text}")
+        cells = lambda units: sum(self.unit_cells.get(u, 0) for u in units)  # noqa: E731
+        return (f"lr0fm {self.engine}: units {len(self.done)} done, {len(running)} running, {len(self.failed)} failed, "
+                f"{waiting} waiting ({len(self.cost)} in all); cells {self.written} written, {cells(running)} running, "
+                f"{cells(self.failed)} failed ({cells(self.cost)} in all); ETA {eta_text}")
 
     def update(self, force: bool = False) -> None:
         now = time.time()

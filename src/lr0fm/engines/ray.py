@@ -57,9 +57,11 @@ class _Coordinator:
 
     def __init__(self, seeds: dict):
         self.points, self.fresh, self.attempts = dict(seeds), {}, {}
+        self.begun: list[str] = []
 
     def begin(self, key: str) -> int:
         self.attempts[key] = self.attempts.get(key, 0) + 1
+        self.begun.append(key)
         return self.attempts[key]
 
     def resume_point(self, key: str):
@@ -68,9 +70,11 @@ class _Coordinator:
     def save(self, key: str, arrays: dict) -> None:
         self.points[key] = self.fresh[key] = arrays
 
-    def drain(self) -> dict:
+    def drain(self) -> tuple[dict, list[str]]:
+        """The resume points saved since the last drain, and the tasks begun since then."""
         out, self.fresh = self.fresh, {}
-        return out
+        begun, self.begun = self.begun, []
+        return out, begun
 
     def forget(self, keys: list) -> None:
         for key in keys:
@@ -79,22 +83,30 @@ class _Coordinator:
 
 
 class _ActorChannel:
+    """A task's calls to the coordinator. They wait for its answer off the main thread: Ray lends
+    the CPU of a task blocked in ``ray.get`` on its main thread to the next task, and on CPU-only
+    nodes every resume point would start one more unit than the node has CPUs."""
+
     def __init__(self, actor):
+        import concurrent.futures
         self.actor = actor
+        self.waiter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lr0fm-coordinator")
+
+    def _call(self, method: str, *args):
+        import ray
+        ref = getattr(self.actor, method).remote(*args)
+        return self.waiter.submit(ray.get, ref).result()
 
     def begin(self, key):
-        import ray
-        return ray.get(self.actor.begin.remote(key))
+        return self._call("begin", key)
 
     def resume_point(self, key):
-        import ray
-        state = ray.get(self.actor.resume_point.remote(key))
+        state = self._call("resume_point", key)
         # arrays from the object store are read-only views; the pass writes into its arrays
         return None if state is None else {k: np.array(v) for k, v in state.items()}
 
     def save(self, key, arrays):
-        import ray
-        ray.get(self.actor.save.remote(key, arrays))
+        self._call("save", key, arrays)
 
 
 def _task(spec: TaskSpec, complete: frozenset, actor) -> TaskResult:
@@ -103,9 +115,11 @@ def _task(spec: TaskSpec, complete: frozenset, actor) -> TaskResult:
     import torch
 
     from ..filedigest import cache_dir
+    channel = _ActorChannel(actor)
     try:
-        return run_task(spec, complete, _ActorChannel(actor), cache_dir() / "classifiers")
+        return run_task(spec, complete, channel, cache_dir() / "classifiers")
     finally:
+        channel.waiter.shutdown()
         gc.collect()  # the unit's model goes before the next task on this worker builds its own
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -190,22 +204,26 @@ class RayEngine:
         # about a second on a small machine plus torch's import); each task frees its GPU memory
         remote = ray.remote(max_calls=0)(_task).options(num_gpus=per_task, num_cpus=0 if per_task else 1,
                                                         max_retries=self.max_retries, retry_exceptions=False)
-        refs = {}
+        refs, unit_of = {}, {}
         for t in tasks:  # longest first: Ray starts them in this order as slots free up
             spec = TaskSpec(f"u{t.unit}s{t.shard.index}of{t.shard.count}", units[t.unit], list(resolutions), device,
                             protocol, run_options, t.shard)
             refs[remote.remote(spec, complete, coordinator)] = t
+            unit_of[spec.key] = t.unit
         shards_of = {u: sum(1 for t in tasks if t.unit == u) for u in {t.unit for t in tasks}}
-        progress = Progress("ray", {u: costs[u][0] for u in shards_of}, show)
-        progress.running = min(slots, len(tasks))
+        started: set[int] = set()  # units with a task begun on a worker
+        progress = Progress("ray", {u: costs[u][0] for u in shards_of},
+                            {u: len(units[u]) * len(resolutions) for u in shards_of}, show, running=lambda: started)
         results: dict[int, list[TaskResult]] = {u: [] for u in shards_of}
         failed: dict[int, str] = {}
         waiting = list(refs)
         try:
             while waiting:
                 ready, waiting = ray.wait(waiting, num_returns=1, timeout=1.0)
-                for key, arrays in ray.get(coordinator.drain.remote()).items():
+                points, begun = ray.get(coordinator.drain.remote())
+                for key, arrays in points.items():
                     store.save_partial(key, **arrays)  # the driver writes every resume point
+                started.update(unit_of[key] for key in begun)
                 for ref in ready:
                     t = refs[ref]
                     if t.unit in failed:
@@ -227,7 +245,6 @@ class RayEngine:
                         cells[t.unit] = results[t.unit][0].cells
                         coordinator.forget.remote([s.partial_key for r in results[t.unit] for s in r.shards])
                         progress.finish(t.unit, len(written))
-                progress.running = min(slots, len(waiting))
                 progress.update()
         except BaseException:
             for ref in waiting:

@@ -183,7 +183,10 @@ class SlurmEngine:
             with executor.batch():  # one job array
                 jobs = [executor.submit(element) for element in elements]
         submissions = [1] * len(tasks)
-        progress = Progress(f"slurm ({self.cluster})", {u: costs[u][0] for u in todo}, options.get("progress", True))
+        waiting = dict(zip(range(len(tasks)), jobs))
+        progress = Progress(f"slurm ({self.cluster})", {u: costs[u][0] for u in todo},
+                            {u: len(units[u]) * len(resolutions) for u in todo}, options.get("progress", True),
+                            running=lambda: {tasks[i].unit for i, job in waiting.items() if _running(job)})
         if self.cluster != "debug" and tasks:
             progress.update(force=True)
         failed: dict[int, str] = {}
@@ -201,7 +204,6 @@ class SlurmEngine:
 
         for u in [u for u in shards if shards[u].ready()]:  # every shard there already
             merge(u)
-        waiting = dict(zip(range(len(tasks)), jobs))
         while waiting:
             for i, job in list(waiting.items()):
                 if self.cluster != "debug" and not job.done():
@@ -228,7 +230,6 @@ class SlurmEngine:
                     progress.finish(u, len(done))
                 elif shards[u].ready():
                     merge(u)
-            progress.running = len(waiting)
             progress.update()
             if waiting:
                 time.sleep(0.5)
@@ -297,6 +298,14 @@ def _end_with(pid: int) -> None:
 def _has_slurm() -> bool:
     import shutil
     return shutil.which("sbatch") is not None
+
+
+def _running(job) -> bool:
+    """The element has started (SLURM's state, cached by submitit's watcher; a local subprocess)."""
+    try:
+        return job.state.startswith("RUNNING")
+    except Exception:  # noqa: BLE001 -- the state is for the progress line only
+        return False
 
 
 def _lost(submitit, exc: Exception) -> bool:
