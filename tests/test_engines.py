@@ -344,7 +344,7 @@ def test_slurm_shards_left_by_a_gone_submitter_are_merged_by_the_rerun(tiny_open
         raise KeyboardInterrupt  # the submitter is stopped just before it merges
     monkeypatch.setattr(slurm, "commit", gone)
     assert main(args) == 130
-    assert len(list((tmp_path / "o" / "units").glob("*.shards/*of3.pkl"))) == 3
+    assert len(list((tmp_path / "o" / "units").glob("*.shards/*of3.npz"))) == 3
     assert not list((tmp_path / "o" / "records").glob("*.json"))
     monkeypatch.undo()
     ran = []
@@ -359,11 +359,46 @@ def test_slurm_shards_left_by_a_gone_submitter_are_merged_by_the_rerun(tiny_open
     monkeypatch.setattr(slurm, "commit", gone)
     ran.clear()
     assert main(args) == 130 and len(ran) == 3
-    sorted((tmp_path / "o" / "units").glob("*.shards/*.pkl"))[1].unlink()
+    sorted((tmp_path / "o" / "units").glob("*.shards/*.npz"))[1].unlink()
     monkeypatch.setattr(slurm, "commit", real_commit)
     ran.clear()
     assert main(args) == 0 and [s.index for s in ran] == [1]
     assert_same_store(tmp_path / "single", tmp_path / "o", 3)
+
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch ran-code",))
+
+
+def test_a_shard_file_is_read_without_unpickling(tiny_open_clip, folder, tmp_path, monkeypatch):
+    """A shard on the shared results folder reads back as the result written, and a file holding
+    a pickle is refused without running it."""
+    from lr0fm.engines import slurm
+    from lr0fm.engines.units import TaskResult
+
+    args = [*slurm_eval_args(tiny_open_clip[0], folder, "debug", 3), "--out", str(tmp_path / "o")]
+    written = []
+    real = slurm.commit
+    monkeypatch.setattr(slurm, "commit", lambda store, data, results, *a, **k: written.extend(results) or
+                        real(store, data, results, *a, **k))
+    monkeypatch.setattr(slurm._ShardFolder, "remove", lambda self: None)  # keep the files to read again
+    assert main(args) == 0 and len(written) == 3
+    files = sorted((tmp_path / "o" / "units").glob("*.shards/*.npz"))
+    again = [TaskResult.from_file(f) for f in files]
+    for a, b in zip(written, again):
+        assert (a.attempt, a.host, a.cells) == (b.attempt, b.host, b.cells)
+        for x, y in zip(a.shards, b.shards):
+            assert (x.ev.id, x.model_info, x.protocol, x.cfg, x.cells, x.pending, x.run, x.lo, x.hi) == \
+                   (y.ev.id, y.model_info, y.protocol, y.cfg, y.cells, y.pending, y.run, y.lo, y.hi)
+            for name in ("topk", "valid", "labels", "ids"):
+                np.testing.assert_array_equal(getattr(x, name), getattr(y, name))
+    monkeypatch.chdir(tmp_path)
+    np.savez(files[0], meta=np.array([_RunsCode()], dtype=object))
+    with pytest.raises(ValueError):
+        TaskResult.from_file(files[0])
+    assert not (tmp_path / "ran-code").exists()
 
 
 def test_slurm_rerun_submits_only_the_units_with_missing_cells(grid, tmp_path, monkeypatch):

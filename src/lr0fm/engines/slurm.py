@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 import re
 import shutil
 import time
@@ -86,7 +85,7 @@ class _Element:
         store = ResultsStore(self.root)
         result = run_task(self.spec, self.complete, _FolderChannel(store, self.attempts), store.classifier_cache)
         if self.shard_file:  # one shard of a split unit: the submitting process merges the unit's shards
-            atomic_write_bytes(Path(self.shard_file), pickle.dumps(result))
+            atomic_write_bytes(Path(self.shard_file), result.to_bytes())
             return []
         commit(store, self.spec.groups[0].data, [result], "slurm", request=self.request)
         return result.cells
@@ -193,12 +192,13 @@ class SlurmEngine:
 
         def merge(u: int) -> None:  # the submitting process writes a split unit's cells
             try:
-                written = commit(store, units[u][0].data, shards[u].load(), "slurm", request=requests[u])
+                results = shards[u].load()
+                written = commit(store, units[u][0].data, results, "slurm", request=requests[u])
             except Exception as e:  # noqa: BLE001 -- e.g. no image readable: the unit fails
                 failed[u] = error_line(e)
                 progress.finish(u, failed=True)
                 return
-            cells[u] = shards[u].cells()
+            cells[u] = results[0].cells
             shards[u].remove()
             progress.finish(u, len(written))
 
@@ -215,7 +215,7 @@ class SlurmEngine:
                 except Exception as e:  # noqa: BLE001 -- reported with its unit at the end
                     if _lost(submitit, e) and submissions[i] <= self.max_retries and u not in failed:
                         # killed or its node lost: again, from the resume point it left on the results folder
-                        elements[i].attempts = max(elements[i].attempts, submissions[i])
+                        elements[i].attempts = submissions[i]  # its process died with its own count
                         submissions[i] += 1
                         waiting[i] = executor.submit(elements[i])
                         continue
@@ -250,7 +250,7 @@ class _ShardFolder:
         self.count = count
 
     def path(self, index: int) -> str:
-        return str(self.dir / f"{index}of{self.count}.pkl")
+        return str(self.dir / f"{index}of{self.count}.npz")
 
     def has(self, index: int) -> bool:
         return Path(self.path(index)).is_file()
@@ -259,19 +259,12 @@ class _ShardFolder:
         return all(self.has(i) for i in range(self.count))
 
     def load(self) -> list[TaskResult]:
-        results = []
-        for i in range(self.count):
-            with open(self.path(i), "rb") as f:
-                results.append(pickle.load(f))  # written by this run's (or an earlier run's) elements
+        results = [TaskResult.from_file(self.path(i)) for i in range(self.count)]  # this or an earlier run's
         pending = {tuple((s.ev.id, tuple(s.pending)) for s in r.shards) for r in results}
         if len(pending) > 1:  # shards of runs that saw different complete cells: compute them again
             self.remove()
             raise RuntimeError("its shards came from runs with different finished cells and were dropped; rerun")
         return results
-
-    def cells(self) -> list[str]:
-        with open(self.path(0), "rb") as f:
-            return pickle.load(f).cells
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -12,6 +12,8 @@ with ``run.attempts`` saying how many times its tasks were started.
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import os
 import signal
 import socket
@@ -51,6 +53,30 @@ class TaskResult:
     host: str
     shards: list[ImageShardResult]  # one per model of the pass with pending cells (none: all complete)
     cells: list[str]                # every cell of the unit, pending or not, in resolution order
+
+    def to_bytes(self) -> bytes:
+        """One .npz: the shards' arrays and the rest as JSON (``from_file`` reads it back with
+        allow_pickle=False, so a file on a shared results folder cannot run code)."""
+        meta = {"attempt": self.attempt, "host": self.host, "cells": self.cells,
+                "shards": [s.plain() for s in self.shards]}
+        arrays = {f"{i}.{name}": getattr(s, name) for i, s in enumerate(self.shards) for name in ImageShardResult.ARRAYS}
+        buffer = io.BytesIO()
+        np.savez(buffer, meta=np.array(json.dumps(meta, default=_json_scalar)), **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "TaskResult":
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            shards = [ImageShardResult.from_plain(d, {name: z[f"{i}.{name}"] for name in ImageShardResult.ARRAYS})
+                      for i, d in enumerate(meta["shards"])]
+        return cls(meta["attempt"], meta["host"], shards, meta["cells"])
+
+
+def _json_scalar(value):
+    if isinstance(value, np.generic):  # e.g. a count kept as a numpy integer
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON data")
 
 
 class Channel(Protocol):

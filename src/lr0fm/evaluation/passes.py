@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -27,7 +27,7 @@ from .. import tensor_views
 from ..classifier import cached_classifier
 from ..datasets.base import DatasetError, LabeledImages
 from ..identity import Evaluation, same_views_key
-from ..models.base import ZeroShotModel
+from ..models.base import ModelInfo, ZeroShotModel
 from ..options import EvalConfig
 from ..protocol import Protocol
 from ..records import make_record, res_key
@@ -90,6 +90,24 @@ class ImageShardResult:
     labels: np.ndarray
     ids: np.ndarray
     run: dict
+
+    ARRAYS = ("topk", "valid", "labels", "ids")
+
+    def plain(self) -> dict:
+        """Every field but the arrays as JSON data (``from_plain`` is its inverse): a shard written
+        to a shared folder is read back without unpickling anything."""
+        return {"shard": [self.shard.index, self.shard.count], "lo": self.lo, "hi": self.hi,
+                "model_info": self.model_info.as_dict(), "protocol": self.protocol.describe(),
+                "resolutions": list(self.protocol.resolutions), "cfg": asdict(self.cfg), "ev": asdict(self.ev),
+                "cells": list(self.cells.items()), "pending": list(self.pending), "partial_key": self.partial_key,
+                "run": self.run}
+
+    @classmethod
+    def from_plain(cls, d: dict, arrays: dict) -> "ImageShardResult":
+        return cls(ImageShard(*d["shard"]), d["lo"], d["hi"], ModelInfo(**d["model_info"]),
+                   Protocol.from_description(d["protocol"], d["resolutions"]), EvalConfig(**d["cfg"]),
+                   Evaluation(**d["ev"]), dict(d["cells"]), d["pending"], d["partial_key"],
+                   *(arrays[name] for name in cls.ARRAYS), d["run"])
 
 
 @dataclass
