@@ -37,10 +37,12 @@ class Progress:
         waiting = len(self.cost) - len(self.done) - len(self.failed) - len(running)
         eta = self.eta()
         eta_text = "-" if eta is None else f"{eta / 60:.1f} min" if eta >= 60 else f"{eta:.0f} s"
-        cells = lambda units: sum(self.unit_cells.get(u, 0) for u in units)  # noqa: E731
         return (f"lr0fm {self.engine}: units {len(self.done)} done, {len(running)} running, {len(self.failed)} failed, "
-                f"{waiting} waiting ({len(self.cost)} in all); cells {self.written} written, {cells(running)} running, "
-                f"{cells(self.failed)} failed ({cells(self.cost)} in all); ETA {eta_text}")
+                f"{waiting} waiting ({len(self.cost)} in all); cells {self.written} written, {self.cells(running)} "
+                f"running, {self.cells(self.failed)} failed ({self.cells(self.cost)} in all); ETA {eta_text}")
+
+    def cells(self, units) -> int:
+        return sum(self.unit_cells.get(u, 0) for u in units)
 
     def update(self, force: bool = False) -> None:
         now = time.time()

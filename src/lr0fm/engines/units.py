@@ -31,7 +31,8 @@ from ..evaluation.passes import ImageShard, ImageShardResult
 # Fault injection for tests (read on the driver, carried in the TaskSpec): "kill-after-saves:N"
 # SIGKILLs a task's first attempt right after it has sent its N-th resume point;
 # "preempt-after-saves:N" sends it SIGUSR2 instead (SLURM's and submitit's preemption signal);
-# "sleep-after-unit:S" holds each task S seconds before it returns (a slow unit).
+# "sleep-after-unit:S" holds the tasks of unit i S*(i+1) seconds before they return (slow units that
+# end apart, so a test can stop the driver between two of them).
 FAULT_ENV = "LR0FM_FAULT"
 
 
@@ -162,7 +163,8 @@ def run_task(spec: TaskSpec, complete_cells, channel: Channel, classifier_cache:
     store = WorkerStore(complete_cells, channel, classifier_cache, spec.fault, attempt)
     evaluate_many(jobs, data, store, shard=spec.shard)
     if spec.fault and spec.fault.startswith("sleep-after-unit:"):
-        time.sleep(float(spec.fault.split(":", 1)[1]))
+        unit = int(spec.key[1:].split("s", 1)[0])  # keys are u{UNIT}s{SHARD}of{COUNT}
+        time.sleep(float(spec.fault.split(":", 1)[1]) * (unit + 1))
     return TaskResult(attempt, socket.gethostname(), store.shards, store.cells)
 
 
