@@ -1,11 +1,11 @@
-"""Engines (issue 18): Ray tasks and submitit arrays write the store of the single-process sweep;
-lost workers are retried from their resume points, a killed driver resumes, a failing unit is
-reported once, long units split into image shards, and the makespan of a sweep on N GPUs.
+"""Engines without a cluster: scheduling, the sweep's plan on N GPUs, one line for what cannot run,
+request keys, leases, result files read without unpickling, the progress line.
 
-A local Ray with logical GPUs (2 CPUs, 4 GPUs) is shared by the module; no process may outlive a test."""
+The engines on real clusters: tests/test_engine_ray.py (a local Ray and a two-node Ray) and
+tests/test_engine_slurm.py (submitit's local executor and a real single-node SLURM)."""
 import json
 import os
-import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,88 +16,11 @@ import pytest
 from lr0fm.cli import main
 from lr0fm.engines import schedule
 from lr0fm.evaluation import ImageShard
-from lr0fm.store import ResultsStore
 
-from conftest import assert_same_store, make_image
+from enginekit import folder, grid  # noqa: F401 -- fixtures
 
-ray = pytest.importorskip("ray")
-psutil = pytest.importorskip("psutil")
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-
-
-def alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def descendants_of(pid):
-    try:
-        return {c.pid for c in psutil.Process(pid).children(recursive=True)}
-    except psutil.Error:
-        return set()
-
-
-def children_gone(pids, timeout=30.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        alive_now = [p for p in pids if alive(p)]
-        if not alive_now:
-            return []
-        time.sleep(0.5)
-    return alive_now
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    before = descendants_of(os.getpid())
-    ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, logging_level="ERROR",
-             runtime_env={"env_vars": {"PYTHONPATH": SRC}})
-    try:
-        yield ray
-    finally:
-        started = [pid for pid in descendants_of(os.getpid()) if pid not in before]
-        ray.shutdown()
-        assert children_gone(started) == [], "Ray processes outlived the tests"
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    """3 classes x 8 images of varying size."""
-    rng = np.random.default_rng(0)
-    root = tmp_path_factory.mktemp("engines") / "folder"
-    for c, color in zip(["cat", "dog", "red_car"], [(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
-        (root / c).mkdir(parents=True)
-        for i in range(8):
-            make_image(rng, (40 + 5 * i, 30 + 3 * i), color).save(root / c / f"{i}.png")
-    return root
-
-
-def write_config(path, models, folder, datasets=2):
-    (path.parent / "prompts.txt").write_text("a blurry photo of a {}.\na {}\n")
-    entries = "\n".join(["  - imagefolder", "  - {key: imagefolder, templates: prompts.txt}"][:datasets])
-    path.write_text(f"""
-models: [{", ".join(f'"{m}"' for m in models)}]
-datasets:
-{entries}
-data_root: {folder}
-resolutions: [16, 32, hr]
-batch_size: 4
-workers: 0
-checkpoint_every: 4
-progress: false
-""")
-    return path
-
-
-@pytest.fixture(scope="module")
-def grid(tiny_open_clip, second_tiny_model, folder, tmp_path_factory):
-    """2 models x 2 datasets x 3 resolutions = 12 cells, and the single-process sweep's store."""
-    d = tmp_path_factory.mktemp("grid")
-    cfg = write_config(d / "sweep.yaml", [tiny_open_clip[0], second_tiny_model], folder)
-    assert main(["sweep", str(cfg), "--out", str(d / "ref")]) == 0
-    return cfg, d / "ref"
+pytest.importorskip("ray")
+pytest.importorskip("submitit")
 
 
 # -- scheduling --------------------------------------------------------------------------------
@@ -159,264 +82,10 @@ def test_bad_address_is_one_line(grid, capsys, tmp_path):
     assert not (tmp_path / "o" / "records").exists()
 
 
-# -- Ray --------------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_ray_sweep_writes_the_single_process_store(local_ray, grid, tmp_path, capsys):
-    cfg, ref = grid
-    out = tmp_path / "ray"
-    assert main(["sweep", str(cfg), "--engine", "ray", "--out", str(out)]) == 0
-    records = assert_same_store(ref, out, 12)
-    assert {r["run"]["engine"] for r in records} == {"ray"} and {r["run"]["attempts"] for r in records} == {1}
-    assert {r["run"]["shards"] for r in records} == {1}  # 4 equal units on 4 GPUs: none split
-    # a rerun computes nothing: every record stays as it was
-    before = {p.name: p.read_bytes() for p in (out / "records").iterdir()}
-    assert main(["sweep", str(cfg), "--engine", "ray", "--out", str(out)]) == 0
-    assert {p.name: p.read_bytes() for p in (out / "records").iterdir()} == before
-
-
-def test_a_dataset_s_models_in_one_task_pass(local_ray, grid, tmp_path, capsys):
-    """--models-per-task 0: each dataset's two models run in one pass (one unit per dataset, each
-    image decoded once for both), sharded over the 4 logical GPUs; the same store as one process."""
-    cfg, ref = grid
-    out = tmp_path / "ray"
-    assert main(["sweep", str(cfg), "--engine", "ray", "--models-per-task", "0", "--out", str(out)]) == 0
-    records = assert_same_store(ref, out, 12)
-    assert {r["run"]["models_in_pass"] for r in records} == {2} and {r["run"]["shards"] for r in records} == {2}
-
-
 def test_models_per_task_needs_an_engine(grid, tmp_path, capsys):
     assert main(["sweep", str(grid[0]), "--models-per-task", "0", "--out", str(tmp_path / "o")]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert err == ["lr0fm: error: --models-per-task applies to --engine ray or --engine slurm; add that or drop it"]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("engine_args", [["--engine", "ray"], ["--engine", "slurm", "--slurm-cluster", "local"]],
-                         ids=["ray", "slurm-local"])
-def test_lost_worker_is_retried_from_its_resume_point(local_ray, grid, tmp_path, monkeypatch, capsys, engine_args):
-    """Ray retries the task; the SLURM submitter resubmits an element that ended without a result."""
-    cfg, ref = grid
-    out = tmp_path / "killed"
-    monkeypatch.setenv("LR0FM_FAULT", "kill-after-saves:2")  # SIGKILL each task's first worker mid-pass
-    assert main(["sweep", str(cfg), *engine_args, "--out", str(out)]) == 0
-    records = assert_same_store(ref, out, 12)
-    assert {r["run"]["attempts"] for r in records} == {2}
-    assert {r["run"]["resumed_images"] for r in records} == {8}  # 2 resume points of 4 images each
-
-
-@pytest.mark.slow
-def test_slurm_element_killed_past_its_retries_is_one_line_and_the_rerun_resumes(grid, tmp_path, monkeypatch,
-                                                                                   capsys):
-    cfg, ref = grid
-    out = tmp_path / "killed"
-    monkeypatch.setenv("LR0FM_FAULT", "kill-after-saves:1")
-    args = ["sweep", str(cfg), "--engine", "slurm", "--slurm-cluster", "local", "--out", str(out)]
-    assert main([*args, "--max-retries", "0"]) != 0
-    lines = [line for line in capsys.readouterr().err.splitlines() if "ended without a result" in line]
-    assert len(lines) == 4 and all(" on folder: its element ended" in line and "_log.err" in line for line in lines), lines
-    monkeypatch.delenv("LR0FM_FAULT")
-    assert main(args) == 0
-    records = assert_same_store(ref, out, 12)
-    assert {r["run"]["resumed_images"] for r in records} == {4}  # from the resume point the killed element left
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("engine_args", [["--engine", "ray"], ["--engine", "slurm", "--slurm-cluster", "local"]],
-                         ids=["ray", "slurm-local"])
-def test_failing_unit_is_reported_once_and_the_rest_is_done(local_ray, tiny_open_clip, folder, tmp_path, capsys,
-                                                            engine_args):
-    bad = f"open_clip:{tiny_open_clip[1]}:{tmp_path / 'missing.pt'}"
-    cfg = write_config(tmp_path / "sweep.yaml", [tiny_open_clip[0], bad], folder)
-    assert main(["sweep", str(cfg), *engine_args, "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err
-    failed = [line for line in err.splitlines() if line.startswith("  ")]
-    assert "2 of 4 units failed" in err and len(failed) == 2
-    assert all("missing.pt" in line and " on folder: ModelError: checkpoint " in line for line in failed), err
-    good = ResultsStore(tmp_path / "o").records()
-    assert len(good) == 6 and {r["model"] for r in good} == {ResultsStore(tmp_path / "o").records()[0]["model"]}
-
-
-@pytest.mark.slow
-def test_long_unit_split_into_shards_gives_the_unsplit_records(local_ray, tiny_open_clip, folder, tmp_path, capsys):
-    args = ["eval", "--model", tiny_open_clip[0], "--dataset", "imagefolder", "--data-root", str(folder),
-            "--resolutions", "16,32,hr", "--batch-size", "4", "--workers", "0", "--no-progress"]
-    assert main([*args, "--out", str(tmp_path / "single")]) == 0
-    assert main([*args, "--out", str(tmp_path / "shards"), "--engine", "ray"]) == 0
-    records = assert_same_store(tmp_path / "single", tmp_path / "shards", 3)
-    assert {r["run"]["shards"] for r in records} == {4}  # one unit, 4 GPUs: 4 shards of 6 images
-
-
-def kill_driver_after(cfg, out, engine_args, cells):
-    """Start ``lr0fm sweep`` in a subprocess, SIGKILL it once ``cells`` records are written; the
-    processes it started (to check none outlives it)."""
-    env = {**os.environ, "PYTHONPATH": SRC, "LR0FM_FAULT": "sleep-after-unit:3"}
-    driver = subprocess.Popen([sys.executable, "-m", "lr0fm", "sweep", str(cfg), *engine_args, "--out", str(out)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    descendants = set()
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and len(list((out / "records").glob("*.json"))) < cells:
-            descendants |= descendants_of(driver.pid)
-            assert driver.poll() is None, "the driver ended before it was killed"
-            time.sleep(0.1)
-        descendants |= descendants_of(driver.pid)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-    return descendants
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("engine_args", [["--engine", "ray"], ["--engine", "slurm", "--slurm-cluster", "local"]],
-                         ids=["ray", "slurm-local"])
-def test_killed_driver_rerun_computes_only_the_rest(local_ray, grid, tmp_path, capsys, engine_args):
-    cfg, ref = grid
-    out = tmp_path / "o"
-    descendants = kill_driver_after(cfg, out, engine_args, 3)
-    # Ray's head processes die with the driver, its agents notice it and end within about a minute;
-    # submitit's local elements end within a second of it
-    assert children_gone(descendants, timeout=150) == [], "processes outlived the killed driver"
-    first = {p.name: p.read_bytes() for p in (out / "records").glob("*.json")}
-    assert 3 <= len(first) < 12
-    assert main(["sweep", str(cfg), *engine_args, "--out", str(out)]) == 0  # the same command again
-    assert_same_store(ref, out, 12)
-    assert all((out / "records" / name).read_bytes() == data for name, data in first.items())
-
-
-# -- SLURM through submitit ---------------------------------------------------------------------------
-@pytest.mark.slow
-def test_slurm_local_array_writes_the_single_process_store(grid, tmp_path, capsys):
-    cfg, ref = grid
-    out = tmp_path / "slurm"
-    assert main(["sweep", str(cfg), "--engine", "slurm", "--slurm-cluster", "local", "--out", str(out)]) == 0
-    records = assert_same_store(ref, out, 12)
-    assert {r["run"]["engine"] for r in records} == {"slurm"}
-    before = {p.name: p.read_bytes() for p in (out / "records").iterdir()}
-    assert main(["sweep", str(cfg), "--engine", "slurm", "--slurm-cluster", "debug", "--out", str(out)]) == 0
-    assert {p.name: p.read_bytes() for p in (out / "records").iterdir()} == before
-
-
-@pytest.mark.slow
-def test_slurm_preempted_element_is_requeued_from_its_resume_point(grid, tmp_path, monkeypatch, capsys):
-    """SIGUSR2 (SLURM's preemption signal) mid-pass: submitit checkpoints and requeues the element,
-    which continues from the resume point it left on the results folder."""
-    cfg, ref = grid
-    out = tmp_path / "preempted"
-    monkeypatch.setenv("LR0FM_FAULT", "preempt-after-saves:2")
-    assert main(["sweep", str(cfg), "--engine", "slurm", "--slurm-cluster", "local", "--out", str(out)]) == 0
-    records = assert_same_store(ref, out, 12)
-    assert {r["run"]["attempts"] for r in records} == {2}
-    assert {r["run"]["resumed_images"] for r in records} == {8}  # 2 resume points of 4 images each
-    logs = "".join(p.read_text() for p in (out / "slurm").glob("*_log.err"))
-    assert logs.count("INFO:submitit:Requeued job") == 4  # each element preempted once, requeued once
-
-
-def slurm_eval_args(model, folder, cluster, parallelism):
-    return ["eval", "--model", model, "--dataset", "imagefolder", "--data-root", str(folder), "--resolutions",
-            "16,32,hr", "--batch-size", "4", "--workers", "0", "--no-progress", "--engine", "slurm",
-            "--slurm-cluster", cluster, "--slurm-array-parallelism", str(parallelism)]
-
-
-@pytest.mark.slow
-def test_slurm_long_unit_split_into_shards_gives_the_unsplit_records(tiny_open_clip, folder, tmp_path, capsys):
-    args = slurm_eval_args(tiny_open_clip[0], folder, "local", 3)
-    assert main([*args[:-6], "--out", str(tmp_path / "single")]) == 0
-    assert main([*args, "--out", str(tmp_path / "shards")]) == 0
-    records = assert_same_store(tmp_path / "single", tmp_path / "shards", 3)
-    assert {r["run"]["shards"] for r in records} == {3} and {r["run"]["engine"] for r in records} == {"slurm"}
-    assert not list((tmp_path / "shards" / "units").glob("*.shards"))  # merged, then removed
-    assert len(list((tmp_path / "shards" / "slurm").glob("*_result.pkl"))) == 3  # one element per shard
-
-
-def test_slurm_shards_left_by_a_gone_submitter_are_merged_by_the_rerun(tiny_open_clip, folder, tmp_path,
-                                                                      monkeypatch, capsys):
-    """The submitting process dies after the shard elements finished: the same command merges
-    their shards without sending any element again."""
-    from lr0fm.engines import slurm
-    from lr0fm.engines.units import commit as real_commit
-
-    args = [*slurm_eval_args(tiny_open_clip[0], folder, "debug", 3), "--out", str(tmp_path / "o")]
-    assert main([*args[:-8], "--out", str(tmp_path / "single")]) == 0
-
-    def gone(*_args, **_kwargs):
-        raise KeyboardInterrupt  # the submitter is stopped just before it merges
-    monkeypatch.setattr(slurm, "commit", gone)
-    assert main(args) == 130
-    assert len(list((tmp_path / "o" / "units").glob("*.shards/*of3.npz"))) == 3
-    assert not list((tmp_path / "o" / "records").glob("*.json"))
-    monkeypatch.undo()
-    ran = []
-    real = slurm._Element.__call__
-    monkeypatch.setattr(slurm._Element, "__call__", lambda self: ran.append(self.spec.shard) or real(self))
-    assert main(args) == 0 and ran == []
-    records = assert_same_store(tmp_path / "single", tmp_path / "o", 3)
-    assert {r["run"]["shards"] for r in records} == {3}
-    # one shard file gone: the rerun sends that shard alone
-    for p in (tmp_path / "o" / "records").glob("*.json"):
-        p.unlink()
-    monkeypatch.setattr(slurm, "commit", gone)
-    ran.clear()
-    assert main(args) == 130 and len(ran) == 3
-    sorted((tmp_path / "o" / "units").glob("*.shards/*.npz"))[1].unlink()
-    monkeypatch.setattr(slurm, "commit", real_commit)
-    ran.clear()
-    assert main(args) == 0 and [s.index for s in ran] == [1]
-    assert_same_store(tmp_path / "single", tmp_path / "o", 3)
-
-
-
-class _RunsCode:
-    def __reduce__(self):
-        return (os.system, ("touch ran-code",))
-
-
-def test_a_shard_file_is_read_without_unpickling(tiny_open_clip, folder, tmp_path, monkeypatch):
-    """A shard on the shared results folder reads back as the result written, and a file holding
-    a pickle is refused without running it."""
-    from lr0fm.engines import slurm
-    from lr0fm.engines.units import TaskResult
-
-    args = [*slurm_eval_args(tiny_open_clip[0], folder, "debug", 3), "--out", str(tmp_path / "o")]
-    written = []
-    real = slurm.commit
-    monkeypatch.setattr(slurm, "commit", lambda store, data, results, *a, **k: written.extend(results) or
-                        real(store, data, results, *a, **k))
-    monkeypatch.setattr(slurm._ShardFolder, "remove", lambda self: None)  # keep the files to read again
-    assert main(args) == 0 and len(written) == 3
-    files = sorted((tmp_path / "o" / "units").glob("*.shards/*.npz"))
-    again = [TaskResult.from_file(f) for f in files]
-    for a, b in zip(written, again):
-        assert (a.attempt, a.host, a.cells) == (b.attempt, b.host, b.cells)
-        for x, y in zip(a.shards, b.shards):
-            assert (x.ev.id, x.model_info, x.protocol, x.cfg, x.cells, x.pending, x.run, x.lo, x.hi) == \
-                   (y.ev.id, y.model_info, y.protocol, y.cfg, y.cells, y.pending, y.run, y.lo, y.hi)
-            for name in ("topk", "valid", "labels", "ids"):
-                np.testing.assert_array_equal(getattr(x, name), getattr(y, name))
-    monkeypatch.chdir(tmp_path)
-    np.savez(files[0], meta=np.array([_RunsCode()], dtype=object))
-    with pytest.raises(ValueError):
-        TaskResult.from_file(files[0])
-    assert not (tmp_path / "ran-code").exists()
-
-
-def test_slurm_rerun_submits_only_the_units_with_missing_cells(grid, tmp_path, monkeypatch):
-    """A finished sweep sends no element again; with one cell's record gone, only its unit runs."""
-    from lr0fm.engines import slurm
-
-    cfg, ref = grid
-    out = tmp_path / "slurm"
-    args = ["sweep", str(cfg), "--engine", "slurm", "--slurm-cluster", "debug", "--out", str(out)]
-    assert main(args) == 0
-    ran = []
-    real = slurm._Element.__call__
-    monkeypatch.setattr(slurm._Element, "__call__", lambda self: ran.append(self.spec.groups) or real(self))
-    assert main(args) == 0 and ran == []
-    records = sorted((out / "records").glob("*.json"))
-    records[0].unlink()
-    assert main(args) == 0 and len(ran) == 1
-    assert_same_store(ref, out, 12)
 
 
 def test_a_hub_repository_updated_under_its_name_is_a_new_request(folder, tmp_path, monkeypatch):
@@ -482,29 +151,88 @@ def test_progress_line_counts_units_and_their_cells(capsys):
 
 
 
-def test_ray_cpu_tasks_sending_resume_points_do_not_oversubscribe_the_cpus(local_ray):
-    """Ray lends the CPU of a task blocked in ray.get on its main thread to the next task; the
-    coordinator's answers are awaited off it, so 2 CPUs run at most 2 units at once."""
-    from lr0fm.engines.ray import _Coordinator
+# -- leases ----------------------------------------------------------------------------------------
+def test_a_lease_is_held_by_one_process_at_a_time(tmp_path):
+    from lr0fm.engines.lease import Leases
 
-    def busy_unit(actor, key):  # a CPU task that sends resume points as a pass does (pickled by value)
-        from lr0fm.engines.ray import _ActorChannel
-        channel = _ActorChannel(actor)
-        start = time.time()
-        channel.begin(key)
-        for _ in range(6):
-            time.sleep(0.25)
-            channel.save(key, {"x": np.zeros(3)})
-        return start, time.time()
+    a, b = Leases(tmp_path), Leases(tmp_path)
+    assert a.acquire("u1.0of1") and a.acquire("u1.0of1")  # its own lease again: still held
+    assert not b.acquire("u1.0of1") and b.busy("u1") and not a.busy("u1")
+    assert b.holder("u1.0of1")["token"] == a.token
+    a.release("u1.0of1")
+    assert b.acquire("u1.0of1") and a.busy("u1")
+    b.release_all()
+    assert not list((tmp_path / "leases").glob("*.json"))
 
-    class SlowCoordinator(_Coordinator):  # answers as a busy driver's coordinator does, slowly
+
+def test_a_lease_goes_stale_without_heartbeat_or_holder(tmp_path):
+    from lr0fm.engines.lease import Leases
+
+    holder = Leases(tmp_path, heartbeat=0.2, stale_after=1.0)
+    assert holder.acquire("k.0of1")
+    time.sleep(1.5)  # the heartbeat keeps it fresh
+    assert not Leases(tmp_path, stale_after=1.0).acquire("k.0of1")
+    holder._stop.set()  # its holder stops beating (a process frozen or on a lost machine)
+    time.sleep(1.5)
+    taker = Leases(tmp_path, stale_after=1.0)
+    assert taker.acquire("k.0of1") and taker.holder("k.0of1")["token"] == taker.token
+    # a holder process of this host that is gone: stale at once
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    path = tmp_path / "leases" / "j.0of1.json"
+    path.write_text(json.dumps({"host": socket.gethostname(), "pid": int(gone.stdout), "token": "x"}))
+    assert Leases(tmp_path).acquire("j.0of1")
+
+
+def test_a_requeued_slurm_job_takes_over_its_own_lease(tmp_path):
+    from lr0fm.engines.lease import Leases
+
+    first = Leases(tmp_path, tag="123_4")
+    assert first.acquire("k.0of1")
+    assert not Leases(tmp_path, tag="123_5").acquire("k.0of1")
+    assert Leases(tmp_path, tag="123_4").acquire("k.0of1")  # the same job, run again by SLURM
+
+
+# -- result files ------------------------------------------------------------------------------------
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch ran-code",))
+
+
+def test_a_task_result_file_is_read_without_unpickling(tiny_open_clip, folder, tmp_path, monkeypatch):  # noqa: F811
+    """What an element leaves on the shared results folder reads back as the result written, and
+    a file holding a pickle is refused without running it."""
+    from lr0fm.datasets import get_dataset
+    from lr0fm.engines.units import TaskResult, TaskSpec, run_task
+    from lr0fm.groups import Group
+
+    class Channel:
         def begin(self, key):
-            time.sleep(0.5)
-            return super().begin(key)
+            return 1
 
-    coordinator = ray.remote(num_cpus=0)(SlowCoordinator).remote({})
-    task = ray.remote(num_cpus=1, num_gpus=0)(busy_unit)
-    spans = ray.get([task.remote(coordinator, f"k{i}") for i in range(5)])
-    ray.kill(coordinator)
-    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
-    assert most <= 2, spans
+        def resume_point(self, key):
+            return None
+
+        def save(self, key, arrays):
+            pass
+
+    data = get_dataset("imagefolder", root=str(folder))
+    spec = TaskSpec("r.1of3", [Group(tiny_open_clip[0], data)], [16, "hr"], "cpu", None,
+                    {"batch_size": 4, "workers": 0}, ImageShard(1, 3))
+    written = run_task(spec, frozenset(), Channel(), tmp_path / "cache", where="slurm job 1_2")
+    assert written.ran_on == f"{socket.gethostname()} (slurm job 1_2)" and len(written.shards) == 1
+    path = tmp_path / "r.npz"
+    path.write_bytes(written.to_bytes())
+    again = TaskResult.from_file(path)
+    assert (written.attempt, written.host, written.cells, written.ran_on) == \
+           (again.attempt, again.host, again.cells, again.ran_on)
+    x, y = written.shards[0], again.shards[0]
+    assert (x.ev.id, x.model_info, x.protocol, x.cfg, x.cells, x.pending, x.run, x.lo, x.hi) == \
+           (y.ev.id, y.model_info, y.protocol, y.cfg, y.cells, y.pending, y.run, y.lo, y.hi)
+    for name in ("topk", "valid", "labels", "ids"):
+        np.testing.assert_array_equal(getattr(x, name), getattr(y, name))
+    assert not (tmp_path / "records").exists()
+    monkeypatch.chdir(tmp_path)
+    np.savez(path, meta=np.array([_RunsCode()], dtype=object))
+    with pytest.raises(ValueError):
+        TaskResult.from_file(path)
+    assert not (tmp_path / "ran-code").exists()

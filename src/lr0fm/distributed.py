@@ -24,9 +24,6 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 
-_MODE = {"images": True}  # whether evaluate() shards a group's images over the ranks
-
-
 def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
@@ -127,11 +124,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-def shard_images() -> bool:
-    """Whether evaluate() should split the current group's images over the ranks."""
-    return active() and _MODE["images"]
-
-
 def block(n: int, r: int | None = None, w: int | None = None) -> tuple[int, int]:
     """This rank's contiguous block [lo, hi) of n items (sizes differ by at most one)."""
     r = rank() if r is None else r
@@ -184,20 +176,6 @@ def plan_cells(groups: Sequence[Any]) -> tuple[list[int], bool]:
         lo, hi = block(len(groups))
         return list(range(lo, hi)), False
     return list(range(len(groups))), True
-
-
-class sharding:
-    """Context: inside it, evaluate() shards images over the ranks iff ``images`` is true."""
-
-    def __init__(self, images: bool):
-        self.images, self.saved = images, None
-
-    def __enter__(self):
-        self.saved, _MODE["images"] = _MODE["images"], self.images
-
-    def __exit__(self, *_exc):
-        _MODE["images"] = self.saved
-        return False
 
 
 def gather_ordered(items: list[tuple[int, Any]]) -> list[Any]:

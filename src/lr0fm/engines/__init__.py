@@ -43,10 +43,12 @@ def add_engine_args(parser: argparse.ArgumentParser, plan: bool = False) -> None
                    help="slurm: submitit's executor; local/debug run the array on this machine without SLURM")
     g.add_argument("--slurm-partition", default=None)
     g.add_argument("--slurm-time", type=int, default=240, metavar="MIN", help="slurm: minutes per array element")
-    g.add_argument("--slurm-gpus-per-task", type=int, default=1, metavar="N")
+    g.add_argument("--slurm-gpus-per-task", type=int, default=None, metavar="N",
+                   help="slurm: GPUs per array element (default 1 with --device cuda, 0 on CPU)")
     g.add_argument("--slurm-array-parallelism", type=int, default=None, metavar="N",
-                   help="slurm: array elements running at once, the slots long units are split over (default 64 "
-                        "on SLURM; with --slurm-cluster local|debug 1: no shards unless given)")
+                   help="slurm: array elements running at once, the slots long units are split over (default: the "
+                        "partition's GPUs / --slurm-gpus-per-task, or its CPUs on CPU, as sinfo says; with "
+                        "--slurm-cluster local|debug 1: no shards unless given)")
     g.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="slurm: any other sbatch setting submitit passes on (repeatable), e.g. account=abc")
     g.add_argument("--slurm-folder", default=None, metavar="DIR",

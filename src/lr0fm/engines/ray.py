@@ -1,30 +1,31 @@
 """Ray as the engine: every unit (or image shard of one) is a Ray task; the driver is the one writer.
 
-Without ``--address`` a Ray instance is started on this machine for the run (and stopped after);
-with one (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``) the run joins that cluster; a process
+Without ``--address`` a Ray instance of its own is started on this machine for the run and stopped
+after, whatever ``RAY_ADDRESS`` or a running cluster says; with one (``auto``, ``HOST:PORT``,
+``ray://HOST:PORT``) the run joins that cluster and only disconnects from it at the end; a process
 that is already connected (``ray.init`` in a notebook) is used as it is.
 
 Tasks take ``--gpus-per-task`` GPUs (default 1 where the cluster has GPUs, fractions share one)
 or, on a cluster without GPUs, one CPU each. A task whose worker or node is lost is retried by
 Ray (``--max-retries``); the retry fetches the resume point its earlier attempt streamed to the
 driver (every ``--checkpoint-every`` images) and continues from there. An exception inside a task
-is not retried: the unit is reported at the end. Only the driver writes the results folder
-(records, predictions and resume points, with the store's atomic writes), so the workers need
-the data and the weights but no shared filesystem for results.
+is not retried: the unit is reported at the end. Only the driver's node writes the results folder
+(records and predictions by the driver, resume points by its coordinator, an actor pinned to the
+driver's node), so the workers need the data and the weights but no shared filesystem for results,
+and no state lives only on a worker node: losing any node but the driver's loses at most the
+images since each of its tasks' last resume point. The unit lifecycle is lr0fm.engines.lifecycle.
 """
 from __future__ import annotations
 
-import dataclasses
 import socket
 from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError, UnitsFailed
+from ..errors import InputError
 from . import schedule
-from .progress import Progress
-from .units import (TaskResult, TaskSpec, bundle, commit, describe, error_line, recorded_unit, request_key,
-                    run_task, unit_costs)
+from .lifecycle import Lifecycle, Outcome, plan_units
+from .units import TaskResult, TaskSpec, error_line, run_task
 
 INSTALL = "--engine ray needs Ray, which is not installed: pip install 'lr0fm[ray]'"
 
@@ -53,10 +54,15 @@ def _check_address(address: str) -> None:
 
 
 class _Coordinator:
-    """The driver's side of the workers' resume points and attempts (a Ray actor beside the driver)."""
+    """The driver's side of the workers' resume points and attempts: an actor pinned to the driver's
+    node, so it writes the resume points into the driver's results folder and nothing of the run
+    lives only on a worker node. Resume points are read from the folder when a task asks for them
+    (not all held in memory)."""
 
-    def __init__(self, seeds: dict):
-        self.points, self.fresh, self.attempts = dict(seeds), {}, {}
+    def __init__(self, root: str):
+        from ..store import ResultsStore
+        self.store = ResultsStore(root)
+        self.attempts: dict[str, int] = {}
         self.begun: list[str] = []
 
     def begin(self, key: str) -> int:
@@ -65,21 +71,15 @@ class _Coordinator:
         return self.attempts[key]
 
     def resume_point(self, key: str):
-        return self.points.get(key)
+        return self.store.load_partial(key)
 
     def save(self, key: str, arrays: dict) -> None:
-        self.points[key] = self.fresh[key] = arrays
+        self.store.save_partial(key, **arrays)
 
-    def drain(self) -> tuple[dict, list[str]]:
-        """The resume points saved since the last drain, and the tasks begun since then."""
-        out, self.fresh = self.fresh, {}
+    def drain(self) -> list[str]:
+        """The tasks begun since the last drain."""
         begun, self.begun = self.begun, []
-        return out, begun
-
-    def forget(self, keys: list) -> None:
-        for key in keys:
-            self.points.pop(key, None)
-            self.fresh.pop(key, None)
+        return begun
 
 
 class _ActorChannel:
@@ -112,12 +112,14 @@ class _ActorChannel:
 def _task(spec: TaskSpec, complete: frozenset, actor) -> TaskResult:
     import gc
 
+    import ray
     import torch
 
     from ..filedigest import cache_dir
     channel = _ActorChannel(actor)
     try:
-        return run_task(spec, complete, channel, cache_dir() / "classifiers")
+        node = ray.get_runtime_context().get_node_id()
+        return run_task(spec, complete, channel, cache_dir() / "classifiers", where=f"ray node {node[:12]}")
     finally:
         channel.waiter.shutdown()
         gc.collect()  # the unit's model goes before the next task on this worker builds its own
@@ -128,15 +130,6 @@ def _task(spec: TaskSpec, complete: frozenset, actor) -> TaskResult:
 def _complete_cells(store) -> frozenset:
     """The cells of the results folder that are complete (record and predictions digest)."""
     return frozenset(path.stem for path in (store.root / "records").glob("*.json") if store.complete(path.stem))
-
-
-def _resume_points(store) -> dict:
-    out = {}
-    for path in (store.root / "partial").glob("*.npz"):
-        state = store.load_partial(path.stem)
-        if state is not None:
-            out[path.stem] = state
-    return out
 
 
 class RayEngine:
@@ -159,13 +152,15 @@ class RayEngine:
         return "cuda" if device.startswith("cuda") else device
 
     def _connect(self, ray) -> bool:
-        """Connect; True when this run started the Ray instance (and stops it after)."""
+        """Connect; True when this run started its own Ray instance (and stops it after). Without
+        --address the instance is always a new local one (``address="local"``): ``ray.init()``
+        would join whatever RAY_ADDRESS or a running cluster on this machine names."""
         if ray.is_initialized():
             return False
         if self.address:
             _check_address(self.address)
         try:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=True,
+            ray.init(address=self.address or "local", include_dashboard=False, log_to_driver=True,
                      logging_level="ERROR", configure_logging=True)
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = f"--address {self.address}" if self.address else "a local Ray instance"
@@ -177,86 +172,82 @@ class RayEngine:
         ray = import_ray()
         started = self._connect(ray)
         try:
-            return self._run(ray, groups, resolutions, store, self.device(device), protocol, options)
+            device = self.device(device)
+            show = options.get("progress", True)
+            run_options = {k: v for k, v in options.items() if k != "progress"}
+            units = plan_units(groups, resolutions, store, device, protocol, run_options, self.models_per_task)
+            session = _RaySession(ray, self, store)
+            return Lifecycle("ray", session, store, units, resolutions, device, protocol, run_options, self.split,
+                             show=show).run()
         finally:
             if started:
-                ray.shutdown()
+                ray.shutdown()  # stops the instance this run started; with --address only disconnects
 
-    def _run(self, ray, groups, resolutions, store, device, protocol, options) -> list[dict]:
-        show = options.get("progress", True)
-        gpus = ray.cluster_resources().get("GPU", 0)
-        per_task = (self.gpus_per_task or 1.0) if gpus else 0.0
-        slots = schedule.slots_for(gpus, per_task) if gpus else max(1, int(ray.cluster_resources().get("CPU", 1)))
-        units = bundle(groups, self.models_per_task)
-        costs = unit_costs(units, resolutions, options)
-        run_options = {k: v for k, v in options.items() if k != "progress"}
-        requests = [request_key(TaskSpec(f"u{u}", unit, list(resolutions), device, protocol, run_options,
-                                         schedule.ImageShard(0, 1))) for u, unit in enumerate(units)]
-        # a unit whose request wrote cells that are all complete is not run again (RESULTS/units)
-        cells: dict[int, list[str]] = {u: c for u in range(len(units))
-                                       if (c := recorded_unit(store, requests[u])) is not None}
-        todo = [u for u in range(len(units)) if u not in cells]
-        tasks = [dataclasses.replace(t, unit=todo[t.unit]) for t in
-                 schedule.tasks([costs[u][0] for u in todo], [costs[u][1] for u in todo], slots, self.split)]
-        complete = ray.put(_complete_cells(store))
-        coordinator = ray.remote(num_cpus=0)(_Coordinator).options(max_restarts=0).remote(_resume_points(store))
+
+class _RaySession:
+    """The Ray side of a run: tasks submitted as Ray tasks, outcomes as they end."""
+
+    interval = 1.0
+
+    def __init__(self, ray, engine: RayEngine, store):
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        self.ray, self.engine, self.store = ray, engine, store
+        resources = ray.cluster_resources()
+        self.gpus = resources.get("GPU", 0)
+        self.per_task = (engine.gpus_per_task or 1.0) if self.gpus else 0.0
+        self._slots = (schedule.slots_for(self.gpus, self.per_task) if self.gpus
+                       else max(1, int(resources.get("CPU", 1))))
+        here = ray.get_runtime_context().get_node_id()
+        # the coordinator lives on the driver's node: losing any other node loses none of the run's state
+        self.coordinator = ray.remote(num_cpus=0)(_Coordinator).options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
+            max_restarts=-1, max_task_retries=-1).remote(str(store.root))
+        self.complete = ray.put(_complete_cells(store))
         # max_calls=0: a worker runs task after task (Ray's default for GPU tasks is a new process each,
         # about a second on a small machine plus torch's import); each task frees its GPU memory
-        remote = ray.remote(max_calls=0)(_task).options(num_gpus=per_task, num_cpus=0 if per_task else 1,
-                                                        max_retries=self.max_retries, retry_exceptions=False)
-        refs, unit_of = {}, {}
-        for t in tasks:  # longest first: Ray starts them in this order as slots free up
-            spec = TaskSpec(f"u{t.unit}s{t.shard.index}of{t.shard.count}", units[t.unit], list(resolutions), device,
-                            protocol, run_options, t.shard)
-            refs[remote.remote(spec, complete, coordinator)] = t
-            unit_of[spec.key] = t.unit
-        shards_of = {u: sum(1 for t in tasks if t.unit == u) for u in {t.unit for t in tasks}}
-        started: set[int] = set()  # units with a task begun on a worker
-        progress = Progress("ray", {u: costs[u][0] for u in shards_of},
-                            {u: len(units[u]) * len(resolutions) for u in shards_of}, show, running=lambda: started)
-        results: dict[int, list[TaskResult]] = {u: [] for u in shards_of}
-        failed: dict[int, str] = {}
-        waiting = list(refs)
+        self.remote = ray.remote(max_calls=0)(_task).options(num_gpus=self.per_task,
+                                                             num_cpus=0 if self.per_task else 1,
+                                                             max_retries=engine.max_retries, retry_exceptions=False)
+        self.refs: dict = {}           # task ref -> task key
+        self.begun: set[str] = set()
+
+    def slots(self) -> int:
+        return self._slots
+
+    def submit(self, specs) -> None:
+        for spec in specs:  # longest first: Ray starts them in this order as slots free up
+            self.refs[self.remote.remote(spec, self.complete, self.coordinator)] = spec.key
+
+    def poll(self) -> list[Outcome]:
+        if not self.refs:
+            import time
+            time.sleep(self.interval)
+            return []
+        ready, _ = self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=self.interval)
         try:
-            while waiting:
-                ready, waiting = ray.wait(waiting, num_returns=1, timeout=1.0)
-                points, begun = ray.get(coordinator.drain.remote())
-                for key, arrays in points.items():
-                    store.save_partial(key, **arrays)  # the driver writes every resume point
-                started.update(unit_of[key] for key in begun)
-                for ref in ready:
-                    t = refs[ref]
-                    if t.unit in failed:
-                        continue
-                    try:
-                        results[t.unit].append(ray.get(ref))
-                    except Exception as e:  # noqa: BLE001 -- reported with its unit at the end
-                        failed[t.unit] = _failure(ray, e, self.max_retries)
-                        progress.finish(t.unit, failed=True)
-                        continue
-                    if len(results[t.unit]) == shards_of[t.unit]:
-                        try:
-                            written = commit(store, units[t.unit][0].data, results[t.unit], "ray",
-                                             request=requests[t.unit])
-                        except Exception as e:  # noqa: BLE001 -- e.g. no image readable: the unit fails
-                            failed[t.unit] = error_line(e)
-                            progress.finish(t.unit, failed=True)
-                            continue
-                        cells[t.unit] = results[t.unit][0].cells
-                        coordinator.forget.remote([s.partial_key for r in results[t.unit] for s in r.shards])
-                        progress.finish(t.unit, len(written))
-                progress.update()
-        except BaseException:
-            for ref in waiting:
-                ray.cancel(ref, force=True)
-            raise
-        finally:
-            ray.kill(coordinator)
-        if failed:
-            lines = [f"  {describe(units[u])}: {why}" for u, why in sorted(failed.items())]
-            raise UnitsFailed(f"{len(failed)} of {len(shards_of)} units failed (the other units' cells are written; "
-                              "fix the cause and rerun the same command):\n" + "\n".join(lines))
-        return [store.get(c) for u in sorted(cells) for c in cells[u]]
+            self.begun.update(self.ray.get(self.coordinator.drain.remote(), timeout=30))
+        except Exception:  # noqa: BLE001 -- the coordinator restarting: progress only
+            pass
+        out = []
+        for ref in ready:
+            key = self.refs.pop(ref)
+            try:
+                out.append(Outcome(key, result=self.ray.get(ref)))
+            except Exception as e:  # noqa: BLE001 -- reported with its unit at the end
+                out.append(Outcome(key, error=_failure(self.ray, e, self.engine.max_retries)))
+            del ref  # the object store may free the result once the driver holds no reference
+        return out
+
+    def running(self) -> set[str]:
+        return self.begun & set(self.refs.values())
+
+    def close(self, cancel: bool) -> None:
+        if cancel:
+            for ref in self.refs:
+                self.ray.cancel(ref, force=True)
+        self.refs.clear()
+        self.ray.kill(self.coordinator)
 
 
 def _failure(ray, exc: Exception, retries: int) -> str:
@@ -264,7 +255,8 @@ def _failure(ray, exc: Exception, retries: int) -> str:
     if isinstance(exc, ray.exceptions.RayTaskError):
         cause = exc.cause if getattr(exc, "cause", None) is not None else exc
         return error_line(cause)
-    if isinstance(exc, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)):
+    if isinstance(exc, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                        ray.exceptions.ObjectLostError)):
         return f"its worker was lost {retries + 1} times ({type(exc).__name__}); see the Ray logs"
     return error_line(exc)
 

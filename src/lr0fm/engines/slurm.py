@@ -1,42 +1,46 @@
-"""SLURM job arrays through submitit: one array element per unit, each commits its own cells.
+"""SLURM job arrays through submitit: one array element per task (a unit, or one image shard of it).
 
-The submitting process plans the units (longest first), takes a snapshot of the complete cells
-and submits one array (``--slurm-partition``, ``--slurm-time``, ``--slurm-gpus-per-task``,
-``--slurm-array-parallelism``, ``--slurm-arg KEY=VALUE`` for any other sbatch setting). Each
-element builds its model, runs its pass with its resume point on the results folder and writes
-its records itself: one writer per cell (no two elements share a cell), atomic renames onto the
-shared results folder, no lock. A preempted or timed-out element is requeued by submitit and
-continues from its last resume point; an element that ends without a result (killed, out of
-memory, its node lost) is resubmitted by the submitting process up to ``--max-retries`` times and
-continues from its last resume point too. Rerunning the command submits only the units whose cells
-are not all written (lr0fm.engines.units.recorded_unit: the results folder remembers which cells
-each unit's request wrote). ``--slurm-cluster local|debug`` runs the array
-on this machine with submitit's local (subprocesses) or debug (in this process) executor.
+The submitting process plans the units (lr0fm.engines.lifecycle: longest first, long units split
+over the array's slots) and submits one array (``--slurm-partition``, ``--slurm-time``,
+``--slurm-gpus-per-task`` -- by default 1 for ``--device cuda``, 0 on CPU --,
+``--slurm-array-parallelism`` -- by default the partition's size as ``sinfo`` gives it --,
+``--slurm-arg KEY=VALUE`` for any other sbatch setting). Each element takes its task's lease on the
+shared results folder, builds its models, runs its pass with its resume point on the folder and
+leaves its predictions there (``RESULTS/units/TASK.npz``, atomic rename); the submitting process,
+the one writer, merges them into the records. Elements outlive their submitter: rerunning the
+command takes the results they left, waits for the ones still running (their leases) and submits
+only the rest, so no unit is computed twice.
 
-A unit longer than the average load per element slot (``--slurm-array-parallelism``) is split
-into image shards, one element each; a shard element writes its predictions under
-``RESULTS/units/REQUEST.shards/`` (atomic rename) and the submitting process, the one writer of
-that unit's cells, merges them into the records one pass writes. If the submitting process is
-gone, rerunning the command merges the shards already there and submits only the missing ones.
+The submitting process asks SLURM for the state of all its elements in one ``sacct`` call per poll
+(every few seconds; a progress line at least every 5 s) and never waits on one element:
+
+* ``scontrol requeue`` or a node failure that SLURM requeues: the element is left to SLURM (state
+  REQUEUED/PENDING); it runs again once, from its resume point (the SIGTERM that stops it is not
+  passed to its data workers);
+* preemption or a job past ``--slurm-time``: submitit checkpoints and requeues it; it continues
+  from its resume point;
+* killed, out of memory, node lost without a requeue (no result): resubmitted up to
+  ``--max-retries`` times, from its resume point;
+* ``scancel``: not resubmitted; its unit is listed at the end (exit 2), and a cancelled array ends
+  the run within seconds, in one line.
+
+``--slurm-cluster local|debug`` runs the array on this machine with submitit's local (subprocesses)
+or debug (in this process) executor.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
-import shutil
+import subprocess
 import time
-import uuid
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import InputError, UnitsFailed
-from . import schedule
-from .progress import Progress
-from .units import (UNITS_DIR, TaskResult, TaskSpec, bundle, commit, describe, error_line, recorded_unit,
-                    request_key, run_task, unit_costs)
+from ..errors import InputError
+from .lease import Leases
+from .lifecycle import Lifecycle, Outcome, plan_units, result_path
+from .units import TaskSpec, error_line, run_task
 
-DEFAULT_PARALLELISM = 64
 INSTALL = "--engine slurm needs submitit, which is not installed: pip install 'lr0fm[slurm]'"
 
 
@@ -65,41 +69,48 @@ class _FolderChannel:
 
 
 class _Element:
-    """One array element: run a unit (or one image shard of it) and commit its cells (or write its
-    shard for the submitting process to merge). submitit calls ``checkpoint`` on preemption or
-    timeout and requeues the element; its resume point is on the results folder, and the pickled
-    element carries the count of its attempts."""
+    """One array element: run one task and leave its result on the results folder for the
+    submitting process. submitit calls ``checkpoint`` on preemption or timeout and requeues the
+    element; its resume point is on the results folder, and the pickled element carries the count
+    of its attempts."""
 
-    def __init__(self, spec: TaskSpec, complete: frozenset, root: str, request: str | None = None,
-                 shard_file: str | None = None, submitter: int | None = None):
-        self.spec, self.complete, self.root, self.request = spec, complete, root, request
-        self.shard_file, self.attempts, self.submitter = shard_file, 0, submitter
+    def __init__(self, spec: TaskSpec, complete: frozenset, root: str, submitter: int | None = None):
+        self.spec, self.complete, self.root, self.submitter = spec, complete, root, submitter
+        self.attempts = 0
 
-    def __call__(self) -> list[str]:
+    def __call__(self) -> str:
         from ..store import ResultsStore, atomic_write_bytes
 
-        # a requeue by SLURM itself (node failure) reruns the submitted element: count it too
+        # a requeue by SLURM itself (scontrol requeue, node failure) reruns the submitted element: count it too
         self.attempts = max(self.attempts + 1, 1 + int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0))
         if self.submitter:
             _end_with(self.submitter)
-        store = ResultsStore(self.root)
-        result = run_task(self.spec, self.complete, _FolderChannel(store, self.attempts), store.classifier_cache)
-        if self.shard_file:  # one shard of a split unit: the submitting process merges the unit's shards
-            atomic_write_bytes(Path(self.shard_file), result.to_bytes())
-            return []
-        commit(store, self.spec.groups[0].data, [result], "slurm", request=self.request)
-        return result.cells
+        job = _job_id()
+        with Leases(self.root, tag=job) as leases:
+            if not leases.acquire(self.spec.key):
+                return "busy"  # another element (an earlier submission's) runs this task
+            store = ResultsStore(self.root)
+            result = run_task(self.spec, self.complete, _FolderChannel(store, self.attempts), store.classifier_cache,
+                              where=f"slurm job {job}" if job else "")
+            atomic_write_bytes(result_path(store.root, self.spec.key), result.to_bytes())
+        return "done"
 
     def checkpoint(self, *args, **kwargs):
         import submitit
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
+def _job_id() -> str | None:
+    """This element's SLURM job (ARRAYJOB_INDEX), or None outside SLURM."""
+    array, index = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{index}" if array and index else os.environ.get("SLURM_JOB_ID")
+
+
 class SlurmEngine:
     name = "slurm"
 
     def __init__(self, cluster: str = "slurm", partition: str | None = None, time_min: int = 240,
-                 gpus_per_task: int = 1, parallelism: int | None = None, extra: Sequence[str] = (),
+                 gpus_per_task: int | None = None, parallelism: int | None = None, extra: Sequence[str] = (),
                  folder: str | None = None, models_per_task: int = 1, split: bool = True, max_retries: int = 3):
         for flag, value in (("--slurm-time", time_min), ("--slurm-array-parallelism", parallelism or 1)):
             if value < 1:
@@ -110,7 +121,7 @@ class SlurmEngine:
         if max_retries < 0:
             raise InputError(f"--max-retries {max_retries} must be at least 0")
         self.max_retries = max_retries
-        if gpus_per_task < 0:
+        if gpus_per_task is not None and gpus_per_task < 0:
             raise InputError(f"--slurm-gpus-per-task {gpus_per_task} must be at least 0")
         self.extra = {}
         for item in extra:
@@ -121,24 +132,21 @@ class SlurmEngine:
         self.cluster, self.partition, self.time_min = cluster, partition, time_min
         self.gpus_per_task, self.folder, self.split = gpus_per_task, folder, split
         # elements at once: what the array asks SLURM for, and the slots long units are split over;
-        # submitit's local executor starts every element at once, so there a unit is split only
-        # when --slurm-array-parallelism asks for it
-        self.parallelism = parallelism or (DEFAULT_PARALLELISM if cluster == "slurm" else 1)
+        # on SLURM the partition's size by default; submitit's local executor starts every element at
+        # once, so there a unit is split only when --slurm-array-parallelism asks for it
+        self.parallelism = parallelism
         import_submitit()  # the extra's one line before anything is read or written
 
     def device(self, device: str) -> str:
         """Each element sees its own GPUs (SLURM / submitit set CUDA_VISIBLE_DEVICES)."""
         return "cuda" if device.startswith("cuda") else device
 
-    def _executor(self, submitit, folder: Path):
-        if self.cluster == "slurm" and not _has_slurm():
-            raise InputError("--engine slurm: no SLURM here (sbatch not found); run on the cluster's login node, or "
-                             "use --slurm-cluster local to try the array on this machine")
+    def _executor(self, submitit, folder: Path, gpus: int, slots: int):
         executor = submitit.AutoExecutor(folder=str(folder), cluster=None if self.cluster == "slurm" else self.cluster)
         params = {"timeout_min": self.time_min}
         if self.cluster == "slurm":
-            params.update(slurm_array_parallelism=self.parallelism, slurm_gpus_per_task=self.gpus_per_task,
-                          slurm_ntasks_per_node=1,
+            params.update(slurm_array_parallelism=slots, slurm_ntasks_per_node=1,
+                          **({"slurm_gpus_per_task": gpus} if gpus else {}),
                           **({"slurm_partition": self.partition} if self.partition else {}),
                           **({"slurm_additional_parameters": self.extra} if self.extra else {}))
         executor.update_parameters(**params)
@@ -149,125 +157,147 @@ class SlurmEngine:
         from .ray import _complete_cells
 
         submitit = import_submitit()
+        if self.cluster == "slurm" and not _has_slurm():
+            raise InputError("--engine slurm: no SLURM here (sbatch not found); run on the cluster's login node, or "
+                             "use --slurm-cluster local to try the array on this machine")
+        gpus = self.gpus_per_task if self.gpus_per_task is not None else (1 if device.startswith("cuda") else 0)
+        slots = self.parallelism or (partition_slots(self.partition, gpus) if self.cluster == "slurm" else 1)
         folder = Path(self.folder) if self.folder else store.root / "slurm"
-        executor = self._executor(submitit, folder)
-        units = bundle(groups, self.models_per_task)
-        costs = unit_costs(units, resolutions, options)
-        run_options = {k: v for k, v in options.items() if k != "progress"}
+        executor = self._executor(submitit, folder, gpus, slots)
         device = self.device(device)
+        run_options = {k: v for k, v in options.items() if k != "progress"}
+        units = plan_units(groups, resolutions, store, device, protocol, run_options, self.models_per_task)
+        session = _SlurmSession(self, submitit, executor, store, _complete_cells(store), slots)
+        return Lifecycle(f"slurm ({self.cluster})", session, store, units, resolutions, device, protocol, run_options,
+                         self.split, leases_in_worker=True, show=options.get("progress", True)).run()
 
-        def spec(u: int, shard: schedule.ImageShard) -> TaskSpec:
-            return TaskSpec(f"u{u}s{shard.index}of{shard.count}", units[u], list(resolutions), device, protocol,
-                            run_options, shard)
 
-        requests = {u: request_key(spec(u, schedule.ImageShard(0, 1))) for u in range(len(units))}
-        # a unit whose request wrote cells that are all complete is not sent again (RESULTS/units)
-        cells: dict[int, list[str]] = {u: c for u in range(len(units))
-                                       if (c := recorded_unit(store, requests[u])) is not None}
-        todo = [u for u in range(len(units)) if u not in cells]
-        tasks = [dataclasses.replace(t, unit=todo[t.unit]) for t in  # longest first, long units in shards
-                 schedule.tasks([costs[u][0] for u in todo], [costs[u][1] for u in todo], self.parallelism,
-                                self.split)]
-        shards = {u: _ShardFolder(store, requests[u], count) for u, count in
-                  ((t.unit, t.shard.count) for t in tasks if t.shard.count > 1)}
-        # shards an earlier run's elements finished are not sent again
-        tasks = [t for t in tasks if t.shard.count == 1 or not shards[t.unit].has(t.shard.index)]
-        complete = _complete_cells(store)
-        submitter = os.getpid() if self.cluster == "local" else None
-        elements = [_Element(spec(t.unit, t.shard), complete, str(store.root), requests[t.unit],
-                             shards[t.unit].path(t.shard.index) if t.unit in shards else None, submitter)
-                    for t in tasks]
-        jobs = []
-        if tasks:
-            with executor.batch():  # one job array
-                jobs = [executor.submit(element) for element in elements]
-        submissions = [1] * len(tasks)
-        waiting = dict(zip(range(len(tasks)), jobs))
-        progress = Progress(f"slurm ({self.cluster})", {u: costs[u][0] for u in todo},
-                            {u: len(units[u]) * len(resolutions) for u in todo}, options.get("progress", True),
-                            running=lambda: {tasks[i].unit for i, job in waiting.items() if _running(job)})
-        if self.cluster != "debug" and tasks:
-            progress.update(force=True)
-        failed: dict[int, str] = {}
+# SLURM states in which an element may still run (or run again): everything else has ended
+_UNFINISHED = ("PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED", "COMPLETING",
+               "CONFIGURING", "PREEMPTED", "SIGNALING", "STAGE_OUT", "READY", "UNKNOWN")
+_GRACE_S = 10.0  # an ended element's result may reach a shared folder a little after sacct says so
 
-        def merge(u: int) -> None:  # the submitting process writes a split unit's cells
-            try:
-                results = shards[u].load()
-                written = commit(store, units[u][0].data, results, "slurm", request=requests[u])
-            except Exception as e:  # noqa: BLE001 -- e.g. no image readable: the unit fails
-                failed[u] = error_line(e)
-                progress.finish(u, failed=True)
-                return
-            cells[u] = results[0].cells
-            shards[u].remove()
-            progress.finish(u, len(written))
 
-        for u in [u for u in shards if shards[u].ready()]:  # every shard there already
-            merge(u)
-        while waiting:
-            for i, job in list(waiting.items()):
-                if self.cluster != "debug" and not job.done():
+class _SlurmSession:
+    """The submitting process's side of an array: submit, one state query per poll, outcomes."""
+
+    def __init__(self, engine: SlurmEngine, submitit, executor, store, complete: frozenset, slots: int):
+        self.engine, self.submitit, self.executor, self.store = engine, submitit, executor, store
+        self.complete, self._slots = complete, slots
+        self.real = engine.cluster == "slurm"
+        self.interval = 5.0 if self.real else 0.5
+        self.jobs: dict[str, dict] = {}   # task key -> {job, element, submissions, ended (first seen ended)}
+
+    def slots(self) -> int:
+        return self._slots
+
+    def submit(self, specs) -> None:
+        submitter = os.getpid() if self.engine.cluster == "local" else None
+        elements = [_Element(spec, self.complete, str(self.store.root), submitter) for spec in specs]
+        with self.executor.batch():  # one job array
+            jobs = [self.executor.submit(element) for element in elements]
+        for spec, element, job in zip(specs, elements, jobs):
+            previous = self.jobs.get(spec.key, {})
+            self.jobs[spec.key] = {"job": job, "element": element, "submissions": previous.get("submissions", 0) + 1,
+                                   "ended": None}
+
+    def _states(self) -> dict[str, str]:
+        """Every element's state: one sacct call for all of them (submitit's watcher) on SLURM."""
+        if not self.jobs:
+            return {}
+        if self.real:
+            watcher = next(iter(self.jobs.values()))["job"].watcher
+            watcher.update()
+            return {k: watcher.get_state(e["job"].job_id, mode="cache") for k, e in self.jobs.items()}
+        return {k: ("RUNNING" if not e["job"].done() else "COMPLETED") for k, e in self.jobs.items()}
+
+    def poll(self) -> list[Outcome]:
+        time.sleep(self.interval)
+        out = []
+        states = self._states()
+        self._last = states
+        for key, entry in list(self.jobs.items()):
+            job, state = entry["job"], states.get(key, "UNKNOWN")
+            if job.paths.result_pickle.exists():
+                del self.jobs[key]
+                out.append(self._finished(key, job))
+            elif state.split()[0] not in _UNFINISHED:
+                entry["ended"] = entry["ended"] or time.time()
+                if time.time() - entry["ended"] < _GRACE_S:
                     continue
-                del waiting[i]
-                u = tasks[i].unit
+                del self.jobs[key]
+                outcome = self._ended(key, entry, state)
+                if outcome is not None:
+                    out.append(outcome)
+        return out
+
+    def _finished(self, key: str, job) -> Outcome:
+        """The element returned (or raised): its result file, 'busy', or its exception in one line."""
+        from .units import TaskResult
+        try:
+            answer = job.result()
+        except Exception as e:  # noqa: BLE001 -- an exception of the element: its unit fails
+            return Outcome(key, error=_failure(e))
+        if answer == "busy":
+            return Outcome(key, busy=True)
+        try:
+            return Outcome(key, result=TaskResult.from_file(result_path(self.store.root, key)))
+        except OSError as e:
+            return Outcome(key, error=f"its result is missing ({e.strerror or e}); rerun")
+
+    def _ended(self, key: str, entry: dict, state: str) -> Outcome | None:
+        """An element that ended without a result: cancelled (reported), or lost (resubmitted)."""
+        job = entry["job"]
+        if state.startswith("CANCELLED"):
+            return Outcome(key, error=f"its element {job.job_id} was cancelled ({state}); not resubmitted",
+                           cancelled=True)
+        if entry["submissions"] <= self.engine.max_retries:
+            # killed, out of memory, its node lost: again, from the resume point it left on the results folder
+            entry["element"].attempts = entry["submissions"]  # its process died with its own count
+            spec = entry["element"].spec
+            self.submit([spec])
+            return None
+        times = f" {entry['submissions']} times" if entry["submissions"] > 1 else ""
+        return Outcome(key, error=f"its element ended without a result{times} (state {state}: killed, out of memory "
+                                  f"or its node lost); its log: {job.paths.stderr}")
+
+    def running(self) -> set[str]:
+        states = getattr(self, "_last", {})
+        return {k for k, state in states.items() if state.startswith("RUNNING") and k in self.jobs}
+
+    def close(self, cancel: bool) -> None:
+        if cancel and self.real:  # the driver stopped by an error; SIGKILL leaves the elements to a rerun
+            for entry in self.jobs.values():
                 try:
-                    done = job.result()
-                except Exception as e:  # noqa: BLE001 -- reported with its unit at the end
-                    if _lost(submitit, e) and submissions[i] <= self.max_retries and u not in failed:
-                        # killed or its node lost: again, from the resume point it left on the results folder
-                        elements[i].attempts = submissions[i]  # its process died with its own count
-                        submissions[i] += 1
-                        waiting[i] = executor.submit(elements[i])
-                        continue
-                    if u not in failed:
-                        failed[u] = _failure(e, submissions[i], job)
-                        progress.finish(u, failed=True)
-                    continue
-                if u in failed:
-                    continue
-                if u not in shards:
-                    cells[u] = done
-                    progress.finish(u, len(done))
-                elif shards[u].ready():
-                    merge(u)
-            progress.update()
-            if waiting:
-                time.sleep(0.5)
-        if failed:
-            lines = [f"  {describe(units[u])}: {why}" for u, why in sorted(failed.items())]
-            raise UnitsFailed(f"{len(failed)} of {len(todo)} units failed (the other units' cells are written; "
-                              f"logs in {folder}; fix the cause and rerun the same command):\n" + "\n".join(lines))
-        return [store.get(c) for u in sorted(cells) for c in cells[u]]
+                    entry["job"].cancel(check=False)
+                except Exception:  # noqa: BLE001 -- best effort
+                    pass
+        self.jobs.clear()
 
 
-class _ShardFolder:
-    """The image shards of one split unit on the results folder (``RESULTS/units/REQUEST.shards``):
-    each shard element writes its own file; the submitting process merges them when all are there.
-    A unit without a request (a model object) gets a folder of this run only."""
-
-    def __init__(self, store, request: str | None, count: int):
-        self.dir = store.root / UNITS_DIR / f"{request or 'run-' + uuid.uuid4().hex}.shards"
-        self.count = count
-
-    def path(self, index: int) -> str:
-        return str(self.dir / f"{index}of{self.count}.npz")
-
-    def has(self, index: int) -> bool:
-        return Path(self.path(index)).is_file()
-
-    def ready(self) -> bool:
-        return all(self.has(i) for i in range(self.count))
-
-    def load(self) -> list[TaskResult]:
-        results = [TaskResult.from_file(self.path(i)) for i in range(self.count)]  # this or an earlier run's
-        pending = {tuple((s.ev.id, tuple(s.pending)) for s in r.shards) for r in results}
-        if len(pending) > 1:  # shards of runs that saw different complete cells: compute them again
-            self.remove()
-            raise RuntimeError("its shards came from runs with different finished cells and were dropped; rerun")
-        return results
-
-    def remove(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+def partition_slots(partition: str | None, gpus_per_task: int) -> int:
+    """Elements the partition runs at once: its nodes' GPUs / --slurm-gpus-per-task, or on CPU
+    (0 GPUs per task) its CPUs (one element each), as ``sinfo`` says; the default partition when
+    none is given."""
+    try:
+        text = subprocess.run(["sinfo", "-h", "-N", "-o", "%P|%n|%c|%G"], capture_output=True, text=True,
+                              timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise InputError(f"--engine slurm: sinfo failed ({error_line(e)}); give --slurm-array-parallelism") from None
+    nodes: dict[str, tuple[int, int]] = {}
+    for line in text.splitlines():
+        part, node, cpus, gres = (line.split("|") + ["", "", "", ""])[:4]
+        default = part.endswith("*")
+        if (partition and part.rstrip("*") != partition) or (not partition and not default):
+            continue
+        gpus = sum(int(m.group(1)) for m in re.finditer(r"gpu(?::[^:(,]+)?:(\d+)", gres))
+        nodes[node] = (int(cpus or 0), gpus)
+    if not nodes:
+        where = f"partition {partition}" if partition else "a default partition"
+        raise InputError(f"--engine slurm: sinfo lists no node of {where}; give --slurm-partition (sinfo -s lists them)")
+    if gpus_per_task:
+        return max(1, sum(g // gpus_per_task for _, g in nodes.values()))
+    return max(1, sum(c for c, _ in nodes.values()))
 
 
 def _end_with(pid: int) -> None:
@@ -293,31 +323,10 @@ def _has_slurm() -> bool:
     return shutil.which("sbatch") is not None
 
 
-def _running(job) -> bool:
-    """The element has started (SLURM's state, cached by submitit's watcher; a local subprocess)."""
-    try:
-        return job.state.startswith("RUNNING")
-    except Exception:  # noqa: BLE001 -- the state is for the progress line only
-        return False
-
-
-def _lost(submitit, exc: Exception) -> bool:
-    """The element ended without a result (killed, out of memory, its node lost), not cancelled
-    by the user (scancel) and not an exception of its own (FailedJobError)."""
-    return isinstance(exc, submitit.core.utils.UncompletedJobError) and "CANCELLED" not in str(exc)
-
-
-def _failure(exc: Exception, submissions: int = 1, job=None) -> str:
+def _failure(exc: Exception) -> str:
     """One line, as the Ray engine gives it (``Type: message``): submitit's FailedJobError carries
-    the element's traceback between dashed lines; its exception is after the last frame line. An
-    element that ended without a result says so, with its state and log."""
+    the element's traceback between dashed lines; its exception is after the last frame line."""
     text = str(exc)
-    if type(exc).__name__ == "UncompletedJobError":
-        state = re.search(r"\(state: ([^)]*)\)", text)
-        times = f" {submissions} times" if submissions > 1 else ""
-        log = f"; its log: {job.paths.stderr}" if job is not None else ""
-        return (f"its element ended without a result{times} (state {state.group(1) if state else 'unknown'}: killed, "
-                f"out of memory, its node lost or cancelled){log}")
     blocks = [b for b in re.split(r"^-{10,}$", text, flags=re.M) if "Traceback (most recent call last)" in b]
     if not blocks:
         return error_line(exc)

@@ -15,12 +15,10 @@ import contextlib
 import io
 import json
 import os
-import signal
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -28,24 +26,16 @@ import numpy as np
 from ..errors import DatasetError
 from ..evaluation.passes import ImageShard, ImageShardResult
 
-# Fault injection for tests (read on the driver, carried in the TaskSpec): "kill-after-saves:N"
-# SIGKILLs a task's first attempt right after it has sent its N-th resume point;
-# "preempt-after-saves:N" sends it SIGUSR2 instead (SLURM's and submitit's preemption signal);
-# "sleep-after-unit:S" holds the tasks of unit i S*(i+1) seconds before they return (slow units that
-# end apart, so a test can stop the driver between two of them).
-FAULT_ENV = "LR0FM_FAULT"
-
-
 @dataclass
 class TaskSpec:
-    key: str                      # unit and shard, unique in a run: attempts are counted by it
+    key: str                      # REQUEST.IofK: one image shard of a unit; leases, attempts and result files use it
     groups: list                  # the unit's lr0fm.groups.Group(s): models of one dataset, one pass
     resolutions: list
     device: str
     protocol: dict | None
     options: dict                 # EvalConfig fields
     shard: ImageShard
-    fault: str | None = field(default_factory=lambda: os.environ.get(FAULT_ENV))
+    unit: int = 0                 # the unit's index in its run (progress lines)
 
 
 @dataclass
@@ -54,11 +44,12 @@ class TaskResult:
     host: str
     shards: list[ImageShardResult]  # one per model of the pass with pending cells (none: all complete)
     cells: list[str]                # every cell of the unit, pending or not, in resolution order
+    ran_on: str = ""                # where it ran, as records say it: "HOST", "HOST (slurm job J)", "HOST (ray node N)"
 
     def to_bytes(self) -> bytes:
         """One .npz: the shards' arrays and the rest as JSON (``from_file`` reads it back with
         allow_pickle=False, so a file on a shared results folder cannot run code)."""
-        meta = {"attempt": self.attempt, "host": self.host, "cells": self.cells,
+        meta = {"attempt": self.attempt, "host": self.host, "cells": self.cells, "ran_on": self.ran_on,
                 "shards": [s.plain() for s in self.shards]}
         arrays = {f"{i}.{name}": getattr(s, name) for i, s in enumerate(self.shards) for name in ImageShardResult.ARRAYS}
         buffer = io.BytesIO()
@@ -71,7 +62,7 @@ class TaskResult:
             meta = json.loads(str(z["meta"]))
             shards = [ImageShardResult.from_plain(d, {name: z[f"{i}.{name}"] for name in ImageShardResult.ARRAYS})
                       for i, d in enumerate(meta["shards"])]
-        return cls(meta["attempt"], meta["host"], shards, meta["cells"])
+        return cls(meta["attempt"], meta["host"], shards, meta["cells"], meta.get("ran_on", ""))
 
 
 def _json_scalar(value):
@@ -89,16 +80,11 @@ class Channel(Protocol):
 class WorkerStore:
     """The results store as a pass on a worker sees it: nothing is written on the worker."""
 
-    def __init__(self, complete_cells, channel: Channel, classifier_cache: Path | None, fault: str | None = None,
-                 attempt: int = 1):
+    def __init__(self, complete_cells, channel: Channel, classifier_cache: Path | None):
         self._complete, self._channel = complete_cells, channel
         self.classifier_cache = classifier_cache
         self.shards: list[ImageShardResult] = []
         self.cells: list[str] = []   # the pass's cells, in resolution order (what it reads back)
-        self._saves, self._kill_after, self._signal = 0, None, None
-        for name, sig in (("kill-after-saves:", signal.SIGKILL), ("preempt-after-saves:", signal.SIGUSR2)):
-            if fault and fault.startswith(name) and attempt == 1:
-                self._kill_after, self._signal = int(fault.split(":", 1)[1]), sig
 
     def complete(self, cell: str, warn: bool = True) -> bool:
         return cell in self._complete
@@ -114,9 +100,6 @@ class WorkerStore:
 
     def save_partial(self, key: str, **arrays) -> None:
         self._channel.save(key, arrays)
-        self._saves += 1
-        if self._kill_after is not None and self._saves == self._kill_after:
-            os.kill(os.getpid(), self._signal)
 
     def drop_partial(self, key: str) -> None:
         pass
@@ -146,10 +129,11 @@ def check_visible(data) -> None:
                            "the same data root (a shared filesystem or a copy on each node) and rerun")
 
 
-def run_task(spec: TaskSpec, complete_cells, channel: Channel, classifier_cache: Path | None) -> TaskResult:
+def run_task(spec: TaskSpec, complete_cells, channel: Channel, classifier_cache: Path | None,
+             where: str = "") -> TaskResult:
     """Run one task on this worker: build the unit's models, run its shard of the pass (all of
     them in one pass: each image decoded once, views shared where the pixels are the same),
-    return the predictions."""
+    return the predictions. ``where``: the scheduler's name for this worker (job, node)."""
     from ..evaluation import EvalConfig, Job, evaluate_many
     from ..groups import load_models
 
@@ -160,12 +144,10 @@ def run_task(spec: TaskSpec, complete_cells, channel: Channel, classifier_cache:
                                   **{**spec.options, "progress": False}), view_fn)
             for _, _, model, view_fn, variant in load_models(spec.groups, range(len(spec.groups)), spec.resolutions,
                                                              spec.device, spec.protocol)]
-    store = WorkerStore(complete_cells, channel, classifier_cache, spec.fault, attempt)
+    store = WorkerStore(complete_cells, channel, classifier_cache)
     evaluate_many(jobs, data, store, shard=spec.shard)
-    if spec.fault and spec.fault.startswith("sleep-after-unit:"):
-        unit = int(spec.key[1:].split("s", 1)[0])  # keys are u{UNIT}s{SHARD}of{COUNT}
-        time.sleep(float(spec.fault.split(":", 1)[1]) * (unit + 1))
-    return TaskResult(attempt, socket.gethostname(), store.shards, store.cells)
+    host = socket.gethostname()
+    return TaskResult(attempt, host, store.shards, store.cells, f"{host} ({where})" if where else host)
 
 
 # Which cells a unit's request (model name or files, data, options) wrote: a rerun that finds the
@@ -201,8 +183,10 @@ def recorded_unit(store, key: str | None) -> list[str] | None:
     """The cells a unit of this request wrote, when they are all complete; else None."""
     import json
 
+    if key is None:
+        return None
     path = store.root / UNITS_DIR / f"{key}.json"
-    if key is None or not path.is_file():
+    if not path.is_file():
         return None
     try:
         cells = json.loads(path.read_text())["cells"]
@@ -213,50 +197,24 @@ def recorded_unit(store, key: str | None) -> list[str] | None:
 
 def commit(store, data, results: Sequence[TaskResult], engine: str, request: str | None = None) -> list[str]:
     """Merge the task results of one unit (its shards, any order) and write each of its models'
-    records; the cells written."""
+    records (lr0fm.evaluation.write_records); the cells written. A cell already complete stays
+    as it is, so an attempt that reports late changes no finished record."""
+    from ..evaluation.passes import write_records
+
     by_model: dict[str, list] = {}  # each model's shards (any order), models in the pass's order
     for s in (s for r in results for s in r.shards):
         by_model.setdefault(s.ev.id, []).append(s)
-    written = []
     run = {"finished": round(time.time(), 3), "engine": engine, "attempts": max(r.attempt for r in results),
-           "hosts": sorted({r.host for r in results})}
-    for shards in by_model.values():
-        written += _commit_model(store, data, sorted(shards, key=lambda s: s.shard.index), run)
-    _note_unit(store, request, results)
-    return written
-
-
-def _commit_model(store, data, shards: list, run: dict) -> list[str]:
-    """One model's shards merged into the records and predictions of its cells."""
-    from ..records import make_record
-
-    topk = np.concatenate([s.topk for s in shards], axis=1)
-    valid = np.concatenate([s.valid for s in shards])
-    labels = np.concatenate([s.labels for s in shards])
-    ids = np.concatenate([s.ids for s in shards])
-    first = shards[0]
-    if not valid.any():
-        raise DatasetError(f"none of the {len(ids)} images of {data.spec.label} could be read (first: "
-                           f"{ids[0] if len(ids) else '-'!r}); check the files (formats, permissions) and rerun")
-    model = SimpleNamespace(info=first.model_info)  # all make_record reads of a model
-    run = {**first.run, **run, "seconds": round(sum(s.run["seconds"] for s in shards), 2),
-           "resolutions_in_pass": list(first.pending), "shards": len(shards),
-           "resumed_images": sum(s.run["resumed_images"] for s in shards)}
+           "hosts": sorted({r.host for r in results}), "ran_on": sorted({r.ran_on or r.host for r in results})}
     written = []
-    for j, r in enumerate(first.pending):
-        record = make_record(model, data, r, topk[j], valid, labels, ids, first.ev, run=run)
-        store.put(record, {"topk": topk[j], "labels": labels, "valid": valid, "ids": ids})
-        written.append(first.cells[r])
-    for s in shards:
-        store.drop_partial(s.partial_key)
-    store.drop_stale_partials(first.ev.id, written)
+    for shards in by_model.values():
+        written += write_records(store, data, shards, run)
+    _note_unit(store, request, results)
     return written
 
 
 def _note_unit(store, request: str | None, results: Sequence[TaskResult]) -> None:
     """Remember which cells this request's unit has (``recorded_unit``), atomically."""
-    import json
-
     from ..store import atomic_write_bytes
 
     cells = results[0].cells if results else []
@@ -313,5 +271,5 @@ def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
 
 
-__all__ = ["FAULT_ENV", "TaskResult", "TaskSpec", "WorkerStore", "check_visible", "commit", "describe", "error_line",
+__all__ = ["TaskResult", "TaskSpec", "WorkerStore", "check_visible", "commit", "describe", "error_line",
            "run_task", "unit_costs"]

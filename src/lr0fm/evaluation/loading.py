@@ -127,7 +127,10 @@ class EndWithParent:
         import ctypes
         import signal
 
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the main process's handler (lr0fm.cli)
+        # not the main process's handler (lr0fm.cli); under SLURM the main process decides what a
+        # SIGTERM (scancel, scontrol requeue: sent to every process of the job) means, and the
+        # workers end with it
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if "SLURM_JOB_ID" in os.environ else signal.SIG_DFL)
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != self.parent:  # the parent died before prctl took effect
@@ -186,5 +189,7 @@ def worker_died(error: BaseException) -> ViewError | None:
     if found is None:
         return None
     how = f"was killed by signal {found.group(3).strip()}" if found.group(3) else "exited unexpectedly"
+    if found.group(3) and ("Terminated" in found.group(3) or "SIGTERM" in found.group(3)):  # stopped by someone (a scheduler), not out of memory
+        return ViewError(f"a data worker (pid {found.group(1)}) {how}: the run was asked to stop; rerun to resume")
     return ViewError(f"a data worker (pid {found.group(1)}) {how}; when memory ran out, give smaller "
                      "--resolutions, fewer --workers or a smaller --batch-size")

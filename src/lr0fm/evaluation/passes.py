@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
+from types import SimpleNamespace
 from typing import Sequence
 
 import numpy as np
@@ -159,7 +160,8 @@ def evaluate(model: ZeroShotModel, data: LabeledImages, cfg: EvalConfig, store: 
 
 
 def evaluate_many(jobs: Sequence[Job], data: LabeledImages, store: ResultsStore,
-                  wait: bool = True, shard: ImageShard | None = None) -> list[list[dict] | None]:
+                  wait: bool = True, shard: ImageShard | None = None,
+                  split_over_ranks: bool = False) -> list[list[dict] | None]:
     """Evaluate several models on one dataset in one pass: each image is decoded once and its
     views are made once per view set (models with the same view pixels). Records are identical to
     separate ``evaluate`` runs. Jobs must share the run options (device, batch size, workers,
@@ -167,13 +169,14 @@ def evaluate_many(jobs: Sequence[Job], data: LabeledImages, store: ResultsStore,
 
     ``shard``: run only that block of the images and hand each model's predictions of it to
     ``store.put_shard`` instead of writing records (lr0fm.engines merges the shards of a pass
-    into the records of the whole pass)."""
+    into the records of the whole pass). ``split_over_ranks``: under torchrun every rank runs its
+    block of the images (lr0fm.distributed.block) and rank 0 writes the records of all blocks."""
     first = jobs[0].cfg
     for job in jobs[1:]:
         for name in ("device", "batch_size", "workers", "limit", "views", "decoder", "checkpoint_every"):
             if getattr(job.cfg, name) != getattr(first, name):
                 raise ValueError(f"evaluate_many: jobs differ in {name}; run them separately")
-    sharded = dist.shard_images()
+    sharded = split_over_ranks and dist.active()
     plans = [plan(j.model, data, j.cfg, j.view_fn, j.protocol) for j in jobs]
     limited = plans[0].data
     views_on_device = any(p.views == "device" for p in plans)
@@ -197,7 +200,7 @@ def evaluate_many(jobs: Sequence[Job], data: LabeledImages, store: ResultsStore,
             if pending:
                 shares.append(_Share(job, protocol.with_resolutions(pending), ev, cells, pending))
         if shares:
-            _run_pass(shares, limited, store, first, views_on_device, device_decode, shard)
+            _run_pass(shares, limited, store, first, views_on_device, device_decode, shard, sharded)
     for i, p in enumerate(plans):
         if i not in busy:
             out[i] = [store.get(p.cells[r]) for r in p.cfg.resolutions]
@@ -205,10 +208,10 @@ def evaluate_many(jobs: Sequence[Job], data: LabeledImages, store: ResultsStore,
 
 
 def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cfg: EvalConfig,
-              views_on_device: bool, device_decode: bool, shard: ImageShard | None = None) -> None:
+              views_on_device: bool, device_decode: bool, shard: ImageShard | None = None,
+              sharded: bool = False) -> None:
     started = time.time()
     log.info("evaluating %s (%d images) with %d model(s)", data.spec.label, len(data), len(shares))
-    sharded = dist.shard_images()
     n = len(data)
     lo, hi = dist.block(n) if sharded else dist.block(n, shard.index, shard.count) if shard else (0, n)
     m = hi - lo
@@ -266,41 +269,68 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
             parts = dist.all_gather((share.topk, share.valid))
             share.topk = np.concatenate([p[0] for p in parts], axis=1)
             share.valid = np.concatenate([p[1] for p in parts])
-    if shard is not None:  # the caller merges the blocks of all shards into the records
-        for share in shares:
-            store.put_shard(ImageShardResult(
-                shard, lo, hi, share.job.model.info, share.protocol, share.job.cfg, share.ev, dict(share.cells),
-                list(share.pending), share.partial_key, share.topk, share.valid,
-                np.asarray([data.label(i) for i in range(lo, hi)], dtype=np.int32),
-                np.asarray([data.sample_id(i) for i in range(lo, hi)]),
-                {"seconds": round(time.time() - started, 2), "views": _views_of(view_sets[share.view_set]),
-                 "resumed_images": share.resumed,
-                 "models_in_pass": len(shares), "device": torch.device(cfg.device).type,
-                 "batch_size": cfg.batch_size}))
+    whole = shard is None
+    lo, hi = (0, n) if whole else (lo, hi)
+    labels = np.asarray([data.label(i) for i in range(lo, hi)], dtype=np.int32)
+    ids = np.asarray([data.sample_id(i) for i in range(lo, hi)])
+    results = [ImageShardResult(
+        shard or ImageShard(0, 1), lo, hi, share.job.model.info, share.protocol, share.job.cfg, share.ev,
+        dict(share.cells), list(share.pending), share.partial_key, share.topk, share.valid, labels, ids,
+        {"seconds": round(time.time() - started, 2), "views": _views_of(view_sets[share.view_set]),
+         "resumed_images": share.resumed, "models_in_pass": len(shares), "device": torch.device(cfg.device).type,
+         "batch_size": cfg.batch_size}) for share in shares]
+    if not whole:  # the caller (lr0fm.engines) merges the blocks of all shards into the records
+        for result in results:
+            store.put_shard(result)
         return
-    labels = np.asarray([data.label(i) for i in range(n)], dtype=np.int32)
-    ids = np.asarray([data.sample_id(i) for i in range(n)])
-    run = {"seconds": round(time.time() - started, 2), "finished": round(time.time(), 3),
-           "views": "device" if views_on_device else "pil", "models_in_pass": len(shares),
-           "device": torch.device(cfg.device).type, "batch_size": cfg.batch_size}
     unreadable = None
-    for share in shares:
-        if not share.valid.any():  # nothing to score: an error, not a record that would stay "done"
-            store.drop_partial(share.partial_key)
-            unreadable = _none_readable(data)
-            continue
+    for result in results:
         if dist.is_main() or not sharded:
-            for j, r in enumerate(share.pending):
-                record = make_record(share.job.model, data, r, share.topk[j], share.valid, labels, ids, share.ev,
-                                     run={**run, "resolutions_in_pass": list(share.pending),
-                                          "views": _views_of(view_sets[share.view_set])})
-                store.put(record, {"topk": share.topk[j], "labels": labels, "valid": share.valid, "ids": ids})
+            try:
+                write_records(store, data, [result], {"finished": round(time.time(), 3)})
+            except DatasetError as e:  # nothing to score: an error, not a record that would stay "done"
+                unreadable = e
     if sharded:
         dist.barrier()  # the records are on disk before any rank reads them
     for share in shares:
         store.drop_partial(share.partial_key)
     if unreadable is not None:
         raise unreadable
+
+
+def write_records(store: ResultsStore, data: LabeledImages, shards: Sequence[ImageShardResult], run: dict) -> list[str]:
+    """One model's predictions, as image blocks of one pass (any order), -> the records and
+    predictions of its cells; the cells written. The one place records of a pass are written:
+    in one process, under torchrun and by every engine (lr0fm.engines.units.commit). A cell that is
+    already complete is left as it is (an attempt that ends late changes no finished record)."""
+    shards = sorted(shards, key=lambda s: s.shard.index)
+    topk = np.concatenate([s.topk for s in shards], axis=1)
+    valid = np.concatenate([s.valid for s in shards])
+    labels = np.concatenate([s.labels for s in shards])
+    ids = np.concatenate([s.ids for s in shards])
+    first = shards[0]
+    if not valid.any():
+        for s in shards:
+            store.drop_partial(s.partial_key)
+        raise DatasetError(f"none of the {len(ids)} images of {data.spec.label} could be read (first: "
+                           f"{ids[0] if len(ids) else '-'!r}); check the files (formats, permissions) and rerun")
+    model = SimpleNamespace(info=first.model_info)  # all make_record reads of a model
+    run = {**first.run, **run, "seconds": round(sum(s.run["seconds"] for s in shards), 2),
+           "resolutions_in_pass": list(first.pending), "resumed_images": sum(s.run["resumed_images"] for s in shards)}
+    if len(shards) > 1:
+        run["shards"] = len(shards)
+    written = []
+    for j, r in enumerate(first.pending):
+        cell = first.cells[r]
+        if store.complete(cell, warn=False):
+            continue
+        record = make_record(model, data, r, topk[j], valid, labels, ids, first.ev, run=run)
+        store.put(record, {"topk": topk[j], "labels": labels, "valid": valid, "ids": ids})
+        written.append(cell)
+    for s in shards:
+        store.drop_partial(s.partial_key)
+    store.drop_stale_partials(first.ev.id, [first.cells[r] for r in first.pending])
+    return written
 
 
 def check_readable(data: LabeledImages) -> None:

@@ -1,0 +1,123 @@
+"""What the engine tests share: a small image folder, a 2 x 2 x 3 sweep and its single-process
+store, running lr0fm as a user would (a subprocess), process bookkeeping, and test-only faults
+(tests/faults/sitecustomize.py, active in the processes that get ``fault_env``)."""
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+from lr0fm.cli import main
+
+from conftest import make_image
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.join(os.path.dirname(TESTS), "src")
+FAULTS = os.path.join(TESTS, "faults")
+
+
+def alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def descendants_of(pid):
+    try:
+        return {c.pid for c in psutil.Process(pid).children(recursive=True)}
+    except psutil.Error:
+        return set()
+
+
+def children_gone(pids, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        alive_now = [p for p in pids if alive(p)]
+        if not alive_now:
+            return []
+        time.sleep(0.5)
+    return [p for p in pids if alive(p)]
+
+
+def fault_env(tmp_path, **faults):
+    """The environment of a driver whose workers get ``faults`` (LR0FM_TEST_* without the prefix,
+    e.g. KILL_AFTER_SAVES="2")."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([FAULTS, SRC]), "LR0FM_TEST_FAULT_DIR": str(tmp_path)}
+    env.update({f"LR0FM_TEST_{k}": str(v) for k, v in faults.items()})
+    return env
+
+
+def lr0fm(args, env=None, timeout=600, **kwargs):
+    """Run ``python -m lr0fm ARGS`` as a user would; the CompletedProcess (text)."""
+    env = env or {**os.environ, "PYTHONPATH": SRC}
+    return subprocess.run([sys.executable, "-m", "lr0fm", *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def start_lr0fm(args, env=None, **kwargs):
+    env = env or {**os.environ, "PYTHONPATH": SRC}
+    return subprocess.Popen([sys.executable, "-m", "lr0fm", *map(str, args)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs)
+
+
+def wait_for(predicate, timeout=120.0, every=0.2, what="the condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def partials(out):
+    return list((out / "partial").glob("*.npz"))
+
+
+def records_in(out):
+    return sorted((out / "records").glob("*.json"))
+
+
+def record_bytes(out):
+    return {p.name: p.read_bytes() for p in records_in(out)}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """3 classes x 8 images of varying size."""
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("engines") / "folder"
+    for c, color in zip(["cat", "dog", "red_car"], [(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
+        (root / c).mkdir(parents=True)
+        for i in range(8):
+            make_image(rng, (40 + 5 * i, 30 + 3 * i), color).save(root / c / f"{i}.png")
+    return root
+
+
+def write_config(path, models, folder, datasets=2):
+    (path.parent / "prompts.txt").write_text("a blurry photo of a {}.\na {}\n")
+    entries = "\n".join(["  - imagefolder", "  - {key: imagefolder, templates: prompts.txt}"][:datasets])
+    path.write_text(f"""
+models: [{", ".join(f'"{m}"' for m in models)}]
+datasets:
+{entries}
+data_root: {folder}
+resolutions: [16, 32, hr]
+batch_size: 4
+workers: 0
+checkpoint_every: 4
+progress: false
+""")
+    return path
+
+
+@pytest.fixture(scope="module")
+def grid(tiny_open_clip, second_tiny_model, folder, tmp_path_factory):
+    """2 models x 2 datasets x 3 resolutions = 12 cells (4 units), and the single-process sweep's store."""
+    d = tmp_path_factory.mktemp("grid")
+    cfg = write_config(d / "sweep.yaml", [tiny_open_clip[0], second_tiny_model], folder)
+    assert main(["sweep", str(cfg), "--out", str(d / "ref")]) == 0
+    return cfg, d / "ref"
