@@ -236,3 +236,36 @@ def test_a_task_result_file_is_read_without_unpickling(tiny_open_clip, folder, t
     with pytest.raises(ValueError):
         TaskResult.from_file(path)
     assert not (tmp_path / "ran-code").exists()
+
+
+def test_an_attempt_that_reports_late_changes_no_finished_record(tiny_open_clip, folder, tmp_path):  # noqa: F811
+    """Two attempts of one task both report (a slow element the scheduler thought lost, and its
+    resubmission): the first commit writes the cells, the late one changes no byte of them."""
+    from lr0fm.datasets import get_dataset
+    from lr0fm.engines.units import TaskSpec, commit, run_task
+    from lr0fm.groups import Group
+    from lr0fm.store import ResultsStore
+
+    class Channel:
+        def __init__(self, attempt):
+            self.attempt = attempt
+
+        def begin(self, key):
+            return self.attempt
+
+        def resume_point(self, key):
+            return None
+
+        def save(self, key, arrays):
+            pass
+
+    data = get_dataset("imagefolder", root=str(folder))
+    spec = TaskSpec("r.0of1", [Group(tiny_open_clip[0], data)], [16, "hr"], "cpu", None,
+                    {"batch_size": 4, "workers": 0}, ImageShard(0, 1))
+    store = ResultsStore(tmp_path / "o")
+    first, late = (run_task(spec, frozenset(), Channel(a), tmp_path / "cache") for a in (1, 2))
+    assert len(commit(store, data, [first], "slurm", request="r")) == 2
+    written = {p.name: p.read_bytes() for p in (tmp_path / "o").rglob("*") if p.is_file()}
+    time.sleep(0.01)
+    assert commit(store, data, [late], "slurm", request="r") == []
+    assert {p.name: p.read_bytes() for p in (tmp_path / "o").rglob("*") if p.is_file()} == written

@@ -8,7 +8,9 @@ Nothing here runs unless one of these is set:
 * LR0FM_TEST_SAVE_DELAY=S                 every resume point is followed by S seconds of sleep (a
                                           slow pass that a test can hit from outside, by PID);
 * LR0FM_TEST_SLEEP_AFTER_UNIT=S           unit i's tasks sleep S*(i+1) s before they return
-                                          (units that end apart, so a driver can be stopped between).
+                                          (units that end apart, so a driver can be stopped between);
+* LR0FM_TEST_TASK_LOG=FILE                each task that starts computing appends "KEY PID" to FILE
+                                          (how many times each task ran).
 lr0fm.engines.units is patched when it is first imported (no import of torch before that).
 """
 import importlib.abc
@@ -18,7 +20,7 @@ import sys
 
 _TARGET = "lr0fm.engines.units"
 _ACTIVE = any(os.environ.get(k) for k in ("LR0FM_TEST_KILL_AFTER_SAVES", "LR0FM_TEST_SAVE_DELAY",
-                                          "LR0FM_TEST_SLEEP_AFTER_UNIT"))
+                                          "LR0FM_TEST_SLEEP_AFTER_UNIT", "LR0FM_TEST_TASK_LOG"))
 
 
 def _patch(units):
@@ -45,10 +47,14 @@ def _patch(units):
             time.sleep(delay)
 
     units.WorkerStore.save_partial = patched_save
-    if sleep_after:
+    log = os.environ.get("LR0FM_TEST_TASK_LOG")
+    if sleep_after or log:
         run_task = units.run_task
 
         def patched_run_task(spec, *args, **kwargs):
+            if log:
+                with open(log, "a") as f:
+                    f.write(f"{spec.key} {os.getpid()}\n")
             result = run_task(spec, *args, **kwargs)
             time.sleep(sleep_after * (spec.unit + 1))
             return result

@@ -145,7 +145,9 @@ class SlurmEngine:
         executor = submitit.AutoExecutor(folder=str(folder), cluster=None if self.cluster == "slurm" else self.cluster)
         params = {"timeout_min": self.time_min}
         if self.cluster == "slurm":
+            # the checkpoint signal before the time limit: submitit's 90 s, or a quarter of a shorter limit
             params.update(slurm_array_parallelism=slots, slurm_ntasks_per_node=1,
+                          slurm_signal_delay_s=min(90, max(10, self.time_min * 60 // 4)),
                           **({"slurm_gpus_per_task": gpus} if gpus else {}),
                           **({"slurm_partition": self.partition} if self.partition else {}),
                           **({"slurm_additional_parameters": self.extra} if self.extra else {}))
