@@ -103,13 +103,15 @@ def plan_makespan(config, store, gpus: int, gpus_per_task: float | None = None, 
     tasks = schedule.tasks([u["seconds"] for u in known], [u["images"] for u in known], slots, split)
     total = sum(u["seconds"] for u in known)
     span = schedule.makespan(tasks, slots)
+    longest = max(known, key=lambda u: u["seconds"], default=None)
     variants = len(config.lr_tokens) * len(config.sr)
     return {"cells": len(config.models) * variants * len(config.datasets) * len(config.resolutions),
             "pending_cells": sum(r["pending"] for r in rows), "units": len(units), "units_estimated": len(known),
             "models_per_task": models_per_task, "tasks": len(tasks),
             "split_units": len({t.unit for t in tasks if t.shard.count > 1}),
             "gpus": gpus, "gpus_per_task": gpus_per_task or 1.0, "tflops": tflops, "total_s": round(total, 1),
-            "makespan_s": round(span, 1), "longest_unit_s": round(max((u["seconds"] for u in known), default=0), 1),
+            "makespan_s": round(span, 1), "longest_unit_s": round(longest["seconds"] if longest else 0, 1),
+            "longest_unit": f"{', '.join(longest['models'])} on {longest['dataset']}" if longest else None,
             "speedup": round(total / span, 2) if span else None}
 
 
@@ -150,6 +152,8 @@ def print_makespan(plan: dict, as_json: bool = False, out=None) -> None:
           f"~{plan['makespan_s']:,.0f} s ({hours(plan['makespan_s'])}) for ~{plan['total_s']:,.0f} s of device time"
           f" (speedup {plan['speedup'] or 0:g})" + (f"; {unknown} units without an estimate left out" if unknown else ""),
           file=out)
+    if plan.get("longest_unit"):
+        print(f"longest unit: {plan['longest_unit']} (~{hours(plan['longest_unit_s'])})", file=out)
 
 
 __all__ = ["ENGINES", "add_engine_args", "engine_from_args", "plan_makespan", "print_makespan", "unit_estimates"]

@@ -195,10 +195,13 @@ class _SlurmSession:
 
     def submit(self, specs) -> None:
         submitter = os.getpid() if self.engine.cluster == "local" else None
-        elements = [_Element(spec, self.complete, str(self.store.root), submitter) for spec in specs]
+        self._send([_Element(spec, self.complete, str(self.store.root), submitter) for spec in specs])
+
+    def _send(self, elements: list) -> None:
         with self.executor.batch():  # one job array
             jobs = [self.executor.submit(element) for element in elements]
-        for spec, element, job in zip(specs, elements, jobs):
+        for element, job in zip(elements, jobs):
+            spec = element.spec
             previous = self.jobs.get(spec.key, {})
             self.jobs[spec.key] = {"job": job, "element": element, "submissions": previous.get("submissions", 0) + 1,
                                    "ended": None}
@@ -256,8 +259,8 @@ class _SlurmSession:
         if entry["submissions"] <= self.engine.max_retries:
             # killed, out of memory, its node lost: again, from the resume point it left on the results folder
             entry["element"].attempts = entry["submissions"]  # its process died with its own count
-            spec = entry["element"].spec
-            self.submit([spec])
+            self.jobs[key] = entry  # keeps the count of its submissions
+            self._send([entry["element"]])
             return None
         times = f" {entry['submissions']} times" if entry["submissions"] > 1 else ""
         return Outcome(key, error=f"its element ended without a result{times} (state {state}: killed, out of memory "
