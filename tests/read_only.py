@@ -1,11 +1,12 @@
 """Run lr0fm commands with some folders read-only -- for root too, where chmod stops nothing (CI
 runs the tests as root).
 
-The folders are bind-mounted read-only in a private mount namespace (``unshare --mount``; for a
-user other than root inside a user namespace, ``--map-root-user``), so a write fails as it does
-on a read-only disk, whoever runs it, and nothing outside the commands sees the mounts. Where
-namespaces are not allowed, a user other than root gets the folders' write bits removed instead;
-root without namespaces cannot be refused a write (``needs_read_only`` skips).
+The folders are bind-mounted read-only in a private mount namespace (``unshare --mount``, inside
+a user namespace, ``--map-root-user``, where that is what the system allows: always for a user
+other than root), so a write fails as it does on a read-only disk, whoever runs it, and nothing
+outside the commands sees the mounts. Where namespaces are not allowed, a user other than root
+gets the folders' write bits removed instead; root without namespaces cannot be refused a write
+(``needs_read_only`` skips).
 """
 from __future__ import annotations
 
@@ -33,10 +34,6 @@ class Ran:
     err: str
 
 
-def _unshare() -> list[str]:
-    return ["unshare", "--mount", *([] if os.geteuid() == 0 else ["--map-root-user"])]
-
-
 def _mounts(folders) -> str:
     """Shell lines that make each folder a read-only bind mount of itself."""
     return "".join(f"mount --bind {q} {q} && mount -o remount,ro,bind {q} {q} || exit 97\n"
@@ -44,19 +41,21 @@ def _mounts(folders) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def how() -> str | None:
-    """'mount' (read-only bind mounts work here), 'chmod' (not root: write bits are enough), or None."""
+def how() -> tuple[str, ...] | str | None:
+    """The unshare command whose read-only bind mounts work here, else 'chmod' (not root: write
+    bits are enough), else None."""
     if shutil.which("unshare") and shutil.which("mount"):
-        with tempfile.TemporaryDirectory() as d:
-            probe = f"{_mounts([d])}! touch {shlex.quote(d)}/probe 2>/dev/null\n"
-            done = subprocess.run([*_unshare(), "sh", "-c", probe], capture_output=True)
-            if done.returncode == 0:
-                return "mount"
+        tries = ([["unshare", "--mount"]] if os.geteuid() == 0 else []) + [["unshare", "--mount", "--map-root-user"]]
+        for unshare in tries:
+            with tempfile.TemporaryDirectory() as d:
+                probe = f"{_mounts([d])}! touch {shlex.quote(d)}/probe 2>/dev/null\n"
+                if subprocess.run([*unshare, "sh", "-c", probe], capture_output=True).returncode == 0:
+                    return tuple(unshare)
     return "chmod" if os.geteuid() != 0 else None
 
 
-needs_read_only = pytest.mark.skipif(how() is None, reason="running as root without mount namespaces (unshare "
-                                     "--mount needs CAP_SYS_ADMIN): nothing refuses root a write")
+needs_read_only = pytest.mark.skipif(how() is None, reason="root, where neither a mount namespace (CAP_SYS_ADMIN) nor "
+                                     "a user namespace is allowed: nothing refuses root a write")
 
 
 def _read_only_tree(folder: Path) -> dict[Path, int]:
@@ -75,10 +74,11 @@ def run_read_only(folders, commands: list[list[str]], logs: Path) -> list[Ran]:
     lines = []
     for i, argv in enumerate(commands):
         cmd = shlex.join([sys.executable, "-m", "lr0fm", *map(str, argv)])
-        lines.append(f"{cmd} >{logs}/{i}.out 2>{logs}/{i}.err; echo $? >{logs}/{i}.rc\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    if how() == "mount":
-        done = subprocess.run([*_unshare(), "sh", "-c", _mounts(folders) + "".join(lines)], env=env,
+        log = shlex.quote(str(logs / str(i)))
+        lines.append(f"{cmd} >{log}.out 2>{log}.err; echo $? >{log}.rc\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p)}
+    if isinstance(how(), tuple):
+        done = subprocess.run([*how(), "sh", "-c", _mounts(folders) + "".join(lines)], env=env,
                               capture_output=True, text=True)
         assert done.returncode == 0, f"the read-only mounts failed: {done.stderr}"
     else:
