@@ -4,9 +4,11 @@ import argparse
 import importlib
 import inspect
 import math
+import operator
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -140,8 +142,10 @@ def test_a_model_changed_between_calls_is_another_evaluation(tiny_open_clip, ima
 
 # -- load_results ----------------------------------------------------------------------------
 def test_load_results_columns_and_rows(tiny_model, image_folder, tmp_path):
+    (tmp_path / "nothing").mkdir()
     empty = lr0fm.load_results(tmp_path / "nothing")
     assert list(empty.columns) == [*COLUMN_NAMES, "model_label", "dataset_label"] and len(empty) == 0
+    pd.testing.assert_frame_equal(lr0fm.load_results([]), empty)
     data = lr0fm.get_dataset("imagefolder", root=image_folder)
     records = lr0fm.evaluate(tiny_model, data, [24, 16, "hr"], out=tmp_path / "r", workers=0, progress=False)
     frame = lr0fm.load_results(tmp_path / "r")
@@ -230,6 +234,73 @@ def test_metrics_of_a_plain_accuracy_table():
     assert lr0fm.sar(table)[("m", 32)] == 0.5
 
 
+# -- argument checks (docs/api.md: TypeError, ValueError, FileNotFoundError) -------------------
+NAN, INF = float("nan"), float("inf")
+BAD_CALLS = [  # (public function, how it is called, error, what its one line says)
+    ("list_models", lambda f: f(42), TypeError, r"list_models\(\) argument 'pattern' must be text"),
+    ("create_model", lambda f: f(42), TypeError, r"create_model\(\) argument 'name' must be a model name"),
+    ("create_model", lambda f: f("conse-effnet-lite0", device=0), TypeError, r"'device' must be a device"),
+    ("create_model", lambda f: f("conse-effnet-lite0", trust_checkpoint="yes"), TypeError, r"'trust_checkpoint'"),
+    ("get_dataset", lambda f: f(42), TypeError, r"get_dataset\(\) argument 'key' must be a dataset key"),
+    ("get_dataset", lambda f: f("imagefolder", root=3), TypeError, r"'root' must be a folder path"),
+    ("get_dataset", lambda f: f("imagefolder", classnames=7), TypeError, r"'classnames' must be a file path or a list"),
+    ("evaluate", lambda f: f(42, "tuxpaint"), TypeError, r"evaluate\(\) argument 'model'"),
+    ("load_results", lambda f: f("/nonexistent/res"), FileNotFoundError, r"folder /nonexistent/res does not exist"),
+    ("load_results", lambda f: f(42), TypeError, r"load_results\(\) argument 'out' must be a results folder"),
+    ("load_results", lambda f: f([{"cell": "x"}]), ValueError, r"record 0 is not an lr0fm record"),
+    ("load_results", lambda f: f(["a"]), TypeError, r"record 0 must be a record \(a dict"),
+    ("gamma", lambda f: f(1.5, 0.5), ValueError, r"gamma\(\) argument 'acc' is 1.5, outside \[0, 1\]"),
+    ("gamma", lambda f: f(-0.1, 0.5), ValueError, r"'acc' is -0.1, outside \[0, 1\]"),
+    ("gamma", lambda f: f(0.4, 67), ValueError, r"'acc_hr' is 67, outside \[0, 1\].*divide a percentage by 100"),
+    ("gamma", lambda f: f(NAN, 0.5), ValueError, r"'acc' is nan; give a finite number"),
+    ("gamma", lambda f: f("0.4", 0.5), TypeError, r"'acc' must be an accuracy \(a fraction in \[0, 1\]\), not str"),
+    ("gamma", lambda f: f(0.4, True), TypeError, r"'acc_hr' must be an accuracy"),
+    ("Gamma", lambda f: f(1.2, 0.5, num_classes=10), ValueError, r"Gamma\(\) argument 'acc' is 1.2"),
+    ("Gamma", lambda f: f(0.4, 0.5, num_classes=2.5), TypeError, r"'num_classes' must be the number of classes"),
+    ("Gamma", lambda f: f(0.4, 0.5, num_classes=1), ValueError, r"'num_classes' is 1; it must be at least 2"),
+    ("Gamma", lambda f: f(0.4, 0.5, num_classes=10, alpha=-1), ValueError, r"'alpha' is -1; it must be above 0"),
+    ("sar", lambda f: f([]), ValueError, r"sar\(\) of no γ values is undefined"),
+    ("sar", lambda f: f({}), ValueError, r"sar\(\) of no γ values is undefined"),
+    ("sar", lambda f: f(42), TypeError, r"sar\(\) argument 'gammas' must be a mapping dataset -> γ or a list of γ"),
+    ("sar", lambda f: f("0.5"), TypeError, r"'gammas' must be a mapping"),
+    ("sar", lambda f: f([0.5, NAN]), ValueError, r"gammas\[1\] is nan; give a finite number"),
+    ("sar", lambda f: f({"pets": -0.2}), ValueError, r"gammas\['pets'\] is -0.2; γ is a ratio of accuracies"),
+    ("sar", lambda f: f([0.5, None]), TypeError, r"gammas\[1\] must be a γ value"),
+    ("war", lambda f: f({}), ValueError, r"war\(\) of no Γ values is undefined"),
+    ("war", lambda f: f([0.5, 0.7]), TypeError, r"'Gammas' must be a mapping dataset -> Γ \(or a results DataFrame"),
+    ("war", lambda f: f({"d": 0.5}, weights={"d": -1}), ValueError, r"weights\['d'\] is -1; it must be above 0"),
+    ("war", lambda f: f({"d": 0.5}, weights={"d": 0}), ValueError, r"weights\['d'\] is 0; it must be above 0"),
+    ("war", lambda f: f({"d": 0.5}, weights={"d": INF}), ValueError, r"weights\['d'\] is inf; give a finite"),
+    ("war", lambda f: f({"d": 0.5}, weights={"d": None}), TypeError, r"weights\['d'\] must be a weight"),
+    ("war", lambda f: f({"d": 0.5}, weights=[1.0]), TypeError, r"'weights' must be a mapping dataset -> weight"),
+    ("war", lambda f: f({"d": 0.5}, default_weight=0), ValueError, r"'default_weight' is 0; it must be above 0"),
+    ("war", lambda f: f({"d": NAN}), ValueError, r"Gammas\['d'\] is nan"),
+    ("LowResolution", lambda f: f(16.5, size=224), TypeError, r"'resolution' must be pixels \(an int\) or 'hr'"),
+    ("LowResolution", lambda f: f(16, size="224"), TypeError, r"'size' must be the model's input size"),
+    ("LowResolution", lambda f: f(16, size=224, rgb_order="never"), ValueError, r"--rgb-order 'never' unknown"),
+    ("LowResolution", lambda f: f(16, size=224, hr_via=-1), ValueError, r"--hr-via -1 must be a size in px"),
+    ("LowResolution", lambda f: f(16, size=224, hr_via="224"), TypeError, r"'hr_via' must be a size in px"),
+    ("LowResolution.for_model", lambda f: f("conse-effnet-lite0", 16), TypeError, r"'model' must be a model from"),
+]
+
+
+@pytest.mark.parametrize("name,call,error,match", BAD_CALLS, ids=[m[:40] for *_, m in BAD_CALLS])
+def test_public_functions_refuse_bad_arguments_in_one_line(name, call, error, match):
+    with pytest.raises(error, match=match) as raised:
+        call(operator.attrgetter(name)(lr0fm))
+    assert len(str(raised.value).splitlines()) == 1
+
+
+def test_every_public_function_is_checked():
+    checked = {name.split(".")[0] for name, *_ in BAD_CALLS}
+    assert checked == set(lr0fm.__all__) - {"list_datasets"}  # list_datasets takes no arguments
+    # a frame's accuracies are fractions as well
+    frame = pd.DataFrame({"model": ["m"] * 2, "dataset": ["pets"] * 2, "resolution": ["16", "hr"],
+                          "top1": [40.0, 80.0], "num_classes": [37] * 2})  # percentages
+    with pytest.raises(ValueError, match=r"top1 40.0 at resolution 16, outside \[0, 1\]"):
+        lr0fm.gamma(frame)
+
+
 # -- LowResolution ---------------------------------------------------------------------------
 ODD_SIZES = [(37, 91), (91, 37), (300, 7), (64, 64)]
 
@@ -314,3 +385,52 @@ def test_low_resolution_rejects_what_it_cannot_view_exactly():
             lr0fm.LowResolution(16, size=32, **kwargs)
     with pytest.raises(ValueError):
         lr0fm.LowResolution(0, size=32)
+
+
+TUX_STAMPS = Path("/usr/share/tuxpaint/stamps")
+
+
+def _transparent_and_palette_images() -> list[Image.Image]:
+    """RGBA with graded alpha, palette (with and without a transparent index) and grey+alpha
+    images, generated; and TuxPaint stamps of each of those modes where they are installed."""
+    rng = np.random.default_rng(5)
+    rgba = make_image(rng, (83, 47), color=(20, 200, 60)).convert("RGBA")
+    rgba.putalpha(Image.fromarray(np.tile(np.linspace(0, 255, 83).astype(np.uint8), (47, 1))))
+    palette = make_image(rng, (50, 71), color=(240, 10, 10)).quantize(16)
+    see_through = palette.copy()
+    see_through.info["transparency"] = 3
+    grey_alpha = rgba.convert("LA")
+    generated = [rgba, palette, see_through, grey_alpha]
+    stamps = sorted(TUX_STAMPS.rglob("*.png")) if TUX_STAMPS.is_dir() else []
+    by_mode: dict[str, list] = {}
+    for path in stamps:
+        image = Image.open(path)
+        if len(by_mode.setdefault(image.mode, [])) < 3 and image.mode != "RGB":
+            image.load()
+            by_mode[image.mode].append(image)
+    return generated + [image for same in by_mode.values() for image in same]
+
+
+@pytest.mark.filterwarnings("ignore:Palette images with Transparency")  # Pillow, on some stamps
+def test_low_resolution_with_the_papers_rgb_order_is_the_paper_protocols_view(tiny_open_clip):
+    """A user of the transform alone makes the pixels `--protocol paper:OpenCLIP` feeds a model:
+    the paper's RGB order (convert after resizing) and HR route are arguments, and the transform's
+    repr is the call that makes it."""
+    from lr0fm.models import choose_protocol
+
+    model = choose_protocol(lr0fm.create_model(tiny_open_clip[0]), "paper:OpenCLIP")
+    images = _transparent_and_palette_images()
+    differs = 0
+    for r in (16, 32, "hr"):
+        paper = lr0fm.LowResolution.for_model(model, r)
+        assert paper.rgb_order == "last" and paper.hr_via == 224  # the authors' chain for a 64 px model
+        plain = lr0fm.LowResolution(r, size=paper.size, mode=paper.mode, interpolation=paper.interpolation,
+                                    rgb_order="last", hr_via=224)
+        assert repr(plain) == repr(paper) and "rgb_order='last', hr_via=224" in repr(plain)
+        assert repr(eval(repr(paper), {"LowResolution": lr0fm.LowResolution})) == repr(paper)
+        native = lr0fm.LowResolution(r, size=paper.size, mode=paper.mode, interpolation=paper.interpolation)
+        for image in images:
+            want = np.asarray(paper(image))
+            assert np.array_equal(np.asarray(plain(image)), want), (r, image.mode, image.size)
+            differs += not np.array_equal(np.asarray(native(image)), want)
+    assert differs >= len(images)  # without the paper's RGB order these images give other pixels

@@ -1,6 +1,7 @@
 """Bad or unusual user input: every bad file is one clear line and exit 2 (never a traceback or a
 silently wrong number), and every image mode decodes to the right 8-bit RGB."""
 import io
+import os
 import re
 
 import numpy as np
@@ -63,6 +64,26 @@ def test_metrics_bad_weights_one_line(tmp_path, capsys, weights, match):
     w.write_text(weights)
     assert main(["metrics", "--accuracies", str(table), "--weights", str(w)]) == 2
     assert re.search(match, _one_error_line(capsys))
+
+
+@pytest.mark.parametrize("option", ["--accuracies", "--weights"])
+@pytest.mark.parametrize("kind,match", [("folder", "is a folder"), ("pipe", "is not a regular file"),
+                                        ("missing", "does not exist")])
+def test_metrics_file_options_given_something_else_are_one_line(tmp_path, capsys, option, kind, match):
+    """A folder, a named pipe (reading it would wait forever) or nothing: one line saying a file
+    is expected."""
+    table = tmp_path / "acc.csv"
+    table.write_text(HEADER + "m,eurosat,hr,0.5,\nm,eurosat,16,0.4,\n")
+    given = tmp_path / "given"
+    if kind == "folder":
+        given.mkdir()
+    elif kind == "pipe":
+        os.mkfifo(given)
+    argv = ["--accuracies", str(given)] if option == "--accuracies" else \
+        ["--accuracies", str(table), "--weights", str(given)]
+    assert main(["metrics", *argv]) == 2
+    line = _one_error_line(capsys)
+    assert f"{option} {given} {match}; give a {'CSV' if option == '--accuracies' else 'JSON'} file" in line
 
 
 def test_metrics_table_with_bom_and_crlf_reads(tmp_path, capsys):

@@ -22,9 +22,14 @@ TUX = Path("/usr/share/tuxpaint/stamps")
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.S | re.M)
 
 
-def blocks(path: Path) -> list[tuple[str, str]]:
-    """(language, text) of every fenced block, in order."""
-    return [(m.group(1), m.group(2)) for m in FENCE.finditer(path.read_text(encoding="utf-8"))]
+def blocks(path: Path, section: str | None = None) -> list[tuple[str, str]]:
+    """(language, text) of every fenced block, in order; only those under the heading ``section``
+    (up to the next heading of its level) when one is given."""
+    text = path.read_text(encoding="utf-8")
+    if section is not None:
+        level = section.split(" ", 1)[0]
+        text = text.split(f"\n{section}\n", 1)[1].split(f"\n{level} ", 1)[0]
+    return [(m.group(1), m.group(2)) for m in FENCE.finditer(text)]
 
 
 def commands(text: str) -> list[str]:
@@ -32,10 +37,10 @@ def commands(text: str) -> list[str]:
     return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
 
 
-def run_blocks(path: Path, capsys) -> list[tuple[str, str, str | None]]:
-    """Run the python and bash blocks of ``path`` in order, in the current folder, in one
-    namespace; -> (language, what it printed, the output block shown after it, or None)."""
-    page = blocks(path)
+def run_blocks(path: Path, capsys, section: str | None = None) -> list[tuple[str, str, str | None]]:
+    """Run the python and bash blocks of ``path`` (of its ``section``) in order, in the current
+    folder, in one namespace; -> (language, what it printed, the output block shown after it, or None)."""
+    page = blocks(path, section)
     namespace: dict = {"__name__": "__main__"}
     ran = []
     for i, (lang, text) in enumerate(page):
@@ -72,6 +77,19 @@ def test_api_page_runs_as_written_and_prints_what_it_shows(tmp_path, monkeypatch
         assert shown is not None, f"a {lang} block of {API_PAGE.name} has no output block after it"
         assert tidy(printed) == tidy(shown)
     assert (tmp_path / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_api_pages_bad_input_section_runs_as_written(tmp_path, monkeypatch, capsys):
+    """The errors the API promises, as the page shows them (without the slow walk-through: these
+    calls build nothing)."""
+    monkeypatch.chdir(tmp_path)
+    ran = run_blocks(API_PAGE, capsys, "## Bad input")
+    assert ran and all(lang == "python" and shown is not None for lang, _, shown in ran)
+    for _, printed, shown in ran:
+        assert tidy(printed) == tidy(shown)
+    assert {line.split(":", 1)[0] for _, printed, _ in ran for line in printed.splitlines()} >= \
+        {"TypeError", "ValueError", "FileNotFoundError"}
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 def _signature(obj) -> str:

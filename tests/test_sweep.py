@@ -100,6 +100,8 @@ def test_interrupted_sweep_resumes_to_identical_records(sweep_config, tmp_path, 
     ("models: [x]\ndatasets: [{key: imagefolder, root: d}]\n", "dataset entry"),
     ("models: [x\n", "not valid YAML"),
     ("models: [x]\ndatasets: [tuxpain]\n", "unknown dataset.*tuxpaint"),
+    ("models: [x]\ndatasets: [imagefolder]\nsplit: 2017\n", r"dataset split 2017 must be text; quote it"),
+    ("models: [x]\ndatasets: [{key: 7}]\n", r"dataset key 7 must be text"),
 ])
 def test_bad_config_is_one_line_error(text, match, tmp_path, capsys):
     import re

@@ -21,6 +21,18 @@ def read_utf8(path: Path, what: str) -> str:
     return textfile.read_utf8(path, what, InputError)
 
 
+def _a_file(path: str | Path, what: str, expected: str) -> Path:
+    """``path`` if it names a regular file, else one line (missing, a folder, a pipe or device)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} {path} does not exist; {expected}")
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder; {expected}")
+    if not path.is_file():
+        raise InputError(f"{what} {path} is not a regular file; {expected}")
+    return path
+
+
 def read_accuracies(path: str | Path, percent: bool = False) -> list[dict]:
     """Rows ``model,dataset,resolution,top1[,num_classes]``; resolution an int px or 'hr'; lines
     starting with '#' are comments. ``percent``: top1 is given in % and is divided by 100.
@@ -29,9 +41,7 @@ def read_accuracies(path: str | Path, percent: bool = False) -> list[dict]:
     one class count; a (model, dataset, resolution) appears once (identical repeats are collapsed);
     every (model, dataset) has an 'hr' row with a non-zero top1 (gamma divides by it).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"accuracy table {path} does not exist")
+    path = _a_file(path, "--accuracies", f"give a CSV file {LAYOUT}")
     # (line number, text) of the non-comment, non-blank lines, so errors name the file's own lines
     lines = [(n, line) for n, line in enumerate(read_utf8(path, "accuracy table").splitlines(), start=1)
              if line.strip() and not line.lstrip().startswith("#")]
@@ -126,10 +136,8 @@ def _show(top1: float, percent: bool) -> str:
 
 def read_weights(path: str | Path) -> dict[str, float]:
     """WAR weights from a JSON object ``{"dataset": weight, ...}``; weights are finite and >= 0."""
-    path = Path(path)
     usage = "expected a JSON object mapping dataset -> weight, e.g. {\"eurosat\": 1.0}"
-    if not path.is_file():
-        raise InputError(f"--weights {path} does not exist; {usage}")
+    path = _a_file(path, "--weights", "give a JSON file mapping dataset -> weight, e.g. {\"eurosat\": 1.0}")
     text = read_utf8(path, "--weights file")
     try:
         data = json.loads(text)

@@ -8,11 +8,13 @@ imports (torch, pandas) happen inside the functions: ``import lr0fm`` stays chea
 from __future__ import annotations
 
 import fnmatch
+import numbers
 import os
 import sys
 import warnings
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union, overload
 
+from . import checks
 from .metrics import ALPHA
 from .protocol import DEFAULT_RESOLUTIONS, HR, parse_resolutions
 
@@ -40,6 +42,8 @@ def list_models(pattern: str | None = None) -> list[str]:
     Backend specs are accepted too without being listed: ``open_clip:ARCH:TAG``,
     ``hf-hub:ORG/NAME``, ``hf:MODEL_ID_OR_DIR``."""
     from .models import model_names
+    checks.check_kinds("list_models", [("pattern", pattern, (str,), "text with shell wildcards, e.g. '*siglip*'")],
+                       optional=("pattern",))
     names = model_names()
     return names if pattern is None else [n for n in names if fnmatch.fnmatchcase(n.lower(), pattern.lower())]
 
@@ -125,15 +129,7 @@ def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
         model.preprocess = preprocess
 
 
-def _check_kinds(fn: str, arguments, optional: Sequence[str] = ()) -> None:
-    """TypeError for an argument of the wrong kind (``arguments``: name, value, types, what it
-    should be), before anything is built; None is allowed for the ``optional`` ones. A bool is
-    not a whole number here."""
-    for name, value, types, what in arguments:
-        if value is None and name in optional:
-            continue
-        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
-            raise TypeError(f"{fn}() argument {name!r} must be {what}, not {type(value).__name__} {value!r:.60}")
+_check_kinds = checks.check_kinds  # TypeError for an argument of the wrong kind, before anything is built
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -142,13 +138,31 @@ def load_results(out: str | os.PathLike | Iterable[dict] | None = None) -> pd.Da
     records ``evaluate`` returned, as a DataFrame: one row per record (one resolution of one
     evaluation), the columns ``lr0fm report --csv`` writes (``lr0fm.records.COLUMNS``) plus
     ``model_label`` and ``dataset_label``, the row labels every report uses. Rows are sorted by
-    model_label, dataset_label and resolution; damaged record files are skipped with a warning."""
+    model_label, dataset_label and resolution; damaged record files are skipped with a warning.
+    A folder that does not exist is a FileNotFoundError."""
     import pandas as pd
 
-    from .records import TABLE_COLUMNS, current, label_records, res_key, table_row
-    from .store import ResultsStore
+    from .records import READABLE_FORMATS, TABLE_COLUMNS, current, label_records, res_key, table_row
+    from .store import ResultsStore, results_dir
 
-    records = ResultsStore(out).records() if out is None or isinstance(out, (str, os.PathLike)) else map(current, out)
+    if out is None or isinstance(out, (str, os.PathLike)):
+        if not results_dir(out).exists():
+            raise FileNotFoundError(f"load_results(): results folder {results_dir(out)} does not exist; give the "
+                                    "folder lr0fm.evaluate (out=) or lr0fm eval (--out) wrote")
+        records = ResultsStore(out).records()
+    else:
+        if isinstance(out, (bytes, Mapping)) or not isinstance(out, Iterable):
+            raise TypeError(f"load_results() argument 'out' must be a results folder (a path) or a list of the "
+                            f"records lr0fm.evaluate returns, not {type(out).__name__} {out!r:.60}")
+        records = list(out)
+        for i, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise TypeError(f"load_results() record {i} must be a record (a dict, as lr0fm.evaluate returns), "
+                                f"not {type(record).__name__} {record!r:.60}")
+            if record.get("format") not in READABLE_FORMATS:
+                raise ValueError(f"load_results() record {i} is not an lr0fm record (format {record.get('format')!r}); "
+                                 "give the records lr0fm.evaluate returns")
+        records = map(current, records)
     rows = [table_row(r) for r in label_records(records)]
     rows.sort(key=lambda row: (row["model_label"], row["dataset_label"], res_key(row["resolution"])))
     frame = pd.DataFrame(rows, columns=list(result_columns()))
@@ -196,6 +210,9 @@ def _evaluations(frame: pd.DataFrame) -> list[dict]:
         resolution = _resolution(row["resolution"])
         if resolution in e["top1"]:
             raise InputError(f"{model!r} / {dataset!r} has two rows at resolution {resolution}; drop the duplicate")
+        if row["top1"] is not None and not 0 <= row["top1"] <= 1:
+            raise InputError(f"{model!r} / {dataset!r} has top1 {row['top1']!r} at resolution {resolution}, outside "
+                             "[0, 1]: accuracies are fractions (divide a percentage by 100)")
         e["top1"][resolution] = float("nan") if row["top1"] is None else float(row["top1"])
     return list(evals.values())
 
@@ -266,7 +283,7 @@ def gamma(acc, acc_hr=None):
     if _is_frame(acc):
         _no_second(acc_hr, "gamma")
         return _per_dataset(acc, "gamma", lambda e, a, hr: metrics.gamma(a, hr))
-    return metrics.gamma(float(acc), _hr_accuracy(acc_hr, "gamma"))
+    return metrics.gamma(checks.accuracy("gamma", "acc", acc), _hr_accuracy(acc_hr, "gamma"))
 
 
 @overload
@@ -281,12 +298,14 @@ def Gamma(acc, acc_hr=None, num_classes=None, alpha=ALPHA):
     ``gamma(frame)`` (C from the frame's num_classes column)."""
     from . import metrics
 
+    alpha = checks.positive("Gamma", "alpha", alpha)
     if _is_frame(acc):
         _no_second(acc_hr, "Gamma")
         _no_second(num_classes, "Gamma")
         return _per_dataset(acc, "Gamma", lambda e, a, hr: metrics.improved_gamma(a, hr, _num_classes(e), alpha))
-    return metrics.improved_gamma(float(acc), _hr_accuracy(acc_hr, "Gamma"),
-                                  int(_needed(num_classes, "num_classes", "Gamma")), alpha)
+    return metrics.improved_gamma(checks.accuracy("Gamma", "acc", acc), _hr_accuracy(acc_hr, "Gamma"),
+                                  checks.whole("Gamma", "num_classes", _needed(num_classes, "num_classes", "Gamma"), 2,
+                                               "the number of classes (a whole number)"), alpha)
 
 
 @overload
@@ -305,8 +324,7 @@ def sar(gammas):
     if _is_frame(gammas):
         return _series({(x.model, x.resolution): x.scores["SAR"] for x in _robustness(gammas, None, 1.0)},
                        ("model_label", "resolution"), "SAR")
-    values = gammas if isinstance(gammas, Mapping) else dict(enumerate(gammas))
-    return metrics.sar(values)
+    return metrics.sar(checks.scores("sar", "gammas", gammas, "γ"))
 
 
 @overload
@@ -324,10 +342,13 @@ def war(Gammas, weights=None, default_weight=1.0):
     from . import metrics
     from .catalog import war_weights
 
+    weights = None if weights is None else checks.weights("war", "weights", weights)
+    default_weight = checks.positive("war", "default_weight", default_weight, "a weight (a number above 0)")
     if _is_frame(Gammas):
         return _series({(x.model, x.resolution): x.scores["WAR"] for x in _robustness(Gammas, weights, default_weight)},
                        ("model_label", "resolution"), "WAR")
-    return metrics.war(Gammas, war_weights() if weights is None else weights, default_weight)
+    return metrics.war(checks.scores("war", "Gammas", Gammas, "Γ", keyed=True),
+                       war_weights() if weights is None else weights, default_weight)
 
 
 def _needed(value, name: str, fn: str):
@@ -337,12 +358,12 @@ def _needed(value, name: str, fn: str):
 
 
 def _hr_accuracy(value, fn: str) -> float:
-    """The HR accuracy a ratio divides by: a number above 0 (γ and Γ are undefined at 0)."""
-    hr = float(_needed(value, "acc_hr", fn))
-    if not hr > 0:
+    """The HR accuracy a ratio divides by: an accuracy above 0 (γ and Γ are undefined at 0 or NaN)."""
+    value = _needed(value, "acc_hr", fn)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and not value > 0:
         raise ValueError(f"{fn}() is undefined when the HR accuracy is {value!r}: it divides by A(HR), which must be "
                          "above 0 (a model at 0% on HR has no robustness to measure)")
-    return hr
+    return checks.accuracy(fn, "acc_hr", value)  # TypeError for a wrong kind, ValueError above 1
 
 
 def _no_second(value, fn: str) -> None:

@@ -6,6 +6,7 @@ prompts) and reused by every resolution, rerun and analysis, and never across we
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from pathlib import Path
@@ -47,7 +48,8 @@ def cached_classifier(model: ZeroShotModel, classnames: Sequence[str], templates
         try:
             return torch.load(path, map_location="cpu", weights_only=True), key
         except Exception:  # a damaged cache entry is rebuilt, never trusted
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # replaced below (or one line there for a read-only folder)
+                path.unlink(missing_ok=True)
     weights = build_zero_shot_classifier(model, classnames, templates)
     # the cache is the results folder's own (ResultsStore.classifier_cache): if it cannot be written,
     # neither can the results, so say so now (one line), not after the whole pass

@@ -149,6 +149,34 @@ class Protocol:
     def with_resolutions(self, resolutions: Sequence[int | str]) -> "Protocol":
         return replace(self, resolutions=tuple(resolutions))
 
+    def override(self, resize_mode: str | None = None, input_size: int | None = None,
+                 interpolation: str | None = None, rgb_order: str | None = None,
+                 hr_via: int | None = None) -> "Protocol":
+        """This protocol with the settings given changed (None: kept), as ``--resize-mode``,
+        ``--input-size``, ``--interpolation``, ``--rgb-order`` (first: RGB before the resizes,
+        last: after, the paper's order) and ``--hr-via`` (0: the HR view straight to the input
+        size) change it; its source says "+override"."""
+        for name, value, allowed in (("--resize-mode", resize_mode, RESIZE_MODES),
+                                     ("--interpolation", interpolation, INTERPOLATIONS),
+                                     ("--rgb-order", rgb_order, RGB_ORDERS)):
+            if value is not None and value not in allowed:
+                raise ProtocolError(f"{name} {value!r} unknown; use one of {', '.join(allowed)}")
+        if input_size is not None and input_size < 1:
+            raise ProtocolError(f"--input-size {input_size} must be a positive number of pixels")
+        if hr_via is not None and hr_via < 0:
+            raise ProtocolError(f"--hr-via {hr_via} must be a size in px (0: no HR down step)")
+        rgb_last = None if rgb_order is None else rgb_order == "last"
+        overrides = {k: v for k, v in (("mode", resize_mode), ("input_size", input_size),
+                                       ("interpolation", interpolation), ("rgb_last", rgb_last)) if v is not None}
+        if hr_via is not None:
+            overrides["hr_via"] = hr_via or None  # 0: the HR view goes straight to the input size
+        return replace(self, source=self.source + "+override", **overrides) if overrides else self
+
+    @property
+    def rgb_order(self) -> str:
+        """When images become RGB: "first" (before the resizes) or "last" (after them)."""
+        return "last" if self.rgb_last else "first"
+
     # -- views ------------------------------------------------------------------------------
     @property
     def pil_filter(self):

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -40,6 +42,14 @@ def results_dir(out: str | os.PathLike | None = None) -> Path:
     return Path(out or os.environ.get(RESULTS_ENV) or DEFAULT_RESULTS_DIR)
 
 
+# errors that say a folder cannot be written (permissions, a read-only mount), not that a disk is full
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _remedy(e: OSError, instead: str) -> str:
+    return f"make it writable or choose {instead}" if e.errno in NOT_WRITABLE else f"free space or choose {instead}"
+
+
 def atomic_write_bytes(path: Path, data: bytes, instead: str = "another --out") -> None:
     """Write via a temp file and rename: a reader sees the old file or the new one, and a failed
     write (full or read-only disk) leaves neither a temp file nor half a file behind, only one
@@ -55,7 +65,7 @@ def atomic_write_bytes(path: Path, data: bytes, instead: str = "another --out") 
     except OSError as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise InputError(f"cannot write {path}: {e.strerror or e}; free space or choose {instead}") from None
+        raise InputError(f"cannot write {path}: {e.strerror or e}; {_remedy(e, instead)}") from None
 
 
 def npz_bytes(**arrays) -> bytes:
@@ -88,6 +98,23 @@ class ResultsStore:
     @property
     def classifier_cache(self) -> Path:
         return self.root / "cache" / "classifiers"
+
+    def _not_writable(self, path: Path, e: OSError) -> InputError:
+        """The one line for a write into the results folder that the system refused."""
+        where = path.relative_to(self.root) if path.is_relative_to(self.root) else path
+        return InputError(f"cannot write to results folder {self.root} ({where}: {e.strerror or e}); "
+                          f"{_remedy(e, 'another --out')}")
+
+    def check_writable(self) -> None:
+        """The folders a pass writes into, where they exist, accept writes: a read-only results
+        folder (or one unwritable part of it) is one line before the pass, not after it."""
+        for folder in (self.root / "records", self.root / "predictions", self.root / "partial", self.classifier_cache):
+            if folder.is_dir():
+                try:  # a file made and removed: the system's own answer (mode bits, ACLs, read-only mounts, root)
+                    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check"):
+                        pass
+                except OSError as e:
+                    raise self._not_writable(folder, e) from None
 
     # -- records ----------------------------------------------------------------------------
     def _warn(self, path: Path, why: str, reported: bool = False) -> None:
@@ -172,16 +199,19 @@ class ResultsStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise InputError(f"cannot write to results folder {self.root}: {e.strerror or e}; choose another --out") from None
+            raise self._not_writable(path.parent, e) from None
         lock = FileLock(str(path))
         try:
             lock.acquire(timeout=0)
-        except Timeout:
+        except Timeout:  # caught before OSError: filelock's Timeout is a TimeoutError
             if not wait:
                 raise PassBusy(evaluation) from None
             log.warning("another lr0fm process is evaluating %s in %s; waiting for it", evaluation[:12], self.root)
             lock.acquire()
+        except OSError as e:  # the lock file cannot be opened for writing (a read-only folder)
+            raise self._not_writable(path, e) from None
         try:
+            self.check_writable()
             yield
         finally:
             lock.release()
@@ -201,7 +231,13 @@ class ResultsStore:
         atomic_write_npz(self.partial_path(group), **arrays)
 
     def drop_partial(self, group: str) -> None:
-        self.partial_path(group).unlink(missing_ok=True)
+        self._remove(self.partial_path(group))
+
+    def _remove(self, path: Path) -> None:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as e:
+            raise self._not_writable(path, e) from None
 
     def drop_stale_partials(self, evaluation: str, finished_cells: Iterable[str]) -> None:
         """Remove resume points of ``evaluation`` that cover a cell already finished (their pass can
@@ -213,7 +249,7 @@ class ResultsStore:
             state = self.load_partial(path.stem)
             cells = set(map(str, state["cells"])) if state is not None and "cells" in state else set()
             if cells & finished:
-                path.unlink(missing_ok=True)
+                self._remove(path)
 
     # -- export -----------------------------------------------------------------------------
     def export_csv(self, path: str | os.PathLike, records: Iterable[dict] | None = None) -> Path:

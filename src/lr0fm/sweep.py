@@ -112,6 +112,10 @@ def load_config(path: str | Path) -> SweepConfig:
                              f"{', '.join(DATASET_KEYS[1:])}; got {d}")
         d.setdefault("data_root", raw.get("data_root"))
         d.setdefault("split", raw.get("split"))
+        for k in ("key", "split", "name"):  # YAML reads split: 2017 as a number; get_dataset takes text
+            if d.get(k) is not None and not isinstance(d[k], str):
+                raise InputError(f"sweep config {path}: dataset {k} {d[k]!r} must be text; quote it, e.g. "
+                                 f"{k}: \"{d[k]}\"")
         d.setdefault("download", raw.get("download"))
         for k in ("data_root", "classnames", "templates"):
             d[k] = _path(d.get(k), base)

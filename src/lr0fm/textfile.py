@@ -6,8 +6,12 @@ from pathlib import Path
 
 
 def read_utf8(path: str | os.PathLike, what: str, error: type[Exception]) -> str:
-    """The file's text; a non-UTF-8 byte raises ``error`` naming its line (a leading BOM is dropped)."""
-    data = Path(path).read_bytes()
+    """The file's text; a non-UTF-8 byte, or a file that cannot be read, raises ``error`` naming
+    it (a leading BOM is dropped)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

@@ -2,6 +2,7 @@
 and inspection: ``lr0fm.LowResolution``."""
 from __future__ import annotations
 
+import numbers
 import sys
 from typing import TYPE_CHECKING, Union
 
@@ -28,25 +29,47 @@ class LowResolution:
     the result keeps the input's dtype, device and tensor type (e.g. ``tv_tensors.Image``). The
     views are the PIL chain's pixels: a uint8 image is exact; a float image is read as
     ``v2.ToDtype(torch.uint8, scale=True)`` reads it and its view scaled back as
-    ``v2.ToDtype(dtype, scale=True)``. Put it before ``Normalize``. Non-RGB images (grey,
-    palette, alpha) become RGB as in ``lr0fm eval`` (alpha on white, or the paper protocol's way).
+    ``v2.ToDtype(dtype, scale=True)``. Put it before ``Normalize``.
+
+    rgb_order: when non-RGB images (grey, palette, alpha) become RGB, as ``--rgb-order``:
+        ``"first"`` (lr0fm's native order: transparency on white, then the resizes) or ``"last"``
+        (the LR0.FM authors' chain, e.g. ``--protocol paper:OpenCLIP``: resized in the file's own
+        mode, converted after; palette images then resize with nearest-neighbour).
+    hr_via: as ``--hr-via``, the HR view through a down step to this size (px) when it differs
+        from ``size`` (the authors' route at 224 for larger models); None or 0: straight.
     """
 
-    def __init__(self, resolution: Resolution, *, size: int, mode: str = "shortest", interpolation: str = "bicubic"):
+    def __init__(self, resolution: Resolution, *, size: int, mode: str = "shortest", interpolation: str = "bicubic",
+                 rgb_order: str = "first", hr_via: int | None = None):
+        from .checks import check_kinds
+
+        check_kinds("LowResolution", [
+            ("resolution", resolution, (numbers.Integral, str), "pixels (an int) or 'hr'"),
+            ("size", size, (numbers.Integral,), "the model's input size (a whole number of pixels)"),
+            ("mode", mode, (str,), "'shortest' or 'squash'"), ("interpolation", interpolation, (str,), "a filter name"),
+            ("rgb_order", rgb_order, (str,), "'first' or 'last'"),
+            ("hr_via", hr_via, (numbers.Integral,), "a size in px (a whole number)")], optional=("hr_via",))
         self.resolution = parse_resolutions([resolution])[0]
-        # mean/std are the model's business (Normalize after this transform); views ignore them
+        # mean/std are the model's business (Normalize after this transform); views ignore them.
+        # rgb_order and hr_via apply as --rgb-order and --hr-via apply to a model's protocol.
         self._protocol = Protocol(input_size=int(size), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), mode=mode,
-                                  interpolation=interpolation, resolutions=(self.resolution,))
+                                  interpolation=interpolation, resolutions=(self.resolution,)
+                                  ).override(rgb_order=rgb_order, hr_via=hr_via)
 
     @classmethod
     def for_model(cls, model: ZeroShotModel | Protocol, resolution: Resolution) -> "LowResolution":
         """The view ``lr0fm eval`` feeds ``model`` (or makes with a protocol) at ``resolution``: S,
-        mode, interpolation (and any quirk of a paper protocol) from the model's preprocessing;
-        normalising stays with the model."""
+        mode, interpolation, RGB order and HR route from the model's preprocessing (so
+        ``LowResolution(r, size=, mode=, interpolation=, rgb_order=, hr_via=)`` with the values
+        its repr shows makes the same pixels); normalising stays with the model."""
+        if not isinstance(model, Protocol) and not callable(getattr(model, "protocol", None)):
+            raise TypeError(f"LowResolution.for_model() argument 'model' must be a model from lr0fm.create_model, "
+                            f"not {type(model).__name__} {model!r:.60}")
         protocol = (model.with_resolutions([resolution]) if isinstance(model, Protocol)
                     else model.protocol([resolution]))
-        transform = cls(resolution, size=protocol.input_size, mode=protocol.mode, interpolation=protocol.interpolation)
-        transform._protocol = protocol
+        transform = cls(resolution, size=protocol.input_size, mode=protocol.mode, interpolation=protocol.interpolation,
+                        rgb_order=protocol.rgb_order, hr_via=protocol.hr_via)
+        transform._protocol = protocol  # the model's own: the view it is fed, whatever field a protocol grows
         return transform
 
     @property
@@ -61,9 +84,18 @@ class LowResolution:
     def interpolation(self) -> str:
         return self._protocol.interpolation
 
+    @property
+    def rgb_order(self) -> str:
+        return self._protocol.rgb_order
+
+    @property
+    def hr_via(self) -> int | None:
+        return self._protocol.hr_via
+
     def __repr__(self) -> str:
-        p = self._protocol
-        quirks = "".join(f", {k}={getattr(p, k)!r}" for k in ("rgb_last", "hr_via") if getattr(p, k, None))
+        """The call that makes this transform (the defaults left out)."""
+        quirks = (", rgb_order='last'" if self.rgb_order == "last" else "") + \
+            (f", hr_via={self.hr_via}" if self.hr_via else "")
         return (f"{type(self).__name__}({self.resolution!r}, size={self.size}, mode={self.mode!r}, "
                 f"interpolation={self.interpolation!r}{quirks})")
 

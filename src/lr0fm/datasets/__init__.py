@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+from ..checks import check_kinds
 from .base import (DATA_ROOT_ENV, DatasetEntry, DatasetError, DatasetSpec, LabeledImages,
                    default_data_root, fill_template)
 from .generic import build_csv, build_imagefolder
@@ -65,6 +66,12 @@ def get_dataset(key: str, root: str | os.PathLike | None = None, split: str | No
 
     ``name`` is what reports call it: default the key, or for your own data (imagefolder, csv)
     the folder or file stem."""
+    texts = (str, os.PathLike, list, tuple)
+    check_kinds("get_dataset", [
+        ("key", key, (str,), "a dataset key (lr0fm.list_datasets)"), ("root", root, (str, os.PathLike), "a folder path"),
+        ("split", split, (str,), "a split name"), ("classnames", classnames, texts, "a file path or a list of names"),
+        ("templates", templates, texts, "a file path or a list of prompt templates"),
+        ("name", name, (str,), "text")], optional=("root", "split", "classnames", "templates", "name"))
     prefix, colon, source = key.partition(":")
     if colon and prefix in SOURCE_PREFIXES:
         key, options = prefix, {**options, "source": source}

@@ -12,6 +12,7 @@ import difflib
 from typing import Callable
 
 from ..catalog import model_catalog
+from ..checks import check_kinds
 from .base import ModelError, ModelInfo, TextCfg, ZeroShotModel
 
 def _conse(spec: str, **kw):
@@ -113,6 +114,12 @@ def create_model(name: str, device: str = "cpu", trust_checkpoint: bool = False,
     ``kwargs`` go to its backend and are part of the results' identity. ``trust_checkpoint``:
     unpickle pickled weights without restrictions (runs code from the file; only for a file you
     trust); backends whose weights are never a pickle ignore it."""
+    import torch
+
+    check_kinds("create_model", [
+        ("name", name, (str,), "a model name (lr0fm.list_models) or a backend spec such as 'open_clip:ARCH:TAG'"),
+        ("device", device, (str, torch.device), "a device such as 'cpu' or 'cuda:0'"),
+        ("trust_checkpoint", trust_checkpoint, (bool,), "True or False")])
     backend, spec, entry = resolve(name)
     kwargs.update(entry.get("backend_kwargs", {}) or {})
     if trust_checkpoint and backend in PICKLE_BACKENDS:
@@ -181,7 +188,7 @@ def choose_protocol(model: ZeroShotModel, protocol: str = "native", resize_mode:
     cell's identity."""
     from dataclasses import replace
 
-    from ..protocol import INTERPOLATIONS, RESIZE_MODES, RGB_ORDERS, ProtocolError
+    from ..protocol import ProtocolError
 
     cfg = model.preprocess
     kind, _, family = protocol.partition(":")
@@ -202,21 +209,7 @@ def choose_protocol(model: ZeroShotModel, protocol: str = "native", resize_mode:
                       mean=tuple(entry["paper_mean"]), std=tuple(entry["paper_std"]), source=source, **fields)
     elif family:  # the model keeps its own input size and normalisation (properties of its weights)
         cfg = replace(cfg, **paper_family_protocol(family, model.info.backend, cfg.input_size))
-    for name, value, allowed in (("--resize-mode", resize_mode, RESIZE_MODES),
-                                 ("--interpolation", interpolation, INTERPOLATIONS),
-                                 ("--rgb-order", rgb_order, RGB_ORDERS)):
-        if value is not None and value not in allowed:
-            raise ProtocolError(f"{name} {value!r} unknown; use one of {', '.join(allowed)}")
-    if input_size is not None and input_size < 1:
-        raise ProtocolError(f"--input-size {input_size} must be a positive number of pixels")
-    if hr_via is not None and hr_via < 0:
-        raise ProtocolError(f"--hr-via {hr_via} must be a size in px (0: no HR down step)")
-    overrides = {k: v for k, v in (("mode", resize_mode), ("input_size", input_size), ("interpolation", interpolation),
-                                   ("rgb_last", None if rgb_order is None else rgb_order == "last")) if v is not None}
-    if hr_via is not None:
-        overrides["hr_via"] = hr_via or None  # 0: the HR view goes straight to the input size
-    if overrides:
-        cfg = replace(cfg, source=cfg.source + "+override", **overrides)
+    cfg = cfg.override(resize_mode, input_size, interpolation, rgb_order, hr_via)
     model.preprocess = cfg
     return model
 
