@@ -18,6 +18,8 @@ import time
 import uuid
 from pathlib import Path
 
+from ..errors import InputError
+
 LEASES_DIR = "leases"
 HEARTBEAT_S = float(os.environ.get("LR0FM_LEASE_HEARTBEAT", "10"))
 STALE_AFTER_S = float(os.environ.get("LR0FM_LEASE_STALE", "60"))
@@ -66,13 +68,20 @@ class Leases:
         """Take the lease of ``key`` (True), or False when a live holder has it."""
         if key in self.held:
             return True
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot write to results folder {self.dir.parent} ({LEASES_DIR}: {e.strerror or e}); "
+                             "make it writable or choose another --out") from None
         path = self.path(key)
         body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
                            "tag": self.tag}).encode()
         for _ in range(3):
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except PermissionError as e:
+                raise InputError(f"cannot write to results folder {self.dir.parent} ({LEASES_DIR}: "
+                                 f"{e.strerror or e}); make it writable or choose another --out") from None
             except FileExistsError:
                 holder = self.holder(key)
                 if holder is not None and not (self.tag and holder.get("tag") == self.tag):
