@@ -11,15 +11,23 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test test-fast lint deb deb-run deb-test venv clean
+.PHONY: run test test-fast lint deb deb-run deb-test venv venv-dev clean
 
+# `make run` needs the plain install (plus nltk, which reads the Debian WordNet for `lr0fm analyze
+# predictions` on its results); the tests and the linters need every extra ('.[dev]')
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[wordnet]'
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
 venv: $(VENV)/.installed
+
+venv-dev: $(VENV)/.installed-dev
 
 deb-run:
 	@$(MAKE) --no-print-directory deb PKGS="$(DEB_RUN)"
@@ -41,14 +49,14 @@ run: deb-run venv
 	$(VENV)/bin/lr0fm report
 
 # the layers contract (pyproject.toml [tool.importlinter]) and dead code (vulture) first: seconds
-lint: venv
+lint: venv-dev
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/vulture
 
-test: deb-test venv lint
+test: deb-test venv-dev lint
 	$(PY) -m pytest -q -ra
 
-test-fast: deb-test venv
+test-fast: deb-test venv-dev
 	$(PY) -m pytest -q -ra -m "not slow"
 
 clean:
