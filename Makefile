@@ -48,10 +48,12 @@ run: deb-run venv
 	$(VENV)/bin/lr0fm eval --model conse-effnet-lite0 --dataset fashion_mnist --limit $(or $(FASHION_LIMIT),500)
 	$(VENV)/bin/lr0fm report
 
-# the layers contract (pyproject.toml [tool.importlinter]) and dead code (vulture) first: seconds
+# the layers contract (pyproject.toml [tool.importlinter]), dead code (vulture) and ruff
+# (pyproject.toml [tool.ruff]) first: seconds
 lint: venv-dev
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/vulture
+	$(VENV)/bin/ruff check --no-cache src tests benchmarks
 
 test: deb-test venv-dev lint
 	$(PY) -m pytest -q -ra
