@@ -11,15 +11,23 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test test-fast lint deb deb-run deb-test venv clean
+.PHONY: run test test-fast lint deb deb-run deb-test venv venv-dev clean
 
+# `make run` needs the plain install (plus nltk, which reads the Debian WordNet for `lr0fm analyze
+# predictions` on its results); the tests and the linters need every extra ('.[dev]')
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[wordnet]'
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
 venv: $(VENV)/.installed
+
+venv-dev: $(VENV)/.installed-dev
 
 deb-run:
 	@$(MAKE) --no-print-directory deb PKGS="$(DEB_RUN)"
@@ -40,15 +48,17 @@ run: deb-run venv
 	$(VENV)/bin/lr0fm eval --model conse-effnet-lite0 --dataset fashion_mnist --limit $(or $(FASHION_LIMIT),500)
 	$(VENV)/bin/lr0fm report
 
-# the layers contract (pyproject.toml [tool.importlinter]) and dead code (vulture) first: seconds
-lint: venv
+# the layers contract (pyproject.toml [tool.importlinter]), dead code (vulture) and ruff
+# (pyproject.toml [tool.ruff]) first: seconds
+lint: venv-dev
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/vulture
+	$(VENV)/bin/ruff check --no-cache src tests benchmarks
 
-test: deb-test venv lint
+test: deb-test venv-dev lint
 	$(PY) -m pytest -q -ra
 
-test-fast: deb-test venv
+test-fast: deb-test venv-dev
 	$(PY) -m pytest -q -ra -m "not slow"
 
 clean:

@@ -2,7 +2,6 @@
 transform equal to the evaluator's, results as a DataFrame, metrics within one evaluation."""
 import argparse
 import importlib
-import inspect
 import math
 import operator
 import subprocess

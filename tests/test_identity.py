@@ -175,7 +175,7 @@ def test_folder_digest_follows_content_not_place(tmp_path):
     assert identity.weights_from_folder(tmp_path / "b") == "sha256:" + folder_digest(tmp_path / "b")
 
 
-def test_conse_labels_and_templates_are_in_its_identity(fake_minilm, monkeypatch):
+def test_conse_labels_and_templates_are_in_its_identity(fake_minilm, monkeypatch):  # noqa: F811  (the fixture)
     """ConSE's image side is the ImageNet label embeddings (labels x templates): other labels or
     templates give other weights, hence other cells and another classifier key."""
     conse = fake_minilm

@@ -59,7 +59,9 @@ def test_lr_view_loses_detail_and_hr_keeps_it():
     protocol = Protocol(input_size=128, mean=(0, 0, 0), std=(1, 1, 1), resolutions=(16, HR))
     lr, hr = protocol.views(image)
     # the HR view of a 256 px noise image keeps high-frequency energy; the 16 px view does not
-    energy = lambda v: np.abs(np.diff(v, axis=-1)).mean()
+    def energy(v):
+        return np.abs(np.diff(v, axis=-1)).mean()
+
     assert energy(lr) < 0.3 * energy(hr)
 
 

@@ -76,7 +76,7 @@ def test_one_process_per_pass_and_others_take_other_work(tiny_model, tiny_open_c
     store = ResultsStore(tmp_path)
     data = get_dataset("imagefolder", root=image_folder)
     p = plan(tiny_model, data, EvalConfig(**CFG))
-    ev, cells = p.evaluation, p.cells
+    ev = p.evaluation
     with store.pass_lock(ev.id):
         with pytest.raises(PassBusy):
             evaluate(tiny_model, data, EvalConfig(**CFG), store, wait=False)

@@ -244,7 +244,7 @@ def test_resume_refuses_other_settings_unless_restart(tiny_open_clip, caption_in
     restarted = train_tokens(create_model(spec), data, _cfg(steps=2, lr=1e-2), run, progress=False, restart=True)
     fresh = train_tokens(create_model(spec), data, _cfg(steps=2, lr=1e-2), tmp_path / "fresh", progress=False)
     from lr0fm.tokens import read_checkpoint
-    (a, meta_a), (b, meta_b) = read_checkpoint(restarted), read_checkpoint(fresh)
+    (a, meta_a), (b, _) = read_checkpoint(restarted), read_checkpoint(fresh)
     assert json.loads(meta_a["train_config"])["lr"] == 1e-2
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
+
 from .errors import ProtocolError  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:  # for the annotations: importing lr0fm.protocol does not load torch
+    import torch
 
 HR = "hr"  # the resolution key of the high-resolution reference view
 LR_RESOLUTIONS: tuple[int, ...] = (16, 32, 64, 128)  # the paper's LR sizes

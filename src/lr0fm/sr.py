@@ -25,6 +25,7 @@ from PIL import Image
 
 from .digests import DIGEST_CHARS
 from .errors import InputError
+from .extras import require
 from .filedigest import file_digest
 from .protocol import HR, Protocol
 
@@ -88,9 +89,8 @@ class SpandrelUpsampler:
 def load_sr_model(path: str | Path, device: str = "cpu"):
     """A spandrel ImageModelDescriptor (eval mode, on ``device``) for an RGB image-to-image model,
     or InputError saying why the file cannot be used."""
-    import spandrel
-
     path = Path(path)
+    spandrel = require("spandrel", f"--sr {path}")
     try:
         descriptor = spandrel.ModelLoader(device=device).load_from_file(path)
     except spandrel.UnsupportedModelError:

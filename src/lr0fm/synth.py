@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
+from .extras import require
 
 DEFAULT_PIPELINE = "PixArt-alpha/PixArt-XL-2-1024-MS"
 INDEX = "index.jsonl"
@@ -96,6 +97,7 @@ def synthesize(captions: list[str], out: str | os.PathLike, pipeline: str = DEFA
                per_caption: int = 4, shard: tuple[int, int] = (0, 1), seed: int = 0, batch_size: int = 4,
                steps: int | None = None, size: int | None = None, guidance: float | None = None,
                device: str = "cpu", dtype: str | None = None, progress: bool = True) -> Path:
+    require("diffusers", "lr0fm synth")  # before the output folder is made
     import torch
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from typing import Sequence
 
 from .. import resources
 from ..datasets.base import DatasetError
+from ..extras import require
 
 DEFAULT_WORDNET_DIR = "/usr/share/wordnet"
 WORDNET_ENV = "LR0FM_WORDNET"
@@ -42,11 +43,9 @@ def load_wordnet(root: str | None = None):
         raise DatasetError(f"WordNet 3.0 not found in {root}: install it with 'apt-get install wordnet' "
                            f"(or point ${WORDNET_ENV} at a WordNet dict directory)")
     import warnings
-    try:
-        import nltk.data
-        from nltk.corpus.reader.wordnet import WordNetCorpusReader
-    except ImportError:
-        raise DatasetError("reading WordNet needs nltk: pip install 'lr0fm[analysis]' (or pip install nltk)") from None
+    require("nltk", "reading WordNet", DatasetError)
+    import nltk.data
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
     class DictDirWordNet(WordNetCorpusReader):
         """Reads a bare WordNet dict directory: no lexnames file, no Open Multilingual WordNet."""

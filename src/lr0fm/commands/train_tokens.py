@@ -46,7 +46,8 @@ def add_commands(sub) -> None:
     p.add_argument("--num-prompts", type=int, default=8, help="vpt-deep prompts per block")
     p.add_argument("--grid", type=int, default=0, help="CNN token maps: 0 = full HxW, 1 = per channel, g = g x g")
     p.add_argument("--micro-batch", type=int, default=None, help="views per forward (memory); same gradients")
-    p.add_argument("--amp", choices=["bf16"], default=None, help="bf16 autocast (GPU; also on CPU, slow without bf16 units; fp16 would need loss scaling)")
+    p.add_argument("--amp", choices=["bf16"], default=None,
+                   help="bf16 autocast (GPU; also on CPU, slow without bf16 units; fp16 would need loss scaling)")
     p.add_argument("--grad-checkpointing", action="store_true")
     p.add_argument("--val-fraction", type=float, default=0.05, help="held-out training images for model selection")
     p.add_argument("--val-every", type=int, default=100)

@@ -26,6 +26,7 @@ import tarfile
 from pathlib import Path
 from typing import Sequence
 
+from ..extras import require
 from ..identity import digest
 from .base import DatasetError, DatasetSpec, LabeledImages, bytes_loader
 from .generic import _classnames_file, _templates, _text_lines
@@ -201,6 +202,7 @@ def build_wds(root: str | os.PathLike | None = None, split: str = "test", classn
     repo (fetched into the HF cache; ``download`` changes nothing: a repo is always fetched).
 
     Class names and templates come from the folder's text files unless given."""
+    require("webdataset", "a wds: dataset", DatasetError)
     folder, repo = _resolve_source("wds", source or root)
     if repo is not None:
         folder = _fetch_wds(repo, split)
@@ -314,8 +316,7 @@ def build_hfds(root: str | os.PathLike | None = None, split: str = "test", class
     The image column is the one ``Image`` feature and the label column the one ``ClassLabel``
     (its names are the class names) unless ``image_column`` / ``label_column`` say otherwise; an
     integer label column without names needs ``classnames``."""
-    import datasets
-
+    datasets = require("datasets", "an hfds: dataset", DatasetError)
     folder, repo = _resolve_source("hfds", source or root)
     table = _load_hfds(folder, repo, split)
     features = table.features

@@ -213,5 +213,6 @@ def choose_protocol(model: ZeroShotModel, protocol: str = "native", resize_mode:
     model.preprocess = cfg
     return model
 
-__all__ = ["PROTOCOLS", "choose_protocol", "paper_entry", "paper_families", "paper_family_protocol", "BACKENDS", "BACKEND_REQUIRES", "PICKLE_BACKENDS", "ModelError", "ModelInfo", "TextCfg", "ZeroShotModel",
-           "create_model", "hub_revisions", "model_names", "register_backend", "resolve"]
+__all__ = ["PROTOCOLS", "choose_protocol", "paper_entry", "paper_families", "paper_family_protocol", "BACKENDS",
+           "BACKEND_REQUIRES", "PICKLE_BACKENDS", "ModelError", "ModelInfo", "TextCfg", "ZeroShotModel", "create_model",
+           "hub_revisions", "model_names", "register_backend", "resolve"]

@@ -70,7 +70,8 @@ def _header(records: Sequence[dict], store: ResultsStore | None) -> str:
     evaluations = len({r["evaluation"] for r in records})
     return (f"<header><h1>LR0.FM low-resolution robustness report</h1>"
             f"<p class=\"meta\">{len(records)} result records of {evaluations} evaluation(s){where}; "
-            f"{len(models)} model(s), {len(datasets)} dataset(s): {escape(', '.join(datasets)) or '-'}. Generated {_dt.datetime.now():%Y-%m-%d %H:%M} "
+            f"{len(models)} model(s), {len(datasets)} dataset(s): {escape(', '.join(datasets)) or '-'}. "
+            f"Generated {_dt.datetime.now():%Y-%m-%d %H:%M} "
             f"by lr0fm {escape(__version__)}.</p>"
             "<p class=\"meta\">Accuracies are top-1 zero-shot; gamma = A(r)/A(HR), Gamma = gamma damped near "
             f"chance; {escape('; '.join(f'{a.name} = {a.doc}' for a in AGGREGATES))}, per resolution. A label in "
