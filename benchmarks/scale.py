@@ -215,7 +215,8 @@ def driver_memory(units: int, images: int) -> dict:
     step = max(1, len(samples) // 10)
     series = [round(samples[i] / 2 ** 20) for i in range(0, len(samples), step)] + [round(samples[-1] / 2 ** 20)]
     return {"units": units, "images_per_unit": images, "predictions_mb_per_unit": round(
-        (len(resolutions) * images * shard.topk.shape[2] * 4 + ids.nbytes) / 2 ** 20, 1), "written_mb": round(CountingStore.written / 2 ** 20),
+        (len(resolutions) * images * shard.topk.shape[2] * 4 + ids.nbytes) / 2 ** 20, 1),
+        "written_mb": round(CountingStore.written / 2 ** 20),
         "rss_mb_series": series, "rss_growth_mb": series[-1] - series[1], "seconds": round(seconds, 1)}
 
 

@@ -109,3 +109,27 @@ def second_tiny_model(tiny_open_clip, tmp_path_factory):
     ckpt = tmp_path_factory.mktemp("second") / "tiny2.pt"
     torch.save(open_clip.create_model("lr0fm-tiny-vit", pretrained=None).state_dict(), ckpt)
     return f"open_clip:{cfg}:{ckpt}"
+
+
+# -- the engine tests' grid (tests/test_engine*.py) -------------------------------------------------
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """3 classes x 8 images of varying size."""
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("engines") / "folder"
+    for c, color in zip(["cat", "dog", "red_car"], [(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
+        (root / c).mkdir(parents=True)
+        for i in range(8):
+            make_image(rng, (40 + 5 * i, 30 + 3 * i), color).save(root / c / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def grid(tiny_open_clip, second_tiny_model, folder, tmp_path_factory):
+    """2 models x 2 datasets x 3 resolutions = 12 cells (4 units), and the single-process sweep's store."""
+    d = tmp_path_factory.mktemp("grid")
+    from enginekit import write_config
+    from lr0fm.cli import main
+    cfg = write_config(d / "sweep.yaml", [tiny_open_clip[0], second_tiny_model], folder)
+    assert main(["sweep", str(cfg), "--out", str(d / "ref")]) == 0
+    return cfg, d / "ref"

@@ -1,18 +1,12 @@
-"""What the engine tests share: a small image folder, a 2 x 2 x 3 sweep and its single-process
-store, running lr0fm as a user would (a subprocess), process bookkeeping, and test-only faults
+"""What the engine tests share (their fixtures ``folder`` and ``grid`` are in conftest.py): a sweep
+config, running lr0fm as a user would (a subprocess), process bookkeeping, and test-only faults
 (tests/faults/sitecustomize.py, active in the processes that get ``fault_env``)."""
 import os
 import subprocess
 import sys
 import time
 
-import numpy as np
 import psutil
-import pytest
-
-from lr0fm.cli import main
-
-from conftest import make_image
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(TESTS), "src")
@@ -85,18 +79,6 @@ def record_bytes(out):
     return {p.name: p.read_bytes() for p in records_in(out)}
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    """3 classes x 8 images of varying size."""
-    rng = np.random.default_rng(0)
-    root = tmp_path_factory.mktemp("engines") / "folder"
-    for c, color in zip(["cat", "dog", "red_car"], [(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
-        (root / c).mkdir(parents=True)
-        for i in range(8):
-            make_image(rng, (40 + 5 * i, 30 + 3 * i), color).save(root / c / f"{i}.png")
-    return root
-
-
 def write_config(path, models, folder, datasets=2):
     (path.parent / "prompts.txt").write_text("a blurry photo of a {}.\na {}\n")
     entries = "\n".join(["  - imagefolder", "  - {key: imagefolder, templates: prompts.txt}"][:datasets])
@@ -114,10 +96,3 @@ progress: false
     return path
 
 
-@pytest.fixture(scope="module")
-def grid(tiny_open_clip, second_tiny_model, folder, tmp_path_factory):
-    """2 models x 2 datasets x 3 resolutions = 12 cells (4 units), and the single-process sweep's store."""
-    d = tmp_path_factory.mktemp("grid")
-    cfg = write_config(d / "sweep.yaml", [tiny_open_clip[0], second_tiny_model], folder)
-    assert main(["sweep", str(cfg), "--out", str(d / "ref")]) == 0
-    return cfg, d / "ref"

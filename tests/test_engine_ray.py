@@ -2,7 +2,6 @@
 user starts one (``ray start --head`` + ``ray start --address``, tests/realclusters.py), with
 faults injected from outside by PID: a worker SIGKILLed, a whole node lost (again and again), the
 driver SIGKILLed and rerun, two drivers on one results folder. No process outlives a test."""
-import json
 import os
 import signal
 import time
@@ -13,8 +12,8 @@ from lr0fm.cli import main
 from lr0fm.store import ResultsStore
 
 from conftest import assert_same_store
-from enginekit import (SRC, children_gone, descendants_of, fault_env, folder, grid, lr0fm, partials,  # noqa: F401
-                       record_bytes, records_in, start_lr0fm, wait_for, write_config)
+from enginekit import (SRC, children_gone, descendants_of, fault_env, lr0fm, record_bytes, records_in, start_lr0fm,
+                       write_config)
 
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")

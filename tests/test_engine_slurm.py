@@ -4,20 +4,16 @@ does. Faults come from outside, as on a shared cluster: an element SIGKILLed by 
 requeue``, a job past its time limit, ``scancel`` of one element and of the whole array, the
 submitting process killed and rerun while its elements run, two submitters on one results folder.
 Every run ends with the single-process store and nothing running."""
-import os
-import re
 import signal
-import subprocess
 import time
-from collections import Counter
 
 import pytest
 
 from lr0fm.cli import main
 
 from conftest import assert_same_store
-from enginekit import (FAULTS, SRC, children_gone, descendants_of, fault_env, folder, grid, lr0fm,  # noqa: F401
-                       partials, record_bytes, records_in, start_lr0fm, wait_for, write_config)
+from enginekit import (children_gone, descendants_of, fault_env, lr0fm,
+                       record_bytes, records_in, start_lr0fm, write_config)
 
 submitit = pytest.importorskip("submitit")
 psutil = pytest.importorskip("psutil")

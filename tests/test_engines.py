@@ -17,8 +17,6 @@ from lr0fm.cli import main
 from lr0fm.engines import schedule
 from lr0fm.evaluation import ImageShard
 
-from enginekit import folder, grid  # noqa: F401 -- fixtures
-
 pytest.importorskip("ray")
 pytest.importorskip("submitit")
 
@@ -198,7 +196,7 @@ class _RunsCode:
         return (os.system, ("touch ran-code",))
 
 
-def test_a_task_result_file_is_read_without_unpickling(tiny_open_clip, folder, tmp_path, monkeypatch):  # noqa: F811
+def test_a_task_result_file_is_read_without_unpickling(tiny_open_clip, folder, tmp_path, monkeypatch):
     """What an element leaves on the shared results folder reads back as the result written, and
     a file holding a pickle is refused without running it."""
     from lr0fm.datasets import get_dataset
@@ -238,7 +236,7 @@ def test_a_task_result_file_is_read_without_unpickling(tiny_open_clip, folder, t
     assert not (tmp_path / "ran-code").exists()
 
 
-def test_an_attempt_that_reports_late_changes_no_finished_record(tiny_open_clip, folder, tmp_path):  # noqa: F811
+def test_an_attempt_that_reports_late_changes_no_finished_record(tiny_open_clip, folder, tmp_path):
     """Two attempts of one task both report (a slow element the scheduler thought lost, and its
     resubmission): the first commit writes the cells, the late one changes no byte of them."""
     from lr0fm.datasets import get_dataset

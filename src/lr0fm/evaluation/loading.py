@@ -189,7 +189,8 @@ def worker_died(error: BaseException) -> ViewError | None:
     if found is None:
         return None
     how = f"was killed by signal {found.group(3).strip()}" if found.group(3) else "exited unexpectedly"
-    if found.group(3) and ("Terminated" in found.group(3) or "SIGTERM" in found.group(3)):  # stopped by someone (a scheduler), not out of memory
+    # stopped by someone (a scheduler's SIGTERM), not out of memory
+    if found.group(3) and ("Terminated" in found.group(3) or "SIGTERM" in found.group(3)):
         return ViewError(f"a data worker (pid {found.group(1)}) {how}: the run was asked to stop; rerun to resume")
     return ViewError(f"a data worker (pid {found.group(1)}) {how}; when memory ran out, give smaller "
                      "--resolutions, fewer --workers or a smaller --batch-size")
