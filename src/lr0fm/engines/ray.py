@@ -18,6 +18,7 @@ images since each of its tasks' last resume point. The unit lifecycle is lr0fm.e
 from __future__ import annotations
 
 import socket
+import sys
 from typing import Sequence
 
 import numpy as np
@@ -177,6 +178,9 @@ class RayEngine:
             run_options = {k: v for k, v in options.items() if k != "progress"}
             units = plan_units(groups, resolutions, store, device, protocol, run_options, self.models_per_task)
             session = _RaySession(ray, self, store)
+            if show:
+                print(f"lr0fm ray: {len([n for n in ray.nodes() if n['Alive']])} nodes, {session.slots()} slots; "
+                      f"driver and coordinator on node {session.node[:12]}", file=sys.stderr, flush=True)
             return Lifecycle("ray", session, store, units, resolutions, device, protocol, run_options, self.split,
                              show=show).run()
         finally:
@@ -198,10 +202,10 @@ class _RaySession:
         self.per_task = (engine.gpus_per_task or 1.0) if self.gpus else 0.0
         self._slots = (schedule.slots_for(self.gpus, self.per_task) if self.gpus
                        else max(1, int(resources.get("CPU", 1))))
-        here = ray.get_runtime_context().get_node_id()
+        self.node = ray.get_runtime_context().get_node_id()
         # the coordinator lives on the driver's node: losing any other node loses none of the run's state
         self.coordinator = ray.remote(num_cpus=0)(_Coordinator).options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=self.node, soft=False),
             max_restarts=-1, max_task_retries=-1).remote(str(store.root))
         self.complete = ray.put(_complete_cells(store))
         # max_calls=0: a worker runs task after task (Ray's default for GPU tasks is a new process each,
