@@ -19,9 +19,9 @@ def fake_record(model: str, dataset: str, resolution, top1: float, *, variant: d
                 top5: float | None = None, data: dict | None = None, data_root: str | None = None,
                 source: str = "native") -> dict:
     """One cell of the evaluation these arguments describe, built by ``lr0fm.records.new_record``
-    (without ``predictions_sha256``, which ``ResultsStore.put`` adds). ``data``: the identity's
-    data part (``identity.data_part`` of a real dataset) instead of one made up from the other
-    arguments. Every per-cell metric (``CELL_METRICS``) is ``top1`` unless given."""
+    (without ``predictions_sha256`` and ``numbers_digest``, which ``ResultsStore.put`` adds).
+    ``data``: the identity's data part (``identity.data_part`` of a real dataset) instead of one
+    made up from the other arguments. Every per-cell metric (``CELL_METRICS``) is ``top1`` unless given."""
     key = dataset_key or dataset
     n = (n_images or 0) + n_skipped
     protocol = Protocol(input_size=input_size, mean=(0.5,) * 3, std=(0.5,) * 3, mode=mode, source=source)

@@ -42,7 +42,8 @@ def tiny_model(tiny_open_clip):
 
 def test_public_names_and_cheap_import():
     assert lr0fm.__all__ == sorted(["list_models", "create_model", "list_datasets", "get_dataset", "evaluate",
-                                    "load_results", "gamma", "Gamma", "sar", "war", "LowResolution"])
+                                    "load_results", "gamma", "Gamma", "sar", "war", "effective_resolution",
+                                    "LowResolution"])
     from lr0fm.datasets import get_dataset
     from lr0fm.models import create_model
     assert lr0fm.create_model is create_model and lr0fm.get_dataset is get_dataset  # the CLI's own objects
@@ -143,7 +144,8 @@ def test_a_model_changed_between_calls_is_another_evaluation(tiny_open_clip, ima
 def test_load_results_columns_and_rows(tiny_model, image_folder, tmp_path):
     (tmp_path / "nothing").mkdir()
     empty = lr0fm.load_results(tmp_path / "nothing")
-    assert list(empty.columns) == [*COLUMN_NAMES, "model_label", "dataset_label"] and len(empty) == 0
+    assert list(empty.columns) == [*COLUMN_NAMES, "model_label", "dataset_label", "effective_resolution"]
+    assert len(empty) == 0
     pd.testing.assert_frame_equal(lr0fm.load_results([]), empty)
     data = lr0fm.get_dataset("imagefolder", root=image_folder)
     records = lr0fm.evaluate(tiny_model, data, [24, 16, "hr"], out=tmp_path / "r", workers=0, progress=False)

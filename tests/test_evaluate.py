@@ -198,7 +198,7 @@ def test_report_json_csv_and_plot(tiny_open_clip, image_folder, tmp_path, capsys
             expected[str(record["resolution"])] = (path.stem, hit.mean(), int(z["valid"].sum()))
     assert set(expected) == {"16", "hr"} and all(n == 12 for _, _, n in expected.values())
 
-    columns = [*COLUMN_NAMES, "model_label", "dataset_label"]
+    columns = [*COLUMN_NAMES, "model_label", "dataset_label", "effective_resolution"]
     code, stdout, _ = run_cli(["--out", str(out), "report", "--json"], capsys)
     data = json.loads(stdout)
     assert code == 0 and len(data) == 2 and all(list(d) == columns for d in data)

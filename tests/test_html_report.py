@@ -51,15 +51,19 @@ def test_html_page_is_self_contained(tmp_path, capsys):
     # the analysis PNG is embedded byte for byte, captioned with its path
     assert base64.b64encode(png.read_bytes()).decode() in text and "demo/attention_shift.png" in text
     assert len(re.findall(r'<img src="data:image/png;base64,', text)) == 3  # curves, Gamma map, analysis
-    # provenance: the row labels, then the tidy columns of lr0fm.records, one row per record
+    # provenance: the row labels, then the tidy columns of lr0fm.records and the evaluation's
+    # effective resolution, one row per record
     table = text.split('<table class="provenance">')[1].split("</table>")[0]
-    assert re.findall(r"<th(?: [^>]*)?>(.*?)</th>", table) == ["model_label", "dataset_label", *COLUMN_NAMES]
+    head = ["model_label", "dataset_label", *COLUMN_NAMES, "effective_resolution"]
+    assert re.findall(r"<th(?: [^>]*)?>(.*?)</th>", table) == head
     rows = re.findall(r"<tr data-evaluation=.*?</tr>", table)
     assert len(rows) == len(store.records()) == 2 * 2 * len(ACCURACY)
     cells = re.findall(r"<td[^>]*>(.*?)</td>", next(r for r in rows if ">cifar10<" in r and ">16<" in r
                                                       and "alpha" in r))
-    row = dict(zip(["model_label", "dataset_label", *COLUMN_NAMES], cells))
+    row = dict(zip(head, cells))
     assert row["top1"] == f"{ACCURACY[16]:.4f}" and row["n_images"] == "200" and row["n_skipped"] == "1"
+    # gamma 0.75 at 64 px, 0.95 at 128 px: 0.9 is crossed three quarters of the way in log2
+    assert row["effective_resolution"] == f"{2 ** (6 + 0.75):.1f}"
 
 
 def test_html_empty_store(tmp_path):

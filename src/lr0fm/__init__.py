@@ -21,12 +21,13 @@ _PUBLIC = {
     "list_models": "lr0fm.api", "create_model": "lr0fm.models", "list_datasets": "lr0fm.api",
     "get_dataset": "lr0fm.datasets", "evaluate": "lr0fm.api", "load_results": "lr0fm.api",
     "gamma": "lr0fm.api", "Gamma": "lr0fm.api", "sar": "lr0fm.api", "war": "lr0fm.api",
+    "effective_resolution": "lr0fm.api",
     "LowResolution": "lr0fm.transforms",
 }
 __all__ = sorted(_PUBLIC)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import Gamma, evaluate, gamma, list_datasets, list_models, load_results, sar, war
+    from .api import Gamma, effective_resolution, evaluate, gamma, list_datasets, list_models, load_results, sar, war
     from .datasets import get_dataset
     from .transforms import LowResolution
     from .models import create_model

@@ -15,7 +15,7 @@ import warnings
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union, overload
 
 from . import checks
-from .metrics import ALPHA
+from .metrics import ALPHA, KEEPS, EffectiveResolution
 from .protocol import DEFAULT_RESOLUTIONS, HR, parse_resolutions
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -163,10 +163,23 @@ def load_results(out: str | os.PathLike | Iterable[dict] | None = None) -> pd.Da
                 raise ValueError(f"load_results() record {i} is not an lr0fm record (format {record.get('format')!r}); "
                                  "give the records lr0fm.evaluate returns")
         records = map(current, records)
+    if out is None or isinstance(out, (str, os.PathLike)):
+        records = _warn_untrusted(ResultsStore(out), records)
     rows = [table_row(r) for r in label_records(records)]
     rows.sort(key=lambda row: (row["model_label"], row["dataset_label"], res_key(row["resolution"])))
     frame = pd.DataFrame(rows, columns=list(result_columns()))
     return frame.astype({c.name: "Int64" for c in TABLE_COLUMNS if c.integer})
+
+
+def _warn_untrusted(store, records: list[dict]) -> list[dict]:
+    """One warning (with a count) when records of ``store`` no longer agree with their predictions
+    or identity (the store's digest checks, as ``lr0fm report`` warns); returns ``records``."""
+    bad = store.untrusted(records)
+    if bad:
+        warnings.warn(f"{len(bad)} record(s) in {store.root} disagree with their predictions or identity "
+                      f"(first: {bad[0][0]['cell']}, {bad[0][1].split(';')[0]}); run 'lr0fm verify --out "
+                      f"{store.root}' to list what differs", stacklevel=3)
+    return records
 
 
 # -- metrics ---------------------------------------------------------------------------------
@@ -309,6 +322,43 @@ def Gamma(acc, acc_hr=None, num_classes=None, alpha=ALPHA):
 
 
 @overload
+def effective_resolution(gammas: Mapping[int, float], keeps: float = KEEPS) -> EffectiveResolution: ...
+@overload
+def effective_resolution(gammas: pd.DataFrame, keeps: float = KEEPS) -> pd.Series: ...
+def effective_resolution(gammas, keeps=KEEPS):
+    """The smallest input resolution at which a model keeps ``keeps`` (90 %) of its HR accuracy:
+    where γ last crosses ``keeps`` walking down from the highest measured resolution, interpolated
+    linearly in log2(resolution) (``lr0fm.metrics.effective_resolution`` states the rule).
+
+    ``effective_resolution({16: 0.5, 32: 0.8, 64: 0.95})``: of γ per resolution (px), an
+    ``EffectiveResolution``: ``px`` and ``bound`` ("<=": at or below the smallest resolution, ">":
+    beyond the largest; ``px`` None: no γ), printing as "50.8" here ("<=16", ">64" or "-" at the
+    edges).
+    ``effective_resolution(frame)``: of a ``load_results`` frame, a Series of those texts indexed
+    by (model_label, dataset_label), one per evaluation (None without an HR row), as
+    ``lr0fm report`` shows them."""
+    from . import metrics
+
+    if isinstance(keeps, bool) or not isinstance(keeps, (int, float)) or not 0 < keeps <= 1:
+        raise ValueError(f"effective_resolution() keeps={keeps!r} must be a fraction of the HR accuracy in (0, 1]")
+    if _is_frame(gammas):
+        import pandas as pd
+
+        found = {}
+        for e in _evaluations(gammas):
+            value = metrics.effective_resolution_of(e["top1"], keeps)
+            found[(e["model_label"], e["dataset_label"])] = None if value.px is None else str(value)
+        keys = sorted(found)
+        index = pd.MultiIndex.from_tuples(keys, names=["model_label", "dataset_label"]) if keys else \
+            pd.MultiIndex.from_arrays([[], []], names=["model_label", "dataset_label"])
+        return pd.Series([found[k] for k in keys], index=index, name="effective_resolution", dtype=object)
+    if not isinstance(gammas, Mapping):
+        raise TypeError(f"effective_resolution() takes γ per resolution ({{16: 0.5, 32: 0.8}}) or a results DataFrame, "
+                        f"not {type(gammas).__name__}")
+    return metrics.effective_resolution({_resolution(r): g for r, g in gammas.items() if _resolution(r) != HR}, keeps)
+
+
+@overload
 def sar(gammas: Mapping[str, float] | Iterable[float]) -> float: ...
 @overload
 def sar(gammas: pd.DataFrame) -> pd.Series: ...
@@ -374,5 +424,5 @@ def _no_second(value, fn: str) -> None:
 # -- the low-resolution view as a transform --------------------------------------------------
 
 
-__all__ = ["Gamma", "evaluate", "gamma", "list_datasets", "list_models", "load_results", "sar",
-           "war"]
+__all__ = ["Gamma", "effective_resolution", "evaluate", "gamma", "list_datasets", "list_models", "load_results",
+           "sar", "war"]

@@ -186,10 +186,10 @@ class Evaluation:
 
     @property
     def id(self) -> str:
-        return digest(self.describe())
+        return evaluation_id(self.describe())
 
     def cell(self, resolution: int | str) -> str:
-        return digest({"evaluation": self.id, "resolution": resolution})
+        return cell_id(self.id, resolution)
 
     def resume_key(self, pending: Iterable[int | str]) -> str:
         """The resume point of a pass over the ``pending`` resolutions (several passes of one
@@ -199,8 +199,23 @@ class Evaluation:
     @property
     def classifier_key(self) -> str:
         """The text classifier depends on the model and the prompts only."""
-        return digest({"version": IDENTITY_VERSION, "model": self.model, "classnames": self.data["classnames"],
-                       "templates": self.data["templates"]})
+        return classifier_id(self.describe())
+
+
+# The ids of a description (``Evaluation.describe()``, a record's ``identity``): Evaluation uses
+# these, and ``lr0fm verify`` re-derives a record's ids with them from the parts it carries.
+def evaluation_id(description: Mapping) -> str:
+    return digest(dict(description))
+
+
+def cell_id(evaluation: str, resolution: int | str) -> str:
+    return digest({"evaluation": evaluation, "resolution": resolution})
+
+
+def classifier_id(description: Mapping) -> str:
+    return digest({"version": description.get("version"), "model": description.get("model"),
+                   "classnames": (description.get("data") or {}).get("classnames"),
+                   "templates": (description.get("data") or {}).get("templates")})
 
 
 def evaluation(model: Any, data: Any, protocol: "Protocol", *, amp: str | None = None,
@@ -247,8 +262,8 @@ def data_matcher(data: Any):
 
 def classifier_key(model: Any, classnames: Sequence[str], templates: Sequence[str]) -> str:
     """The classifier cache key without a full evaluation (same rule as Evaluation.classifier_key)."""
-    return digest({"version": IDENTITY_VERSION, "model": model_part(model), "classnames": text_digest(classnames),
-                   "templates": text_digest(templates)})
+    return classifier_id({"version": IDENTITY_VERSION, "model": model_part(model),
+                          "data": {"classnames": text_digest(classnames), "templates": text_digest(templates)}})
 
 
 # -- telling evaluations apart ---------------------------------------------------------------
@@ -295,7 +310,8 @@ def differences(identities: Sequence[Mapping]) -> list[str]:
     return label(differing)
 
 
-__all__ = ["DIGEST_CHARS", "Evaluation", "IDENTITY_VERSION", "STATE_DIGEST_KEY", "classifier_key", "combined_weights",
-           "data_part", "differences", "digest", "evaluation", "model_part", "protocol_part", "sample_fingerprints",
+__all__ = ["DIGEST_CHARS", "Evaluation", "IDENTITY_VERSION", "STATE_DIGEST_KEY", "cell_id", "classifier_id",
+           "classifier_key", "combined_weights", "data_part", "differences", "digest", "evaluation", "evaluation_id",
+           "model_part", "protocol_part", "sample_fingerprints",
            "tensors_digest", "text_digest", "weights_digest", "weights_from_file", "weights_from_folder",
            "weights_from_hub_commit", "weights_from_state"]

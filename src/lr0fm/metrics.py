@@ -8,10 +8,13 @@ authors' MetaData/generate_SAR_WAR.py):
                  eps_d = A_d(HR) - 1 / C_d,  alpha = 200           (zero near chance)
     SAR(r) = mean_d gamma_d(r)                                     simple aggregated robustness
     WAR(r) = sum_d w_d * Gamma_d(r) / sum_d w_d                    weighted aggregated robustness
+    r_eff,d = smallest r from which gamma_d(r) stays >= 0.9         effective resolution
+              (interpolated in log2 r: ``effective_resolution``)
 
 The aggregates (SAR, WAR) are declared once, in ``AGGREGATES``; a new one is an entry there.
 
-Always per resolution; never averaged across resolutions. Edge cases, as defined here:
+Always per resolution (the effective resolution reads one curve across them); never averaged
+across resolutions. Edge cases, as defined here:
 gamma exceeds 1 when LR beats HR (kept, not clipped); gamma and Gamma are NaN (undefined) when
 A(HR) is 0 or NaN, and a NaN makes that resolution's SAR/WAR NaN (ranked last) rather than being
 dropped silently; eps is squared, so an A(HR) far *below* chance is not zeroed (as in the authors'
@@ -177,3 +180,60 @@ def mean_per_class_recall(labels, predictions, num_classes: int) -> float:
         hit[int(y)] += int(int(p) == int(y))
     recalls = [h / t for h, t in zip(hit, tot) if t]
     return sum(recalls) / len(recalls) if recalls else float("nan")
+
+
+# -- effective resolution ------------------------------------------------------------------------
+KEEPS = 0.9  # the effective resolution keeps this fraction of the HR accuracy (gamma >= KEEPS)
+
+
+@dataclass(frozen=True)
+class EffectiveResolution:
+    """The result of ``effective_resolution``: ``px`` and ``bound`` ("" -- the value itself, "<="
+    -- at most the smallest measured resolution, ">" -- above the largest), or ``px`` None when
+    undefined. ``str()`` is what reports print: "45.3", "<=16", ">128" or "-"."""
+
+    px: float | None
+    bound: str = ""
+
+    def __str__(self) -> str:
+        if self.px is None:
+            return "-"
+        return f"{self.bound}{self.px:.0f}" if self.bound else f"{self.px:.1f}"
+
+
+def effective_resolution(gammas: Mapping[int, float], keeps: float = KEEPS) -> EffectiveResolution:
+    """The smallest input resolution at which a model keeps ``keeps`` (90 %) of its HR accuracy,
+    from its gamma at the measured LR resolutions (``{px: gamma}``; NaN points are left out):
+
+    * walk from the highest measured resolution down while gamma >= ``keeps``; the last
+      resolution reached, r_k, is the lowest from which gamma stays >= ``keeps`` all the way up;
+    * below r_k lies r_(k-1) with gamma < ``keeps``: the value is where the straight line
+      between (log2 r_(k-1), gamma) and (log2 r_k, gamma) crosses ``keeps``, 2 ** that;
+    * gamma >= ``keeps`` at every measured resolution: "<= r_1" (the smallest one; below the grid);
+    * gamma < ``keeps`` at the highest one: "> r_n" (beyond the grid; HR itself keeps 100 %);
+    * no LR point with a defined gamma (no HR accuracy, or it is 0): undefined ("-").
+
+    Walking down from the top makes a dip below ``keeps`` at a high resolution count: the model
+    keeps 90 % only from where it stops dipping."""
+    points = sorted((int(r), float(g)) for r, g in gammas.items() if not math.isnan(float(g)))
+    if not points:
+        return EffectiveResolution(None)
+    k = len(points)
+    while k > 0 and points[k - 1][1] >= keeps:
+        k -= 1
+    if k == len(points):
+        return EffectiveResolution(float(points[-1][0]), ">")
+    if k == 0:
+        return EffectiveResolution(float(points[0][0]), "<=")
+    (r0, g0), (r1, g1) = points[k - 1], points[k]
+    t = (keeps - g0) / (g1 - g0)
+    return EffectiveResolution(2 ** (math.log2(r0) + t * (math.log2(r1) - math.log2(r0))))
+
+
+def effective_resolution_of(accuracies: Mapping, keeps: float = KEEPS) -> EffectiveResolution:
+    """``effective_resolution`` of one evaluation's accuracies, ``{px or "hr": top-1}``: gamma of
+    each LR accuracy against the HR one (undefined without an HR accuracy)."""
+    hr = next((a for r, a in accuracies.items() if str(r).lower() == "hr"), None)
+    if hr is None:
+        return EffectiveResolution(None)
+    return effective_resolution({r: gamma(a, hr) for r, a in accuracies.items() if str(r).lower() != "hr"}, keeps)

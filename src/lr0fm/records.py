@@ -5,8 +5,9 @@ only by ``new_record`` (``make_record`` feeds it from a model and its data; the 
 plain values). Its identity parts live only under ``identity`` and are read with the accessors
 (``protocol_of``, ``limit_of``, ``amp_of``, ...). Every reader -- text/JSON/CSV/HTML reports,
 ``compare``, ``analyze``, the Python API's DataFrame -- takes its columns from ``COLUMNS`` (and
-``TABLE_COLUMNS`` with the row labels) and its row labels from ``label_records``, so they agree
-on what a row is and never put numbers of two evaluations into one row.
+``TABLE_COLUMNS`` with the row labels and what an evaluation's records say together) and its row
+labels from ``label_records``, so they agree on what a row is and never put numbers of two
+evaluations into one row.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from .identity import data_side, differences, model_side
-from .metrics import CELL_METRICS
+from .metrics import CELL_METRICS, effective_resolution_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from .identity import Evaluation
@@ -28,6 +29,7 @@ FORMAT = "lr0fm-record/3"
 READABLE_FORMATS = (FORMAT, "lr0fm-record/2")
 LEGACY_COPIES = ("amp", "limit", "split", "protocol", "weights_hash", "variant")
 HR = "hr"
+SKIPPED_IDS_KEPT = 50  # a record lists the ids of the first this many unreadable images
 
 
 # -- the identity parts of a record --------------------------------------------------------
@@ -137,7 +139,14 @@ LABEL_COLUMNS: tuple[Column, ...] = (
                             "evaluations of it ('tuxpaint [limit=40]'); one (model_label, dataset_label) = one "
                             "evaluation", _field("dataset_label"), label=True),
 )
-TABLE_COLUMNS = COLUMNS + LABEL_COLUMNS
+# What the records of one evaluation say together, set by ``label_records`` beside the labels.
+EVALUATION_COLUMNS: tuple[Column, ...] = (
+    Column("effective_resolution", "the evaluation's effective resolution: the smallest resolution (px) at which "
+                                   "gamma stays >= 0.9, interpolated in log2; '<=16' below, '>128' beyond the measured "
+                                   "ones, empty without an HR accuracy (lr0fm.metrics.effective_resolution)",
+           _field("effective_resolution")),
+)
+TABLE_COLUMNS = COLUMNS + LABEL_COLUMNS + EVALUATION_COLUMNS
 
 # What a file under records/ must hold to be read as a record.
 REQUIRED = {"format": str, "cell": str, "evaluation": str, "identity": dict, "model": str, "dataset": str,
@@ -222,7 +231,8 @@ def label_records(records: Iterable[dict]) -> list[dict]:
     precision, protocol, variant) each gets a label naming what differs ("X [amp=bf16]"); the
     same for a dataset name with several data-side identities under one model label
     ("tuxpaint [limit=60]"; other images are named by the folder they were read from,
-    "twin [folder=~/a/twin]")."""
+    "twin [folder=~/a/twin]"). Each also gets its evaluation's ``effective_resolution``
+    (``EVALUATION_COLUMNS``)."""
     out = [dict(r) for r in records]
     for r in out:
         r["model_label"] = model_name(r)
@@ -230,6 +240,14 @@ def label_records(records: Iterable[dict]) -> list[dict]:
     for r in out:
         r["dataset_label"] = r["dataset"]
     _disambiguate(out, lambda r: (r["model_label"], r["dataset"]), _data_side, "dataset_label", _folders_shown)
+    by_evaluation: dict[str, list[dict]] = {}
+    for r in out:
+        by_evaluation.setdefault(r["evaluation"], []).append(r)
+    for recs in by_evaluation.values():
+        found = effective_resolution_of({r["resolution"]: r["top1"] for r in recs})
+        shown = None if found.px is None else str(found)
+        for r in recs:
+            r["effective_resolution"] = shown
     return out
 
 
@@ -369,7 +387,7 @@ def new_record(ev: "Evaluation", resolution: int | str, *, model: str, model_id:
         "dataset": dataset, "dataset_key": dataset_key, "num_classes": num_classes,
         "data_root": data_root,  # where it was read from; not part of the identity
         "resolution": resolution, **metrics, "n_images": n_images, "n_skipped": len(skipped_ids),
-        "skipped_ids": [str(i) for i in skipped_ids[:50]], "classifier_key": ev.classifier_key,
+        "skipped_ids": [str(i) for i in skipped_ids[:SKIPPED_IDS_KEPT]], "classifier_key": ev.classifier_key,
         "catalog_hashes": catalog_hashes(), "lr0fm_version": lr0fm_version or __version__, "run": dict(run or {}),
     }
 

@@ -4,14 +4,17 @@ Layout under the results directory (``./lr0fm-results`` unless --out / $LR0FM_RE
 
     records/<cell>.json        one per cell (lr0fm.identity: an evaluation at one resolution)
     predictions/<cell>.npz     per-image top-k class indices, labels and ids; the record names its sha256
+    quarantine/<time>/         records (and their predictions) ``lr0fm verify --fix`` moved aside
     partial/<evaluation>-<pending>.npz   progress of a pass in flight (resume point), removed when done
     locks/<evaluation>.lock    held while a process runs a pass of that evaluation
     cache/classifiers/<k>.pt   zero-shot text classifiers
 
 A cell is complete only when its record is a valid record of this lr0fm *and* its predictions
-file exists with the digest the record names; anything else (a truncated or foreign file, a
-deleted or altered predictions file) is one warning and the cell is computed again. A killed run
-loses at most the images since the last partial save and never leaves a half-written file.
+file exists with the digest the record names *and* its numbers and ids are the ones its parts give
+(lr0fm.verify.quick_problem, by digests); anything else (a truncated or foreign file, a deleted or
+altered predictions file, a number edited by hand) is one warning and the cell is computed again.
+A killed run loses at most the images since the last partial save and never leaves a half-written
+file.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import numpy as np
 
 from .errors import InputError, PassBusy
 from .records import TABLE_COLUMNS, current, label_records, problem, res_key, table_row
+from .verify import PREDICTIONS_CHANGED, numbers_digest, quick_problem
 
 log = logging.getLogger("lr0fm")
 
@@ -145,32 +149,46 @@ class ResultsStore:
         return self._read(self.record_path(cell))
 
     def complete(self, cell: str, warn: bool = True) -> bool:
-        """The cell has a valid record and the predictions file it names (same digest). ``warn=False``
-        for a caller whose own error line says it (one line, not a warning and an error)."""
+        """The cell has a valid record that its parts still give: its predictions file (same
+        digest), its numbers and ids (lr0fm.verify.quick_problem). ``warn=False`` for a caller
+        whose own error line says it (one line, not a warning and an error)."""
         record = self.get(cell)
-        return record is not None and self._predictions_match(record, warn)
+        return record is not None and self._trusted(record, warn)
 
-    def _predictions_match(self, record: dict, warn: bool, reported: bool = False) -> bool:
-        path = self.predictions_path(record["cell"])
+    def problem_of(self, record: dict) -> str | None:
+        """Why ``record`` cannot be trusted (lr0fm.verify.quick_problem: digests, cheap), or None."""
         try:
-            ok = hashlib.sha256(path.read_bytes()).hexdigest() == record["predictions_sha256"]
+            predictions = self.predictions_path(record["cell"]).read_bytes()
         except OSError:
-            ok = False
-        if not ok and warn:
-            self._warn(path, "predictions file missing or changed", reported)
-        return ok
+            predictions = None
+        return quick_problem(record, predictions)
+
+    def _trusted(self, record: dict, warn: bool, reported: bool = False) -> bool:
+        why = self.problem_of(record)
+        if why is not None and warn:
+            on_predictions = why == PREDICTIONS_CHANGED
+            self._warn(self.predictions_path(record["cell"]) if on_predictions else self.record_path(record["cell"]),
+                       why, reported)
+        return why is None
+
+    def untrusted(self, records: Iterable[dict]) -> list[tuple[dict, str]]:
+        """(record, why) of each of ``records`` whose parts no longer give it (``problem_of``)."""
+        return [(r, why) for r in records if (why := self.problem_of(r)) is not None]
 
     def warn_incomplete(self, records: Iterable[dict]) -> list[dict]:
-        """Warn once per record whose predictions file is missing or changed, as ``eval`` does
-        (a report still shows its numbers); returns those records."""
-        return [r for r in records if not self._predictions_match(r, warn=True, reported=True)]
+        """Warn once per record whose predictions file is missing or changed, or whose numbers or
+        ids its parts do not give, as ``eval`` does (a report still shows its numbers); returns
+        those records."""
+        return [r for r in records if not self._trusted(r, warn=True, reported=True)]
 
     def put(self, record: dict, predictions: dict) -> None:
-        """Predictions first, record last (naming their digest): a record means the cell is complete."""
+        """Predictions first, record last (naming their digest, and sealing its numbers with it:
+        lr0fm.verify.numbers_digest): a record means the cell is complete."""
         cell = record["cell"]
         data = npz_bytes(**predictions)
         atomic_write_bytes(self.predictions_path(cell), data)
         record = {**record, "predictions_sha256": hashlib.sha256(data).hexdigest()}
+        record["numbers_digest"] = numbers_digest(record)
         try:
             atomic_write_bytes(self.record_path(cell), json.dumps(record, indent=1, sort_keys=True).encode())
         except InputError:  # no record, no predictions: nothing half-written stays behind

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..catalog import class_counts, war_weights
-from ..metrics import AGGREGATES, RANK_BY, Robustness, gamma, improved_gamma, ranked, robustness_table
+from ..metrics import (AGGREGATES, KEEPS, RANK_BY, EffectiveResolution, Robustness, effective_resolution, gamma,
+                       improved_gamma, ranked, robustness_table)
 from ..records import (label_records, model_name, primary_per_dataset, protocol_of, res_key, robustness_rows,
                        table_row)
 
@@ -38,6 +39,12 @@ def accuracy_rows(records: Iterable[dict]) -> list[dict]:
 
 def robustness(records: Sequence[dict], weights: dict | None = None) -> list[Robustness]:
     return robustness_table(accuracy_rows(records), war_weights() if weights is None else weights, class_counts())
+
+
+def sar_effective_resolution(rob: Iterable[Robustness], model: str) -> EffectiveResolution:
+    """A model's effective resolution on its SAR curve (mean gamma over datasets per resolution):
+    the one number per model a leaderboard shows beside the per-dataset ones."""
+    return effective_resolution({x.resolution: x.scores["SAR"] for x in rob if x.model == model})
 
 
 def json_records(records: Iterable[dict]) -> str:
@@ -91,6 +98,11 @@ def text_report(records: Sequence[dict]) -> str:
         for name in (a.name for a in AGGREGATES):
             vals = [rob[(model, r)].scores[name] if (model, r) in rob else None for r in lr]
             lines.append(f"{name:<{width}}" + "".join(f"{_fmt(v, False) if v is not None else '-':>8}" for v in vals))
+        lines.append(f"effective resolution (px where gamma stays >= {KEEPS:g}; SAR: of its curve)")
+        for d in datasets:
+            shown = next(r.get("effective_resolution") for r in recs if r["dataset_label"] == d)
+            lines.append(f"{d:<{width}}{shown or '-':>8}")
+        lines.append(f"{'SAR':<{width}}{str(sar_effective_resolution(rob.values(), model)):>8}")
         lines += [f"({note.split(': ', 1)[1]})" for note in notes if note.startswith(model + ": ")]
         skipped = sum(r.get("n_skipped", 0) for r in recs if r["resolution"] == resolutions[0])
         if skipped:

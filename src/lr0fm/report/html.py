@@ -23,18 +23,20 @@ from typing import Sequence
 
 from .. import resources
 from ..catalog import catalog_hashes
-from ..metrics import AGGREGATES, RANK_BY, Robustness, rank_key, robustness_table
+from ..metrics import AGGREGATES, KEEPS, RANK_BY, Robustness, rank_key, robustness_table
 from ..records import TABLE_COLUMNS, primary_per_dataset, res_key, robustness_rows, table_row
 from ..store import ResultsStore, atomic_write_bytes
 from ..version import __version__
 from ..plotting import figure_png, pyplot
-from . import accuracy_png, labelled, robustness
+from . import accuracy_png, labelled, robustness, sar_effective_resolution
 
 log = logging.getLogger("lr0fm")
 
 PAGE_NAME = "index.html"
 ANALYSIS_DIR = "analysis"
 MAX_EMBED_BYTES = 20 << 20  # analysis images larger than this are linked, not embedded
+EFFECTIVE_DOC = (f"the smallest resolution (px) at which SAR (mean gamma) stays >= {KEEPS:g}, interpolated in "
+                 "log2(resolution); hover a cell for each dataset's")
 
 
 def write_html(records: Sequence[dict], out_dir: str | Path, store: ResultsStore | None = None) -> Path:
@@ -115,11 +117,16 @@ def _leaderboard(rob: Sequence[Robustness], records: Sequence[dict]) -> str:
     heads = "".join(f"<th>{n}</th>" for n in names)
     summary = ["<table class=\"summary\"><thead><tr><th class=\"model\" rowspan=\"2\">your model</th>"
                + "".join(f"<th colspan=\"{len(names)}\">{escape(str(r))} px</th>" for r in resolutions)
+               + f"<th rowspan=\"2\" class=\"effective\" title=\"{escape(EFFECTIVE_DOC)}\">effective resolution</th>"
                + "</tr><tr>" + heads * len(resolutions) + "</tr></thead><tbody>"]
     for m in sorted({x.model for x in rob}):
+        per_dataset = sorted({(r["dataset_label"], r.get("effective_resolution") or "-") for r in records
+                              if r["model_label"] == m})
         summary.append(f"<tr><td class=\"model\">{escape(m)}</td>" + "".join(
             "".join(f"<td>{_f3(by_key[(m, r)].scores[n])}</td>" for n in names) if (m, r) in by_key
-            else "<td>-</td>" * len(names) for r in resolutions) + "</tr>")
+            else "<td>-</td>" * len(names) for r in resolutions)
+            + f"<td class=\"effective\" title=\"{escape(', '.join(f'{d}: {e}' for d, e in per_dataset))}\">"
+            f"{escape(str(sar_effective_resolution(rob, m)))}</td></tr>")
     summary.append("</tbody></table>")
     parts = [f"<section id=\"leaderboard\"><h2>Leaderboard: {' / '.join(names)} per resolution</h2>",
              "".join(summary), *(f"<p class=\"note choice\">{escape(c)}</p>" for c in chosen),
