@@ -96,3 +96,12 @@ progress: false
     return path
 
 
+
+
+def with_progress(cfg, folder):
+    """A copy of sweep config ``cfg`` in ``folder`` that shows the driver's progress lines."""
+    import shutil
+    shutil.copy(cfg.parent / "prompts.txt", folder / "prompts.txt")
+    copy = folder / "sweep-progress.yaml"
+    copy.write_text(cfg.read_text().replace("progress: false", "progress: true"))
+    return copy

@@ -282,6 +282,9 @@ BAD_CALLS = [  # (public function, how it is called, error, what its one line sa
     ("LowResolution", lambda f: f(16, size=224, hr_via=-1), ValueError, r"--hr-via -1 must be a size in px"),
     ("LowResolution", lambda f: f(16, size=224, hr_via="224"), TypeError, r"'hr_via' must be a size in px"),
     ("LowResolution.for_model", lambda f: f("conse-effnet-lite0", 16), TypeError, r"'model' must be a model from"),
+    ("effective_resolution", lambda f: f([0.5, 0.9]), TypeError, r"takes γ per resolution"),
+    ("effective_resolution", lambda f: f({16: 0.5}, keeps="0.9"), TypeError, r"keeps='0.9' must be a number"),
+    ("effective_resolution", lambda f: f({16: 0.5}, keeps=1.5), ValueError, r"keeps=1.5 must be a fraction"),
 ]
 
 

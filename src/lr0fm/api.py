@@ -339,7 +339,10 @@ def effective_resolution(gammas, keeps=KEEPS):
     ``lr0fm report`` shows them."""
     from . import metrics
 
-    if isinstance(keeps, bool) or not isinstance(keeps, (int, float)) or not 0 < keeps <= 1:
+    if isinstance(keeps, bool) or not isinstance(keeps, (int, float)):
+        raise TypeError(f"effective_resolution() keeps={keeps!r} must be a number: the fraction of the HR accuracy "
+                        "kept, in (0, 1]")
+    if not 0 < keeps <= 1:
         raise ValueError(f"effective_resolution() keeps={keeps!r} must be a fraction of the HR accuracy in (0, 1]")
     if _is_frame(gammas):
         import pandas as pd
