@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from . import distributed as dist
-from .groups import Group, load_models
+from .groups import Group, check_groups, load_models
 
 
 def run_groups(groups: Sequence[Group], resolutions, store, device: str = "cpu", protocol: dict | None = None,
@@ -27,6 +27,7 @@ def run_groups(groups: Sequence[Group], resolutions, store, device: str = "cpu",
     """
     from .evaluation import EvalConfig, Job, check_readable, evaluate_many
 
+    check_groups(groups, protocol)  # every named model against the options, before any is built
     if engine is not None:  # its workers check the data they are given (they may see other files)
         return engine.run(groups, resolutions, store, device=device, protocol=protocol, **options)
     for data in {id(g.data): g.data for g in groups}.values():
@@ -65,6 +66,7 @@ def cell_status(groups: Sequence[Group], resolutions, store, device: str = "cpu"
     """One row per cell: model, dataset, split, resolution, variant, cell id, done (no image is read)."""
     from .evaluation import EvalConfig, plan
 
+    check_groups(groups, protocol)
     rows = []
     for _, g, model, view_fn, variant in load_models(groups, range(len(groups)), resolutions, "cpu", protocol):
         cfg = EvalConfig(resolutions=resolutions, device=device, variant=variant, **options)

@@ -23,13 +23,10 @@ def cmd_sweep(args) -> int:
                          f"{', '.join(preset_names())})")
     config = load_config(args.config or preset_path(args.preset))
     config = select(config, models=args.models, datasets=args.datasets, resolutions=args.resolutions)
-    if args.device:
-        config.options["device"] = args.device
-    given = {k: getattr(args, k) for k in SWEEP_KEYS if k in vars(args) and getattr(args, k) is not None
-             and k not in ("resolutions", "device")}
-    if given:  # checked with the config's other options, as the config's keys are
-        config.options.update(given)
-        RunOptions.from_mapping({k: v for k, v in config.options.items() if k != "protocol"}, "lr0fm sweep")
+    # the command line's run options override the config's keys of those names (checked again with them)
+    given = {k: getattr(args, k) for k in SWEEP_KEYS if k != "resolutions" and getattr(args, k, None) is not None}
+    if given:
+        config = config.with_run(**given)
     store = ResultsStore(args.out or config.out)
     from ..engines import engine_from_args, plan_makespan, print_makespan
     if args.estimate or (args.dry_run and (args.preset or args.gpus)):  # a plan: no model built, no image read
@@ -48,6 +45,7 @@ def cmd_sweep(args) -> int:
     if args.throughput is not None or args.images_per_second is not None:
         raise InputError("--throughput / --images-per-second set the estimate: add --estimate "
                          "(or --dry-run with --preset)")
+    engine = engine_from_args(args)  # its options' checks, before any dataset is read or model built
     groups = expand(config)
     models, cannot = runnable(config.models)
     if cannot and dist.is_main():
@@ -56,10 +54,10 @@ def cmd_sweep(args) -> int:
     if not models:
         raise InputError("none of the sweep's models can run in lr0fm; choose others (lr0fm models --paper)")
     groups = [g for g in groups if g.model in models]
-    options = dict(config.options)
-    engine = engine_from_args(args)  # workers check their device; the driver may have none
-    device = dist.check_device(options.pop("device", "cpu"), options.get("amp")) if engine is None else \
-        engine.device(options.pop("device", "cpu"))
+    run = config.run
+    options = dict(protocol=run.protocol_options(), **run.pass_options())
+    # workers check their device; the driver may have none
+    device = dist.check_device(run.device, run.amp) if engine is None else engine.device(run.device)
     if args.dry_run:
         if dist.is_main():
             rows = cell_status(groups, config.resolutions, store, device=device, **options)
