@@ -29,8 +29,9 @@ def cmd_sweep(args) -> int:
         config = config.with_run(**given)
     store = ResultsStore(args.out or config.out)
     from ..engines import engine_from_args, plan_makespan, print_makespan
-    if args.estimate or (args.dry_run and (args.preset or args.gpus)):  # a plan: no model built, no image read
-        if args.gpus:  # the makespan on N GPUs with the engines' scheduling
+    gpus = args.gpus is not None
+    if args.estimate or (args.dry_run and (args.preset or gpus)):  # a plan: no model built, no image read
+        if gpus:  # the makespan on N GPUs with the engines' scheduling
             per_task = args.gpus_per_task or (args.slurm_gpus_per_task if args.engine == "slurm" else None)
             plan = plan_makespan(config, store, args.gpus, per_task, args.throughput, args.images_per_second,
                                  split=not args.no_shards, models_per_task=args.models_per_task)
@@ -39,7 +40,7 @@ def cmd_sweep(args) -> int:
         if dist.is_main():
             print_plan(config, store, f"preset {args.preset}" if args.preset else f"sweep {args.config}",
                        tflops=args.throughput, images_per_second=args.images_per_second)
-            if args.gpus:
+            if gpus:
                 print_makespan(plan)
         return 0
     if args.throughput is not None or args.images_per_second is not None:
