@@ -243,3 +243,30 @@ def test_a_new_protocol_field_at_its_default_changes_no_stored_id(name):
         assert changed.describe() == {**old.describe(), **knob}
         assert _evaluation(changed).id != evaluation_id
         assert Knobbed.from_description(changed.describe()) == changed
+
+
+def test_a_switch_left_at_its_default_is_no_override(tiny_model):
+    """A protocol option at its default is not given: a False switch does not reach
+    choose_protocol as an override, so it adds no '+override' to the source and no new id (the
+    trap of passing every non-None value); set, it overrides its Protocol field."""
+    from dataclasses import make_dataclass
+
+    from lr0fm.models import choose_protocol
+    from lr0fm.options import ProtocolChoice, option
+    from lr0fm.protocol import Protocol
+
+    Choice = make_dataclass("Choice", [("sharpen", bool, option(False, "sharpen views", "protocol", sets="sharpen"))],
+                            bases=(ProtocolChoice,), frozen=True)
+    Knobbed = make_dataclass("Knobbed", [("sharpen", bool, False)], bases=(Protocol,), frozen=True)
+    assert Choice().given() == {"protocol": "native"} and Choice().overrides() == {}
+    assert Choice(sharpen=True).overrides() == {"sharpen": True}
+    assert Choice(hr_via=0).overrides() == {"hr_via": None}  # 0 is given: the HR view goes straight
+    own = tiny_model.preprocess
+    try:
+        tiny_model.preprocess = Knobbed(**{f: getattr(own, f) for f in own.__dataclass_fields__})
+        left = choose_protocol(tiny_model, Choice()).preprocess
+        assert left.source == "native" and left.describe() == own.describe()
+        switched = choose_protocol(tiny_model, Choice(sharpen=True)).preprocess
+        assert switched.sharpen and switched.source == "native+override"
+    finally:
+        tiny_model.preprocess = own
