@@ -110,6 +110,9 @@ def _check(self) -> None:
 
 @dataclass(frozen=True)
 class RunOptions:
+    """Every option of a run, checked when made (``lr0fm eval``'s flags, a sweep file's keys,
+    ``lr0fm.evaluate``'s keywords); ``dataclasses.replace`` checks a changed one again."""
+
     # -- run: how a pass runs ------------------------------------------------------------------
     resolutions: Any = option("16,32,64,128,hr", "LR sizes in px and 'hr' (default: %(default)s)", "run",
                               flags=("--resolutions", "-r"), check=lambda r: tuple(parse_resolutions(r)))
