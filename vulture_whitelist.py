@@ -11,3 +11,4 @@ OriginalCarrier  # lr0fm.tensor_views: what a worker sends when the device makes
 checkpoint  # lr0fm.engines.slurm: submitit calls a job's checkpoint() when it is preempted
 CELL_METRICS  # lr0fm.metrics: what tests/fake_records.py fills every per-cell metric from
 numerics  # lr0fm.identity.Evaluation: one part of the description, read through dataclasses.asdict
+resize_mode, rgb_order  # lr0fm.options.RunOptions: protocol overrides read by field (ProtocolChoice.overrides)

@@ -249,8 +249,8 @@ def test_huge_resolutions_and_input_sizes_refused_before_any_model(extra, match,
 @pytest.mark.parametrize("extra,match", [
     (["--resolutions", "16,257"], r"resolution 257 px is more than 4x the model's input size 64 px; "
                                   r"give resolutions up to 256 px"),
-    (["--resolutions", "16,129", "--input-size", "32"], r"resolution 129 px is more than 4x the model's input size 32"),
-], ids=["native", "input_size"])
+    (["--resolutions", "16,64", "--hr-via", "257"], r"--hr-via 257 px is more than 4x the model's input size 64 px"),
+], ids=["native", "hr_via"])
 def test_resolution_above_4x_the_input_size_refused_before_any_image(extra, match, tiny_open_clip, image_folder,
                                                                      tmp_path, capsys):
     out = tmp_path / "out"

@@ -123,6 +123,30 @@ def test_api_page_documents_the_columns_of_load_results(tmp_path):
     assert documented == list(result_columns()) == list(lr0fm.load_results(tmp_path).columns)
 
 
+def options_table() -> str:
+    """docs/api.md's table of evaluate()'s options, from their one declaration (RunOptions)."""
+    from dataclasses import fields
+
+    from lr0fm.options import RunOptions, flag
+
+    rows = []
+    for f in fields(RunOptions):
+        if f.name == "resolutions":  # evaluate()'s own argument
+            continue
+        m = f.metadata
+        cli = " ".join(f"`{x}`" for x in (m["flags"] or (flag(f.name),))) if m["cli"] else "(API and sweep files)"
+        what = m["help"].replace(" (default: %(default)s)", "")
+        rows.append(f"| `{f.name}` | {cli} | `{f.default!r}` | {what} |")
+    return "\n".join(["| option | `lr0fm eval` | default | meaning |", "|---|---|---|---|", *rows])
+
+
+def test_api_page_documents_the_options_of_evaluate():
+    text = API_PAGE.read_text(encoding="utf-8")
+    section = text.split("## Options of `evaluate`", 1)[1].split("\n## ", 1)[0]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
+    assert table == options_table(), "docs/api.md's options table is stale; it should read:\n" + options_table()
+
+
 # -- README ----------------------------------------------------------------------------------
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})

@@ -190,3 +190,83 @@ def test_conse_labels_and_templates_are_in_its_identity(fake_minilm, monkeypatch
     assert labels.label_embeddings.shape[0] == 11
     assert len({base, templates, identity.model_part(labels)["weights"]}) == 3
     assert {w.split("+labels:")[0] for w in (base, templates)} == {base.split("+labels:")[0]}
+
+
+# Ids of three protocols, computed with the code before Protocol.describe() left later fields out
+# at their defaults (every field was described then): stored records must keep these ids.
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+PINNED_PROTOCOLS = {
+    "native": (dict(input_size=224, mean=CLIP_MEAN, std=CLIP_STD),
+               "7ac2ba14b648af0766196d5f959697d0", "af15dda1e7d398bb8f7b7d067d3f66f0",
+               "d8f5870274fd7470401a496df09d7c93"),
+    "paper": (dict(input_size=384, mean=(0.5,) * 3, std=(0.5,) * 3, mode="squash", interpolation="bilinear",
+                   source="paper", rgb_last=True, hr_via=224),
+              "ccd4cdc7d3ff36bcb613b89a9f6450d2", "d4b9f84287ce175df659fbb3008eb3b9",
+              "462d1926790bb69e7155ad8906a450dc"),
+    "override": (dict(input_size=128, mean=CLIP_MEAN, std=CLIP_STD, interpolation="lanczos", source="native+override"),
+                 "70c9d910abedd2bfdcc1e23640cff96d", "a6c1272b83ac9fb85379000e7a9d0b5c",
+                 "e159dc7aa1eff036d78f904abfa2d1f8"),
+}
+
+
+def _evaluation(protocol) -> identity.Evaluation:
+    return identity.Evaluation(
+        model={"backend": "open_clip", "id": "ViT-B-32:openai", "weights": "abc", "kwargs": {}, "text": {}},
+        data={"key": "tuxpaint", "split": "test", "options": {}, "n": 3, "samples": "s", "classnames": "c",
+              "templates": "t", "num_classes": 2},
+        protocol={**protocol.describe(), "decoder": "pil", "pillow": "11"}, numerics={"amp": None, "topk": 5},
+        variant={}, limit=None)
+
+
+@pytest.mark.parametrize("name", PINNED_PROTOCOLS)
+def test_a_new_protocol_field_at_its_default_changes_no_stored_id(name):
+    """Protocol.describe()'s rule: the fields stored records have are always described, a later
+    field only where it differs from its default. So the ids computed before the rule are kept,
+    a new knob (here a boolean and a text field, as a subclass adds them) at its default changes
+    none, and the knob set makes another evaluation."""
+    from dataclasses import field, make_dataclass
+
+    from lr0fm.digests import digest
+    from lr0fm.protocol import Protocol
+
+    kwargs, protocol_id, evaluation_id, cell_16 = PINNED_PROTOCOLS[name]
+    old = Protocol(**kwargs)
+    assert digest(old.describe()) == protocol_id
+    assert _evaluation(old).id == evaluation_id and _evaluation(old).cell(16) == cell_16
+    Knobbed = make_dataclass("Knobbed", [("sharpen", bool, field(default=False)),
+                                         ("matte", str, field(default="white"))], bases=(Protocol,), frozen=True)
+    assert _evaluation(Knobbed(**kwargs)).id == evaluation_id
+    assert Knobbed(**kwargs).describe() == old.describe()
+    assert Protocol.from_description(old.describe()) == old  # a stored description remakes its protocol
+    for knob in ({"sharpen": True}, {"matte": "black"}):
+        changed = Knobbed(**kwargs, **knob)
+        assert changed.describe() == {**old.describe(), **knob}
+        assert _evaluation(changed).id != evaluation_id
+        assert Knobbed.from_description(changed.describe()) == changed
+
+
+def test_a_switch_left_at_its_default_is_no_override(tiny_model):
+    """A protocol option at its default is not given: a False switch does not reach
+    choose_protocol as an override, so it adds no '+override' to the source and no new id (the
+    trap of passing every non-None value); set, it overrides its Protocol field."""
+    from dataclasses import make_dataclass
+
+    from lr0fm.models import choose_protocol
+    from lr0fm.options import ProtocolChoice, option
+    from lr0fm.protocol import Protocol
+
+    Choice = make_dataclass("Choice", [("sharpen", bool, option(False, "sharpen views", "protocol", sets="sharpen"))],
+                            bases=(ProtocolChoice,), frozen=True)
+    Knobbed = make_dataclass("Knobbed", [("sharpen", bool, False)], bases=(Protocol,), frozen=True)
+    assert Choice().given() == {"protocol": "native"} and Choice().overrides() == {}
+    assert Choice(sharpen=True).overrides() == {"sharpen": True}
+    assert Choice(hr_via=0).overrides() == {"hr_via": None}  # 0 is given: the HR view goes straight
+    own = tiny_model.preprocess
+    try:
+        tiny_model.preprocess = Knobbed(**{f: getattr(own, f) for f in own.__dataclass_fields__})
+        left = choose_protocol(tiny_model, Choice()).preprocess
+        assert left.source == "native" and left.describe() == own.describe()
+        switched = choose_protocol(tiny_model, Choice(sharpen=True)).preprocess
+        assert switched.sharpen and switched.source == "native+override"
+    finally:
+        tiny_model.preprocess = own

@@ -69,7 +69,8 @@ def test_protocol_choice_and_overrides_change_the_identity(model_as, image_folde
     name = "openclip-vit-b-16-datacomp-xl"
     ids = {}
     for label, kw in {"native": {}, "paper": {"protocol": "paper"}, "squash": {"resize_mode": "squash"},
-                      "size": {"input_size": 48}, "bilinear": {"interpolation": "bilinear"}}.items():
+                      "hr_via": {"hr_via": 32}, "rgb_last": {"rgb_order": "last"},
+                      "bilinear": {"interpolation": "bilinear"}}.items():
         ids[label] = plan(choose_protocol(model_as(name), **kw), data, cfg).evaluation
     assert len({ev.id for ev in ids.values()}) == len(ids)
     assert ids["squash"].protocol["source"] == "native+override"

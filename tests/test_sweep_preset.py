@@ -45,8 +45,8 @@ def test_preset_is_the_paper_grid_and_is_packaged():
     config = load_config(preset_path("lr0fm"))
     assert config.models == list(model_catalog())  # all 66, in the catalog's order
     assert [d["key"] for d in config.datasets] == list(dataset_cards())
-    assert config.resolutions == [16, 32, 64, 128, "hr"]
-    assert config.options["protocol"] == {"protocol": "paper"}
+    assert config.resolutions == (16, 32, 64, 128, "hr")
+    assert config.run.protocol_options() == {"protocol": "paper"}
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["lr0fm"]
     package = ROOT / "src" / "lr0fm"  # setuptools globs package-data patterns: '*' stays in one folder
     assert any(preset_path("lr0fm") in package.glob(p) for p in patterns)
@@ -210,7 +210,7 @@ def test_a_paper_family_sweep_counts_only_records_of_that_family_protocol(no_dat
     from lr0fm.sweep_plan import recorded_cells
 
     config = select(load_config(preset_path("lr0fm")), models=["clip-vit-b-32"], datasets="dtd")
-    config.options["protocol"] = {"protocol": "paper:clip"}  # the family in any case
+    config = config.with_run(protocol="paper:clip")  # the family in any case
     datasets = plan_datasets(config)
 
     class Store:

@@ -11,11 +11,13 @@ import fnmatch
 import numbers
 import os
 import sys
+import textwrap
 import warnings
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union, overload
 
 from . import checks
 from .metrics import ALPHA, KEEPS, EffectiveResolution
+from .options import option_list
 from .protocol import DEFAULT_RESOLUTIONS, HR, parse_resolutions
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,13 +74,11 @@ def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
         named by the file, so save changed weights to a new file before evaluating them.
     dataset: a key (``list_datasets``, default options) or data from ``get_dataset``.
     resolutions: pixels and ``"hr"``, e.g. ``[16, 32, "hr"]`` or ``"16,32,hr"``.
-    options: the options of ``lr0fm eval`` under their field names (lr0fm.options.RunOptions:
-        ``limit``, ``device``, ``amp``, ``batch_size``, ``workers``, ``progress``,
-        ``checkpoint_every``, ``views``, ``decoder``, ``topk``, ``protocol`` (``"native"``,
-        ``"paper"`` or ``"paper:FAMILY"``), ``resize_mode``, ``input_size``, ``interpolation``,
-        ``rgb_order``, ``hr_via``, ``lr_tokens``, ``sr``, ``trust_checkpoint``), with the same
-        checks; ``device`` defaults to the model's device, or ``"cpu"`` for a name. An unknown
-        option is a TypeError.
+    options: the options of ``lr0fm eval`` under their field names, with the same checks (one
+        declaration: lr0fm.options.RunOptions):
+        {options}.
+        ``protocol`` is ``"native"``, ``"paper"`` or ``"paper:FAMILY"``; ``device`` defaults to
+        the model's device, or ``"cpu"`` for a name. An unknown option is a TypeError.
     engine: where the pass runs, e.g. ``lr0fm.engines.ray.RayEngine()`` (docs/scale.md); None: here.
     """
     import torch
@@ -128,6 +128,10 @@ def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
         model.train(was_training)
         model.preprocess = preprocess
 
+
+if evaluate.__doc__:  # the options' list from their one declaration (python -OO drops docstrings)
+    evaluate.__doc__ = evaluate.__doc__.replace("{options}", textwrap.fill(
+        option_list(exclude=("resolutions",)), width=92, subsequent_indent=" " * 8))
 
 _check_kinds = checks.check_kinds  # TypeError for an argument of the wrong kind, before anything is built
 

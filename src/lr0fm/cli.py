@@ -10,12 +10,12 @@ import signal
 import sys
 import threading
 
-from .commands import MODULES, global_options
+from .commands import MODULES, Parser, global_options
 from .version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lr0fm", description="Low-resolution robustness of zero-shot foundation models",
+    parser = Parser(prog="lr0fm", description="Low-resolution robustness of zero-shot foundation models",
                                      parents=[global_options(subcommand=False)])
     parser.add_argument("--version", action="version", version=f"lr0fm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

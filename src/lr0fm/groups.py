@@ -18,16 +18,26 @@ class Group:
     trust_checkpoint: bool = False  # pickled weights: unpickle without restrictions (a file the user trusts)
 
 
+def check_groups(groups: Sequence[Group], protocol: dict | None = None) -> None:
+    """The options against every named model, before any is built (lr0fm.models.check_model_options):
+    one line for an unknown name, a paper protocol of no paper backbone, a fixed input size."""
+    from .models import check_model_options
+    from .options import ProtocolChoice
+
+    choice = ProtocolChoice(**(protocol or {}))
+    for name in dict.fromkeys(g.model for g in groups if isinstance(g.model, str)):
+        check_model_options(name, choice)
+
+
 def load_models(groups: Sequence[Group], indices: Sequence[int], resolutions, device: str,
                    protocol: dict | None = None):
     """Yield (index, group, model, view_fn, variant), building each (model, variant) once in a row.
-    ``protocol``: lr0fm.models.choose_protocol arguments (native/paper, overrides)."""
+    ``protocol``: the ProtocolChoice fields (protocol name, overrides) lr0fm.models.choose_protocol applies."""
     from .variants import apply_variants
     from .models import choose_protocol, create_model
-    from .protocol import check_input_size
+    from .options import ProtocolChoice
 
-    if protocol and protocol.get("input_size") is not None:
-        check_input_size(protocol["input_size"])  # before any model is built
+    choice = ProtocolChoice(**protocol) if protocol else None  # checked before any model is built
     key, built = None, None
     for i in indices:
         g = groups[i]
@@ -37,8 +47,8 @@ def load_models(groups: Sequence[Group], indices: Sequence[int], resolutions, de
                 model = create_model(g.model, device=device, trust_checkpoint=g.trust_checkpoint)
             else:
                 model = g.model
-            if protocol:
-                model = choose_protocol(model, **protocol)
+            if choice is not None:
+                model = choose_protocol(model, choice)
             view_fn, variant = apply_variants(model, resolutions, g.lr_tokens, g.sr, device)
             key, built = (g.model, g.lr_tokens, g.sr), (model, view_fn, variant)
         yield (i, g, *built)

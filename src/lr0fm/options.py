@@ -1,26 +1,32 @@
 """The options of a run, declared once: ``RunOptions``.
 
-Each field's metadata (help, choices, flags, where it goes) generates the options of ``lr0fm eval``
-and ``lr0fm sweep`` (``add_arguments``), the keys a sweep file may set (``SWEEP_KEYS``) and the
-checks of ``lr0fm.evaluate(**options)`` (``RunOptions.from_mapping``). Where a value goes:
+Each field's metadata (help, choices, bounds, flags, where it goes) generates the options of
+``lr0fm eval`` and ``lr0fm sweep`` (``add_arguments``), the keys a sweep file may set
+(``SWEEP_KEYS``), the checks of ``lr0fm.evaluate(**options)`` (``RunOptions.from_mapping``) and
+the lists of them in the API's and the sweep file's docs (``option_list``). Where a value goes:
 
-* ``run``: how a pass runs (``EvalConfig``, the pass's own config). Only ``amp``, ``limit``,
-  ``topk`` and ``decoder`` change numbers, so only they enter a result's identity;
-* ``protocol``: how views are made (``lr0fm.models.choose_protocol``), in the identity through the
-  protocol;
+* ``run``: how a pass runs: ``EvalConfig``, the run fields as one pass takes them. Only ``amp``,
+  ``limit``, ``topk`` and ``decoder`` change numbers, so only they enter a result's identity;
+* ``protocol``: how views are made: ``ProtocolChoice``, the protocol fields, which
+  ``lr0fm.models.choose_protocol`` applies to a model (each override sets the ``Protocol`` field
+  its ``sets`` names); in the identity through the protocol;
 * ``variant``: interventions on the model (LR tokens, super-resolution), in the identity as the
   variant; ``trust_checkpoint`` only allows a file to load.
 
-Adding an option: one field here (and its use where it goes).
+Every value is checked when the object is made, before any model is built or image read: a bad
+one is one line (InputError or ProtocolError). Adding an option: one field here (and its use
+where it goes: a protocol option's ``sets`` names its Protocol field).
 """
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field, fields
-from typing import Any, Mapping, Sequence
+import numbers
+from dataclasses import dataclass, field, fields, make_dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
-from .errors import InputError
-from .protocol import (DEFAULT_RESOLUTIONS, INTERPOLATIONS, RESIZE_MODES, RGB_ORDERS, check_input_size,
+from .errors import InputError, ProtocolError
+from .protocol import (INTERPOLATIONS, RESIZE_MODES, RGB_ORDERS, check_hr_via, check_input_size,
                        parse_resolutions)
 
 PARTS = ("run", "protocol", "variant")
@@ -28,15 +34,19 @@ PARTS = ("run", "protocol", "variant")
 
 def option(default: Any, help: str, part: str, *, flags: Sequence[str] = (), choices: Sequence | None = None,
            type: Any = None, metavar: str | None = None, cli: bool = True, sweep: bool = True,
-           kind: str | None = None) -> Any:
-    """A dataclass field of RunOptions with what the front ends need to offer it."""
+           kind: str | None = None, least: int | None = None, check: Callable[[Any], Any] | None = None,
+           sets: str | tuple[str, Callable[[Any], Any]] | None = None) -> Any:
+    """A dataclass field of RunOptions with what the front ends need to offer and check it:
+    ``least``, the smallest whole number it takes; ``check``, a function of a given value that
+    returns it as kept (normalised) or raises one line; ``sets`` (protocol part), the Protocol
+    field a given value overrides, or (field, function of the value)."""
     assert part in PARTS
     return field(default=default, metadata={"help": help, "part": part, "flags": tuple(flags), "choices": choices,
                                             "type": type, "metavar": metavar, "cli": cli, "sweep": sweep,
-                                            "kind": kind})
+                                            "kind": kind, "least": least, "check": check, "sets": sets})
 
 
-def _positive_int(name: str):
+def _whole_number(name: str):
     def parse(text: str) -> int:
         try:
             return int(text)
@@ -45,21 +55,78 @@ def _positive_int(name: str):
     return parse
 
 
-@dataclass
+def check_protocol_name(name: str) -> str:
+    """native, paper or paper:FAMILY with a family of the paper's catalog; else one line naming them."""
+    from .catalog import paper_families
+
+    kind, sep, family = str(name).partition(":")
+    families = paper_families()
+    if kind == "paper" and sep and family:
+        if family.lower() not in families:
+            raise ProtocolError(f"--protocol paper:{family}: no such family in the paper's catalog; use one of "
+                                f"{', '.join(sorted(families.values()))}")
+    elif name not in ("native", "paper"):
+        raise ProtocolError(f"--protocol {name!r} unknown; use native, paper or paper:FAMILY (FAMILY one of "
+                            f"{', '.join(sorted(families.values()))})")
+    return name
+
+
+def check_lr_tokens(path: str) -> str:
+    if not Path(path).expanduser().is_file():
+        raise InputError(f"--lr-tokens {path}: no such file; give a token checkpoint (.safetensors) from "
+                         "'lr0fm train-tokens'")
+    return path
+
+
+# extensions of the SR weights spandrel's ModelLoader reads
+SR_WEIGHT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+
+
+def check_sr(spec: str) -> str:
+    """``--sr``: 'bicubic' or an existing weights file (lr0fm.sr loads it); else one line."""
+    if spec.strip().lower() != "bicubic" and not Path(spec).expanduser().is_file():
+        raise InputError(f"--sr {spec!r}: neither 'bicubic' nor an existing weights file "
+                         f"({', '.join(SR_WEIGHT_SUFFIXES)} that spandrel loads)")
+    return spec
+
+
+def _check(self) -> None:
+    """Every field's checks (choices, bounds, its ``check``), in field order: the first bad value
+    is one line. Frozen objects: a normalised value is set in place."""
+    for f in fields(self):
+        m, value = f.metadata, getattr(self, f.name)
+        if value is None or not m:
+            continue
+        if m["choices"] and value not in m["choices"]:
+            raise InputError(f"{flag(f.name)} {value!r} unknown; use one of {', '.join(m['choices'])}")
+        if m["least"] is not None:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise InputError(f"{flag(f.name)} {value!r} must be a whole number")
+            if value < m["least"]:
+                raise InputError(f"{flag(f.name)} {value} must be at least {m['least']}")
+        if m["check"] is not None:
+            object.__setattr__(self, f.name, m["check"](value))
+
+
+@dataclass(frozen=True)
 class RunOptions:
+    """Every option of a run, checked when made (``lr0fm eval``'s flags, a sweep file's keys,
+    ``lr0fm.evaluate``'s keywords); ``dataclasses.replace`` checks a changed one again."""
+
     # -- run: how a pass runs ------------------------------------------------------------------
     resolutions: Any = option("16,32,64,128,hr", "LR sizes in px and 'hr' (default: %(default)s)", "run",
-                              flags=("--resolutions", "-r"))
-    batch_size: int = option(32, "images per forward batch (default: %(default)s)", "run", type=int)
-    workers: int | None = option(None, "DataLoader workers (default: cores - 1)", "run", type=int)
+                              flags=("--resolutions", "-r"), check=lambda r: tuple(parse_resolutions(r)))
+    batch_size: int = option(32, "images per forward batch (default: %(default)s)", "run", type=int, least=1)
+    workers: int | None = option(None, "DataLoader workers (default: cores - 1)", "run", type=int, least=0)
     device: str = option("cpu", "cpu, cuda, cuda:N or mps (default: %(default)s)", "run",
                          kind="a device such as 'cpu' or 'cuda:0'")
     amp: str | None = option(None, "autocast precision, part of the results' identity; on CPU too where this torch "
                              "autocasts to it (checked before the run; refused in one line otherwise)", "run",
                              choices=("bf16", "fp16"))
-    limit: int | None = option(None, "only the first N images (recorded with results)", "run", type=int)
-    topk: int = option(5, "predictions kept per image (top-5 accuracy needs 5)", "run", type=int, cli=False)
-    checkpoint_every: int = option(1000, "images between resume-point saves (default: %(default)s)", "run", type=int)
+    limit: int | None = option(None, "only the first N images (recorded with results)", "run", type=int, least=1)
+    topk: int = option(5, "predictions kept per image (top-5 accuracy needs 5)", "run", type=int, cli=False, least=1)
+    checkpoint_every: int = option(1000, "images between resume-point saves (default: %(default)s)", "run", type=int,
+                                   least=1)
     progress: bool = option(True, "show a progress bar", "run", flags=("--no-progress",))
     views: str | None = option(None, "where LR views are made: pil (decode workers) or device (batched on the "
                                "model's device, the same pixels); default: device on CUDA, pil on CPU", "run",
@@ -71,54 +138,47 @@ class RunOptions:
     protocol: str = option("native", "native: the model's own preprocessing; paper: what the LR0.FM authors ran for "
                            "this backbone (lr0fm models --paper); paper:FAMILY: that family's protocol for any "
                            "model (e.g. paper:OpenCLIP for your own OpenCLIP fine-tune)", "protocol",
-                           metavar="native|paper|paper:FAMILY", kind="a protocol name")
-    resize_mode: str | None = option(None, "override the resize mode", "protocol", choices=RESIZE_MODES)
-    input_size: int | None = option(None, "override the model input size S (px)", "protocol",
-                                    type=_positive_int("--input-size"), kind="a whole number of pixels")
+                           metavar="native|paper|paper:FAMILY", kind="a protocol name", check=check_protocol_name)
+    resize_mode: str | None = option(None, "override the resize mode", "protocol", choices=RESIZE_MODES, sets="mode")
+    input_size: int | None = option(None, "override the model input size S (px; only a model whose input size is "
+                                    "not fixed, e.g. a CNN)", "protocol", type=_whole_number("--input-size"),
+                                    kind="a whole number of pixels", check=check_input_size, sets="input_size")
     interpolation: str | None = option(None, "override the resampling filter of the down and up steps", "protocol",
-                                       choices=INTERPOLATIONS)
+                                       choices=INTERPOLATIONS, sets="interpolation")
     rgb_order: str | None = option(None, "when images become RGB: first (lr0fm's native order: transparency on "
                                    "white, then resize) or last (the LR0.FM authors' chain: resize in the file's own "
-                                   "mode, convert after)", "protocol", choices=RGB_ORDERS)
+                                   "mode, convert after)", "protocol", choices=RGB_ORDERS,
+                                   sets=("rgb_last", lambda order: order == "last"))
     hr_via: int | None = option(None, "make the HR view through a down step to this size (px) when it differs from "
                                 "the input size, as the authors did at 224 for larger models; 0: straight",
-                                "protocol", type=_positive_int("--hr-via"))
+                                "protocol", type=_whole_number("--hr-via"), kind="a whole number of pixels",
+                                check=check_hr_via, sets=("hr_via", lambda size: size or None))
     # -- variant: interventions on the model ---------------------------------------------------
     lr_tokens: str | None = option(None, "LR-TK0 token checkpoint (.safetensors): tokens on at every resolution",
-                                   "variant", sweep=False, kind="a file path")
+                                   "variant", sweep=False, kind="a file path", check=check_lr_tokens)
     sr: str | None = option(None, "super-resolution model between LR image and classifier: 'bicubic' or a weights "
-                            "file spandrel loads", "variant", sweep=False, kind="'bicubic' or a file path")
+                            "file spandrel loads", "variant", sweep=False, kind="'bicubic' or a file path",
+                            check=check_sr)
     trust_checkpoint: bool = option(False, "pickled weights (ALBEF/BLIP .pth, open_clip checkpoints): unpickle beyond "
                                     "tensors and plain data (runs code from the file; only for a file you trust)",
                                     "variant", sweep=False)
 
-    def __post_init__(self) -> None:
-        self.resolutions = tuple(parse_resolutions(self.resolutions))
-        for f in fields(self):
-            choices, value = f.metadata["choices"], getattr(self, f.name)
-            if choices and value is not None and value not in choices:
-                raise InputError(f"{flag(f.name)} {value!r} unknown; use one of {', '.join(choices)}")
-        if self.input_size is not None:
-            check_input_size(self.input_size)
-        self.eval_config()  # the run part's checks (EvalConfig)
+    __post_init__ = _check
 
     # -- where the values go -------------------------------------------------------------------
     def part(self, name: str) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["part"] == name}
 
-    def eval_config(self, variant: dict | None = None, device: str | None = None) -> "EvalConfig":
-        run = self.part("run")
-        if device is not None:
-            run["device"] = device
-        return EvalConfig(**run, variant=dict(variant or {}))
-
     def pass_options(self) -> dict:
         """The run part as lr0fm.runner.run_groups takes it (resolutions and device apart)."""
         return {k: v for k, v in self.part("run").items() if k not in ("resolutions", "device")}
 
+    def protocol_choice(self) -> "ProtocolChoice":
+        return ProtocolChoice(**self.part("protocol"))
+
     def protocol_options(self) -> dict:
-        """lr0fm.models.choose_protocol's arguments (those set)."""
-        return {k: v for k, v in self.part("protocol").items() if v is not None}
+        """The protocol as lr0fm.runner.run_groups takes it: the protocol name and the overrides given."""
+        return self.protocol_choice().given()
 
     # -- front ends ----------------------------------------------------------------------------
     @classmethod
@@ -134,7 +194,6 @@ class RunOptions:
     def check_kinds(cls, values: Mapping[str, Any], caller: str) -> None:
         """TypeError for an unknown option or a value of the wrong kind (from the fields' types; a
         bool is not a number; None only where it is the default), as a Python API reports them."""
-        import numbers
         import typing
 
         hints = typing.get_type_hints(cls)
@@ -155,8 +214,52 @@ class RunOptions:
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
 
 
+def _part(name: str, extra: Sequence[tuple] = ()) -> type:
+    """A frozen dataclass of RunOptions' fields of one part (the same defaults, metadata and
+    checks), plus ``extra`` fields: what the derived option objects below are made of."""
+    spec = [(f.name, f.type, field(default=f.default, metadata=f.metadata))
+            for f in fields(RunOptions) if f.metadata["part"] == name]
+    return make_dataclass(f"{name.title()}Part", [*spec, *extra], frozen=True,
+                          namespace={"__post_init__": _check, "__module__": __name__})
+
+
+class EvalConfig(_part("run", extra=[("variant", "dict", field(default_factory=dict))])):
+    """The run part of the options as one pass uses it, and the variant it evaluates
+    (``{"lr_tokens": DIGEST}``, ``{"sr": ID}``). Where views are made (``views``) is recorded with
+    the run, not in the identity (same pixels); who decodes (``decoder``) is in it."""
+
+
+class ProtocolChoice(_part("protocol")):
+    """How a model's views are made: the protocol name (native, paper, paper:FAMILY) and the
+    overrides of RunOptions' protocol part (None: not given)."""
+
+    def given(self) -> dict:
+        """The protocol name and every override that was given (one at its default, e.g. a False
+        switch, is not given: it changes neither the protocol nor its ``source``, so no identity)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name == "protocol" or getattr(self, f.name) != f.default}
+
+    def overrides(self) -> dict:
+        """The Protocol fields the given overrides set (each option's ``sets``)."""
+        out = {}
+        for f in fields(self):
+            value, sets = getattr(self, f.name), f.metadata["sets"]
+            if sets is not None and value != f.default:
+                target, convert = (sets, lambda v: v) if isinstance(sets, str) else sets
+                out[target] = convert(value)
+        return out
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def option_list(part: str | None = None, sweep: bool | None = None, exclude: Sequence[str] = ()) -> str:
+    """RunOptions' field names as a docstring lists them: ``a``, ``b``, ... (of one part, only
+    those a sweep file may set, but ``exclude``)."""
+    return ", ".join(f"``{f.name}``" for f in fields(RunOptions)
+                     if (part is None or f.metadata["part"] == part) and (sweep is None or f.metadata["sweep"] == sweep)
+                     and f.name not in exclude)
 
 
 def add_arguments(parser: argparse.ArgumentParser, parts: Sequence[str] = PARTS, defaults: bool = True,
@@ -184,39 +287,3 @@ def add_arguments(parser: argparse.ArgumentParser, parts: Sequence[str] = PARTS,
 
 # the keys a sweep file may set besides its grid (models, datasets, lr_tokens, sr, ...)
 SWEEP_KEYS = tuple(f.name for f in fields(RunOptions) if f.metadata["sweep"])
-
-
-@dataclass
-class EvalConfig:
-    """The run part of the options as one pass uses it (and the variant it evaluates)."""
-
-    resolutions: Sequence[int | str] = DEFAULT_RESOLUTIONS
-    batch_size: int = 32
-    workers: int | None = None
-    device: str = "cpu"
-    amp: str | None = None            # None | "bf16" | "fp16"
-    limit: int | None = None          # first N images only (quick looks; recorded)
-    topk: int = 5
-    checkpoint_every: int = 1000      # images between saves of the resume point
-    progress: bool = True
-    variant: dict = field(default_factory=dict)  # e.g. {"lr_tokens": HASH} or {"sr": NAME}
-    # where views are made: "pil" (in the workers) or "device" (lr0fm.tensor_views, the same pixels);
-    # None: device on CUDA, pil on CPU. Recorded with the run, not in the identity (same numbers).
-    views: str | None = None
-    # who decodes JPEGs: "pil" (workers) or "device" (torchvision.io.decode_jpeg in batches on the
-    # model's device; other formats stay on PIL); None: device when views are made on CUDA.
-    # Part of the identity: decoders may differ by a few levels.
-    decoder: str | None = None
-
-    def __post_init__(self) -> None:
-        """The run options' checks, in one place for `lr0fm eval`, sweeps and the Python API."""
-        self.resolutions = parse_resolutions(self.resolutions)
-        for name, least in (("batch_size", 1), ("limit", 1), ("workers", 0), ("checkpoint_every", 1), ("topk", 1)):
-            value = getattr(self, name)
-            if value is not None and value < least:
-                raise InputError(f"{flag(name)} {value} must be at least {least}")
-        if self.amp not in (None, "bf16", "fp16"):
-            raise InputError(f"--amp {self.amp!r} unknown; use bf16 or fp16 (or leave it out for fp32)")
-        for name in ("views", "decoder"):
-            if getattr(self, name) not in (None, "pil", "device"):
-                raise InputError(f"--{name} {getattr(self, name)!r} unknown; use pil or device")

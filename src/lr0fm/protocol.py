@@ -13,7 +13,7 @@ The HR reference is the same chain without the down step. Everything in lr0fm th
 from __future__ import annotations
 
 import numbers
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
@@ -90,6 +90,29 @@ def check_input_size(size: int) -> int:
     return size
 
 
+def check_hr_via(size: int | None) -> int | None:
+    """An HR route (``--hr-via``): None, 0 (straight to the input size) or a size in px up to
+    MAX_RESOLUTION, as resolutions are bounded (the HR view is resized to it); else one line."""
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral):
+        raise ProtocolError(f"--hr-via {size!r} must be a whole number of pixels (0: no HR down step)")
+    if size < 0:
+        raise ProtocolError(f"--hr-via {size} must be a size in px, or 0 for no HR down step")
+    if size > MAX_RESOLUTION:
+        raise ProtocolError(f"--hr-via {size} px is above the largest lr0fm makes ({MAX_RESOLUTION} px, "
+                            f"{MAX_UPSCALE}x the largest input size {MAX_INPUT_SIZE}); give a size up to {MAX_UPSCALE}x "
+                            "the model's input size, or 0 for no HR down step")
+    return size
+
+
+# The fields every stored record's protocol has (ids are digests of ``describe()``). A field added
+# later is described only when it differs from its default: every stored id stays the same, a new
+# knob left at its default adds nothing to an id, and a knob that is set makes a new one.
+DESCRIBED_ALWAYS = ("input_size", "mean", "std", "mode", "interpolation", "antialias", "source", "rgb_last",
+                    "hr_via")
+
+
 @dataclass(frozen=True)
 class Protocol:
     """How HR and LR views are made for one model. Hashed and stored with every result."""
@@ -130,14 +153,20 @@ class Protocol:
         if over:
             raise ProtocolError(f"resolution {over[0]} px is more than {MAX_UPSCALE}x the model's input size "
                                 f"{self.input_size} px; give resolutions up to {largest} px (and 'hr')")
+        if self.hr_via and self.hr_via > largest:
+            raise ProtocolError(f"--hr-via {self.hr_via} px is more than {MAX_UPSCALE}x the model's input size "
+                                f"{self.input_size} px; give a size up to {largest} px, or 0 for no HR down step")
         return self
 
     # -- identity ---------------------------------------------------------------------------
     def describe(self, resolution: int | str | None = None) -> dict:
-        """The protocol as plain data (stored with every record)."""
-        d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        d.pop("resolutions")
+        """The protocol as plain data (stored with every record): the DESCRIBED_ALWAYS fields, and
+        each later field where it differs from its default (the rule beside DESCRIBED_ALWAYS)."""
+        d = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in DESCRIBED_ALWAYS or (f.name != "resolutions" and value != _default(f)):
+                d[f.name] = list(value) if isinstance(value, tuple) else value
         if resolution is not None:
             d["resolution"] = resolution
         return d
@@ -254,6 +283,10 @@ class Protocol:
     def finish(self, image: Image.Image) -> Image.Image:
         """The protocol's resize to S applied to an already-made (LR or SR) image."""
         return self.view(image, HR)
+
+
+def _default(f):
+    return f.default_factory() if f.default is MISSING else f.default
 
 
 def _shortest_side_size(size: tuple[int, int], target: int) -> tuple[int, int]:

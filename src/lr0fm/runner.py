@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .groups import Group, load_models
+from .groups import Group, check_groups, load_models
 
 
 def run_groups(groups: Sequence[Group], resolutions, store, device: str = "cpu", protocol: dict | None = None,
@@ -18,6 +18,7 @@ def run_groups(groups: Sequence[Group], resolutions, store, device: str = "cpu",
     order. ``options`` are EvalConfig fields."""
     from .engines.local import InProcessEngine
 
+    check_groups(groups, protocol)  # every named model against the options, before any is built
     return (engine or InProcessEngine()).run(groups, resolutions, store, device=device, protocol=protocol, **options)
 
 
@@ -26,6 +27,7 @@ def cell_status(groups: Sequence[Group], resolutions, store, device: str = "cpu"
     """One row per cell: model, dataset, split, resolution, variant, cell id, done (no image is read)."""
     from .evaluation import EvalConfig, plan
 
+    check_groups(groups, protocol)
     rows = []
     for _, g, model, view_fn, variant in load_models(groups, range(len(groups)), resolutions, "cpu", protocol):
         cfg = EvalConfig(resolutions=resolutions, device=device, variant=variant, **options)

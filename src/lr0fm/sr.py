@@ -27,11 +27,10 @@ from .digests import DIGEST_CHARS
 from .errors import InputError
 from .extras import require
 from .filedigest import file_digest
+from .options import check_sr
 from .protocol import HR, Protocol
 
 BICUBIC = "bicubic"
-# Extensions spandrel's ModelLoader reads.
-WEIGHT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 
 
 class BicubicUpsampler:
@@ -111,11 +110,7 @@ def make_upsampler(spec: str, protocol: Protocol, device: str = "cpu"):
     """'bicubic' or a weights file -> an upsampler (PIL LR image -> PIL image) with an ``sr_id``."""
     if spec.strip().lower() == BICUBIC:
         return BicubicUpsampler(protocol)
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise InputError(f"--sr {spec!r}: neither 'bicubic' nor an existing weights file "
-                         f"({', '.join(WEIGHT_SUFFIXES)} that spandrel loads)")
-    return SpandrelUpsampler(path, device=device)
+    return SpandrelUpsampler(Path(check_sr(spec)).expanduser(), device=device)
 
 
 class SRViews:

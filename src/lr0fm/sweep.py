@@ -13,14 +13,14 @@ A config (relative paths are taken from the config file's folder)::
     datasets: [tuxpaint, {key: imagefolder, data_root: imgs, templates: t.txt}]
     resolutions: [16, 32, 64, 128, hr]
     lr_tokens: [null, tokens.safetensors]   # optional; null = without tokens
-    protocol: paper                         # optional: native (default), paper or paper:FAMILY; and
-                                            # any of resize_mode, input_size, interpolation,
-                                            # rgb_order, hr_via (overrides)
+    protocol: paper                         # optional: native (default), paper or paper:FAMILY
     sr: [null, bicubic]                     # optional; null = no super-resolution
-    limit: 1000                             # and any of batch_size, workers, device, amp,
-                                            # checkpoint_every, views, decoder, data_root, split, out
+    limit: 1000                             # optional: any run option (below)
+    data_root: data                         # optional (also per dataset), as are split and out
     download: true                          # optional (also per dataset): a paper dataset whose
                                             # files are missing is read from its hub copy
+
+{options}
 
 Every cell is a results-store record, so finished cells are skipped and an interrupted sweep
 resumes (inside a group, from its last partial save) when run again. ``run_groups`` is also
@@ -28,13 +28,19 @@ what ``lr0fm eval`` runs, so both split work the same way under torchrun (lr0fm.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import textwrap
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-
 from .errors import InputError
-from .options import SWEEP_KEYS, RunOptions
 from .groups import Group
+from .options import SWEEP_KEYS, RunOptions, check_lr_tokens, check_sr, option_list
+
+if __doc__:  # the keys' list from their one declaration (python -OO drops docstrings)
+    __doc__ = __doc__.replace("{options}", textwrap.fill(
+        "Besides the grid, a config may set the options of lr0fm.options.RunOptions, checked as lr0fm eval checks "
+        f"them: how passes run, {option_list('run', sweep=True)}; how views are made (the protocol and its "
+        f"overrides), {option_list('protocol', sweep=True)}.", width=96))
 
 # dataset entry keys passed to get_dataset as options (download: a paper dataset missing under
 # data_root is read from its hub copy; true at top level applies to every dataset)
@@ -50,11 +56,23 @@ CONFIG_KEYS = {*GRID_KEYS, *SWEEP_KEYS}
 class SweepConfig:
     models: list[str]
     datasets: list[dict]
-    resolutions: list
     lr_tokens: list
     sr: list
-    options: dict
+    run: RunOptions               # the run options, resolutions included (checked when made)
     out: str | None
+
+    @property
+    def resolutions(self) -> tuple:
+        return self.run.resolutions
+
+    def with_run(self, **changes) -> "SweepConfig":
+        """This sweep with run options changed (checked again, as the config's own keys were)."""
+        return replace(self, run=replace(self.run, **changes))
+
+    @property
+    def options(self) -> dict:
+        """The run options as lr0fm.runner.run_groups takes them, with ``device``."""
+        return {**self.run.pass_options(), "device": self.run.device, "protocol": self.run.protocol_options()}
 
 
 def _as_list(value, name: str) -> list:
@@ -121,13 +139,14 @@ def load_config(path: str | Path) -> SweepConfig:
             d[k] = _path(d.get(k), base)
         datasets.append(d)
     run = RunOptions.from_mapping({k: raw[k] for k in SWEEP_KEYS if k in raw}, f"sweep config {path}")
-    options = {**run.pass_options(), "device": run.device, "protocol": run.protocol_options()}
-    return SweepConfig(
-        models=[_model_paths(m, base) for m in _as_list(raw["models"], "models")], datasets=datasets,
-        resolutions=list(run.resolutions),
-        lr_tokens=[_path(t, base) for t in _as_list(raw.get("lr_tokens"), "lr_tokens")],
-        sr=[_path(s, base, must_exist=True) for s in _as_list(raw.get("sr"), "sr")],
-        options=options, out=_path(raw.get("out"), base))
+    lr_tokens = [_path(t, base) for t in _as_list(raw.get("lr_tokens"), "lr_tokens")]
+    sr = [_path(s, base, must_exist=True) for s in _as_list(raw.get("sr"), "sr")]
+    for check, values in ((check_lr_tokens, lr_tokens), (check_sr, sr)):  # before any model is built
+        for value in values:
+            if value is not None:
+                check(value)
+    return SweepConfig(models=[_model_paths(m, base) for m in _as_list(raw["models"], "models")], datasets=datasets,
+                       lr_tokens=lr_tokens, sr=sr, run=run, out=_path(raw.get("out"), base))
 
 
 def expand(config: SweepConfig) -> list[Group]:

@@ -33,7 +33,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .catalog import dataset_sources, model_catalog
+from .catalog import dataset_sources, model_catalog, paper_families
 from .datasets import DatasetError
 from .errors import InputError
 
@@ -129,7 +129,7 @@ def select(config, models: list[str] | None = None, datasets: str | None = None,
         if unknown:
             raise InputError(f"--resolutions {resolutions}: {', '.join(unknown)} not in the sweep; its resolutions: "
                              f"{','.join(map(str, config.resolutions))}")
-        config = replace(config, resolutions=[r for r in config.resolutions if r in wanted])
+        config = config.with_run(resolutions=[r for r in config.resolutions if r in wanted])
     return config
 
 
@@ -173,7 +173,7 @@ def plan_datasets(config) -> list[DatasetPlan]:
     from .datasets import REGISTRY, SOURCE_PREFIXES, get_dataset, unknown_dataset_message
     from .datasets.base import load_classnames_templates
 
-    limit = config.options.get("limit")
+    limit = config.run.limit
     cap = (lambda n: n if n is None or limit is None else min(n, limit))  # noqa: E731
     plans = []
     for d in config.datasets:
@@ -207,16 +207,13 @@ def recorded_cells(config, datasets: list[DatasetPlan], store) -> set[tuple] | N
     records differ only by digests."""
     if any(t is not None for t in config.lr_tokens) or any(s is not None for s in config.sr):
         return None
-    protocol = config.options.get("protocol", {})
-    overrides = {"mode": protocol.get("resize_mode"), "input_size": protocol.get("input_size"),
-                 "interpolation": protocol.get("interpolation")}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    asked = protocol.get("protocol", "native")
+    choice = config.run.protocol_choice()
+    overrides = choice.overrides()  # the Protocol fields the options set
+    asked = choice.protocol
     if asked.lower().startswith("paper:"):  # the family as the catalog spells it, as records do
-        families = {e["family"].lower(): e["family"] for e in model_catalog().values() if e.get("family")}
-        asked = "paper:" + families.get(asked.split(":", 1)[1].lower(), asked.split(":", 1)[1])
+        asked = "paper:" + paper_families()[asked.split(":", 1)[1].lower()]
     splits = {d.label: d.split for d in datasets}
-    limit, amp = config.options.get("limit"), config.options.get("amp") or "fp32"
+    limit, amp = config.run.limit, config.run.amp or "fp32"
     models = set(config.models)
     found = set()
     from .identity import protocol_choice
@@ -329,7 +326,7 @@ def print_plan(config, store, title: str, tflops: float | None = None, images_pe
     for flag, value in (("--throughput", tflops), ("--images-per-second", images_per_second)):
         if value is not None and not value > 0:
             raise InputError(f"{flag} {value} must be a positive number")
-    amp = config.options.get("amp") or "fp32"
+    amp = config.run.amp or "fp32"
     default = tflops is None
     tflops = DEFAULT_TFLOPS[amp] if default else tflops
     datasets = plan_datasets(config)
@@ -339,8 +336,8 @@ def print_plan(config, store, title: str, tflops: float | None = None, images_pe
     variants = len(config.lr_tokens) * len(config.sr)
     shape = " x ".join([f"{len(config.models)} models", *([f"{variants} variants"] if variants > 1 else []),
                         f"{len(config.datasets)} datasets", f"{len(config.resolutions)} resolutions"])
-    protocol = dict(config.options.get("protocol") or {})
-    protocol = " ".join([protocol.pop("protocol", "native"), *(f"{k}={v}" for k, v in protocol.items())])
+    protocol = config.run.protocol_options()
+    protocol = " ".join([protocol.pop("protocol"), *(f"{k}={v}" for k, v in protocol.items())])
     print(f"{title}: {shape} = {n_cells} cells (protocol {protocol}); nothing built, no image read", file=out)
     if recorded is None:
         print("done/pending: not known for LR-token / SR variants without building the models", file=out)

@@ -24,7 +24,7 @@ import PIL
 import torch
 from PIL import Image
 
-from .protocol import HR, Protocol, _shortest_side_size
+from .protocol import DESCRIBED_ALWAYS, HR, Protocol, _shortest_side_size
 
 PRECISION_BITS = 22  # Resample.c: 32 bits - 8 for the pixel - 2 for the filters' negative lobes
 _ONE = float(1 << PRECISION_BITS)
@@ -72,9 +72,15 @@ _FILTERS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], float]] = {
 }
 
 
+# the Protocol fields make_views makes; a knob added later stays on PIL (supports says no where it
+# is set) until make_views makes it and its name is added here
+MADE_HERE = frozenset(DESCRIBED_ALWAYS)
+
+
 def supports(protocol: Protocol) -> bool:
     """Whether ``make_views`` reproduces this protocol's views exactly."""
-    return protocol.interpolation in _FILTERS or protocol.interpolation == "nearest"
+    return (protocol.interpolation in _FILTERS or protocol.interpolation == "nearest") and \
+        set(protocol.describe()) <= MADE_HERE
 
 
 def coefficients(in_size: int, out_size: int, interpolation: str) -> np.ndarray:

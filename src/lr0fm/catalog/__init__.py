@@ -22,6 +22,11 @@ def model_catalog() -> dict[str, dict]:
     return {m["name"]: m for m in data["models"]}
 
 
+def paper_families() -> dict[str, str]:
+    """lower-cased family -> the family as the model catalog spells it (``--protocol paper:FAMILY``)."""
+    return {e["family"].lower(): e["family"] for e in model_catalog().values() if e.get("family")}
+
+
 @lru_cache(maxsize=None)
 def dataset_cards() -> dict[str, dict]:
     """key -> card of each benchmark dataset (catalog/datasets/<key>.yaml), in the order of the

@@ -5,7 +5,7 @@ import argparse
 
 from ..metrics import AGGREGATE_NAMES, RANK_BY
 from ..protocol import HR
-from . import DEFAULT_MODEL, add_command
+from . import DEFAULT_MODEL, add_command, number
 
 
 def add_commands(subparsers) -> None:
@@ -18,8 +18,8 @@ def add_commands(subparsers) -> None:
     q = add_command(sub, "layers", help="HR-vs-LR feature similarity (cosine, linear CKA) after every block/stage")
     _dataset_args(q)
     q.add_argument("--resolutions", "-r", default="16,32,64,128", help="LR sizes in px (default: %(default)s)")
-    q.add_argument("--limit", type=int, default=256, help="first N images (default: %(default)s)")
-    q.add_argument("--batch-size", type=int, default=16, help="images per forward (each with all its views)")
+    q.add_argument("--limit", type=number(least=2), default=256, help="first N images (default: %(default)s)")
+    q.add_argument("--batch-size", type=number(least=1), default=16, help="images per forward (each with all its views)")
     q.add_argument("--device", default="cpu")
     q.add_argument("--lr-tokens", default=None, help="LR-TK0 token checkpoint: analyse the model with tokens on")
     q.set_defaults(func=cmd_layers)
@@ -27,9 +27,9 @@ def add_commands(subparsers) -> None:
     q = add_command(sub, "predictions", help="how semantically close LR errors are (WordNet Wu-Palmer), with a "
                                            "gallery of images right at HR and wrong at LR")
     _dataset_args(q)
-    q.add_argument("--threshold", type=float, default=0.5,
+    q.add_argument("--threshold", type=number(float, least=0, most=1), default=0.5,
                    help="an error is close when WuP >= this (default: %(default)s)")
-    q.add_argument("--gallery", type=int, default=6,
+    q.add_argument("--gallery", type=number(least=0), default=6,
                    help="examples per resolution in the gallery (default: %(default)s)")
     q.add_argument("--seed", type=int, default=0, help="seed of the random-wrong-class baseline and the gallery")
     q.add_argument("--lr-tokens", default=None, help="use the predictions stored for this token checkpoint")
@@ -75,8 +75,9 @@ def cmd_layers(args) -> int:
     resolutions = [r for r in parse_resolutions(args.resolutions) if r != HR]  # HR is the reference
     if not resolutions:
         raise InputError("--resolutions needs at least one LR size in px, e.g. 16,32,64,128")
-    if args.limit is not None and args.limit < 2 or args.batch_size <= 0:
-        raise InputError("--limit must be at least 2 and --batch-size positive")
+    if args.lr_tokens:
+        from ..options import check_lr_tokens
+        check_lr_tokens(args.lr_tokens)  # before any model is built
     from ..distributed import check_device
     device = check_device(args.device)
     data = _dataset(args)

@@ -12,18 +12,19 @@ from ..report.compare import (compare, format_comparison, format_own_variants,
                               variants_on_own_datasets)
 from ..report.conformance import join_names
 from ..report.paper import PAPER_RESOLUTIONS
-from . import add_command
+from . import add_command, number
 
 
 def cmd_compare(args) -> int:
     from ..protocol import parse_resolutions
     from ..store import ResultsStore
 
+    resolutions, where = parse_resolutions(args.resolutions), parse_where(args.where)  # options first
     store = ResultsStore(args.out)
     records = store.records()
     if not records:
         raise InputError(f"no results in {store.root}: run 'lr0fm eval' first (or give --out DIR)")
-    records = select(records, parse_where(args.where))
+    records = select(records, where)
     if not records:
         raise InputError(f"no results in {store.root} match --where {' '.join(args.where)}")
     records = labelled(records)  # labels over everything selected, as 'lr0fm report' shows them
@@ -34,7 +35,6 @@ def cmd_compare(args) -> int:
             known = sorted({r["model_label"] for r in records})
             raise InputError(f"--model {args.model}: no results for it in {store.root}; stored: {join_names(known)}")
         records = picked
-    resolutions = parse_resolutions(args.resolutions)
     try:
         cmp = compare(records, resolutions, rank_by=args.rank_by,
                       common_only=args.datasets_only_common)
@@ -60,7 +60,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--datasets-only-common", action=argparse.BooleanOptionalAction, default=True,
                    help="score everyone on the datasets all compared models and the paper share (default); "
                         "--no-datasets-only-common ranks your SAR/WAR over your datasets against the paper's over 15")
-    p.add_argument("--context", type=int, default=2, help="paper rows shown around each of yours (default: %(default)s)")
+    p.add_argument("--context", type=number(least=0), default=2, help="paper rows shown around each of yours (default: %(default)s)")
     p.add_argument("--where", action="append", metavar="COLUMN=VALUE",
                    help="compare only records whose column has this value, e.g. limit=none (as 'lr0fm report')")
     p.set_defaults(func=cmd_compare)

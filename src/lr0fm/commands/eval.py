@@ -31,7 +31,10 @@ def cmd_eval(args) -> int:
     from ..report import text_report
     from ..store import ResultsStore
 
+    from ..engines import engine_from_args
+
     options = RunOptions.from_args(args)  # every option's checks, before anything is built or written
+    engine = engine_from_args(args)  # the engine options' checks too
     store = ResultsStore(args.out)
     # Validate every dataset before any model is built or anything is written.
     download = {"download": args.download} if getattr(args, "download", None) else {}
@@ -48,8 +51,6 @@ def cmd_eval(args) -> int:
     # the ranks (lr0fm.distributed) and rank 0 prints.
     from .. import distributed
     from ..runner import Group, run_groups
-    from ..engines import engine_from_args
-    engine = engine_from_args(args)
     device = distributed.init(options.device, amp=options.amp) if engine is None else engine.device(options.device)
     groups = [Group(name, data, options.lr_tokens, options.sr, options.trust_checkpoint)
               for name in csv_list(args.model) for data in datasets]

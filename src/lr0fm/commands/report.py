@@ -15,7 +15,8 @@ def cmd_report(args) -> int:
         print(paper_leaderboard(rank_by=args.rank_by, json_out=args.json))
         return 0
     from ..records import parse_where, select
-    records = select(store.records(), parse_where(args.where))
+    where = parse_where(args.where)  # the options before the store is read
+    records = select(store.records(), where)
     if args.model:  # a model name keeps all its rows; "NAME+variant" (as report prints it) only those
         from ..records import model_name
         wanted = set(csv_list(args.model))

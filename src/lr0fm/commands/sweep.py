@@ -23,17 +23,15 @@ def cmd_sweep(args) -> int:
                          f"{', '.join(preset_names())})")
     config = load_config(args.config or preset_path(args.preset))
     config = select(config, models=args.models, datasets=args.datasets, resolutions=args.resolutions)
-    if args.device:
-        config.options["device"] = args.device
-    given = {k: getattr(args, k) for k in SWEEP_KEYS if k in vars(args) and getattr(args, k) is not None
-             and k not in ("resolutions", "device")}
-    if given:  # checked with the config's other options, as the config's keys are
-        config.options.update(given)
-        RunOptions.from_mapping({k: v for k, v in config.options.items() if k != "protocol"}, "lr0fm sweep")
+    # the command line's run options override the config's keys of those names (checked again with them)
+    given = {k: getattr(args, k) for k in SWEEP_KEYS if k != "resolutions" and getattr(args, k, None) is not None}
+    if given:
+        config = config.with_run(**given)
     store = ResultsStore(args.out or config.out)
     from ..engines import engine_from_args, plan_makespan, print_makespan
-    if args.estimate or (args.dry_run and (args.preset or args.gpus)):  # a plan: no model built, no image read
-        if args.gpus:  # the makespan on N GPUs with the engines' scheduling
+    gpus = args.gpus is not None
+    if args.estimate or (args.dry_run and (args.preset or gpus)):  # a plan: no model built, no image read
+        if gpus:  # the makespan on N GPUs with the engines' scheduling
             per_task = args.gpus_per_task or (args.slurm_gpus_per_task if args.engine == "slurm" else None)
             plan = plan_makespan(config, store, args.gpus, per_task, args.throughput, args.images_per_second,
                                  split=not args.no_shards, models_per_task=args.models_per_task)
@@ -42,12 +40,13 @@ def cmd_sweep(args) -> int:
         if dist.is_main():
             print_plan(config, store, f"preset {args.preset}" if args.preset else f"sweep {args.config}",
                        tflops=args.throughput, images_per_second=args.images_per_second)
-            if args.gpus:
+            if gpus:
                 print_makespan(plan)
         return 0
     if args.throughput is not None or args.images_per_second is not None:
         raise InputError("--throughput / --images-per-second set the estimate: add --estimate "
                          "(or --dry-run with --preset)")
+    engine = engine_from_args(args)  # its options' checks, before any dataset is read or model built
     groups = expand(config)
     models, cannot = runnable(config.models)
     if cannot and dist.is_main():
@@ -56,10 +55,10 @@ def cmd_sweep(args) -> int:
     if not models:
         raise InputError("none of the sweep's models can run in lr0fm; choose others (lr0fm models --paper)")
     groups = [g for g in groups if g.model in models]
-    options = dict(config.options)
-    engine = engine_from_args(args)  # workers check their device; the driver may have none
-    device = dist.check_device(options.pop("device", "cpu"), options.get("amp")) if engine is None else \
-        engine.device(options.pop("device", "cpu"))
+    run = config.run
+    options = dict(protocol=run.protocol_options(), **run.pass_options())
+    # workers check their device; the driver may have none
+    device = dist.check_device(run.device, run.amp) if engine is None else engine.device(run.device)
     if args.dry_run:
         if dist.is_main():
             rows = cell_status(groups, config.resolutions, store, device=device, **options)

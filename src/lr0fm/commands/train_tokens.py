@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from . import DEFAULT_MODEL, add_command
+from . import DEFAULT_MODEL, add_command, number
 
 
 def _buckets(text: str) -> tuple:
@@ -28,30 +28,32 @@ def add_commands(sub) -> None:
                                                           "rerunning the same command resumes")
     p.add_argument("--restart", action="store_true",
                    help="discard a run already in --output (needed to change its settings) and start over")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--captions", type=int, default=32, help="caption ids per global batch")
-    p.add_argument("--per-caption", type=int, default=4, help="images per caption id (hard negatives)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--steps", type=number(least=1), default=1000)
+    p.add_argument("--captions", type=number(least=1), default=32, help="caption ids per global batch")
+    p.add_argument("--per-caption", type=number(least=1), default=4, help="images per caption id (hard negatives)")
+    p.add_argument("--lr", type=number(float, above=0), default=1e-3)
+    p.add_argument("--weight-decay", type=number(float, least=0), default=0.0)
+    p.add_argument("--warmup", type=number(least=0), default=50)
     p.add_argument("--buckets", default="16-32,32-64,64-128", help="LR size buckets lo-hi, one view each")
     p.add_argument("--no-hr-view", action="store_true", help="the student does not see the HR view")
     p.add_argument("--target", default="embedding", choices=["embedding", "pooled", "logits"],
                    help="features distilled: the model's embedding, or (ConSE) pooled CNN features / logits")
     p.add_argument("--aux", default="none", choices=["none", "cosine", "kl"], help="non-saturating loss beside InfoNCE")
-    p.add_argument("--aux-weight", type=float, default=1.0)
+    p.add_argument("--aux-weight", type=number(float, least=0), default=1.0)
     p.add_argument("--variant", default="additive", choices=["additive", "vpt-deep"])
-    p.add_argument("--first", type=int, default=None, help="tokens in the first k blocks only")
-    p.add_argument("--last", type=int, default=None, help="tokens in the last k blocks only")
-    p.add_argument("--num-prompts", type=int, default=8, help="vpt-deep prompts per block")
-    p.add_argument("--grid", type=int, default=0, help="CNN token maps: 0 = full HxW, 1 = per channel, g = g x g")
-    p.add_argument("--micro-batch", type=int, default=None, help="views per forward (memory); same gradients")
+    p.add_argument("--first", type=number(least=1), default=None, help="tokens in the first k blocks only")
+    p.add_argument("--last", type=number(least=1), default=None, help="tokens in the last k blocks only")
+    p.add_argument("--num-prompts", type=number(least=1), default=8, help="vpt-deep prompts per block")
+    p.add_argument("--grid", type=number(least=0), default=0,
+                   help="CNN token maps: 0 = full HxW, 1 = per channel, g = g x g")
+    p.add_argument("--micro-batch", type=number(least=1), default=None,
+                   help="views per forward (memory); same gradients")
     p.add_argument("--amp", choices=["bf16"], default=None,
                    help="bf16 autocast (GPU; also on CPU, slow without bf16 units; fp16 would need loss scaling)")
     p.add_argument("--grad-checkpointing", action="store_true")
-    p.add_argument("--val-fraction", type=float, default=0.05, help="held-out training images for model selection")
-    p.add_argument("--val-every", type=int, default=100)
-    p.add_argument("--save-every", type=int, default=100)
+    p.add_argument("--val-fraction", type=number(float, least=0, below=1), default=0.05, help="held-out training images for model selection")
+    p.add_argument("--val-every", type=number(least=1), default=100)
+    p.add_argument("--save-every", type=number(least=1), default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if available, else cpu")
     p.add_argument("--no-progress", action="store_true")
@@ -61,13 +63,10 @@ def add_commands(sub) -> None:
 def cmd_train_tokens(args) -> int:
     import torch
 
-    from ..errors import InputError
     from ..models import create_model
     from ..tokens.data import load_train_images
     from ..tokens.trainer import TrainConfig, train_tokens
 
-    if args.steps <= 0 or args.captions <= 0 or args.per_caption <= 0:
-        raise InputError("--steps, --captions and --per-caption must be positive")
     data = load_train_images(args.data)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -11,9 +11,15 @@ from __future__ import annotations
 import difflib
 from typing import Callable
 
-from ..catalog import model_catalog
+from typing import TYPE_CHECKING
+
+from ..catalog import model_catalog, paper_families
 from ..checks import check_kinds
+from ..errors import ProtocolError
 from .base import ModelError, ModelInfo, TextCfg, ZeroShotModel
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..options import ProtocolChoice
 
 def _conse(spec: str, **kw):
     from .conse import ConSEModel
@@ -141,18 +147,40 @@ _QUIRK_FIELDS = {"resize_before_rgb": ("rgb_last", True), "hr_via_224": ("hr_via
 
 def paper_entry(model: ZeroShotModel) -> tuple[str, dict] | None:
     """(catalog name, paper protocol) of the paper backbone this model is, by name or backend id."""
+    return _paper_backbone(model.info.extra.get("catalog_name"), model.info.model_id)
+
+def _paper_backbone(catalog_name: str | None, model_id: str) -> tuple[str, dict] | None:
     from ..catalog import paper_protocol
 
     table = paper_protocol()
-    name = model.info.extra.get("catalog_name")
+    name = catalog_name
     if name is None:  # e.g. open_clip:ViT-B-32:openai given by its backend spec
-        name = next((n for n, e in model_catalog().items()
-                     if f"{e['backend']}:{e.get('backend_id')}" == model.info.model_id), None)
+        name = next((n for n, e in model_catalog().items() if f"{e['backend']}:{e.get('backend_id')}" == model_id),
+                    None)
     return (name, table[name]) if name in table else None
 
-def paper_families() -> dict[str, str]:
-    """lower-cased family -> the family as the catalog spells it."""
-    return {e["family"].lower(): e["family"] for e in model_catalog().values() if e.get("family")}
+def _not_a_paper_backbone(model_id: str) -> ProtocolError:
+    return ProtocolError(f"{model_id} is not one of the paper's backbones, so it has no paper protocol of its own; use "
+                         "--protocol paper:FAMILY for its family's (e.g. paper:OpenCLIP; lr0fm models --paper lists "
+                         "the families), or --protocol native")
+
+def _fixed_input_size(size: int, model: str, own: int) -> ProtocolError:
+    return ProtocolError(f"--input-size {size}: {model} takes {own} px only (its positional embedding is fixed); "
+                         "drop --input-size")
+
+def check_model_options(name: str, choice: ProtocolChoice) -> None:
+    """The protocol options against the model ``name`` names, without building it (one line each):
+    the name is known, ``paper`` needs a paper backbone, and an input size other than the one
+    the model is fixed to (where its config says so: open_clip architectures) is refused.
+    choose_protocol checks a built model's input size."""
+    backend, spec, entry = resolve(name)
+    if choice.protocol == "paper" and _paper_backbone(name if entry else None, f"{backend}:{spec}") is None:
+        raise _not_a_paper_backbone(f"{backend}:{spec}")
+    if choice.input_size is not None and backend == "open_clip":
+        from .open_clip_backend import fixed_input_size
+        fixed = fixed_input_size(spec)
+        if fixed is not None and fixed[1] != choice.input_size:
+            raise _fixed_input_size(choice.input_size, name if entry else fixed[0], fixed[1])
 
 def paper_family_protocol(family: str, backend: str, input_size: int) -> dict:
     """The LR0.FM authors' way of making views for a family, for any model of it: the resize mode,
@@ -161,12 +189,10 @@ def paper_family_protocol(family: str, backend: str, input_size: int) -> dict:
     from collections import Counter
 
     from ..catalog import paper_protocol
-    from ..errors import ProtocolError
+    from ..options import check_protocol_name
 
+    check_protocol_name(f"paper:{family}")
     names = paper_families()
-    if family.lower() not in names:
-        raise ProtocolError(f"--protocol paper:{family}: no such family in the paper's catalog; use one of "
-                            f"{', '.join(sorted(names.values()))}")
     family = names[family.lower()]
     table = paper_protocol()
     members = [(e, table[n]) for n, e in model_catalog().items() if e.get("family") == family and n in table]
@@ -178,28 +204,25 @@ def paper_family_protocol(family: str, backend: str, input_size: int) -> dict:
     return {"mode": mode, "interpolation": interpolation, "rgb_last": rgb_last,
             "hr_via": 224 if via_224 and input_size != 224 else None, "source": f"paper:{family}"}
 
-def choose_protocol(model: ZeroShotModel, protocol: str = "native", resize_mode: str | None = None,
-                    input_size: int | None = None, interpolation: str | None = None,
-                    rgb_order: str | None = None, hr_via: int | None = None) -> ZeroShotModel:
+def choose_protocol(model: ZeroShotModel, protocol: str | ProtocolChoice = "native", **overrides) -> ZeroShotModel:
     """Set how ``model``'s views are made: ``native`` (its own preprocessing), ``paper`` (what the
     LR0.FM authors ran for this backbone, catalog/paper_protocol.yaml) or ``paper:FAMILY`` (that
-    family's way for any model, e.g. a fine-tune: lr0fm.models.paper_family_protocol), then
-    timm-style overrides. The choice is recorded in the protocol (``source``) and so in every
-    cell's identity."""
+    family's way for any model, e.g. a fine-tune: lr0fm.models.paper_family_protocol), then the
+    ``overrides`` (lr0fm.options.RunOptions' protocol part: resize_mode=, input_size=, ...), each
+    setting the Protocol field its option names. ``protocol`` may be a ProtocolChoice holding both.
+    The choice is recorded in the protocol (``source``) and so in every cell's identity."""
     from dataclasses import replace
 
-    from ..protocol import ProtocolError
+    from ..options import ProtocolChoice
+    from .towers import input_size_fixed
 
+    choice = protocol if isinstance(protocol, ProtocolChoice) else ProtocolChoice(protocol=protocol, **overrides)
     cfg = model.preprocess
-    kind, _, family = protocol.partition(":")
-    if kind not in ("native", "paper") or (kind == "native" and family) or (protocol == "paper:"):
-        raise ProtocolError(f"--protocol {protocol!r} unknown; use native, paper or paper:FAMILY")
-    if protocol == "paper":
+    family = choice.protocol.partition(":")[2]
+    if choice.protocol == "paper":
         found = paper_entry(model)
         if found is None:
-            raise ProtocolError(f"{model.info.model_id} is not one of the paper's backbones, so it has no paper "
-                                "protocol of its own; use --protocol paper:FAMILY for its family's (e.g. "
-                                "paper:OpenCLIP; lr0fm models --paper lists the families), or --protocol native")
+            raise _not_a_paper_backbone(model.info.model_id)
         name, entry = found
         fields = {k: v for q in entry["paper_quirks"] if q in _QUIRK_FIELDS for k, v in [_QUIRK_FIELDS[q]]}
         source = "paper"
@@ -209,10 +232,14 @@ def choose_protocol(model: ZeroShotModel, protocol: str = "native", resize_mode:
                       mean=tuple(entry["paper_mean"]), std=tuple(entry["paper_std"]), source=source, **fields)
     elif family:  # the model keeps its own input size and normalisation (properties of its weights)
         cfg = replace(cfg, **paper_family_protocol(family, model.info.backend, cfg.input_size))
-    cfg = cfg.override(resize_mode, input_size, interpolation, rgb_order, hr_via)
+    if choice.input_size not in (None, cfg.input_size) and input_size_fixed(model.tower):
+        info = model.info
+        raise _fixed_input_size(choice.input_size, info.extra.get("catalog_name") or info.extra.get("arch")
+                                or info.model_id, cfg.input_size)
+    if choice.overrides():
+        cfg = replace(cfg, source=cfg.source + "+override", **choice.overrides())
     model.preprocess = cfg
     return model
 
 __all__ = ["PROTOCOLS", "choose_protocol", "paper_entry", "paper_families", "paper_family_protocol", "BACKENDS",
-           "BACKEND_REQUIRES", "PICKLE_BACKENDS", "ModelError", "ModelInfo", "TextCfg", "ZeroShotModel", "create_model",
-           "hub_revisions", "model_names", "register_backend", "resolve"]
+           "BACKEND_REQUIRES", "PICKLE_BACKENDS", "ModelError", "ModelInfo", "TextCfg", "ZeroShotModel", "check_model_options", "create_model", "hub_revisions", "model_names", "register_backend", "resolve"]

@@ -56,6 +56,30 @@ def hub_repo(spec: str) -> str | None:
     return "/".join(hf_hub.strip("/").split("/")[:2]) or None
 
 
+def fixed_input_size(spec: str) -> tuple[str, int] | None:
+    """(architecture, input size) when ``spec``'s architecture config says its input size is fixed,
+    read without building it: open_clip's own ViTs and CLIP's attention-pool ResNets learned a
+    positional embedding for one size. None where the config cannot say (a timm tower, e.g.
+    ConvNeXt, takes any size; a hub config is read when the model is built)."""
+    import json
+
+    import open_clip
+
+    arch, _ = parse_spec(spec)
+    if arch.startswith("hf-hub:"):
+        return None
+    if arch.endswith(".json"):
+        config = json.loads(Path(arch).read_text()) if Path(arch).is_file() else None
+        arch = Path(arch).stem
+    else:
+        config = open_clip.get_model_config(arch)
+    vision = (config or {}).get("vision_cfg") or {}
+    if not vision or vision.get("timm_model_name"):
+        return None
+    size = vision.get("image_size", 224)
+    return arch, int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
 _PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
 
 

@@ -97,6 +97,19 @@ def find_tower(model_or_tower: nn.Module) -> Tower:
     raise TypeError(f"no tower adapter for {type(tower).__name__}; add one to lr0fm.models.towers.ADAPTERS")
 
 
+# names of a learned positional embedding's parameter (open_clip and timm ViTs, CLIP's attention-pool
+# ResNets, transformers' vision embeddings)
+POSITION_PARAMETERS = ("positional_embedding", "pos_embed", "position_embedding")
+
+
+def input_size_fixed(tower: nn.Module) -> bool:
+    """Whether ``tower`` takes only the input size it was made for: it learned a positional
+    embedding for one grid and does not resample it (timm's dynamic_img_size does)."""
+    if getattr(getattr(tower, "trunk", tower), "dynamic_img_size", False):
+        return False
+    return any(part in POSITION_PARAMETERS for name, _ in tower.named_parameters() for part in name.split("."))
+
+
 class LayerRecorder:
     """Context manager collecting the output of the embedding and of every block/stage.
 
