@@ -13,7 +13,7 @@ The HR reference is the same chain without the down step. Everything in lr0fm th
 from __future__ import annotations
 
 import numbers
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np

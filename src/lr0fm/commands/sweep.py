@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import InputError
-from ..options import SWEEP_KEYS, RunOptions, add_arguments
+from ..options import SWEEP_KEYS, add_arguments
 from . import add_command
 
 

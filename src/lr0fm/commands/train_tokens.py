@@ -51,7 +51,8 @@ def add_commands(sub) -> None:
     p.add_argument("--amp", choices=["bf16"], default=None,
                    help="bf16 autocast (GPU; also on CPU, slow without bf16 units; fp16 would need loss scaling)")
     p.add_argument("--grad-checkpointing", action="store_true")
-    p.add_argument("--val-fraction", type=number(float, least=0, below=1), default=0.05, help="held-out training images for model selection")
+    p.add_argument("--val-fraction", type=number(float, least=0, below=1), default=0.05,
+                   help="held-out training images for model selection")
     p.add_argument("--val-every", type=number(least=1), default=100)
     p.add_argument("--save-every", type=number(least=1), default=100)
     p.add_argument("--seed", type=int, default=0)

@@ -242,4 +242,5 @@ def choose_protocol(model: ZeroShotModel, protocol: str | ProtocolChoice = "nati
     return model
 
 __all__ = ["PROTOCOLS", "choose_protocol", "paper_entry", "paper_families", "paper_family_protocol", "BACKENDS",
-           "BACKEND_REQUIRES", "PICKLE_BACKENDS", "ModelError", "ModelInfo", "TextCfg", "ZeroShotModel", "check_model_options", "create_model", "hub_revisions", "model_names", "register_backend", "resolve"]
+           "BACKEND_REQUIRES", "PICKLE_BACKENDS", "ModelError", "ModelInfo", "TextCfg", "ZeroShotModel",
+           "check_model_options", "create_model", "hub_revisions", "model_names", "register_backend", "resolve"]
