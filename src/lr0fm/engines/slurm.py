@@ -271,12 +271,8 @@ class _SlurmSession:
         return {k for k, state in states.items() if state.startswith("RUNNING") and k in self.jobs}
 
     def close(self, cancel: bool) -> None:
-        if cancel and self.real:  # the driver stopped by an error; SIGKILL leaves the elements to a rerun
-            for entry in self.jobs.values():
-                try:
-                    entry["job"].cancel(check=False)
-                except Exception:  # noqa: BLE001 -- best effort
-                    pass
+        # elements outlive their submitter, even one stopped by an error or Ctrl-C: they hold their
+        # leases and leave their results, which the same command takes up again (scancel stops them)
         self.jobs.clear()
 
 
