@@ -74,8 +74,8 @@ class _Element:
     element; its resume point is on the results folder, and the pickled element carries the count
     of its attempts."""
 
-    def __init__(self, spec: TaskSpec, complete: frozenset, root: str, submitter: int | None = None):
-        self.spec, self.complete, self.root, self.submitter = spec, complete, root, submitter
+    def __init__(self, spec: TaskSpec, root: str, submitter: int | None = None):
+        self.spec, self.root, self.submitter = spec, root, submitter
         self.attempts = 0
 
     def __call__(self) -> str:
@@ -90,7 +90,8 @@ class _Element:
             if not leases.acquire(self.spec.key):
                 return "busy"  # another element (an earlier submission's) runs this task
             store = ResultsStore(self.root)
-            result = run_task(self.spec, self.complete, _FolderChannel(store, self.attempts), store.classifier_cache,
+            # which cells are complete: the shared results folder says it (no snapshot in every element)
+            result = run_task(self.spec, _CompleteOn(store), _FolderChannel(store, self.attempts), store.classifier_cache,
                               where=f"slurm job {job}" if job else "")
             atomic_write_bytes(result_path(store.root, self.spec.key), result.to_bytes())
         return "done"
@@ -98,6 +99,16 @@ class _Element:
     def checkpoint(self, *args, **kwargs):
         import submitit
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+class _CompleteOn:
+    """``cell in`` it: the cell is complete in ``store`` (as the worker's pass asks)."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def __contains__(self, cell: str) -> bool:
+        return self.store.complete(cell, warn=False)
 
 
 def _job_id() -> str | None:
@@ -156,8 +167,6 @@ class SlurmEngine:
 
     def run(self, groups: Sequence, resolutions, store, device: str = "cpu", protocol: dict | None = None,
             **options) -> list[dict]:
-        from .ray import _complete_cells
-
         submitit = import_submitit()
         if self.cluster == "slurm" and not _has_slurm():
             raise InputError("--engine slurm: no SLURM here (sbatch not found); run on the cluster's login node, or "
@@ -169,7 +178,7 @@ class SlurmEngine:
         device = self.device(device)
         run_options = {k: v for k, v in options.items() if k != "progress"}
         units = plan_units(groups, resolutions, store, device, protocol, run_options, self.models_per_task)
-        session = _SlurmSession(self, submitit, executor, store, _complete_cells(store), slots)
+        session = _SlurmSession(self, submitit, executor, store, slots)
         return Lifecycle(f"slurm ({self.cluster})", session, store, units, resolutions, device, protocol, run_options,
                          self.split, leases_in_worker=True, show=options.get("progress", True)).run()
 
@@ -183,9 +192,9 @@ _GRACE_S = 10.0  # an ended element's result may reach a shared folder a little 
 class _SlurmSession:
     """The submitting process's side of an array: submit, one state query per poll, outcomes."""
 
-    def __init__(self, engine: SlurmEngine, submitit, executor, store, complete: frozenset, slots: int):
+    def __init__(self, engine: SlurmEngine, submitit, executor, store, slots: int):
         self.engine, self.submitit, self.executor, self.store = engine, submitit, executor, store
-        self.complete, self._slots = complete, slots
+        self._slots = slots
         self.real = engine.cluster == "slurm"
         self.interval = 5.0 if self.real else 0.5
         self.jobs: dict[str, dict] = {}   # task key -> {job, element, submissions, ended (first seen ended)}
@@ -195,7 +204,7 @@ class _SlurmSession:
 
     def submit(self, specs) -> None:
         submitter = os.getpid() if self.engine.cluster == "local" else None
-        self._send([_Element(spec, self.complete, str(self.store.root), submitter) for spec in specs])
+        self._send([_Element(spec, str(self.store.root), submitter) for spec in specs])
 
     def _send(self, elements: list) -> None:
         with self.executor.batch():  # one job array
@@ -223,7 +232,8 @@ class _SlurmSession:
         self._last = states
         for key, entry in list(self.jobs.items()):
             job, state = entry["job"], states.get(key, "UNKNOWN")
-            if job.paths.result_pickle.exists():
+            # an answer: submitit's result file (the debug executor keeps it in memory: done() runs it)
+            if job.paths.result_pickle.exists() or (self.engine.cluster == "debug" and job.done()):
                 del self.jobs[key]
                 out.append(self._finished(key, job))
             elif state.split()[0] not in _UNFINISHED:
