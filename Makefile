@@ -3,9 +3,14 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# the offline default datasets; the tests also need clip-art (LR-TK0 data), WordNet and a browser
+# the offline default datasets; the tests also need clip-art (LR-TK0 data), WordNet, a browser
+# and a real one-node SLURM with accounting (tests/realclusters.py starts its own daemons)
 DEB_RUN := tuxpaint-stamps-default dataset-fashion-mnist wordnet
-DEB_TEST := $(DEB_RUN) openclipart-png chromium
+DEB_TEST := $(DEB_RUN) openclipart-png chromium slurm-wlm munge slurmdbd mariadb-server
+# package:service that a package's postinst starts (where no policy-rc.d forbids it), stopped right
+# after installing it: only the tests' own daemons run (tests/realclusters.py). SLURM's services
+# do not start: Debian ships no /etc/slurm/slurm.conf.
+DEB_SERVICES := munge:munge mariadb-server:mariadb
 # torch + torchvision pair that pip takes from this machine's disk (CUDA build, runs on CPU too)
 TORCH := torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE ?= 1
@@ -41,6 +46,8 @@ deb:
 	  echo "installing Debian packages: $$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  for ps in $(DEB_SERVICES); do for p in $$missing; do [ "$$p" != "$${ps%%:*}" ] || \
+	    $$SUDO service $${ps#*:} stop >/dev/null 2>&1 || true; done; done; \
 	fi
 
 run: deb-run venv

@@ -133,3 +133,32 @@ def grid(tiny_open_clip, second_tiny_model, folder, tmp_path_factory):
     cfg = write_config(d / "sweep.yaml", [tiny_open_clip[0], second_tiny_model], folder)
     assert main(["sweep", str(cfg), "--out", str(d / "ref")]) == 0
     return cfg, d / "ref"
+
+
+def _cluster_or_skip(what: str, missing: list[str], install: str):
+    """Skip (a workstation without the programs) or fail (CI: they are part of `make deb-test`)."""
+    if missing:
+        why = f"the real {what} test cluster needs {', '.join(missing)}: {install}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real one-node SLURM with accounting, started for this session (tests/realclusters.py);
+    clients need its ``env`` (SLURM_CONF)."""
+    from realclusters import SLURM_PACKAGES, SlurmCluster, missing_slurm_binaries
+    _cluster_or_skip("SLURM", missing_slurm_binaries(), f"apt-get install {SLURM_PACKAGES} (make deb-test)")
+    with SlurmCluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A real two-node Ray (1 CPU each) started for this session (tests/realclusters.py); clients
+    need its ``env`` (the cluster's token) and connect to its ``address``."""
+    from realclusters import RayCluster, ray_executable
+    _cluster_or_skip("Ray", [] if ray_executable() else ["the ray command"], "pip install ray")
+    with RayCluster(tmp_path_factory.mktemp("ray"), nodes=2, cpus_per_node=1) as cluster:
+        yield cluster
