@@ -440,8 +440,9 @@ LogFile={self.logs['slurmdbd']}
     def _ensure_association(self):
         """sacct lists a user's jobs when the user has an association; slurmctld registers the
         cluster and its SlurmUser (here: the user who started it) by itself."""
-        listed = lambda: self.run("sacctmgr", "-n", "-P", "list", "associations", "format=cluster,user",
-                                  check=False).stdout.split()
+        def listed():
+            return self.run("sacctmgr", "-n", "-P", "list", "associations", "format=cluster,user",
+                            check=False).stdout.split()
         self._wait(lambda: f"{self.cluster_name}|{self.user}" in listed(), "slurmdbd to list the cluster")
 
     # -- stop ----------------------------------------------------------------------------------
@@ -633,6 +634,22 @@ class RayCluster(_Cluster):
         node = self.nodes[i]
         node.dead = True
         _kill(node.processes(), grace=0, children=[node.process])
+
+    def restart_node(self, i: int, timeout: float = 120.0) -> None:
+        """Start node ``i`` again after kill_node (same ports, a fresh temporary folder), as an admin
+        brings a machine back; wait until the GCS has it alive."""
+        node = self.nodes[i]
+        if not node.dead:
+            raise ValueError(f"node {i} is running: kill_node({i}) first")
+        shutil.rmtree(node.temp_dir, ignore_errors=True)
+        node.dead, node.raylet_pid, node.node_id = False, None, None
+        self._start_node(ray_executable(), node)
+        t0 = time.monotonic()
+        saved, self.timeout = self.timeout, timeout
+        try:
+            self._wait_nodes(lambda alive: i in alive, f"node {i} alive again", t0)
+        finally:
+            self.timeout = saved
 
     def wait_node_dead(self, i: int, timeout: float = 60.0) -> float:
         """Wait until the GCS marks node ``i`` dead; the seconds it took."""
