@@ -2,6 +2,7 @@
 loading paths, and small generated datasets. Nothing is downloaded (HF_HUB_OFFLINE=1)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -160,5 +161,18 @@ def ray_cluster(tmp_path_factory):
     need its ``env`` (the cluster's token) and connect to its ``address``."""
     from realclusters import RayCluster, ray_executable
     _cluster_or_skip("Ray", [] if ray_executable() else ["the ray command"], "pip install ray")
-    with RayCluster(tmp_path_factory.mktemp("ray"), nodes=2, cpus_per_node=1) as cluster:
+    # its workers import lr0fm from this checkout and load the test faults (tests/faults: inert
+    # unless a driver forwards LR0FM_TEST_* variables, as lr0fm forwards LR0FM_*)
+    from enginekit import FAULTS, SRC
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([FAULTS, SRC])
+    stack = contextlib.ExitStack()
+    try:
+        cluster = stack.enter_context(RayCluster(tmp_path_factory.mktemp("ray"), nodes=2, cpus_per_node=1))
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = saved
+    with stack:
         yield cluster

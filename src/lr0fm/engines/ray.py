@@ -17,6 +17,7 @@ images since each of its tasks' last resume point. The unit lifecycle is lr0fm.e
 """
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from typing import Sequence
@@ -52,6 +53,17 @@ def _check_address(address: str) -> None:
     except OSError as e:
         raise InputError(f"--address {address}: no Ray cluster answers there ({e.strerror or e}); start one with "
                          "'ray start --head' or leave --address out for a local Ray") from None
+
+
+# The driver's settings the workers of a cluster must share (its own local Ray's workers inherit
+# the driver's environment anyway): lr0fm's own (LR0FM_CACHE, LR0FM_DATA, ...) and the hub's
+# offline mode and cache.
+FORWARDED_PREFIXES = ("LR0FM_", "HF_HUB_OFFLINE", "HF_HOME", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def forwarded_env() -> dict:
+    """The environment variables the driver hands to its tasks on a cluster (Ray runtime_env)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)}
 
 
 class _Coordinator:
@@ -162,7 +174,8 @@ class RayEngine:
             _check_address(self.address)
         try:
             ray.init(address=self.address or "local", include_dashboard=False, log_to_driver=True,
-                     logging_level="ERROR", configure_logging=True)
+                     logging_level="ERROR", configure_logging=True,
+                     runtime_env={"env_vars": forwarded_env()} if self.address else None)
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = f"--address {self.address}" if self.address else "a local Ray instance"
             raise InputError(f"cannot start or join {where}: {error_line(e)}") from None
