@@ -678,30 +678,33 @@ def _name(p: psutil.Process) -> str:
         return ""
 
 
+def _interrupt(*_):
+    raise KeyboardInterrupt
+
+
 def _main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0] not in ("slurm", "ray"):
         print("usage: python tests/realclusters.py slurm|ray  (starts one, Ctrl-C stops it)", file=sys.stderr)
         return 2
     base = Path(tempfile.mkdtemp(prefix=f"lr0fm-{argv[0]}-cluster-"))
     cluster = SlurmCluster(base) if argv[0] == "slurm" else RayCluster(base)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops it as Ctrl-C does
     with cluster:
-        exports = " ".join(f"{k}={v}" for k, v in cluster.env.items())
-        print(f"started in {cluster.startup_s:.1f} s; folder {base}")
+        print(f"started in {cluster.startup_s:.1f} s, folder {base}\n"
+              f"  export {' '.join(f'{k}={v}' for k, v in cluster.env.items())}")
         if argv[0] == "slurm":
-            print(f"  export {exports}\n  sbatch --wrap 'hostname'; squeue; sacct   "
-                  f"(partition {cluster.partition}, node {cluster.node}, daemons {cluster.pids})")
+            print(f"  sbatch --wrap hostname; squeue; sacct   (partition {cluster.partition}, node {cluster.node})\n"
+                  f"  daemons: {cluster.pids}")
         else:
-            print(f"  export {exports}\n  RAY_ADDRESS={cluster.address} python -c 'import ray; ray.init(); "
-                  f"print(ray.nodes())'   (nodes {[n.node_id for n in cluster.nodes]})")
-        print("Ctrl-C stops it")
+            print(f"  RAY_ADDRESS={cluster.address} python -c 'import ray; ray.init(); print(ray.nodes())'\n"
+                  f"  nodes: {[n.node_id for n in cluster.nodes]}")
+        print("Ctrl-C stops it", flush=True)
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
-            pass
-        t = time.monotonic()
-    print(f"stopped in {time.monotonic() - t:.1f} s")
+            t = time.monotonic()
+    print(f"stopped in {time.monotonic() - t:.1f} s; configuration and logs stay in {base}")
     return 0
 
 
