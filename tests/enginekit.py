@@ -105,3 +105,40 @@ def with_progress(cfg, folder):
     copy = folder / "sweep-progress.yaml"
     copy.write_text(cfg.read_text().replace("progress: false", "progress: true"))
     return copy
+
+
+def kill_driver_after(args, out, cells, env):
+    """Start ``lr0fm ARGS`` in a subprocess, SIGKILL it once ``cells`` records are in ``out``; the
+    processes it started (to check none outlives it)."""
+    import signal
+    driver = start_lr0fm(args, env=env)
+    descendants = set()
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and len(records_in(out)) < cells:
+            descendants |= descendants_of(driver.pid)
+            assert driver.poll() is None, "the driver ended before it was killed: " + driver.stderr.read()[-2000:]
+            time.sleep(0.1)
+        descendants |= descendants_of(driver.pid)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    return descendants
+
+
+class NoResumeChannel:
+    """A worker's channel to a driver that keeps no resume points (a task run in a test as is)."""
+
+    def __init__(self, attempt: int = 1):
+        self.attempt = attempt
+
+    def begin(self, key):
+        return self.attempt
+
+    def resume_point(self, key):
+        return None
+
+    def save(self, key, arrays):
+        pass

@@ -576,7 +576,9 @@ class RayCluster(_Cluster):
         cmd += (["--head", "--port", str(p["gcs"]), "--include-dashboard", "false"] if node.index == 0
                 else ["--address", self.address])
         node.temp_dir.mkdir(parents=True)
-        env = {**os.environ, **self.env, MARKER: node.marker, "RAY_USAGE_STATS_ENABLED": "0"}
+        # a node brought back (restart_node) gets the environment the cluster was started with
+        self._start_env = getattr(self, "_start_env", None) or dict(os.environ)
+        env = {**self._start_env, **self.env, MARKER: node.marker, "RAY_USAGE_STATS_ENABLED": "0"}
         env.pop("RAY_ADDRESS", None)
         node.process = _spawn(cmd, self.base_dir / f"ray-start-n{node.index}.out", env)
 

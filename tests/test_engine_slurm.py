@@ -14,7 +14,7 @@ import pytest
 from lr0fm.cli import main
 
 from conftest import assert_same_store
-from enginekit import (SRC, children_gone, descendants_of, fault_env, lr0fm, partials, record_bytes, records_in,
+from enginekit import (SRC, children_gone, fault_env, kill_driver_after, lr0fm, partials, record_bytes, records_in,
                        start_lr0fm, wait_for, with_progress, write_config)
 
 submitit = pytest.importorskip("submitit")
@@ -170,21 +170,7 @@ def test_killed_submitter_rerun_computes_only_the_rest(grid, tmp_path):
     """--slurm-cluster local: the elements end with their submitter; the rerun resumes them."""
     cfg, ref = grid
     out = tmp_path / "o"
-    env = fault_env(tmp_path, SLEEP_AFTER_UNIT=3)
-    driver = start_lr0fm(local_args(cfg, out), env=env)
-    descendants = set()
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and len(records_in(out)) < 3:
-            descendants |= descendants_of(driver.pid)
-            assert driver.poll() is None, driver.stderr.read()[-2000:]
-            time.sleep(0.1)
-        descendants |= descendants_of(driver.pid)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
-    finally:
-        if driver.poll() is None:
-            driver.kill()
+    descendants = kill_driver_after(local_args(cfg, out), out, 3, fault_env(tmp_path, SLEEP_AFTER_UNIT=3))
     assert children_gone(descendants, timeout=60) == []
     first = record_bytes(out)
     assert 3 <= len(first) < 12

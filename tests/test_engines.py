@@ -17,6 +17,8 @@ from lr0fm.cli import main
 from lr0fm.engines import schedule
 from lr0fm.evaluation import ImageShard
 
+from enginekit import NoResumeChannel
+
 pytest.importorskip("ray")
 pytest.importorskip("submitit")
 
@@ -203,20 +205,10 @@ def test_a_task_result_file_is_read_without_unpickling(tiny_open_clip, folder, t
     from lr0fm.engines.units import TaskResult, TaskSpec, run_task
     from lr0fm.groups import Group
 
-    class Channel:
-        def begin(self, key):
-            return 1
-
-        def resume_point(self, key):
-            return None
-
-        def save(self, key, arrays):
-            pass
-
     data = get_dataset("imagefolder", root=str(folder))
     spec = TaskSpec("r.1of3", [Group(tiny_open_clip[0], data)], [16, "hr"], "cpu", None,
                     {"batch_size": 4, "workers": 0}, ImageShard(1, 3))
-    written = run_task(spec, frozenset(), Channel(), tmp_path / "cache", where="slurm job 1_2")
+    written = run_task(spec, frozenset(), NoResumeChannel(), tmp_path / "cache", where="slurm job 1_2")
     assert written.ran_on == f"{socket.gethostname()} (slurm job 1_2)" and len(written.shards) == 1
     path = tmp_path / "r.npz"
     path.write_bytes(written.to_bytes())
@@ -244,24 +236,11 @@ def test_an_attempt_that_reports_late_changes_no_finished_record(tiny_open_clip,
     from lr0fm.groups import Group
     from lr0fm.store import ResultsStore
 
-    class Channel:
-        def __init__(self, attempt):
-            self.attempt = attempt
-
-        def begin(self, key):
-            return self.attempt
-
-        def resume_point(self, key):
-            return None
-
-        def save(self, key, arrays):
-            pass
-
     data = get_dataset("imagefolder", root=str(folder))
     spec = TaskSpec("r.0of1", [Group(tiny_open_clip[0], data)], [16, "hr"], "cpu", None,
                     {"batch_size": 4, "workers": 0}, ImageShard(0, 1))
     store = ResultsStore(tmp_path / "o")
-    first, late = (run_task(spec, frozenset(), Channel(a), tmp_path / "cache") for a in (1, 2))
+    first, late = (run_task(spec, frozenset(), NoResumeChannel(a), tmp_path / "cache") for a in (1, 2))
     assert len(commit(store, data, [first], "slurm", request="r")) == 2
     written = {p.name: p.read_bytes() for p in (tmp_path / "o").rglob("*") if p.is_file()}
     time.sleep(0.01)
