@@ -39,7 +39,7 @@ from typing import Sequence
 from ..errors import InputError
 from .lease import Leases
 from .lifecycle import Lifecycle, Outcome, plan_units, result_path
-from .units import TaskSpec, error_line, run_task
+from .units import TaskSpec, error_line, recorded_unit, run_task
 
 INSTALL = "--engine slurm needs submitit, which is not installed: pip install 'lr0fm[slurm]'"
 
@@ -90,6 +90,9 @@ class _Element:
             if not leases.acquire(self.spec.key):
                 return "busy"  # another element (an earlier submission's) runs this task
             store = ResultsStore(self.root)
+            unit = self.spec.key.rsplit(".", 1)[0]
+            if result_path(store.root, self.spec.key).is_file() or recorded_unit(store, unit) is not None:
+                return "busy"  # an element of another submission has done it already
             # which cells are complete: the shared results folder says it (no snapshot in every element)
             result = run_task(self.spec, _CompleteOn(store), _FolderChannel(store, self.attempts), store.classifier_cache,
                               where=f"slurm job {job}" if job else "")
@@ -257,8 +260,8 @@ class _SlurmSession:
             return Outcome(key, busy=True)
         try:
             return Outcome(key, result=TaskResult.from_file(result_path(self.store.root, key)))
-        except OSError as e:
-            return Outcome(key, error=f"its result is missing ({e.strerror or e}); rerun")
+        except OSError:  # another submitter on this folder took it (and commits it): wait for its cells
+            return Outcome(key, busy=True)
 
     def _ended(self, key: str, entry: dict, state: str) -> Outcome | None:
         """An element that ended without a result: cancelled (reported), or lost (resubmitted)."""
