@@ -47,17 +47,6 @@ def test_slurm_local_array_writes_the_single_process_store(grid, tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_lost_element_is_resubmitted_from_its_resume_point(grid, tmp_path, monkeypatch, capsys):
-    cfg, ref = grid
-    out = tmp_path / "killed"
-    faults(monkeypatch, tmp_path, KILL_AFTER_SAVES=2)  # each element's first run SIGKILLs itself mid-pass
-    assert main(local_args(cfg, out)) == 0
-    records = assert_same_store(ref, out, 12)
-    assert {r["run"]["attempts"] for r in records} == {2}
-    assert {r["run"]["resumed_images"] for r in records} == {8}  # 2 resume points of 4 images each
-
-
-@pytest.mark.slow
 def test_element_killed_past_its_retries_is_one_line_and_the_rerun_resumes(grid, tmp_path, monkeypatch, capsys):
     cfg, ref = grid
     out = tmp_path / "killed"
@@ -68,21 +57,6 @@ def test_element_killed_past_its_retries_is_one_line_and_the_rerun_resumes(grid,
     assert main(local_args(cfg, out)) == 0  # the fault hit each element once (its marker is there)
     records = assert_same_store(ref, out, 12)
     assert {r["run"]["resumed_images"] for r in records} == {4}  # from the resume point the killed element left
-
-
-@pytest.mark.slow
-def test_preempted_element_is_requeued_from_its_resume_point(grid, tmp_path, monkeypatch, capsys):
-    """SIGUSR2 (SLURM's preemption and time-limit signal) mid-pass: submitit checkpoints and
-    requeues the element, which continues from the resume point it left on the results folder."""
-    cfg, ref = grid
-    out = tmp_path / "preempted"
-    faults(monkeypatch, tmp_path, KILL_AFTER_SAVES="2:USR2")
-    assert main(local_args(cfg, out)) == 0
-    records = assert_same_store(ref, out, 12)
-    assert {r["run"]["attempts"] for r in records} == {2}
-    assert {r["run"]["resumed_images"] for r in records} == {8}
-    logs = "".join(p.read_text() for p in (out / "slurm").glob("*_log.err"))
-    assert logs.count("INFO:submitit:Requeued job") == 4  # each element preempted once, requeued once
 
 
 @pytest.mark.slow
