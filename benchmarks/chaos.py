@@ -5,8 +5,9 @@ own commands, and every run compared with the single-process store.
     python benchmarks/chaos.py [--engine ray|slurm|both] [--faults 20] [--runs 5] [--seed 0]
 
 The grid: two tiny open_clip models (2-layer ViTs, random weights) x one generated image folder
-(3 classes x 8 images) x 3 resolutions = 6 cells in 2 units, every pass slowed to ~0.5 s per resume
-point (a test fault: tests/faults/sitecustomize.py) so a fault lands mid-pass. Each run draws its
+(3 classes x 8 images) with two prompt sets x 3 resolutions = 12 cells in 4 units, every pass
+slowed to ~2 s per resume point (a test fault: tests/faults/sitecustomize.py) so a fault lands
+mid-pass. Each run draws its
 share of ``--faults`` from the engine's list (seeded) and fires them one after another while the
 driver runs, each once a resume point is on disk:
 
@@ -64,7 +65,9 @@ def make_grid(tmp: Path) -> tuple[Path, Path]:
             Image.fromarray(rng.integers(0, 255, (40 + 5 * i, 30 + 3 * i, 3), dtype=np.uint8)).save(
                 tmp / "data" / c / f"{i}.png")
     sweep = tmp / "sweep.yaml"
-    sweep.write_text(f"models: [{', '.join(repr(m) for m in models)}]\ndatasets: [imagefolder]\n"
+    (tmp / "prompts.txt").write_text("a blurry photo of a {}.\na {}\n")
+    sweep.write_text(f"models: [{', '.join(repr(m) for m in models)}]\n"
+                     "datasets: [imagefolder, {key: imagefolder, templates: prompts.txt}]\n"
                      f"data_root: {tmp / 'data'}\nresolutions: [16, 32, hr]\nbatch_size: 4\nworkers: 0\n"
                      "checkpoint_every: 4\nprogress: true\n")
     ref = tmp / "ref"
@@ -105,7 +108,7 @@ class Run:
 
     def __init__(self, engine: str, cluster, sweep: Path, out: Path, tmp: Path):
         self.engine, self.cluster, self.sweep, self.out, self.tmp = engine, cluster, sweep, out, tmp
-        self.env = base_env(LR0FM_TEST_SAVE_DELAY="0.5", LR0FM_TEST_FAULT_DIR=str(tmp), **cluster.env)
+        self.env = base_env(LR0FM_TEST_SAVE_DELAY="2", LR0FM_TEST_FAULT_DIR=str(tmp), **cluster.env)
         where = ["--address", cluster.address] if engine == "ray" else []
         self.args = [sys.executable, "-m", "lr0fm", "sweep", str(sweep), "--engine", engine, *where,
                      "--out", str(out)]
@@ -247,6 +250,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clusters stopped by their context managers
     engines = ["ray", "slurm"] if args.engine == "both" else [args.engine]
     summary = [chaos(e, args.faults, args.runs, args.seed) for e in engines]
     if args.json:
