@@ -37,7 +37,7 @@ from ..store import PassBusy, ResultsStore
 from .loading import (UNREADABLE, EndWithParent, ViewFn, _batches, _collate, _decode_on_device, _ImageDataset, _Work,
                       default_workers, worker_died)
 from .plan import plan, views_and_decoder
-from .stages import StageClock, profiler_trace
+from .stages import StageClock, make_trace_folder, profiler_trace
 
 log = logging.getLogger("lr0fm")
 
@@ -181,6 +181,8 @@ def evaluate_many(jobs: Sequence[Job], data: LabeledImages, store: ResultsStore,
         for name in ("device", "batch_size", "workers", "limit", "views", "decoder", "checkpoint_every"):
             if getattr(job.cfg, name) != getattr(first, name):
                 raise ValueError(f"evaluate_many: jobs differ in {name}; run them separately")
+    if first.profile_trace:
+        make_trace_folder(first.profile_trace)
     sharded = split_over_ranks and dist.active()
     plans = [plan(j.model, data, j.cfg, j.view_fn, j.protocol) for j in jobs]
     limited = plans[0].data

@@ -97,6 +97,22 @@ class StageClock:
         return out
 
 
+def make_trace_folder(folder: str) -> None:
+    """The folder of ``--profile-trace``, made now (before a pass builds or writes anything), or one line."""
+    import os
+    from pathlib import Path
+
+    from ..errors import InputError
+
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(13, "not writable")
+    except OSError as e:
+        raise InputError(f"--profile-trace {folder}: cannot write a trace there ({e.strerror or e}); "
+                         "give a writable folder") from None
+
+
 @contextlib.contextmanager
 def profiler_trace(folder: str | None, device: torch.device, name: str):
     """A torch.profiler session writing a trace of a few batches to ``folder`` (TensorBoard's /
@@ -104,15 +120,7 @@ def profiler_trace(folder: str | None, device: torch.device, name: str):
     if not folder:
         yield lambda: None
         return
-    from pathlib import Path
-
-    from ..errors import InputError
-
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"--profile-trace {folder}: cannot create the folder ({e.strerror or e}); "
-                         "give a writable folder") from None
+    make_trace_folder(folder)
     from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -129,13 +137,13 @@ def stage_table(records: list[dict], since: float | None = None) -> str:
     for r in records:
         run = r.get("run") or {}
         stages = run.get("stages")
-        if not stages or (since is not None and run.get("finished", 0) < since):
+        if not stages or (since is not None and run.get("finished", 0) < since - 0.01):  # finished: rounded to ms
             continue
         key = (r.get("evaluation"), run.get("finished"))
         if key in seen:
             continue
         seen.add(key)
-        rows.append((r.get("model", "?"), r.get("dataset", "?"), r.get("n_images", 0),
+        rows.append((r.get("model", "?"), r.get("dataset", "?"), r.get("n_images", 0) - run.get("resumed_images", 0),
                      len(run.get("resolutions_in_pass") or [r.get("resolution")]), run.get("models_in_pass", 1),
                      run.get("device", "?"), stages))
     if not rows:
@@ -158,4 +166,4 @@ def stage_table(records: list[dict], since: float | None = None) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["StageClock", "profiler_trace", "stage_table"]
+__all__ = ["StageClock", "make_trace_folder", "profiler_trace", "stage_table"]
