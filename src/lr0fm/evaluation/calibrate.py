@@ -34,7 +34,6 @@ from ..version import __version__
 from .loading import default_workers
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-POOL = 256  # distinct generated JPEGs; longer passes cycle through them
 
 
 def _write_jpeg(args: tuple[Path, int, int]) -> None:
