@@ -168,6 +168,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-paper", action="store_true", help="leave out (c) and the classifier timing")
     ap.add_argument("--prompt-sample", type=int, default=256, help="prompts timed to extrapolate the classifier")
     ap.add_argument("--full-classifier", action="store_true", help="build all 80,000 prompts (slow on CPU)")
+    ap.add_argument("--target", type=float, default=0.90, help="the b/a the RESULT line names as the target")
     ap.add_argument("--profile", action="store_true",
                     help="after the rounds, one more (b) pass with --profile (device stages timed): its stage table")
     args = ap.parse_args(argv)
@@ -253,13 +254,14 @@ def main(argv=None) -> int:
         ratios = [r[4] for r in good]
         print(f"b/a                    {statistics.median(ratios):8.3f}   (median of {len(good)} valid rounds; "
               f"spread {spread(ratios)}; {len(rows) - len(good)} faulty)")
-        print(f"{RESULT} b/a {statistics.median(ratios):.3f} (spread {spread(ratios)}, {len(good)} rounds; "
-              f"target >= 0.90)"
+        print(f"{RESULT} b/a {args.model.split(':')[1] if args.model.count(':') >= 2 else args.model} "
+              f"{statistics.median(ratios):.3f} (spread {spread(ratios)}, {len(good)} rounds; "
+              f"target >= {args.target:.2f})"
               f"  a {a:.0f} views/s  b {n * R / tb:.0f} pairs/s  {n} JPEGs x {R} res  views {how.views} "
               f"decoder {how.decoder}  {args.device} {args.amp or 'fp32'}")
     else:
         print("b/a                    no valid round: every round had b/a > 1 (a shared machine's load moved); rerun")
-        print(f"{RESULT} b/a MEASUREMENT FAULT: no valid round")
+        print(f"{RESULT} b/a {args.model} MEASUREMENT FAULT: no valid round")
     if not args.skip_paper:
         print(f"(c) paper way, images  {tc:8.1f}s   c/b images only: {tc / tb:.2f}")
         print(f"classifier build       {tcls:8.1f}s  "
