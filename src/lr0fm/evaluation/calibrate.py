@@ -128,7 +128,10 @@ def calibrate(model: ZeroShotModel, name: str, cfg: EvalConfig, images: Sequence
             torch.save(weights, store.classifier_cache / f"{key}.pt")
             data = jpeg_dataset([images[i % len(images)] for i in range(n)], classnames, templates, "calibration")
             (records,) = evaluate_many([Job(model, cfg)], data, store)
-            return float(records[0]["run"]["seconds"])
+            run = records[0]["run"]
+            say(f"pass of {n} images: {run['seconds']:.2f} s; stages " +
+                " ".join(f"{k} {v:.2f}" for k, v in run.get("stages", {}).items()))
+            return float(run["seconds"])
 
         timed(batch)  # warm-up: workers, kernels, the device decoder
         n1 = 2 * batch

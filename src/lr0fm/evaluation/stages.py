@@ -18,7 +18,7 @@ asynchronously, so host clocks would time the queueing: decode, views, forward, 
 topk_copy are timed with CUDA events there, and only when profiling (``--profile``), read back
 where the pass waits for the device anyway (resume points, the end); without it they are left
 out and the pass adds no work to the device. ``--profile-trace DIR`` adds a torch.profiler trace
-of a few batches (``record_function`` ranges named ``lr0fm.<stage>``).
+of batches 2 to 5 of each pass (``record_function`` ranges named ``lr0fm.<stage>``).
 """
 from __future__ import annotations
 
@@ -115,8 +115,9 @@ def make_trace_folder(folder: str) -> None:
 
 @contextlib.contextmanager
 def profiler_trace(folder: str | None, device: torch.device, name: str):
-    """A torch.profiler session writing a trace of a few batches to ``folder`` (TensorBoard's /
-    Perfetto's JSON, one file per pass); yields its ``step`` (call once per batch), or a no-op."""
+    """A torch.profiler session writing a trace of batches 2 to 5 to ``folder`` (TensorBoard's /
+    Perfetto's JSON, one file per pass; none for a one-batch pass: the first batch only warms the
+    profiler up); yields its ``step`` (call once per batch), or a no-op."""
     if not folder:
         yield lambda: None
         return
@@ -125,7 +126,7 @@ def profiler_trace(folder: str | None, device: torch.device, name: str):
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    with profile(activities=activities, schedule=schedule(wait=1, warmup=1, active=4, repeat=1),
+    with profile(activities=activities, schedule=schedule(wait=0, warmup=1, active=4, repeat=1),
                  on_trace_ready=tensorboard_trace_handler(folder, worker_name=safe), record_shapes=False) as prof:
         yield prof.step
 
