@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from lr0fm import speeds
 from lr0fm.cli import main
@@ -15,10 +16,10 @@ from conftest import make_image
 
 @pytest.fixture(scope="module")
 def jpeg_folder(tmp_path_factory):
-    """An imagefolder of 64 photo-sized JPEGs in 2 classes."""
+    """An imagefolder of 160 photo-sized JPEGs in 2 classes."""
     root = tmp_path_factory.mktemp("calibrate") / "jpegs"
     rng = np.random.default_rng(0)
-    for i in range(64):
+    for i in range(160):
         (root / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
         make_image(rng, (200 + i % 7, 150), (255 * (i % 2), 0, 0)).save(root / f"c{i % 2}" / f"{i:03d}.jpg", quality=90)
     return root
@@ -27,7 +28,7 @@ def jpeg_folder(tmp_path_factory):
 def _config(tmp_path, folder, models):
     cfg = tmp_path / "sweep.yaml"
     cfg.write_text(json.dumps({"models": models, "datasets": ["imagefolder"], "data_root": str(folder),
-                               "batch_size": 8, "workers": 0, "progress": False, "resolutions": [16, 64, "hr"]}))
+                               "batch_size": 8, "workers": 0, "progress": False, "resolutions": [16, 32, 64, "hr"]}))
     return cfg
 
 
@@ -37,7 +38,18 @@ def _speed(**changes) -> speeds.Speed:
     return replace(base, **changes)
 
 
-def test_calibrate_writes_the_speeds_and_the_plan_uses_them(tiny_open_clip, jpeg_folder, tmp_path, capsys):
+@pytest.fixture()
+def one_thread():
+    """One torch thread: two on a loaded 2-core machine spin against each other and run a tiny
+    model several times slower at random moments (docs/performance.md)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_calibrate_writes_the_speeds_and_the_plan_uses_them(tiny_open_clip, jpeg_folder, tmp_path, capsys,
+                                                             one_thread):
     spec = tiny_open_clip[0]
     out = tmp_path / "results"
     cfg = _config(tmp_path, jpeg_folder, [spec, "clip-rn50"])
@@ -47,7 +59,7 @@ def test_calibrate_writes_the_speeds_and_the_plan_uses_them(tiny_open_clip, jpeg
     assert "calibrating 1 model(s)" in printed and "pairs/s" in printed and "calibration.json" in printed
     (speed,) = speeds.load(out)
     assert (speed.model, speed.device, speed.amp, speed.batch_size, speed.resolutions, speed.workers) == \
-        (spec, "cpu", "fp32", 8, 3, 0)
+        (spec, "cpu", "fp32", 8, 4, 0)
     assert speed.pairs_per_s > 0 and speed.fixed_s >= 0 and speed.prompts_per_s > 0 and speed.images > 16
     assert speed.device_name == speeds.device_name("cpu")
 
@@ -60,7 +72,7 @@ def test_calibrate_writes_the_speeds_and_the_plan_uses_them(tiny_open_clip, jpeg
     assert rows[spec][6] == "measured" and rows["clip-rn50"][6] == "assumed"
     data = get_dataset("imagefolder", root=jpeg_folder)
     prompts = len(data.spec.classnames) * len(data.spec.templates)
-    expected = speed.fixed_s + 64 * 3 / speed.pairs_per_s + prompts / speed.prompts_per_s
+    expected = speed.fixed_s + 160 * 4 / speed.pairs_per_s + prompts / speed.prompts_per_s
     assert float(rows[spec][5].replace(",", "")) == pytest.approx(expected, rel=0.05, abs=0.01)
     assert main(["sweep", str(cfg), "--estimate", "--gpus", "2", "--json", "--out", str(out)]) == 0
     plan = json.loads(capsys.readouterr().out)
@@ -68,11 +80,12 @@ def test_calibrate_writes_the_speeds_and_the_plan_uses_them(tiny_open_clip, jpeg
     assert main(["sweep", str(cfg), "--estimate", "--gpus", "2", "--out", str(out)]) == 0
     assert "pass times: 1 measured (lr0fm calibrate), 1 assumed" in capsys.readouterr().out
 
-    # the pass itself: on a shared 2-core machine only a loose bound (docs/performance.md has the figure)
+    # the pass itself: on a shared 2-core machine only a loose bound (docs/performance.md has the
+    # figures): within 3x, and half a second more for a stall of the machine
     assert main(["sweep", str(cfg), "--models", spec, "--out", str(out)]) == 0
     capsys.readouterr()
     ran = ResultsStore(out).records()[0]["run"]["seconds"]
-    assert expected / 4 <= ran <= expected * 4, (expected, ran)
+    assert expected / 3 <= ran <= expected * 3 + 0.5, (expected, ran)
 
 
 def test_calibrate_of_named_models_with_generated_images(tiny_open_clip, tmp_path, capsys):
@@ -92,6 +105,7 @@ def test_calibrate_of_named_models_with_generated_images(tiny_open_clip, tmp_pat
 @pytest.mark.parametrize("argv,match", [
     (["calibrate"], "give the models to calibrate"),
     (["calibrate", "sweep.yaml", "-m", "x"], "give the models to calibrate"),
+    (["calibrate", "-m", "x", "--models", "family=CLIP"], "--models filters a sweep config's"),
     (["calibrate", "-m", "x", "--seconds", "0"], "--seconds 0.0 must be a positive number"),
     (["calibrate", "-m", "x", "--images", "/nonexistent/folder"], "--images /nonexistent/folder: not a folder"),
     (["calibrate", "-m", "x", "--batch-size", "0"], "--batch-size 0 must be at least 1"),

@@ -21,6 +21,8 @@ def cmd_calibrate(args) -> int:
 
     if bool(args.model) + bool(args.config) + bool(args.preset) != 1:
         raise InputError("give the models to calibrate: -m M1,M2, a sweep config file or --preset NAME (one of them)")
+    if args.models and args.model:
+        raise InputError("--models filters a sweep config's or preset's models; with -m name the models themselves")
     if not args.seconds > 0:
         raise InputError(f"--seconds {args.seconds} must be a positive number")
     options, protocol, out = {}, {}, args.out
