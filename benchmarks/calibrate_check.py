@@ -37,7 +37,11 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--seconds", type=float, default=10.0, help="lr0fm calibrate --seconds")
     ap.add_argument("--out", type=Path, default=None, help="results folder (default: a temporary one)")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
 
     from lr0fm.cli import main as lr0fm
     from lr0fm.store import ResultsStore
@@ -52,14 +56,17 @@ def main(argv=None) -> int:
         (root / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
         (root / f"c{i % 2}" / path.name).symlink_to(path.resolve())
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    options = {"batch_size": args.batch_size, "device": args.device, "progress": False,
-               **({"amp": args.amp} if args.amp else {}), **({"workers": args.workers} if args.workers is not None else {})}
+    options = {"batch_size": args.batch_size, "device": args.device, "progress": False}
+    if args.amp:
+        options["amp"] = args.amp
+    if args.workers is not None:
+        options["workers"] = args.workers
     config_path = tmp / "sweep.yaml"
     config_path.write_text(json.dumps({"models": models, "datasets": ["imagefolder"], "data_root": str(root),
                                        **options}))  # JSON is YAML
 
     t = time.perf_counter()
-    if lr0fm(["--out", str(out), "calibrate", str(config_path), "--seconds", str(args.seconds)]) != 0:
+    if lr0fm(["--out", str(out), "-v", "calibrate", str(config_path), "--seconds", str(args.seconds)]) != 0:
         print(f"{RESULT} calibrate FAILED: lr0fm calibrate did not finish")
         return 1
     print(f"(calibrated {len(models)} models in {time.perf_counter() - t:.0f} s)", flush=True)

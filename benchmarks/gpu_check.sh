@@ -191,7 +191,7 @@ fi
 if want 6; then
 step "6. lr0fm calibrate on ${CAL_MODELS//,/ + }: the plan's pass time vs the pass"; step_rc=0
 run step6-calibrate.txt 300 "$PY" benchmarks/calibrate_check.py --device "$DEVICE" --models "$CAL_MODELS" "${AMP[@]}" \
-  --images "$N_CAL" --batch-size "$B" --seconds "$CAL_SECONDS" --jpeg-dir "$WORK/jpegs-calibrate"
+  "${THREADS[@]}" --images "$N_CAL" --batch-size "$B" --seconds "$CAL_SECONDS" --jpeg-dir "$WORK/jpegs-calibrate"
 finish "6 calibrate"
 fi
 

@@ -44,7 +44,8 @@ def test_profile_prints_the_stages_and_records_stay_those_of_a_plain_run(tiny_op
     assert [strip(r) for r in plain] == [strip(r) for r in profiled]
     assert set(plain[0]["run"]["stages"]) == CPU_STAGES
     for r in plain:
-        a, b = ResultsStore(tmp_path / "a").load_predictions(r["cell"]), ResultsStore(tmp_path / "b").load_predictions(r["cell"])
+        a = ResultsStore(tmp_path / "a").load_predictions(r["cell"])
+        b = ResultsStore(tmp_path / "b").load_predictions(r["cell"])
         assert all(np.array_equal(a[k], b[k]) for k in a)
 
     # a rerun has nothing to compute: the table says so instead of showing the earlier passes

@@ -143,4 +143,5 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-__all__ = ["FILE", "Speed", "amp_name", "device_name", "device_type", "load", "local_device_name", "lookup", "now", "path", "save"]
+__all__ = ["FILE", "Speed", "amp_name", "device_name", "device_type", "load", "local_device_name", "lookup", "now",
+           "path", "save"]

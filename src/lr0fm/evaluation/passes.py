@@ -324,9 +324,11 @@ def write_records(store: ResultsStore, data: LabeledImages, shards: Sequence[Ima
         raise DatasetError(f"none of the {len(ids)} images of {data.spec.label} could be read (first: "
                            f"{ids[0] if len(ids) else '-'!r}); check the files (formats, permissions) and rerun")
     model = SimpleNamespace(info=first.model_info)  # all make_record reads of a model
-    stages = _summed([s.run.get("stages") or {} for s in shards])
-    run = {**first.run, **run, "seconds": round(sum(s.run["seconds"] for s in shards), 2), **({"stages": stages} if stages else {}),
+    run = {**first.run, **run, "seconds": round(sum(s.run["seconds"] for s in shards), 2),
            "resolutions_in_pass": list(first.pending), "resumed_images": sum(s.run["resumed_images"] for s in shards)}
+    stages = _summed([s.run.get("stages") or {} for s in shards])
+    if stages:
+        run["stages"] = stages
     if len(shards) > 1:
         run["shards"] = len(shards)
     written = []
@@ -419,7 +421,6 @@ def _loop(shares, view_sets, data, indices, lo, m, work, cfg, store, sharded) ->
             prepare = _Prepare(view_sets, work, lo, device, clock)
             with _Prefetch(_batches(batches), prepare, clock) as prepared:
                 _batch_loop(shares, view_sets, prepared, lo, cfg, store, clock, bar, step)
-            del batches
     except RuntimeError as e:
         died = worker_died(e)
         if died is None:
