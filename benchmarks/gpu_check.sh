@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
-# The GPU measurements in one script: < 5 minutes on one H200, random weights, nothing downloaded.
+# The GPU measurements in one script: about 8 minutes on one H200, random weights, nothing downloaded.
 #
 #   PYTHON=python3 bash benchmarks/gpu_check.sh OUTDIR                    # on a CUDA machine
 #   DEVICE=cpu SMOKE=1 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh OUTDIR   # every step, tiny, on CPU
 #
-# Steps (each under a timeout; logs in OUTDIR, 7 files; the RESULT lines are collected in OUTDIR/summary.txt):
+# Steps (each under a timeout; logs in OUTDIR, 8 files; the RESULT lines are collected in OUTDIR/summary.txt):
 #   1. device views bit-exact on the device (tests/test_tensor_views.py's cuda tests) and their speed against PIL
 #      (benchmarks/device_views.py, photo and mixed sizes)
 #   2. device JPEG decoder (nvjpeg on CUDA) vs PIL: pixels, views, per-image top-1 (benchmarks/decoder_diff.py)
 #      on TuxPaint's photos as JPEGs ($TUX: the stamps or a folder from decoder_diff.py --export-tuxpaint;
 #      default /usr/share/tuxpaint/stamps), else generated photo-like JPEGs
 #   3. b/a: lr0fm evaluate (device decode + device views, 5 resolutions, 8192 JPEGs) against the bare ViT-B-32
-#      bf16 forward (benchmarks/throughput.py); target >= 0.90
-#   4. one 3-model pass against three single-model passes, and the sum of the bare forwards (benchmarks/many_models.py)
-#   5. `lr0fm eval -m M1,M2` on the device end to end: records say run.views device, decoder torchvision-<device>
+#      bf16 forward (benchmarks/throughput.py); target >= 0.90; then one profiled pass: its stage table (--profile);
+#      the same for ViT-L-14 on 2048 JPEGs, target >= 0.95
+#   4. one 3-model pass against three single-model passes, and the sum of the bare forwards (benchmarks/many_models.py);
+#      target: one pass <= 1.2x the sum of the forwards
+#   5. `lr0fm eval -m M1,M2 --profile` on the device end to end: records say run.views device, decoder
+#      torchvision-<device>, and hold run.stages with the device stages timed; the stage table is printed
+#   6. `lr0fm calibrate` on 3 architectures (ViT-B-32, ViT-L-14, RN50), then each one's pass over 4096 other JPEGs:
+#      the sweep plan's estimate from the measured speeds against the pass's run.seconds (benchmarks/calibrate_check.py);
+#      target: within 15%
 # Environment: PYTHON (default python), DEVICE (cuda), SMOKE (0; 1: tiny models and sizes), TUX, TIME_SCALE
 # (an integer that multiplies every timeout, default 1, 3 with SMOKE), WHEELS (a folder of wheels installed first into a
-# temporary folder on PYTHONPATH, e.g. open_clip_torch, ftfy and wcwidth where the image lacks them).
+# temporary folder on PYTHONPATH, e.g. open_clip_torch, ftfy and wcwidth where the image lacks them), STEPS (the steps
+# to run, e.g. "3 6"; default all; step 0 always runs), TRACE (1: step 3 also writes a torch.profiler trace of
+# the profiled ViT-B-32 pass to OUTDIR/trace, a few MB).
 # lr0fm is imported from this tree's src/.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +35,9 @@ OUTDIR=${1:-${OUT:-gpu-check}}
 SCALE=${TIME_SCALE:-$([ "$SMOKE" = 1 ] && echo 3 || echo 1)}
 mkdir -p "$OUTDIR"
 OUTDIR=$(cd "$OUTDIR" && pwd)
-rm -f "$OUTDIR"/step[0-5]-*.txt "$OUTDIR/summary.txt"  # logs are appended to: start them empty
+rm -f "$OUTDIR"/step[0-6]-*.txt "$OUTDIR/summary.txt"  # logs are appended to: start them empty
+STEPS=${STEPS:-1 2 3 4 5 6}
+want() { [[ " $STEPS " == *" $1 "* ]]; }
 WORK=$(mktemp -d -t lr0fm-gpu-check-XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -66,17 +76,24 @@ for name, cfg in (("lr0fm-tiny-vit", tiny), ("lr0fm-tiny-vit-p8", other)):
         json.dump(cfg, f)
 EOF
   MODEL="open_clip:$WORK/lr0fm-tiny-vit.json:random"
-  MODELS="$MODEL,open_clip:$WORK/lr0fm-tiny-vit-p8.json:random"
-  CLI_MODELS=$MODELS
+  MODEL_L="open_clip:$WORK/lr0fm-tiny-vit-p8.json:random"
+  MODELS="$MODEL,$MODEL_L"
+  CLI_MODELS=$MODELS; CAL_MODELS=$MODELS
   AMP=(); THREADS=(--threads 1)   # tiny models on a shared CPU: one thread avoids spinning workers
-  N_VIEWS=8; N_DIFF=(--limit 16 --generated 16); N_B=16; B=8; ROUNDS_B=1; N_MANY=16; ROUNDS_MANY=2
+  N_VIEWS=8; N_DIFF=(--limit 16 --generated 16); N_B=16; B=8; ROUNDS_B=1; N_B_L=16; ROUNDS_B_L=1
+  N_MANY=16; ROUNDS_MANY=2; N_CAL=64; CAL_SECONDS=2
 else
   MODEL="open_clip:ViT-B-32:random"
+  MODEL_L="open_clip:ViT-L-14:random"
   MODELS="open_clip:ViT-B-32:random,open_clip:ViT-B-16:random,open_clip:RN50:random"
   CLI_MODELS="open_clip:ViT-B-32:random,open_clip:RN50:random"
+  CAL_MODELS="open_clip:ViT-B-32:random,open_clip:ViT-L-14:random,open_clip:RN50:random"
   AMP=(--amp bf16); THREADS=()
-  N_VIEWS=512; N_DIFF=(); N_B=8192; B=256; ROUNDS_B=3; N_MANY=1024; ROUNDS_MANY=2
+  N_VIEWS=512; N_DIFF=(); N_B=8192; B=256; ROUNDS_B=3; N_B_L=2048; ROUNDS_B_L=2
+  N_MANY=1024; ROUNDS_MANY=2; N_CAL=4096; CAL_SECONDS=8
 fi
+TRACE_ARGS=()
+[ "${TRACE:-0}" = 1 ] && TRACE_ARGS=(--profile-trace "$OUTDIR/trace")
 
 step "0. machine" ; step_rc=0
 {
@@ -94,32 +111,44 @@ if torch.device('$DEVICE').type == 'cuda':
 finish "0 machine"
 [ "$step_rc" = 0 ] || { echo "gpu_check: FAILED: no usable $DEVICE (see $OUTDIR/step0-machine.txt)"; exit 1; }
 
+if want 1; then
 step "1. device views == PIL chain on $DEVICE, and their speed"; step_rc=0
 run step1-views.txt 30 "$PY" -m pytest -q -p no:cacheprovider tests/test_tensor_views.py -k cuda
 # mixed sizes (one size group per image) are the device path's worst case
 run step1-views.txt 30 "$PY" benchmarks/device_views.py --devices "$DEVICE" --images "$N_VIEWS" --sizes photo --rounds 2
 run step1-views.txt 40 "$PY" benchmarks/device_views.py --devices "$DEVICE" --images "$N_VIEWS" --sizes mixed --rounds 2
 finish "1 device views"
+fi
 
+if want 2; then
 step "2. device JPEG decoder vs PIL: pixels and per-image top-1"; step_rc=0
 run step2-decoder.txt 35 "$PY" benchmarks/decoder_diff.py --device "$DEVICE" --model "$MODEL" "${AMP[@]}" \
   "${THREADS[@]}" "${N_DIFF[@]}"
 finish "2 decoder"
+fi
 
-step "3. b/a: lr0fm evaluate (device decode + views) vs the bare forward, $N_B JPEGs"; step_rc=0
-run step3-throughput.txt 60 "$PY" benchmarks/throughput.py --device "$DEVICE" --model "$MODEL" "${AMP[@]}" \
+if want 3; then
+step "3. b/a: lr0fm evaluate (device decode + views) vs the bare forward, $N_B JPEGs; stage times"; step_rc=0
+run step3-throughput.txt 75 "$PY" benchmarks/throughput.py --device "$DEVICE" --model "$MODEL" "${AMP[@]}" \
   "${THREADS[@]}" --images "$N_B" --batch-size "$B" --rounds "$ROUNDS_B" --views device --decoder device --skip-paper \
-  --jpeg-dir "$WORK/jpegs"
+  --jpeg-dir "$WORK/jpegs" --profile "${TRACE_ARGS[@]}"
+run step3-throughput.txt 120 "$PY" benchmarks/throughput.py --device "$DEVICE" --model "$MODEL_L" "${AMP[@]}" \
+  "${THREADS[@]}" --images "$N_B_L" --batch-size "$B" --rounds "$ROUNDS_B_L" --views device --decoder device \
+  --skip-paper --jpeg-dir "$WORK/jpegs" --target 0.95 --profile
 finish "3 b/a"
+fi
 
+if want 4; then
 step "4. one pass for ${MODELS//,/ + } vs one pass each"; step_rc=0
 run step4-many-models.txt 60 "$PY" benchmarks/many_models.py --device "$DEVICE" --models "$MODELS" "${AMP[@]}" \
   "${THREADS[@]}" --images "$N_MANY" --batch-size "$B" --rounds "$ROUNDS_MANY" --views device --decoder device \
   --jpeg-dir "$WORK/jpegs"
 finish "4 many models"
+fi
 
-step "5. lr0fm eval -m ${CLI_MODELS//,/,} on $DEVICE end to end"; step_rc=0
-CLI_FLAGS=(--device "$DEVICE" "${AMP[@]}")
+if want 5; then
+step "5. lr0fm eval -m ${CLI_MODELS//,/,} --profile on $DEVICE end to end"; step_rc=0
+CLI_FLAGS=(--device "$DEVICE" "${AMP[@]}" --profile)
 # on CUDA the defaults must pick device views and the device decoder; on CPU they are asked for
 [ "$DEVICE" = cpu ] && CLI_FLAGS+=(--views device --decoder device --workers 0)
 run step5-cli.txt 35 "$PY" - "$WORK" "$CLI_MODELS" "$DEVICE" "${CLI_FLAGS[@]}" <<'EOF'
@@ -136,7 +165,9 @@ out = work / "cli-results"
 cmd = [sys.executable, "-m", "lr0fm", "--out", str(out), "eval", "-m", models, "-d", "imagefolder",
        "--data-root", str(root), "--no-progress", *flags]
 print("$", " ".join(cmd), flush=True)
-subprocess.run(cmd, check=True)
+done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+print(done.stdout, flush=True)
+assert "stage times" in done.stdout, "--profile printed no stage table"
 records = [json.loads(p.read_text()) for p in sorted((out / "records").glob("*.json"))]
 decoder = "torchvision-" + device.split(":")[0]
 seen = sorted({(r["model"], r["run"]["views"], r["identity"]["protocol"]["decoder"], r["run"]["models_in_pass"])
@@ -148,17 +179,28 @@ assert all(r["run"]["views"] == "device" for r in records), "views were not made
 assert all(r["identity"]["protocol"]["decoder"] == decoder for r in records), f"decoder is not {decoder}"
 assert all("views" not in r["identity"]["protocol"] for r in records), "exact device views must not be a variant"
 assert all(r["run"]["models_in_pass"] == n_models for r in records), "the models did not share one pass"
+stages = {"wall", "wait", "read", "decode", "views", "forward", "scoring", "topk_copy"}
+assert all(stages <= set(r["run"].get("stages", {})) for r in records), \
+    f"run.stages lacks some of {sorted(stages)}: {records[0]['run'].get('stages')}"
 print(f"RESULT cli: {len(records)} records, run.views device, identity.protocol.decoder {decoder}, "
-      f"{n_models} models in one pass")
+      f"{n_models} models in one pass, run.stages with every stage")
 EOF
 finish "5 eval CLI"
+fi
+
+if want 6; then
+step "6. lr0fm calibrate on ${CAL_MODELS//,/ + }: the plan's pass time vs the pass"; step_rc=0
+run step6-calibrate.txt 300 "$PY" benchmarks/calibrate_check.py --device "$DEVICE" --models "$CAL_MODELS" "${AMP[@]}" \
+  "${THREADS[@]}" --images "$N_CAL" --batch-size "$B" --seconds "$CAL_SECONDS" --jpeg-dir "$WORK/jpegs-calibrate"
+finish "6 calibrate"
+fi
 
 {
   echo "gpu_check on $DEVICE$([ "$SMOKE" = 1 ] && echo " (SMOKE: tiny models and sizes)"), $(( $(date +%s) - START ))s:"
   printf '  %s\n' "${STATUS[@]}"
   echo "device views (ms/image; 'vs PIL' = speed-up):"
-  grep -hE "^[0-9]+ images \(|^(pil|cpu|cuda) +[0-9]" "$OUTDIR/step1-views.txt" | sed 's/^/  /'
-  grep -h "^RESULT" "$OUTDIR"/step[2-5]-*.txt | sed 's/^RESULT /  /'
+  grep -hE "^[0-9]+ images \(|^(pil|cpu|cuda) +[0-9]" "$OUTDIR/step1-views.txt" 2>/dev/null | sed 's/^/  /'
+  grep -h "^RESULT" "$OUTDIR"/step[2-6]-*.txt 2>/dev/null | sed 's/^RESULT /  /'
 } >"$OUTDIR/summary.txt"
 echo; echo "== summary"; cat "$OUTDIR/summary.txt"
 if printf '%s\n' "${STATUS[@]}" | grep -q FAILED; then

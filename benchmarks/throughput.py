@@ -9,7 +9,8 @@
 classifier cached beforehand; (c) what the paper's code did: one independent run per resolution,
 torchvision's PIL Resize(r) -> Resize(S) -> CenterCrop chain per image per run, and the text
 classifier rebuilt every run. ``--views`` / ``--decoder`` choose (b)'s path (EvalConfig; default:
-device views and device JPEG decoding on CUDA, PIL on CPU).
+device views and device JPEG decoding on CUDA, PIL on CPU). ``--profile``: one more (b) pass after
+the rounds, its stage times (lr0fm.evaluation.stages) printed as ``lr0fm eval --profile`` prints them.
 
 a, b and c are measured interleaved in every round (the machine may be shared), their order
 alternating between rounds; medians and the spread are printed. (b) can never beat the bare forward
@@ -26,40 +27,14 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
+from lr0fm.evaluation.calibrate import generate_jpegs, jpeg_dataset  # noqa: F401  (the scripts' JPEGs; re-exported)
+
 RESULT = "RESULT"  # prefix of the lines benchmarks/gpu_check.sh collects into its summary
-
-
-def _write_jpeg(args: tuple[Path, int, int]) -> None:
-    path, i, seed = args
-    rng = np.random.default_rng((seed, i))  # per image, so any process writes the same file
-    w, h = (500, 375) if i % 3 else (375, 500)
-    small = rng.integers(0, 255, (h // 16, w // 16, 3), dtype=np.uint8)
-    a = np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC)).copy()
-    a[h // 3: h // 2, :, i % 3] = 255
-    Image.fromarray(a).save(path, quality=90)
-
-
-def generate_jpegs(root: Path, n: int, seed: int = 0, processes: int | None = None) -> list[Path]:
-    """Photo-sized JPEGs (smooth colour fields with edges, 500x375 and 375x500 like ImageNet),
-    written in parallel; files already in ``root`` (same names) are kept, so a folder is reused."""
-    root.mkdir(parents=True, exist_ok=True)
-    paths = [root / f"{i:05d}.jpg" for i in range(n)]
-    todo = [(p, i, seed) for i, p in enumerate(paths) if not p.is_file()]
-    processes = processes or min(len(todo) // 64 + 1, os.cpu_count() or 1)
-    if processes > 1:
-        with ProcessPoolExecutor(processes) as pool:
-            list(pool.map(_write_jpeg, todo, chunksize=64))
-    else:
-        for item in todo:
-            _write_jpeg(item)
-    return paths
 
 
 def _sync(device: str) -> None:
@@ -99,17 +74,20 @@ def text_prompts_per_s(model, prompts: list[str], batch: int = 256, device: str 
 
 
 def bench_lr0fm(model, data, resolutions, batch, workers, store_root, device="cpu", amp=None,
-                views=None, decoder=None) -> float:
-    """(b) seconds of evaluate() over all resolutions (the classifier should be cached: ``cache_classifier``)."""
+                views=None, decoder=None, profile=False, records=None) -> float:
+    """(b) seconds of evaluate() over all resolutions (the classifier should be cached: ``cache_classifier``);
+    ``profile``: time the device stages too (run.stages); ``records``: a list the records are added to."""
     from lr0fm.evaluation import EvalConfig, evaluate
     from lr0fm.store import ResultsStore
     cfg = EvalConfig(resolutions=resolutions, batch_size=batch, workers=workers, progress=False, device=device,
-                     amp=amp, views=views, decoder=decoder)
+                     amp=amp, views=views, decoder=decoder, profile=profile)
     store = ResultsStore(store_root)
     _sync(device)
     t = time.perf_counter()
-    evaluate(model, data, cfg, store)
+    got = evaluate(model, data, cfg, store)
     _sync(device)
+    if records is not None:
+        records.extend(got)
     return time.perf_counter() - t
 
 
@@ -129,13 +107,6 @@ def random_classifier(model, num_classes: int, seed: int = 0) -> torch.Tensor:
         dim = model.encode_text(["x"]).shape[-1]
     g = torch.Generator().manual_seed(seed)
     return torch.nn.functional.normalize(torch.randn(dim, num_classes, generator=g), dim=0)
-
-
-def jpeg_dataset(paths, classnames, templates, name: str = "bench"):
-    """A LabeledImages over JPEG files (label i mod C), read by lr0fm's own file loader."""
-    from lr0fm.datasets.base import DatasetSpec, LabeledImages
-    spec = DatasetSpec(name, "all", tuple(classnames), tuple(templates))
-    return LabeledImages(spec, [(str(p), i % len(classnames)) for i, p in enumerate(paths)])
 
 
 class _Files(torch.utils.data.Dataset):
@@ -197,6 +168,9 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-paper", action="store_true", help="leave out (c) and the classifier timing")
     ap.add_argument("--prompt-sample", type=int, default=256, help="prompts timed to extrapolate the classifier")
     ap.add_argument("--full-classifier", action="store_true", help="build all 80,000 prompts (slow on CPU)")
+    ap.add_argument("--target", type=float, default=0.90, help="the b/a the RESULT line names as the target")
+    ap.add_argument("--profile", action="store_true",
+                    help="after the rounds, one more (b) pass with --profile (device stages timed): its stage table")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -263,6 +237,14 @@ def main(argv=None) -> int:
               f"b/a {ratio:.3f}" + ("" if args.skip_paper else f"   (c) images {tc:.1f}s   classifier {tcls:.0f}s")
               + fault, flush=True)
 
+    if args.profile:  # not in the ratios: CUDA events are recorded in this pass
+        from lr0fm.evaluation.stages import stage_table
+        store_root = tmp / "profiled"
+        cache_classifier(store_root, model, classifier, names, templates)
+        profiled = []
+        bench_lr0fm(model, data, resolutions, args.batch_size, workers, store_root, args.device, args.amp, views,
+                    decoder, profile=True, records=profiled)
+        print("\n(b) once more with --profile (not in the ratios):\n" + stage_table(profiled), flush=True)
     good = [row for row in rows if row[4] <= 1]
     a, tb, tc, tcls = (statistics.median(col) for col in list(zip(*rows))[:4])
     print(f"\nmedians over {args.rounds} rounds (parts interleaved, order alternating):")
@@ -272,13 +254,14 @@ def main(argv=None) -> int:
         ratios = [r[4] for r in good]
         print(f"b/a                    {statistics.median(ratios):8.3f}   (median of {len(good)} valid rounds; "
               f"spread {spread(ratios)}; {len(rows) - len(good)} faulty)")
-        print(f"{RESULT} b/a {statistics.median(ratios):.3f} (spread {spread(ratios)}, {len(good)} rounds; "
-              f"target >= 0.90)"
+        print(f"{RESULT} b/a {args.model.split(':')[1] if args.model.count(':') >= 2 else args.model} "
+              f"{statistics.median(ratios):.3f} (spread {spread(ratios)}, {len(good)} rounds; "
+              f"target >= {args.target:.2f})"
               f"  a {a:.0f} views/s  b {n * R / tb:.0f} pairs/s  {n} JPEGs x {R} res  views {how.views} "
               f"decoder {how.decoder}  {args.device} {args.amp or 'fp32'}")
     else:
         print("b/a                    no valid round: every round had b/a > 1 (a shared machine's load moved); rerun")
-        print(f"{RESULT} b/a MEASUREMENT FAULT: no valid round")
+        print(f"{RESULT} b/a {args.model} MEASUREMENT FAULT: no valid round")
     if not args.skip_paper:
         print(f"(c) paper way, images  {tc:8.1f}s   c/b images only: {tc / tb:.2f}")
         print(f"classifier build       {tcls:8.1f}s  "

@@ -305,14 +305,15 @@ def cpu_seconds() -> float:
 
 def components(prof: cProfile.Profile) -> dict:
     """Seconds of the pass in the model's forward, in preparing its input (normalisation, copies,
-    top-k: _score minus forward), waiting on the loader (_batches), and the rest (set-up, records)."""
+    top-k: _score minus forward), waiting for the prefetch thread's next batch (lr0fm.evaluation.passes._Prefetch;
+    cProfile sees this thread only), and the rest (set-up, records)."""
     stats = pstats.Stats(prof).stats
     def cum(func: str, file: str) -> float:
         return sum(v[3] for (f, _, fn), v in stats.items() if fn == func and f.endswith(file))
     total = max(v[3] for v in stats.values())
     forward = cum("encode_image", os.path.join("models", "base.py"))
     score = cum("_score", "passes.py")
-    loader = cum("_batches", "loading.py")
+    loader = cum("__iter__", "passes.py")
     return {"forward": forward, "prepare": score - forward, "loader": loader, "other": total - score - loader}
 
 

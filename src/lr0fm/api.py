@@ -102,7 +102,7 @@ def evaluate(model: str | ZeroShotModel, dataset: str | LabeledImages,
     device = options.get("device")
     if isinstance(device, torch.device):
         options["device"] = device = str(device)
-    for name in ("lr_tokens", "sr"):
+    for name in ("lr_tokens", "sr", "profile_trace"):
         if isinstance(options.get(name), os.PathLike):
             options[name] = os.fspath(options[name])
     # the same checks as `lr0fm eval` (and TypeError for a wrong kind), before anything is built or written

@@ -134,6 +134,11 @@ class RunOptions:
     decoder: str | None = option(None, "who decodes JPEGs: pil (workers) or device (torchvision, batched; part of "
                                  "the result identity); default: device when views are made on CUDA", "run",
                                  choices=("pil", "device"))
+    profile: bool = option(False, "print each pass's stage times at the end (read, decode, views, forward, scoring, "
+                           "top-k copy, resume points; recorded in run.stages either way; on CUDA the device stages "
+                           "are timed only with this)", "run")
+    profile_trace: str | None = option(None, "write a torch.profiler trace of a few batches of each pass to this "
+                                       "folder (TensorBoard / Perfetto JSON)", "run", metavar="DIR", kind="a folder path")
     # -- protocol: how views are made ------------------------------------------------------------
     protocol: str = option("native", "native: the model's own preprocessing; paper: what the LR0.FM authors ran for "
                            "this backbone (lr0fm models --paper); paper:FAMILY: that family's protocol for any "

@@ -268,8 +268,10 @@ class Protocol:
         *lead, h, w, c = views_uint8.shape
         x = torch.empty((*lead, c, h, w), dtype=torch.float32, device=views_uint8.device)
         x.copy_(views_uint8.movedim(-1, -3))
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(c, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(c, 1, 1)
+        # built on the host and copied without a wait: a blocking copy would make the host wait for the
+        # device at every forward batch
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(c, 1, 1).to(x.device, non_blocking=True)
+        std = torch.tensor(self.std, dtype=torch.float32).view(c, 1, 1).to(x.device, non_blocking=True)
         return x.div_(255.0).sub_(mean).div_(std)
 
     def lr_pil(self, image: Image.Image, resolution: int) -> Image.Image:

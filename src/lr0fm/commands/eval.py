@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from ..options import RunOptions, add_arguments
 from . import DEFAULT_MODEL, add_command, csv_list
@@ -54,6 +55,7 @@ def cmd_eval(args) -> int:
     device = distributed.init(options.device, amp=options.amp) if engine is None else engine.device(options.device)
     groups = [Group(name, data, options.lr_tokens, options.sr, options.trust_checkpoint)
               for name in csv_list(args.model) for data in datasets]
+    started = time.time()
     try:
         records = run_groups(groups, options.resolutions, store, device=device, protocol=options.protocol_options(),
                              engine=engine, **options.pass_options())
@@ -61,6 +63,9 @@ def cmd_eval(args) -> int:
         distributed.shutdown()
     if distributed.is_main():
         print(text_report(records))
+        if options.profile:
+            from ..evaluation.stages import stage_table
+            print(stage_table(records, since=started))
         print(f"results: {store.root}")
     return 0
 

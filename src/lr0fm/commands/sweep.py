@@ -10,6 +10,7 @@ from . import add_command
 
 def cmd_sweep(args) -> int:
     import sys
+    import time
 
     from .. import distributed as dist  # torch: imported when a sweep runs, not for other commands
     from ..runner import cell_status, run_groups
@@ -70,10 +71,14 @@ def cmd_sweep(args) -> int:
             print(f"{len(rows)} cells: {n_done} done, {len(rows) - n_done} pending  (results: {store.root})")
         return 0
     device = dist.init(device) if engine is None else device
+    started = time.time()
     try:
         records = run_groups(groups, config.resolutions, store, device=device, engine=engine, **options)
         if dist.is_main():
             print(text_report(records))
+            if options.get("profile"):
+                from ..evaluation.stages import stage_table
+                print(stage_table(records, since=started))
             print(f"results: {store.root}")
     finally:
         dist.shutdown()

@@ -86,7 +86,7 @@ def plan_makespan(config, store, gpus: int, gpus_per_task: float | None = None, 
     """The sweep's units on ``gpus`` GPUs with the engines' scheduling (``models_per_task`` models
     of a dataset to a unit, longest first, long units split into image shards unless ``split`` is
     False): cells, total and makespan (s)."""
-    from ..sweep_plan import DEFAULT_TFLOPS, pass_estimates, plan_datasets, recorded_cells
+    from ..sweep_plan import DEFAULT_TFLOPS, measured_speeds, pass_estimates, plan_datasets, recorded_cells
     from . import schedule
 
     if gpus < 1:
@@ -96,7 +96,8 @@ def plan_makespan(config, store, gpus: int, gpus_per_task: float | None = None, 
     tflops = tflops or DEFAULT_TFLOPS[config.options.get("amp") or "fp32"]
     datasets = plan_datasets(config)
     recorded = recorded_cells(config, datasets, store)
-    rows = pass_estimates(config, datasets, recorded, tflops)  # the decode floor applies per unit, below
+    measured = measured_speeds(config, store.root)  # lr0fm calibrate's speeds, where measured
+    rows = pass_estimates(config, datasets, recorded, tflops, measured=measured)  # the decode floor: per unit, below
     units = unit_estimates(rows, models_per_task, images_per_second)
     known = [u for u in units if u["seconds"] is not None]
     slots = schedule.slots_for(gpus, gpus_per_task or 1.0)
@@ -112,7 +113,9 @@ def plan_makespan(config, store, gpus: int, gpus_per_task: float | None = None, 
             "gpus": gpus, "gpus_per_task": gpus_per_task or 1.0, "tflops": tflops, "total_s": round(total, 1),
             "makespan_s": round(span, 1), "longest_unit_s": round(longest["seconds"] if longest else 0, 1),
             "longest_unit": f"{', '.join(longest['models'])} on {longest['dataset']}" if longest else None,
-            "speedup": round(total / span, 2) if span else None}
+            "speedup": round(total / span, 2) if span else None,
+            "passes_measured": sum(r["measured"] and r["seconds"] is not None for r in rows),
+            "passes_assumed": sum(not r["measured"] and r["seconds"] is not None for r in rows)}
 
 
 def unit_estimates(rows: list[dict], models_per_task: int = 1, images_per_second: float | None = None) -> list[dict]:
@@ -154,6 +157,8 @@ def print_makespan(plan: dict, as_json: bool = False, out=None) -> None:
           file=out)
     if plan.get("longest_unit"):
         print(f"longest unit: {plan['longest_unit']} (~{hours(plan['longest_unit_s'])})", file=out)
+    print(f"pass times: {plan.get('passes_measured', 0)} measured (lr0fm calibrate), {plan.get('passes_assumed', 0)} "
+          f"assumed (catalog GFLOPs at {plan['tflops']:g} TFLOPS)", file=out)
 
 
 __all__ = ["ENGINES", "add_engine_args", "engine_from_args", "plan_makespan", "print_makespan", "unit_estimates"]

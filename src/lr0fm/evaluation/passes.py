@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from types import SimpleNamespace
@@ -36,6 +37,7 @@ from ..store import PassBusy, ResultsStore
 from .loading import (UNREADABLE, EndWithParent, ViewFn, _batches, _collate, _decode_on_device, _ImageDataset, _Work,
                       default_workers, worker_died)
 from .plan import plan, views_and_decoder
+from .stages import StageClock, make_trace_folder, profiler_trace
 
 log = logging.getLogger("lr0fm")
 
@@ -141,6 +143,9 @@ class _Share:
     partial_key: str = ""
     weights: torch.Tensor | None = None  # the classifier on the device
     resumed: int = 0              # images its resume point had already scored when this pass started
+    index: int = 0                # its position among the pass's models (its stage times)
+    unsaved: list = field(default_factory=list)  # (rows, top-k on the device) not yet in ``topk``
+    row_index: torch.Tensor | None = None  # ``rows`` on the device
 
 
 def evaluate(model: ZeroShotModel, data: LabeledImages, cfg: EvalConfig, store: ResultsStore,
@@ -176,6 +181,8 @@ def evaluate_many(jobs: Sequence[Job], data: LabeledImages, store: ResultsStore,
         for name in ("device", "batch_size", "workers", "limit", "views", "decoder", "checkpoint_every"):
             if getattr(job.cfg, name) != getattr(first, name):
                 raise ValueError(f"evaluate_many: jobs differ in {name}; run them separately")
+    if first.profile_trace:
+        make_trace_folder(first.profile_trace)
     sharded = split_over_ranks and dist.active()
     plans = [plan(j.model, data, j.cfg, j.view_fn, j.protocol) for j in jobs]
     limited = plans[0].data
@@ -245,7 +252,8 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
         for share in shares:
             share.classifier, _ = cached_classifier(share.job.model, data.spec.classnames, data.spec.templates,
                                                     store.classifier_cache, key=share.ev.classifier_key)
-    for share in shares:
+    for i, share in enumerate(shares):
+        share.index = i
         cells = share.job.cfg.resolutions
         if dist.is_main() or not sharded:  # resume points holding a finished cell are stale
             store.drop_stale_partials(share.ev.id, [share.cells[r] for r in cells if store.complete(share.cells[r])])
@@ -262,7 +270,8 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
             share.topk, share.valid, share.done = np.full((R, m, k), -1, np.int32), np.zeros(m, bool), 0
         share.saved = share.done
 
-    _loop(shares, view_sets, data, range(lo + min(s.done for s in shares), hi), lo, m, work, cfg, store, sharded)
+    clock = _loop(shares, view_sets, data, range(lo + min(s.done for s in shares), hi), lo, m, work, cfg, store,
+                  sharded)
 
     for share in shares:
         if sharded:  # rank order == block order: concatenating the blocks gives all n images
@@ -278,7 +287,7 @@ def _run_pass(shares: list[_Share], data: LabeledImages, store: ResultsStore, cf
         dict(share.cells), list(share.pending), share.partial_key, share.topk, share.valid, labels, ids,
         {"seconds": round(time.time() - started, 2), "views": _views_of(view_sets[share.view_set]),
          "resumed_images": share.resumed, "models_in_pass": len(shares), "device": torch.device(cfg.device).type,
-         "batch_size": cfg.batch_size}) for share in shares]
+         "batch_size": cfg.batch_size, "stages": clock.seconds(share.index)}) for share in shares]
     if not whole:  # the caller (lr0fm.engines) merges the blocks of all shards into the records
         for result in results:
             store.put_shard(result)
@@ -317,6 +326,9 @@ def write_records(store: ResultsStore, data: LabeledImages, shards: Sequence[Ima
     model = SimpleNamespace(info=first.model_info)  # all make_record reads of a model
     run = {**first.run, **run, "seconds": round(sum(s.run["seconds"] for s in shards), 2),
            "resolutions_in_pass": list(first.pending), "resumed_images": sum(s.run["resumed_images"] for s in shards)}
+    stages = _summed([s.run.get("stages") or {} for s in shards])
+    if stages:
+        run["stages"] = stages
     if len(shards) > 1:
         run["shards"] = len(shards)
     written = []
@@ -331,6 +343,15 @@ def write_records(store: ResultsStore, data: LabeledImages, shards: Sequence[Ima
         store.drop_partial(s.partial_key)
     store.drop_stale_partials(first.ev.id, [first.cells[r] for r in first.pending])
     return written
+
+
+def _summed(stages: list[dict]) -> dict:
+    """The stage times of a pass's shards, added up (each shard ran its own batch loop)."""
+    out: dict = {}
+    for part in stages:
+        for name, seconds in part.items():
+            out[name] = round(out.get(name, 0.0) + seconds, 4)
+    return out
 
 
 def check_readable(data: LabeledImages) -> None:
@@ -367,12 +388,17 @@ def _views_of(vset: "ViewSet") -> str:
 
 
 @torch.no_grad()
-def _loop(shares, view_sets, data, indices, lo, m, work, cfg, store, sharded) -> None:
-    """The pass: batches of decoded images -> each view set's views -> each model's top-k."""
+def _loop(shares, view_sets, data, indices, lo, m, work, cfg, store, sharded) -> StageClock:
+    """The pass: batches of decoded images -> each view set's views -> each model's top-k; the
+    stage times (lr0fm.evaluation.stages). A prefetch thread prepares batch k+1 (reads it from the
+    DataLoader, decodes it and makes its views, on a side CUDA stream on the GPU) while this thread
+    scores batch k; top-k stays on the device until a resume point or the end (one copy each), so
+    the device is never waited for per batch."""
+    device = torch.device(cfg.device)
+    clock = StageClock(device, events=cfg.profile, trace=bool(cfg.profile_trace))
     indices = list(indices)
     if not indices:
-        return
-    device = torch.device(cfg.device)
+        return clock
     cuda = device.type == "cuda"
     workers = default_workers(cfg.device) if cfg.workers is None else cfg.workers
     loader = DataLoader(_ImageDataset(data, indices, work), batch_size=cfg.batch_size, shuffle=False,
@@ -381,80 +407,223 @@ def _loop(shares, view_sets, data, indices, lo, m, work, cfg, store, sharded) ->
                         worker_init_fn=EndWithParent() if workers else None)
     for share in shares:
         share.weights = share.classifier.to(device)
+        share.unsaved = []
+        share.row_index = torch.tensor(share.rows, device=device)
         if cuda:  # conv stems run faster channels-last; a no-op for the math
             share.job.model.to(memory_format=torch.channels_last)
     show = cfg.progress and (dist.is_main() or not sharded)
     bar = _progress(show, m, indices[0] - lo, data.spec.label)
+    started = time.perf_counter()
     try:
-        _batch_loop(shares, view_sets, loader, lo, work, cfg, store, device, cuda, bar)
+        with profiler_trace(cfg.profile_trace, device, f"{data.spec.label}-{os.getpid()}") as step:
+            # the workers start here, in this thread: PyTorch's handler for a worker that dies is this thread's
+            batches = iter(loader)
+            prepare = _Prepare(view_sets, work, lo, device, clock)
+            with _Prefetch(_batches(batches), prepare, clock) as prepared:
+                _batch_loop(shares, view_sets, prepared, lo, cfg, store, clock, bar, step)
     except RuntimeError as e:
         died = worker_died(e)
         if died is None:
             raise
         raise died from None
+    clock.add("wall", time.perf_counter() - started)
     if bar is not None:
         bar.close()
+    return clock
 
 
-def _batch_loop(shares, view_sets, loader, lo, work, cfg, store, device, cuda, bar) -> None:
-    """Every batch: views per view set, top-k per model, the resume point every checkpoint_every images."""
-    for batch_indices, payloads in _batches(loader):
-        if work.device_decode:
-            payloads = _decode_on_device(payloads, device)
-        ok = [p is not None for p in payloads]
-        good = [p for p in payloads if p is not None]
-        rows = np.asarray([i - lo for i, o in zip(batch_indices, ok) if o], dtype=np.int64)
-        if good:
-            for g, vset in enumerate(view_sets):
-                todo = [s for s in vset.shares if int(rows.max()) >= s.done]
-                if not todo:
-                    continue
-                if vset.device:
-                    # an original, or the finished views a worker made for this view set (_Work's rgb_last_sets)
-                    originals = [torch.from_numpy(p.views[g]) if g in p.views else
-                                 p.original if torch.is_tensor(p.original) else torch.from_numpy(p.original)
-                                 for p in good]
-                    views = tensor_views.make_views(vset.protocol, originals, vset.res, device=device)
-                else:
-                    views = torch.from_numpy(np.stack([p.views[g] for p in good])).to(device)
-                for share in todo:
-                    _score(share, views, rows, device, cuda, cfg.batch_size)
-        all_rows = [i - lo for i in batch_indices]
+class _Prepared:
+    """A batch ready to score: its image indices, the rows of the readable ones, and each view
+    set's views ([b, R, S, S, 3] uint8 on the device); ``ready``: the side stream's event after them."""
+
+    __slots__ = ("indices", "rows", "views", "ready")
+
+    def __init__(self, indices, rows, views, ready=None):
+        self.indices, self.rows, self.views, self.ready = indices, rows, views, ready
+
+
+class _Prepare:
+    """Batch -> _Prepared, in the prefetch thread: decode on the device, views per view set. On
+    CUDA on its own stream, so what it queues (and any wait inside torchvision or tensor_views)
+    never holds up the models' stream; host arrays go through pinned memory."""
+
+    def __init__(self, view_sets, work, lo: int, device: torch.device, clock: StageClock):
+        self.view_sets, self.work, self.lo, self.device, self.clock = view_sets, work, lo, device, clock
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def __call__(self, batch) -> _Prepared:
+        batch_indices, payloads = batch
+        clock, stream = self.clock, self.stream
+        with contextlib.ExitStack() as on_side:
+            if stream is not None:  # a thread's current device and stream are its own
+                on_side.enter_context(torch.cuda.device(self.device))
+                on_side.enter_context(torch.cuda.stream(stream))
+            if self.work.device_decode:
+                with clock.stage("decode", stream=stream):
+                    payloads = _decode_on_device(payloads, self.device)
+            ok = [p is not None for p in payloads]
+            good = [p for p in payloads if p is not None]
+            rows = np.asarray([i - self.lo for i, o in zip(batch_indices, ok) if o], dtype=np.int64)
+            views = {}
+            with clock.stage("views", stream=stream):
+                for g, vset in enumerate(self.view_sets):
+                    # view sets whose models all resume past this batch are skipped
+                    if not good or not any(int(rows.max()) >= s.resumed for s in vset.shares):
+                        continue
+                    if vset.device:
+                        # an original, or the finished views a worker made for this view set (_Work's rgb_last_sets)
+                        originals = [torch.from_numpy(p.views[g]) if g in p.views else
+                                     p.original if torch.is_tensor(p.original) else torch.from_numpy(p.original)
+                                     for p in good]
+                        views[g] = tensor_views.make_views(vset.protocol, originals, vset.res, device=self.device)
+                    elif stream is None:
+                        views[g] = torch.from_numpy(np.stack([p.views[g] for p in good])).to(self.device)
+                    else:  # stacked straight into pinned memory, copied without waiting
+                        arrays = [p.views[g] for p in good]
+                        host = torch.empty((len(arrays), *arrays[0].shape), dtype=torch.from_numpy(arrays[0]).dtype,
+                                           pin_memory=True)
+                        np.stack(arrays, out=host.numpy())
+                        views[g] = host.to(self.device, non_blocking=True)
+            ready = None
+            if stream is not None:
+                ready = torch.cuda.Event()
+                ready.record(stream)
+        return _Prepared(batch_indices, rows, views, ready)
+
+
+class _Prefetch:
+    """Runs ``prepare`` over ``batches`` in a thread, one batch ahead of the consumer; iterate it in
+    a ``with`` block. An error in the thread is raised in the consumer; leaving the block (an
+    error, Ctrl-C) stops the thread."""
+
+    def __init__(self, batches, prepare, clock: StageClock, depth: int = 1):
+        import queue
+
+        self.batches, self.prepare, self.clock = batches, prepare, clock
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="lr0fm-prefetch", daemon=True)
+
+    _END = object()
+
+    def _put(self, item) -> bool:
+        import queue
+
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                with self.clock.stage("read"):
+                    batch = next(self.batches, self._END)
+                if batch is self._END:
+                    break
+                if not self._put(self.prepare(batch)):
+                    return
+            self._put(self._END)
+        except BaseException as e:  # handed to the consumer, which raises it
+            self._put(e)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __iter__(self):
+        while True:
+            with self.clock.stage("wait"):
+                item = self.queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def _batch_loop(shares, view_sets, prepared, lo, cfg, store, clock, bar, step) -> None:
+    """Every prepared batch: top-k per model of its view set; the resume point every checkpoint_every images."""
+    current = torch.cuda.current_stream(cfg.device) if clock.cuda else None
+    for batch in prepared:
+        if batch.ready is not None:  # the side stream's work for this batch comes first
+            current.wait_event(batch.ready)
+            for views in batch.views.values():
+                views.record_stream(current)  # its memory is not reused before the models are done with it
+        for g, views in batch.views.items():
+            for share in view_sets[g].shares:
+                if int(batch.rows.max()) >= share.done:
+                    _score(share, views, batch.rows, cfg.device, clock.cuda, cfg.batch_size, clock)
+        all_rows = [i - lo for i in batch.indices]
         for share in shares:
             if max(all_rows) < share.done:
                 continue
             share.done = max(all_rows) + 1
             if share.done - share.saved >= cfg.checkpoint_every:
-                store.save_partial(share.partial_key, topk=share.topk, valid=share.valid, done=np.int64(share.done),
-                                   cells=np.asarray([share.cells[r] for r in share.pending]))
-                share.saved = share.done
+                _save(share, store, clock)
+        step()
         if bar is not None:
-            bar.update(len(batch_indices))
+            bar.update(len(batch.indices))
+    for share in shares:
+        _flush_topk(share, clock)
 
 
-def _score(share: _Share, views: torch.Tensor, rows: np.ndarray, device, cuda: bool, batch_size: int) -> None:
-    """One model on its resolutions of a batch's views: top-k class indices into its arrays.
+def _save(share: _Share, store: ResultsStore, clock: StageClock) -> None:
+    """The resume point of a share: its top-k so far, to the host and to the store."""
+    _flush_topk(share, clock)
+    clock.settle()  # the device is idle here anyway
+    with clock.stage("store"):
+        store.save_partial(share.partial_key, topk=share.topk, valid=share.valid, done=np.int64(share.done),
+                           cells=np.asarray([share.cells[r] for r in share.pending]))
+    share.saved = share.done
+
+
+def _flush_topk(share: _Share, clock: StageClock) -> None:
+    """The top-k the device holds for a share -> its host array, in one copy."""
+    if not share.unsaved:
+        return
+    rows = np.concatenate([r for r, _ in share.unsaved])
+    with clock.stage("topk_copy", share.index):
+        preds = torch.cat([p for _, p in share.unsaved]).cpu().numpy()  # [n, R, k]
+    share.topk[:, rows] = preds.transpose(1, 0, 2)
+    share.unsaved = []
+
+
+def _score(share: _Share, views: torch.Tensor, rows: np.ndarray, device, cuda: bool, batch_size: int,
+           clock: StageClock) -> None:
+    """One model on its resolutions of a batch's views: top-k class indices, kept on the device
+    (``share.unsaved``) until the next resume point.
 
     ``views`` stays uint8; each forward batch is normalised just before its forward, and rows and
     resolutions are only indexed (copied) when some are left out: on a CPU the forward is ~97% of
-    the pass and this keeps the rest near nothing (docs/performance.md)."""
+    the pass and this keeps the rest near nothing (docs/performance.md). Nothing here waits for
+    the device."""
     model, cfg = share.job.model, share.job.cfg
     keep = rows >= share.done  # rows before its resume point are already scored
     b, R = int(keep.sum()), len(share.rows)
-    mine = views if keep.all() else views[torch.from_numpy(keep).to(views.device)]
-    if share.rows != list(range(views.shape[1])):
-        mine = mine[:, share.rows]
-    flat = mine.flatten(0, 1)  # [b*R, S, S, 3] uint8
-    feats = []
-    with _autocast(device, cfg.amp):
-        for i in range(0, flat.shape[0], batch_size):
-            x = share.protocol.normalize_batch(flat[i:i + batch_size])  # [<=batch, 3, S, S]
-            if cuda:  # conv stems run faster channels-last; a no-op for the math
-                x = x.contiguous(memory_format=torch.channels_last)
-            feats.append(model.encode_image(x))
-    k = share.topk.shape[2]
-    pred = (torch.cat(feats).float() @ share.weights).topk(k, dim=-1).indices.view(b, R, k)
-    share.topk[:, rows[keep]] = pred.permute(1, 0, 2).cpu().numpy().astype(np.int32)
+    with clock.stage("forward", share.index):
+        mine = views if keep.all() else views.index_select(0, torch.from_numpy(np.flatnonzero(keep)).to(views.device))
+        if share.rows != list(range(views.shape[1])):
+            mine = mine.index_select(1, share.row_index)
+        flat = mine.flatten(0, 1)  # [b*R, S, S, 3] uint8
+        feats = []
+        with _autocast(torch.device(device), cfg.amp):
+            for i in range(0, flat.shape[0], batch_size):
+                x = share.protocol.normalize_batch(flat[i:i + batch_size])  # [<=batch, 3, S, S]
+                if cuda:  # conv stems run faster channels-last; a no-op for the math
+                    x = x.contiguous(memory_format=torch.channels_last)
+                feats.append(model.encode_image(x))
+    with clock.stage("scoring", share.index):
+        k = share.topk.shape[2]
+        pred = (torch.cat(feats).float() @ share.weights).topk(k, dim=-1).indices.view(b, R, k)
+        share.unsaved.append((rows[keep], pred.to(torch.int32)))
     share.valid[rows[keep]] = True
 
 
