@@ -31,6 +31,8 @@ CASES = {
                                  r"paper:NoSuchFamily: no such family in the paper's catalog; use one of " + FAMILIES),
     "eval-protocol-paper-of-no-paper-backbone": (EVAL + ["--protocol", "paper"],
                                                  r"not one of the paper's backbones.*paper:FAMILY"),
+    "eval-profile-trace-a-file": (EVAL + ["--profile-trace", CAPTIONS], r"--profile-trace .*: .* is a file; give a writable "
+                                  r"folder for the trace"),
     "eval-hr-via-huge": (EVAL + ["--hr-via", "99999"], r"--hr-via 99999 px is above the largest lr0fm makes "
                                                        r"\(16384 px"),
     "eval-hr-via-negative": (EVAL + ["--hr-via", "-1"], r"--hr-via -1 must be a size in px, or 0"),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import numbers
+import os
 from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -90,6 +91,17 @@ def check_sr(spec: str) -> str:
     return spec
 
 
+def check_trace_folder(folder: str) -> str:
+    """``--profile-trace``: a folder that is or can be made (an existing file is not); nothing made yet."""
+    path = Path(folder).expanduser()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise InputError(f"--profile-trace {folder}: {existing} is a file; give a writable folder for the trace")
+    if existing is not None and not os.access(existing, os.W_OK):
+        raise InputError(f"--profile-trace {folder}: {existing} is not writable; give a writable folder")
+    return str(folder)
+
+
 def _check(self) -> None:
     """Every field's checks (choices, bounds, its ``check``), in field order: the first bad value
     is one line. Frozen objects: a normalised value is set in place."""
@@ -138,7 +150,8 @@ class RunOptions:
                            "top-k copy, resume points; recorded in run.stages either way; on CUDA the device stages "
                            "are timed only with this)", "run")
     profile_trace: str | None = option(None, "write a torch.profiler trace of a few batches of each pass to this "
-                                       "folder (TensorBoard / Perfetto JSON)", "run", metavar="DIR", kind="a folder path")
+                                       "folder (TensorBoard / Perfetto JSON)", "run", metavar="DIR", kind="a folder path",
+                                       check=check_trace_folder)
     # -- protocol: how views are made ------------------------------------------------------------
     protocol: str = option("native", "native: the model's own preprocessing; paper: what the LR0.FM authors ran for "
                            "this backbone (lr0fm models --paper); paper:FAMILY: that family's protocol for any "

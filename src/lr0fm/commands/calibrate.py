@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..errors import InputError
-from ..options import RunOptions, add_arguments
+from ..options import EvalConfig, RunOptions, add_arguments
 from . import add_command, csv_list
 
 # run options that do not change a pass's speed, or that calibrate sets itself
@@ -44,7 +44,7 @@ def cmd_calibrate(args) -> int:
     if resolutions is not None and "resolutions" not in given:
         given["resolutions"] = resolutions
     run = RunOptions.from_mapping({**options, **given}, "lr0fm calibrate")
-    cfg = run.eval_config(device=dist.check_device(run.device, run.amp))
+    cfg = EvalConfig(resolutions=run.resolutions, device=dist.check_device(run.device, run.amp), **run.pass_options())
     store = ResultsStore(out)
     images = image_files(args.images) if args.images else None
     where = device_name(cfg.device)
