@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import errno
 import hashlib
 import io
 import json
@@ -32,6 +31,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from .atomic import atomic_write_bytes, remedy
 from .errors import InputError, PassBusy
 from .records import TABLE_COLUMNS, current, label_records, problem, res_key, table_row
 from .verify import PREDICTIONS_CHANGED, numbers_digest, quick_problem
@@ -47,31 +47,6 @@ def results_dir(out: str | os.PathLike | None = None) -> Path:
 
 
 # errors that say a folder cannot be written (permissions, a read-only mount), not that a disk is full
-NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
-
-
-def _remedy(e: OSError, instead: str) -> str:
-    return f"make it writable or choose {instead}" if e.errno in NOT_WRITABLE else f"free space or choose {instead}"
-
-
-def atomic_write_bytes(path: Path, data: bytes, instead: str = "another --out") -> None:
-    """Write via a temp file and rename: a reader sees the old file or the new one, and a failed
-    write (full or read-only disk) leaves neither a temp file nor half a file behind, only one
-    line (InputError) that suggests ``instead``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise InputError(f"cannot write {path}: {e.strerror or e}; {_remedy(e, instead)}") from None
-
-
 def npz_bytes(**arrays) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -107,7 +82,7 @@ class ResultsStore:
         """The one line for a write into the results folder that the system refused."""
         where = path.relative_to(self.root) if path.is_relative_to(self.root) else path
         return InputError(f"cannot write to results folder {self.root} ({where}: {e.strerror or e}); "
-                          f"{_remedy(e, 'another --out')}")
+                          f"{remedy(e, 'another --out')}")
 
     def check_writable(self) -> None:
         """The folders a pass writes into, where they exist, accept writes: a read-only results

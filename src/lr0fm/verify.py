@@ -38,7 +38,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -47,8 +47,14 @@ from .identity import cell_id, classifier_id, digest, evaluation_id
 from .metrics import CELL_METRICS, cell_metrics
 from .records import SKIPPED_IDS_KEPT, current, problem
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .store import ResultsStore
+class Store(Protocol):
+    """What verification reads of a results store (lr0fm.store.ResultsStore, which uses this module's
+    cheap checks itself: so the store is described here, not imported)."""
+
+    root: Path
+
+    def record_path(self, cell: str) -> Path: ...
+    def predictions_path(self, cell: str) -> Path: ...
 
 # the fields of a record its predictions give, and the fields its numbers digest covers
 DERIVED = (*CELL_METRICS, "n_images", "n_skipped", "skipped_ids")
@@ -161,7 +167,7 @@ def quick_problem(record: dict, predictions: bytes | None) -> str | None:
     return NUMBERS_DIFFER if _differing(record, derived) else None
 
 
-def record_mismatches(store: "ResultsStore", name: str, record: dict,
+def record_mismatches(store: Store, name: str, record: dict,
                       cell_of_sha: dict[str, str] | None = None) -> list[Mismatch]:
     """Everything ``record`` (read from ``records/<name>.json``) holds that its parts do not give.
     ``cell_of_sha``: predictions sha256 -> the cell that records it, to name a swapped file."""
@@ -215,7 +221,7 @@ class Verification:
                 "'lr0fm eval' recomputes their cells")
 
 
-def verify_store(store: "ResultsStore") -> Verification:
+def verify_store(store: Store) -> Verification:
     """Every record file under ``records/`` checked against its parts (``record_mismatches``); a
     file that is not a readable record is a mismatch too."""
     paths = sorted((store.root / "records").glob("*.json"))
@@ -239,12 +245,12 @@ def verify_store(store: "ResultsStore") -> Verification:
     return Verification(len(paths), sorted(out, key=lambda m: order[m.name]))
 
 
-def quarantine(store: "ResultsStore", verification: Verification) -> Path | None:
+def quarantine(store: Store, verification: Verification) -> Path | None:
     """Move the record files with a mismatch, and their predictions, to
     ``RESULTS/quarantine/<time>/`` (same layout, with ``verify.txt`` listing why), so that
     readers no longer see them and ``lr0fm eval`` computes their cells again. None when there
     was nothing to move."""
-    from .store import atomic_write_bytes
+    from .atomic import atomic_write_bytes
 
     names = verification.bad
     if not names:
@@ -268,7 +274,7 @@ def quarantine(store: "ResultsStore", verification: Verification) -> Path | None
     return folder
 
 
-def _files_of(store: "ResultsStore", name: str) -> Sequence[Path]:
+def _files_of(store: Store, name: str) -> Sequence[Path]:
     """``records/<name>.json`` and the predictions beside it: ``predictions/<name>.npz``, and those
     of the cell the file names when that cell has no record file of its own (a renamed record)."""
     record = store.record_path(name)
