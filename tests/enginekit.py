@@ -142,3 +142,9 @@ class NoResumeChannel:
 
     def save(self, key, arrays):
         pass
+
+
+def task_runs(log):
+    """How many times each task started computing (the LR0FM_TEST_TASK_LOG file of tests/faults)."""
+    from collections import Counter
+    return Counter(line.split()[0] for line in log.read_text().splitlines()) if log.exists() else Counter()

@@ -7,7 +7,6 @@ Every run ends with the single-process store and nothing running."""
 import re
 import signal
 import time
-from collections import Counter
 
 import pytest
 
@@ -15,7 +14,7 @@ from lr0fm.cli import main
 
 from conftest import assert_same_store
 from enginekit import (SRC, children_gone, fault_env, kill_driver_after, lr0fm, partials, record_bytes, records_in,
-                       start_lr0fm, wait_for, with_progress, write_config)
+                       start_lr0fm, task_runs, wait_for, with_progress, write_config)
 
 submitit = pytest.importorskip("submitit")
 psutil = pytest.importorskip("psutil")
@@ -160,9 +159,6 @@ def slurm_driver(slurm_cluster, cfg, out, tmp_path, *more, **test_faults):
     env = {**fault_env(tmp_path, **test_faults), **slurm_cluster.env}
     return start_lr0fm(["sweep", with_progress(cfg, tmp_path), "--engine", "slurm", "--out", out, *more], env=env)
 
-
-def task_runs(log):
-    return Counter(line.split()[0] for line in log.read_text().splitlines()) if log.exists() else Counter()
 
 
 def queue(slurm_cluster):

@@ -58,8 +58,10 @@ def test_slurm_job_runs_and_is_accounted(slurm_cluster, tmp_path):
     job = submit(slurm_cluster, tmp_path, "echo ran on $(hostname -s) as $SLURM_JOB_ID")
     wait_for(f"job {job} COMPLETED in sacct", lambda: sacct_states(slurm_cluster, job), lambda s: s == ["COMPLETED"])
     assert (tmp_path / f"{job}.out").read_text().split() == ["ran", "on", slurm_cluster.node, "as", job]
-    nodes = slurm_cluster.run("sacct", "-X", "-n", "-P", "-j", job, "-o", "NodeList,Partition").stdout.strip()
-    assert nodes == f"{slurm_cluster.node}|{slurm_cluster.partition}"
+    # slurmdbd may fill in the allocation's fields a moment after the state (seen on a loaded machine)
+    wait_for(f"job {job}'s node and partition in sacct",
+             lambda: slurm_cluster.run("sacct", "-X", "-n", "-P", "-j", job, "-o", "NodeList,Partition").stdout.strip(),
+             lambda nodes: nodes == f"{slurm_cluster.node}|{slurm_cluster.partition}")
 
 
 def test_slurm_scancel_stops_the_job(slurm_cluster, tmp_path):
@@ -161,7 +163,8 @@ def test_ray_client_without_the_clusters_token_is_refused(ray_cluster):
     no_ray = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     with pytest.raises(RuntimeError, match="InvalidAuthToken"):
         ray_cluster.node_table(client_env={**no_ray, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64})
-    assert len(ray_cluster.node_table(client_env={**no_ray, **ray_cluster.env})) == 2
+    alive = {n["node_id"] for n in ray_cluster.node_table(client_env={**no_ray, **ray_cluster.env}) if n["alive"]}
+    assert {n.node_id for n in ray_cluster.nodes} <= alive  # (nodes lost earlier stay listed, dead)
 
 
 @pytest.mark.slow
