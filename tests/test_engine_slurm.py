@@ -251,13 +251,14 @@ def test_scontrol_requeue_runs_the_element_exactly_once_more(slurm_cluster, grid
 
 @pytest.mark.slow
 def test_element_past_its_time_limit_is_checkpointed_and_requeued(slurm_cluster, tiny_open_clip, folder, tmp_path):
-    """--slurm-time 1: SIGUSR2 15 s before the limit; submitit checkpoints and requeues the
-    element, which continues from its resume point."""
+    """--slurm-time 1: SIGUSR2 15 s before the limit (SLURM may send it up to a minute early);
+    submitit checkpoints and requeues the element, which continues from its resume point."""
     args = ["eval", "--model", tiny_open_clip[0], "--dataset", "imagefolder", "--data-root", folder,
             "--resolutions", "16,32,hr", "--batch-size", "4", "--workers", "0", "--checkpoint-every", "4"]
     single = lr0fm([*args, "--no-progress", "--out", tmp_path / "single"])
     assert single.returncode == 0, single.stderr[-2000:]
-    env = {**fault_env(tmp_path, SAVE_DELAY=9), **slurm_cluster.env}  # 6 resume points: > 60 s
+    # the first run: 6 resume points of 20 s each, past the 60 s limit; the requeued run at full speed
+    env = {**fault_env(tmp_path, SAVE_DELAY=20, SLOW_UNTIL_REQUEUED=1), **slurm_cluster.env}
     run = lr0fm([*args, "--out", tmp_path / "o", "--engine", "slurm", "--slurm-time", "1"], env=env, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     records = assert_same_store(tmp_path / "single", tmp_path / "o", 3)

@@ -7,6 +7,8 @@ Nothing here runs unless one of these is set:
   LR0FM_TEST_FAULT_DIR says a task was already hit, so its retry runs on);
 * LR0FM_TEST_SAVE_DELAY=S                 every resume point is followed by S seconds of sleep (a
                                           slow pass that a test can hit from outside, by PID);
+* LR0FM_TEST_SLOW_UNTIL_REQUEUED=1        ... only in a SLURM job's first run (SLURM_RESTART_COUNT
+                                          unset or 0): a requeued run goes at full speed;
 * LR0FM_TEST_SLEEP_AFTER_UNIT=S           unit i's tasks sleep S*(i+1) s before they return
                                           (units that end apart, so a driver can be stopped between);
 * LR0FM_TEST_TASK_LOG=FILE                each task that starts computing appends "KEY PID" to FILE
@@ -29,6 +31,8 @@ def _patch(units):
 
     kill = os.environ.get("LR0FM_TEST_KILL_AFTER_SAVES")
     delay = float(os.environ.get("LR0FM_TEST_SAVE_DELAY") or 0)
+    if os.environ.get("LR0FM_TEST_SLOW_UNTIL_REQUEUED") and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
+        delay = 0.0
     sleep_after = float(os.environ.get("LR0FM_TEST_SLEEP_AFTER_UNIT") or 0)
     marks = os.environ.get("LR0FM_TEST_FAULT_DIR", "/tmp")
     saves = {}
