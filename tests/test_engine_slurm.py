@@ -216,7 +216,8 @@ def test_element_sigkilled_is_resubmitted_once_from_its_resume_point(slurm_clust
     cfg, ref = grid
     out, log = tmp_path / "o", tmp_path / "tasks"
     driver = slurm_driver(slurm_cluster, cfg, out, tmp_path, SAVE_DELAY=1, TASK_LOG=log)
-    wait_for(lambda: partials(out) and element_processes(out), 300, what="an element mid-pass")
+    # both running elements mid-pass, each with a resume point, so the one killed has one
+    wait_for(lambda: len(partials(out)) >= 2 and element_processes(out), 300, what="two elements mid-pass")
     victim = element_processes(out)[0]
     victim.kill()  # SIGKILL by PID, from outside
     rc, err = finish(driver)
