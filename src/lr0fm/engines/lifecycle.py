@@ -106,6 +106,7 @@ class Lifecycle:
         self.failed: dict[int, str] = {}
         self.cancelled: set[int] = set()
         self.foreign: dict[str, int] = {}          # tasks another process holds: task key -> unit
+        self.specs: dict[str, TaskSpec] = {}       # every task of this run by its key
         todo = [u for u in units if u.state == "todo"]
         self.progress = Progress(engine, {u.index: u.seconds for u in todo},
                                  {u.index: len(u.groups) * len(self.resolutions) for u in todo}, show,
@@ -122,6 +123,7 @@ class Lifecycle:
             spec = TaskSpec(key, unit.groups, self.resolutions, self.device, self.protocol, self.options, t.shard,
                             unit.index)
             unit.tasks[key] = spec
+            self.specs[key] = spec
             specs.append(spec)
         return specs
 
@@ -215,10 +217,7 @@ class Lifecycle:
             self._fail(unit, outcome.error or "failed", outcome.cancelled)
 
     def _spec(self, key: str) -> TaskSpec | None:
-        for unit in self.units:
-            if key in unit.tasks:
-                return unit.tasks[key]
-        return None
+        return self.specs.get(key)
 
     def _check_foreign(self) -> None:
         """Tasks another process holds: done when their unit's cells are written or their result
