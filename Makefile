@@ -16,7 +16,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test test-fast lint deb deb-run deb-test venv venv-dev clean
+.PHONY: run test test-fast lint deb deb-run deb-test venv venv-dev gpu-check-prep clean
 
 # `make run` needs the plain install (plus nltk, which reads the Debian WordNet for `lr0fm analyze
 # predictions` on its results); the tests and the linters need every extra ('.[dev]')
@@ -68,5 +68,14 @@ test: deb-test venv-dev lint
 test-fast: deb-test venv-dev
 	$(PY) -m pytest -q -ra -m "not slow"
 
+# what benchmarks/gpu_check.sh needs on a GPU machine that has torch but no registry (docs/performance.md
+# "GPU check"): .whl/ (open_clip, its two small dependencies and CLIP_benchmark, for that machine's Python
+# 3.12) and .tux/ (TuxPaint's photos as JPEGs); both ignored by git, carried to the machine
+GPU_WHEELS := open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.5 clip-benchmark==1.6.2
+gpu-check-prep: deb-run venv
+	rm -rf .whl && $(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 -d .whl $(GPU_WHEELS)
+	$(PY) benchmarks/decoder_diff.py --export-tuxpaint .tux
+
 clean:
-	rm -rf $(VENV) lr0fm-results
+	rm -rf $(VENV) lr0fm-results .whl .tux

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The GPU measurements in one script: about 8 minutes on one H200, random weights, nothing downloaded.
+# The GPU measurements in one script: about 9 minutes on one H200, random weights, nothing downloaded.
 #
 #   PYTHON=python3 bash benchmarks/gpu_check.sh OUTDIR                    # on a CUDA machine
 #   DEVICE=cpu SMOKE=1 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh OUTDIR   # every step, tiny, on CPU
 #
-# Steps (each under a timeout; logs in OUTDIR, 8 files; the RESULT lines are collected in OUTDIR/summary.txt):
+# Steps (each under a timeout; one log per step in OUTDIR; the RESULT lines are collected in OUTDIR/summary.txt):
 #   1. device views bit-exact on the device (tests/test_tensor_views.py's cuda tests) and their speed against PIL
 #      (benchmarks/device_views.py, photo and mixed sizes)
 #   2. device JPEG decoder (nvjpeg on CUDA) vs PIL: pixels, views, per-image top-1 (benchmarks/decoder_diff.py)
@@ -15,14 +15,21 @@
 #      the same for ViT-L-14 on 2048 JPEGs, target >= 0.95
 #   4. one 3-model pass against three single-model passes, and the sum of the bare forwards (benchmarks/many_models.py);
 #      target: one pass <= 1.2x the sum of the forwards
-#   5. `lr0fm eval -m M1,M2 --profile` on the device end to end: records say run.views device, decoder
+#   5. tests/test_pass_streams.py (its cuda case: the overlapped pass hands over the views of a plain decode of
+#      512 JPEGs while the device is busy), then `lr0fm eval -m M1,M2 --profile` on the device end to end:
+#      records say run.views device, decoder
 #      torchvision-<device>, and hold run.stages with the device stages timed; the stage table is printed
 #   6. `lr0fm calibrate` on 3 architectures (ViT-B-32, ViT-L-14, RN50), then each one's pass over 4096 other JPEGs:
 #      the sweep plan's estimate from the measured speeds against the pass's run.seconds (benchmarks/calibrate_check.py);
 #      target: within 15%
+#   7. CLIP_benchmark 1.6.2 against lr0fm on the same device, checkpoint (ViT-B-32) and 4096 JPEGs at the five
+#      resolutions: its five run_classification calls (its CLI's autocast: fp16 on CUDA; PIL in as many workers as
+#      lr0fm has) against one lr0fm pass (--amp fp16, its device defaults) (benchmarks/vs_clip_benchmark.py
+#      --device); prints peer time / lr0fm time; no target
 # Environment: PYTHON (default python), DEVICE (cuda), SMOKE (0; 1: tiny models and sizes), TUX, TIME_SCALE
 # (an integer that multiplies every timeout, default 1, 3 with SMOKE), WHEELS (a folder of wheels installed first into a
-# temporary folder on PYTHONPATH, e.g. open_clip_torch, ftfy and wcwidth where the image lacks them), STEPS (the steps
+# temporary folder on PYTHONPATH, e.g. open_clip_torch, ftfy, wcwidth and clip_benchmark where the image lacks them:
+# `make gpu-wheels`), STEPS (the steps
 # to run, e.g. "3 6"; default all; step 0 always runs), TRACE (1: step 3 also writes a torch.profiler trace of
 # the profiled ViT-B-32 pass to OUTDIR/trace, a few MB).
 # lr0fm is imported from this tree's src/.
@@ -35,8 +42,8 @@ OUTDIR=${1:-${OUT:-gpu-check}}
 SCALE=${TIME_SCALE:-$([ "$SMOKE" = 1 ] && echo 3 || echo 1)}
 mkdir -p "$OUTDIR"
 OUTDIR=$(cd "$OUTDIR" && pwd)
-rm -f "$OUTDIR"/step[0-6]-*.txt "$OUTDIR/summary.txt"  # logs are appended to: start them empty
-STEPS=${STEPS:-1 2 3 4 5 6}
+rm -f "$OUTDIR"/step[0-7]-*.txt "$OUTDIR/summary.txt"  # logs are appended to: start them empty
+STEPS=${STEPS:-1 2 3 4 5 6 7}
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 WORK=$(mktemp -d -t lr0fm-gpu-check-XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
@@ -82,6 +89,7 @@ EOF
   AMP=(); THREADS=(--threads 1)   # tiny models on a shared CPU: one thread avoids spinning workers
   N_VIEWS=8; N_DIFF=(--limit 16 --generated 16); N_B=16; B=8; ROUNDS_B=1; N_B_L=16; ROUNDS_B_L=1
   N_MANY=16; ROUNDS_MANY=2; N_CAL=64; CAL_SECONDS=2
+  PEER=(--arch ViT-S-32 --images 16 --classes 10 --templates 2 --batch-size 8 --rounds 1 --workers 0 --peer-workers 0)
 else
   MODEL="open_clip:ViT-B-32:random"
   MODEL_L="open_clip:ViT-L-14:random"
@@ -91,6 +99,9 @@ else
   AMP=(--amp bf16); THREADS=()
   N_VIEWS=512; N_DIFF=(); N_B=8192; B=256; ROUNDS_B=3; N_B_L=2048; ROUNDS_B_L=2
   N_MANY=1024; ROUNDS_MANY=2; N_CAL=4096; CAL_SECONDS=8
+  # lr0fm's default workers on a GPU (cores - 1, at most 32) for both sides
+  PEER=(--arch ViT-B-32 --peer-amp --amp fp16 --images 4096 --batch-size "$B" --rounds 3 --workers -1
+        --peer-workers "$(( $(nproc) - 1 < 32 ? $(nproc) - 1 : 32 ))")
 fi
 TRACE_ARGS=()
 [ "${TRACE:-0}" = 1 ] && TRACE_ARGS=(--profile-trace "$OUTDIR/trace")
@@ -107,6 +118,10 @@ print('python', sys.version.split()[0], 'torch', torch.__version__, 'torchvision
 if torch.device('$DEVICE').type == 'cuda':
     assert torch.cuda.is_available(), 'DEVICE=$DEVICE but torch sees no CUDA device'
     print(torch.cuda.get_device_name())
+if '$(want 7 && echo 7)':  # step 7's peer: missing, it would fail after minutes of other steps
+    from importlib.metadata import version
+    import clip_benchmark.metrics.zeroshot_classification
+    print('clip_benchmark', version('clip_benchmark'))
 "
 finish "0 machine"
 [ "$step_rc" = 0 ] || { echo "gpu_check: FAILED: no usable $DEVICE (see $OUTDIR/step0-machine.txt)"; exit 1; }
@@ -147,7 +162,9 @@ finish "4 many models"
 fi
 
 if want 5; then
-step "5. lr0fm eval -m ${CLI_MODELS//,/,} --profile on $DEVICE end to end"; step_rc=0
+step "5. the overlapped pass's views on $DEVICE; lr0fm eval -m ${CLI_MODELS//,/,} --profile end to end"; step_rc=0
+# the prefetch thread's views (side stream, nvjpeg on its own stream) against a plain decode, the device kept busy
+run step5-cli.txt 90 "$PY" -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning tests/test_pass_streams.py
 CLI_FLAGS=(--device "$DEVICE" "${AMP[@]}" --profile)
 # on CUDA the defaults must pick device views and the device decoder; on CPU they are asked for
 [ "$DEVICE" = cpu ] && CLI_FLAGS+=(--views device --decoder device --workers 0)
@@ -195,12 +212,21 @@ run step6-calibrate.txt 300 "$PY" benchmarks/calibrate_check.py --device "$DEVIC
 finish "6 calibrate"
 fi
 
+if want 7; then
+step "7. CLIP_benchmark 1.6.2 (5 runs) vs one lr0fm pass on $DEVICE"; step_rc=0
+run step7-vs-clip-benchmark.txt 240 "$PY" benchmarks/vs_clip_benchmark.py --device "$DEVICE" "${PEER[@]}" \
+  "${THREADS[@]}" --jpeg-dir "$WORK/jpegs"
+finish "7 vs CLIP_benchmark"
+fi
+
 {
   echo "gpu_check on $DEVICE$([ "$SMOKE" = 1 ] && echo " (SMOKE: tiny models and sizes)"), $(( $(date +%s) - START ))s:"
   printf '  %s\n' "${STATUS[@]}"
-  echo "device views (ms/image; 'vs PIL' = speed-up):"
-  grep -hE "^[0-9]+ images \(|^(pil|cpu|cuda) +[0-9]" "$OUTDIR/step1-views.txt" 2>/dev/null | sed 's/^/  /'
-  grep -h "^RESULT" "$OUTDIR"/step[2-6]-*.txt 2>/dev/null | sed 's/^RESULT /  /'
+  if [ -f "$OUTDIR/step1-views.txt" ]; then
+    echo "device views (ms/image; 'vs PIL' = speed-up):"
+    grep -hE "^[0-9]+ images \(|^(pil|cpu|cuda) +[0-9]" "$OUTDIR/step1-views.txt" | sed 's/^/  /'
+  fi
+  grep -h "^RESULT" "$OUTDIR"/step[2-7]-*.txt 2>/dev/null | sed 's/^RESULT /  /'
 } >"$OUTDIR/summary.txt"
 echo; echo "== summary"; cat "$OUTDIR/summary.txt"
 if printf '%s\n' "${STATUS[@]}" | grep -q FAILED; then

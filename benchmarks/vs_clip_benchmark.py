@@ -1,4 +1,4 @@
-"""lr0fm against CLIP_benchmark on the same CPU work: time(peer, 5 runs) / time(lr0fm, 1 pass).
+"""lr0fm against CLIP_benchmark on the same work: time(peer, 5 runs) / time(lr0fm, 1 pass).
 
     python benchmarks/vs_clip_benchmark.py              # 230 TuxPaint photos, 3 rounds (~20 min on 2 quiet cores)
     python benchmarks/vs_clip_benchmark.py --quick      # 32 photos, 2 rounds: a smoke run (~4 min)
@@ -32,6 +32,16 @@ below 1 by more than its spread plus a 3% timing tolerance) is a measurement fau
 of printed as a result.
 Slicing pays each part's per-call cost (worker start, set-up) once per slice: it is measured and
 the ratio of whole runs is printed next to it.
+
+On a GPU (``--device cuda``, benchmarks/gpu_check.sh step 7) the parts are whole runs over generated
+photo-sized JPEGs (``--jpeg-dir``, ``--images``; ImageNet's 1000 class names and 80 templates, fewer with
+``--classes`` / ``--templates``), with no bare forward (gpu_check.sh's step 3 measures lr0fm against it): each side
+with its own defaults on that device, on the same checkpoint, batch size and worker count. The
+peer (``run_classification``) decodes with PIL and makes its views in its DataLoader workers,
+copies each batch's logits to the host, once per resolution; lr0fm runs one pass with its CUDA
+defaults (JPEGs decoded on the device, views made there). ``--peer-amp`` is CLIP_benchmark's CLI
+default (``torch.autocast(device)``: fp16 on CUDA); ``--amp fp16`` gives lr0fm the same. Top-1
+agreement is printed, not required: nvjpeg and PIL decode a few levels apart (docs/performance.md).
 
 ``--profile`` runs lr0fm's pass under cProfile in rounds with the bare forward, split into forward /
 prepare (normalisation, copies, top-k) / loader wait / other.
@@ -106,33 +116,55 @@ def peer_transforms(preprocess, size: int, mean, std) -> dict:
     return out
 
 
+def tuxpaint_photos(n_images: int):
+    import lr0fm
+    data = lr0fm.get_dataset("tuxpaint")
+    return data.subset(range(min(n_images, len(data))))
+
+
+def generated_jpegs(folder: Path, n_images: int, n_classes: int, n_templates: int):
+    """``n_images`` photo-sized JPEGs (lr0fm calibrate's), labelled over the first ``n_classes`` of
+    ImageNet's 1000 classes, with the first ``n_templates`` of its 80 templates."""
+    from lr0fm.datasets.base import packaged_text
+    from lr0fm.evaluation.calibrate import generate_jpegs, jpeg_dataset
+    return jpeg_dataset(generate_jpegs(folder, n_images), packaged_text("imagenet1k", "classnames")[:n_classes],
+                        packaged_text("imagenet1k", "templates")[:n_templates], "generated")
+
+
 class Bench:
-    def __init__(self, n_images: int, batch_size: int, tmp: Path, peer_amp: bool, arch: str = ARCH):
+    """Both sides set up on one checkpoint and one dataset; ``bare``: also every view made and
+    normalised beforehand, for the bare forward (CPU sizes: [n, 5, 3, S, S] float32 in memory)."""
+
+    def __init__(self, data, batch_size: int, tmp: Path, peer_amp: bool, arch: str = ARCH, device: str = "cpu",
+                 amp: str | None = None, peer_workers: int = 1, bare: bool = True):
         import open_clip
         from clip_benchmark.metrics.zeroshot_classification import zero_shot_classifier
 
         import lr0fm
         from lr0fm.images import composite_on_white
 
-        self.tmp, self.batch_size, self.peer_amp = tmp, batch_size, peer_amp
+        self.tmp, self.batch_size, self.peer_amp, self.device, self.amp = tmp, batch_size, peer_amp, device, amp
+        self.peer_workers = peer_workers
         ckpt = make_checkpoint(tmp, arch)
-        self.data = lr0fm.get_dataset("tuxpaint")
-        self.data = self.data.subset(range(min(n_images, len(self.data))))
-        self.model = lr0fm.create_model(f"open_clip:{arch}:{ckpt}")
-        self.peer, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=str(ckpt))
+        self.data = data
+        self.model = lr0fm.create_model(f"open_clip:{arch}:{ckpt}", device=device)
+        self.peer, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=str(ckpt), device=device)
         self.peer.eval()  # as clip_benchmark's CLI does
         protocol = self.model.protocol(RESOLUTIONS)
         self.transforms = peer_transforms(preprocess, protocol.input_size, protocol.mean, protocol.std)
         classnames, templates = list(self.data.spec.classnames), list(self.data.spec.templates)
         self.peer_classifier = zero_shot_classifier(self.peer, open_clip.get_tokenizer(arch), classnames,
-                                                    [t.replace("{}", "{c}") for t in templates], "cpu", amp=False)
+                                                    [t.replace("{}", "{c}") for t in templates], device,
+                                                    amp=peer_amp)
         # lr0fm builds and caches its classifier on a first call; each timed call copies that cache
         self.seed_store = tmp / "seed-store"
-        lr0fm.evaluate(self.model, self.data.subset([0]), ["hr"], self.seed_store, workers=0, progress=False)
-        # the bare forward's input: every view of every image, made and normalised beforehand
-        views = np.stack([protocol.views_uint8(composite_on_white(self.data.load_image(i)))
-                          for i in range(len(self.data))])  # [n, R, S, S, 3]
-        self.views = protocol.normalize_batch(torch.from_numpy(views))  # [n, R, 3, S, S]
+        lr0fm.evaluate(self.model, self.data.subset([0]), ["hr"], self.seed_store, workers=0, progress=False,
+                       device=device, amp=amp)
+        self.views = None
+        if bare:  # the bare forward's input: every view of every image, made and normalised beforehand
+            views = np.stack([protocol.views_uint8(composite_on_white(self.data.load_image(i)))
+                              for i in range(len(self.data))])  # [n, R, S, S, 3]
+            self.views = protocol.normalize_batch(torch.from_numpy(views))  # [n, R, 3, S, S]
         self.calls = 0
 
     # -- the measured parts (each over a slice of the images) ------------------------------------
@@ -141,8 +173,8 @@ class Bench:
         top1 = {}
         for r in RESOLUTIONS:
             loader = torch.utils.data.DataLoader(PeerImages(self.data, rows, self.transforms[r]),
-                                                 batch_size=self.batch_size, num_workers=1)
-            logits, _ = run_classification(self.peer, self.peer_classifier, loader, "cpu", amp=self.peer_amp)
+                                                 batch_size=self.batch_size, num_workers=self.peer_workers)
+            logits, _ = run_classification(self.peer, self.peer_classifier, loader, self.device, amp=self.peer_amp)
             top1[r] = logits.argmax(-1).numpy()
         return top1
 
@@ -153,7 +185,7 @@ class Bench:
         out = self.tmp / f"results-{self.calls}"
         shutil.copytree(self.seed_store / "cache", out / "cache")  # the classifier, nothing else
         records = lr0fm.evaluate(self.model, self.data.subset(rows), RESOLUTIONS, out, workers=workers,
-                                 batch_size=self.batch_size, progress=False)
+                                 batch_size=self.batch_size, progress=False, device=self.device, amp=self.amp)
         store = ResultsStore(out)
         top1 = {rec["resolution"]: np.load(store.predictions_path(rec["cell"]))["topk"][:, 0] for rec in records}
         shutil.rmtree(out)
@@ -210,7 +242,8 @@ def spread(values: list[float], digits: int = 3) -> str:
 def run_benchmark(args) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="lr0fm-vs-cb-"))
     try:
-        bench = Bench(args.images, args.batch_size, tmp, args.peer_amp, args.arch)
+        bench = Bench(tuxpaint_photos(args.images), args.batch_size, tmp, args.peer_amp, args.arch,
+                      amp=args.amp, peer_workers=args.peer_workers)
         n = len(bench.data)
         parts = {"peer": bench.peer_part, "bare": bench.bare_part}
         for w in args.workers:
@@ -322,7 +355,8 @@ def run_profile(args) -> int:
     cProfile and split into forward / prepare / loader / other, with wall and CPU seconds."""
     tmp = Path(tempfile.mkdtemp(prefix="lr0fm-vs-cb-"))
     try:
-        bench = Bench(args.images, args.batch_size, tmp, False, args.arch)
+        bench = Bench(tuxpaint_photos(args.images), args.batch_size, tmp, False, args.arch, amp=args.amp,
+                      peer_workers=args.peer_workers)
         rows = list(range(len(bench.data)))
         w = args.workers[0]
         bench.bare_part([0])
@@ -368,24 +402,98 @@ def prof_enabled(prof: cProfile.Profile):
         prof.disable()
 
 
+def run_device(args) -> int:
+    """Whole runs on a device: CLIP_benchmark's five ``run_classification`` calls against one lr0fm
+    pass, alternating which goes first, over generated JPEGs (or TuxPaint's photos without
+    ``--jpeg-dir``); no bare forward and no slices."""
+    tmp = Path(tempfile.mkdtemp(prefix="lr0fm-vs-cb-"))
+    try:
+        data = (generated_jpegs(args.jpeg_dir, args.images, args.classes, args.templates) if args.jpeg_dir
+                else tuxpaint_photos(args.images))
+        bench = Bench(data, args.batch_size, tmp, args.peer_amp, args.arch, device=args.device, amp=args.amp,
+                      peer_workers=args.peer_workers, bare=False)
+        n, w = len(bench.data), args.workers[0]
+        name = torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda" else "cpu"
+        print(f"{n} {data.spec.label} images x {len(RESOLUTIONS)} resolutions = {n * len(RESOLUTIONS)} views on "
+              f"{args.device} ({name}); open_clip {args.arch} random weights; {len(data.spec.classnames)} classes x "
+              f"{len(data.spec.templates)} templates; batch {args.batch_size}; peer: CLIP_benchmark "
+              f"run_classification x 5, amp {args.peer_amp}, {args.peer_workers} workers; lr0fm: one pass, amp "
+              f"{args.amp}, {'default' if w < 0 else w} workers", flush=True)
+        workers = None if w < 0 else w  # lr0fm's default for the device
+        parts = {"peer": bench.peer_part, "lr0fm": lambda rows: bench.lr0fm_part(rows, workers)}
+        rows = list(range(n))
+        warm = rows[:2 * args.batch_size]
+        for part in parts.values():  # warm-up: first workers, kernels, the device decoder, lazy imports
+            part(warm)
+        walls: dict = {name: [] for name in parts}
+        agree: dict = {}
+        for rnd in range(args.rounds):
+            order = list(parts) if rnd % 2 == 0 else list(parts)[::-1]
+            top1 = {}
+            for part in order:
+                sync(args.device)
+                t = time.perf_counter()
+                top1[part] = parts[part](rows)
+                sync(args.device)
+                walls[part].append(time.perf_counter() - t)
+            for r in RESOLUTIONS:
+                agree.setdefault(r, []).append(float((top1["lr0fm"][r] == top1["peer"][r]).mean()))
+            print(f"round {rnd}: peer {walls['peer'][-1]:.2f} s  lr0fm {walls['lr0fm'][-1]:.2f} s  "
+                  f"peer/lr0fm {walls['peer'][-1] / walls['lr0fm'][-1]:.2f}", flush=True)
+        ratio = [p / l for p, l in zip(walls["peer"], walls["lr0fm"])]
+        print(f"\n{n} images, {args.rounds} rounds; median [min-max]:")
+        for part in parts:
+            print(f"  {part:6s} {spread(walls[part], 2)} s   {n * len(RESOLUTIONS) / statistics.median(walls[part]):,.0f} "
+                  "image-resolution pairs/s")
+        print("  top-1 equal to the peer's: " + ", ".join(f"{r}: {100 * min(v):.1f}%" for r, v in agree.items()))
+        print(f"RESULT peer/lr0fm {args.arch} on {args.device}: {spread(ratio, 2)} (time(CLIP_benchmark, 5 runs) / "
+              f"time(lr0fm, 1 pass); {n} images x 5 resolutions, batch {args.batch_size})")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=230, help="first N TuxPaint photos (230: all)")
+    ap.add_argument("--images", type=int, default=230, help="first N TuxPaint photos (230: all), or N generated JPEGs")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--slice-images", type=int, default=64,
                     help="images per slice, a multiple of the batch size; the parts alternate slice by "
                          "slice (0: whole runs)")
-    ap.add_argument("--workers", default="1,0", help="lr0fm DataLoader workers to measure (the first is the headline)")
+    ap.add_argument("--workers", default="1,0", help="lr0fm DataLoader workers to measure (the first is the headline; "
+                    "-1: lr0fm's default for the device, --device only)")
+    ap.add_argument("--peer-workers", type=int, default=1, help="CLIP_benchmark's DataLoader workers")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--arch", default=ARCH, help="open_clip architecture (random weights), e.g. ViT-S-32")
-    ap.add_argument("--peer-amp", action="store_true", help="CLIP_benchmark's CLI default: bf16 autocast on CPU")
+    ap.add_argument("--peer-amp", action="store_true",
+                    help="CLIP_benchmark's CLI default: autocast (bf16 on CPU, fp16 on CUDA)")
+    ap.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="lr0fm's --amp")
+    ap.add_argument("--device", default=None, help="whole runs on this device (e.g. cuda), as the module says")
+    ap.add_argument("--jpeg-dir", type=Path, default=None,
+                    help="--device: generated JPEGs in this folder (kept, reused) instead of TuxPaint's photos")
+    ap.add_argument("--classes", type=int, default=1000, help="--jpeg-dir: the first N of ImageNet's 1000 classes")
+    ap.add_argument("--templates", type=int, default=80, help="--jpeg-dir: the first N of ImageNet's 80 templates")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--quick", action="store_true", help="32 images, 2 rounds, whole runs: a smoke run")
     ap.add_argument("--profile", action="store_true", help="cProfile lr0fm's pass against the bare forward")
     ap.add_argument("--top", type=int, default=25, help="--profile: rows of the profile table")
     args = ap.parse_args(argv)
     args.workers = [int(w) for w in args.workers.split(",")]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.images, args.rounds, args.slice_images = 32, 2, 32
+    if args.jpeg_dir and not args.device:
+        ap.error("--jpeg-dir goes with --device (the CPU comparison runs on TuxPaint's photos)")
+    if any(w < 0 for w in args.workers) and not args.device:
+        ap.error("--workers -1 (lr0fm's default) goes with --device")
+    if args.device:
+        return run_device(args)
     if args.slice_images % args.batch_size:
         ap.error(f"--slice-images must be a multiple of --batch-size ({args.batch_size}), or 0 for whole runs")
     return run_profile(args) if args.profile else run_benchmark(args)

@@ -38,3 +38,4 @@ def test_gpu_check_every_step_passes_on_cpu(tmp_path):
     assert "gpu_check: all steps passed" in out, out[-3000:]
     summary = (tmp_path / "check" / "summary.txt").read_text()
     assert "records identical yes" in summary and "max 0/255" in summary, summary
+    assert "7 vs CLIP_benchmark: passed" in summary and "peer/lr0fm ViT-S-32 on cpu:" in summary, summary

@@ -449,7 +449,9 @@ class _Prepare:
 
     def __init__(self, view_sets, work, lo: int, device: torch.device, clock: StageClock):
         self.view_sets, self.work, self.lo, self.device, self.clock = view_sets, work, lo, device, clock
-        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        # high priority: its few small kernels run between the forward's, so a batch is ready early
+        self.stream = torch.cuda.Stream(device, priority=-1) if device.type == "cuda" else None
+        self.previous = None  # this stream's event after the last batch
 
     def __call__(self, batch) -> _Prepared:
         batch_indices, payloads = batch
@@ -459,6 +461,11 @@ class _Prepare:
                 on_side.enter_context(torch.cuda.device(self.device))
                 on_side.enter_context(torch.cuda.stream(stream))
             if self.work.device_decode:
+                if self.previous is not None:
+                    # torchvision's nvjpeg allocates its output on this stream but writes it on a stream
+                    # of its own, without waiting for this one: memory the last batch freed here may still
+                    # be read by its view kernels until they finish (waits in this thread only)
+                    self.previous.synchronize()
                 with clock.stage("decode", stream=stream):
                     payloads = _decode_on_device(payloads, self.device)
             ok = [p is not None for p in payloads]
@@ -488,6 +495,7 @@ class _Prepare:
             if stream is not None:
                 ready = torch.cuda.Event()
                 ready.record(stream)
+                self.previous = ready
         return _Prepared(batch_indices, rows, views, ready)
 
 
