@@ -69,12 +69,15 @@ test-fast: deb-test venv-dev
 	$(PY) -m pytest -q -ra -m "not slow"
 
 # what benchmarks/gpu_check.sh needs on a GPU machine that has torch but no registry (docs/performance.md
-# "GPU check"): .whl/ (open_clip, its two small dependencies and CLIP_benchmark, for that machine's Python
-# 3.12) and .tux/ (TuxPaint's photos as JPEGs); both ignored by git, carried to the machine
-GPU_WHEELS := open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.5 clip-benchmark==1.6.2
+# "GPU check"): .whl/ (open_clip, its two small dependencies, CLIP_benchmark, and nvImageCodec with the
+# nvjpeg it loads, for that machine's Python 3.12 and CUDA 13) and .tux/ (TuxPaint's photos as JPEGs); both
+# ignored by git, carried to the machine
+GPU_WHEELS := open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.5 clip-benchmark==1.6.2 \
+  nvidia-nvimgcodec-cu13==0.9.0.20 nvidia-nvjpeg==13.3.2.43
 gpu-check-prep: deb-run venv
 	rm -rf .whl && $(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-	  --implementation cp --platform manylinux_2_28_x86_64 -d .whl $(GPU_WHEELS)
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
 	$(PY) benchmarks/decoder_diff.py --export-tuxpaint .tux
 
 clean:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements in one script: about 9 minutes on one H200, random weights, nothing downloaded.
+# The GPU measurements in one script: about 10 minutes on one H200, random weights, nothing downloaded.
 #
 #   PYTHON=python3 bash benchmarks/gpu_check.sh OUTDIR                    # on a CUDA machine
 #   DEVICE=cpu SMOKE=1 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh OUTDIR   # every step, tiny, on CPU
@@ -26,10 +26,13 @@
 #      resolutions: its five run_classification calls (its CLI's autocast: fp16 on CUDA; PIL in as many workers as
 #      lr0fm has) against one lr0fm pass (--amp fp16, its device defaults) (benchmarks/vs_clip_benchmark.py
 #      --device); prints peer time / lr0fm time; no target
+#   8. JPEG decoding rates on the device at decode batches of 64, 256 and 1024: PIL (one process), torchvision's
+#      decode_jpeg (lr0fm's --decoder device: nvjpeg) and nvImageCodec where its wheels are installed, and their
+#      pixels against each other (benchmarks/decode_rate.py); no target: whether decoding bounds the pass
 # Environment: PYTHON (default python), DEVICE (cuda), SMOKE (0; 1: tiny models and sizes), TUX, TIME_SCALE
 # (an integer that multiplies every timeout, default 1, 3 with SMOKE), WHEELS (a folder of wheels installed first into a
-# temporary folder on PYTHONPATH, e.g. open_clip_torch, ftfy, wcwidth and clip_benchmark where the image lacks them:
-# `make gpu-wheels`), STEPS (the steps
+# temporary folder on PYTHONPATH, e.g. open_clip_torch, ftfy, wcwidth and clip_benchmark where the image lacks them,
+# and nvImageCodec for step 8: `make gpu-check-prep`), STEPS (the steps
 # to run, e.g. "3 6"; default all; step 0 always runs), TRACE (1: step 3 also writes a torch.profiler trace of
 # the profiled ViT-B-32 pass to OUTDIR/trace, a few MB).
 # lr0fm is imported from this tree's src/.
@@ -42,8 +45,8 @@ OUTDIR=${1:-${OUT:-gpu-check}}
 SCALE=${TIME_SCALE:-$([ "$SMOKE" = 1 ] && echo 3 || echo 1)}
 mkdir -p "$OUTDIR"
 OUTDIR=$(cd "$OUTDIR" && pwd)
-rm -f "$OUTDIR"/step[0-7]-*.txt "$OUTDIR/summary.txt"  # logs are appended to: start them empty
-STEPS=${STEPS:-1 2 3 4 5 6 7}
+rm -f "$OUTDIR"/step[0-8]-*.txt "$OUTDIR/summary.txt"  # logs are appended to: start them empty
+STEPS=${STEPS:-1 2 3 4 5 6 7 8}
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 WORK=$(mktemp -d -t lr0fm-gpu-check-XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
@@ -90,6 +93,7 @@ EOF
   N_VIEWS=8; N_DIFF=(--limit 16 --generated 16); N_B=16; B=8; ROUNDS_B=1; N_B_L=16; ROUNDS_B_L=1
   N_MANY=16; ROUNDS_MANY=2; N_CAL=64; CAL_SECONDS=2
   PEER=(--arch ViT-S-32 --images 16 --classes 10 --templates 2 --batch-size 8 --rounds 1 --workers 0 --peer-workers 0)
+  DECODE=(--images 32 --batch-sizes 8,32 --rounds 1 --pil-images 16)
 else
   MODEL="open_clip:ViT-B-32:random"
   MODEL_L="open_clip:ViT-L-14:random"
@@ -102,6 +106,7 @@ else
   # lr0fm's default workers on a GPU (cores - 1, at most 32) for both sides
   PEER=(--arch ViT-B-32 --peer-amp --amp fp16 --images 4096 --batch-size "$B" --rounds 3 --workers -1
         --peer-workers "$(( $(nproc) - 1 < 32 ? $(nproc) - 1 : 32 ))")
+  DECODE=(--images 4096 --batch-sizes 64,256,1024 --rounds 2 --pil-images 256)
 fi
 TRACE_ARGS=()
 [ "${TRACE:-0}" = 1 ] && TRACE_ARGS=(--profile-trace "$OUTDIR/trace")
@@ -219,6 +224,14 @@ run step7-vs-clip-benchmark.txt 240 "$PY" benchmarks/vs_clip_benchmark.py --devi
 finish "7 vs CLIP_benchmark"
 fi
 
+if want 8; then
+step "8. JPEG decoding rates on $DEVICE: PIL, torchvision (nvjpeg), nvImageCodec where installed"; step_rc=0
+# nvImageCodec finds libnvjpeg of the nvidia-nvjpeg wheel (WHEELS) there
+run step8-decode-rate.txt 120 env LD_LIBRARY_PATH="$WORK/site/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+  "$PY" benchmarks/decode_rate.py --device "$DEVICE" "${DECODE[@]}" "${THREADS[@]}" --jpeg-dir "$WORK/jpegs"
+finish "8 decode rates"
+fi
+
 {
   echo "gpu_check on $DEVICE$([ "$SMOKE" = 1 ] && echo " (SMOKE: tiny models and sizes)"), $(( $(date +%s) - START ))s:"
   printf '  %s\n' "${STATUS[@]}"
@@ -226,7 +239,7 @@ fi
     echo "device views (ms/image; 'vs PIL' = speed-up):"
     grep -hE "^[0-9]+ images \(|^(pil|cpu|cuda) +[0-9]" "$OUTDIR/step1-views.txt" | sed 's/^/  /'
   fi
-  grep -h "^RESULT" "$OUTDIR"/step[2-7]-*.txt 2>/dev/null | sed 's/^RESULT /  /'
+  grep -h "^RESULT" "$OUTDIR"/step[2-8]-*.txt 2>/dev/null | sed 's/^RESULT /  /'
 } >"$OUTDIR/summary.txt"
 echo; echo "== summary"; cat "$OUTDIR/summary.txt"
 if printf '%s\n' "${STATUS[@]}" | grep -q FAILED; then

@@ -39,3 +39,4 @@ def test_gpu_check_every_step_passes_on_cpu(tmp_path):
     summary = (tmp_path / "check" / "summary.txt").read_text()
     assert "records identical yes" in summary and "max 0/255" in summary, summary
     assert "7 vs CLIP_benchmark: passed" in summary and "peer/lr0fm ViT-S-32 on cpu:" in summary, summary
+    assert "8 decode rates: passed" in summary and "torchvision-cpu" in summary, summary
