@@ -58,7 +58,8 @@ def test_each_extra_installs_the_module_its_error_line_names():
 
 
 def test_torch_ranges_admit_the_makefile_pins():
-    pins = dict(re.findall(r"(torch|torchvision)==([0-9.]+)", (ROOT / "Makefile").read_text()))
+    pins = dict(re.findall(r"(?<![\w-])(torch|torchvision)==([0-9.]+)", (ROOT / "Makefile").read_text()))
+    assert set(pins) == {"torch", "torchvision"}, pins  # the pair, and not open_clip_torch's pin
     ranges = {_name(r): r for r in _project()["dependencies"]}
     for package, pinned in pins.items():
         low, high = re.fullmatch(rf"{package}>=([0-9.]+),<([0-9]+)", ranges[package]).groups()
