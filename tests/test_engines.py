@@ -246,3 +246,68 @@ def test_an_attempt_that_reports_late_changes_no_finished_record(tiny_open_clip,
     time.sleep(0.01)
     assert commit(store, data, [late], "slurm", request="r") == []
     assert {p.name: p.read_bytes() for p in (tmp_path / "o").rglob("*") if p.is_file()} == written
+
+
+def test_two_commits_at_once_write_each_record_once(tiny_open_clip, folder, tmp_path, monkeypatch):
+    """Two processes finish the same cells at the same moment (two drivers, two submitters): the
+    check that a cell is complete and its writing are one step, so each record is written once,
+    by one of them, and its predictions are the ones it names."""
+    import threading
+
+    from lr0fm.datasets import get_dataset
+    from lr0fm.engines.units import TaskSpec, commit, run_task
+    from lr0fm.groups import Group
+    from lr0fm.store import ResultsStore
+    from lr0fm.verify import quick_problem
+
+    data = get_dataset("imagefolder", root=str(folder))
+    spec = TaskSpec("r.0of1", [Group(tiny_open_clip[0], data)], [16, "hr"], "cpu", None,
+                    {"batch_size": 4, "workers": 0}, ImageShard(0, 1))
+    attempts = [run_task(spec, frozenset(), NoResumeChannel(a), tmp_path / "cache") for a in (1, 2)]
+    puts: list[str] = []
+    put = ResultsStore.put
+
+    def slow_put(self, record, predictions):  # widens the window between the check and the write
+        puts.append(record["cell"])
+        time.sleep(0.3)
+        put(self, record, predictions)
+
+    monkeypatch.setattr(ResultsStore, "put", slow_put)
+    wrote: dict = {}
+    threads = [threading.Thread(target=lambda a=a: wrote.update({a.attempt: commit(
+        ResultsStore(tmp_path / "o"), data, [a], "slurm", request="r")})) for a in attempts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    store = ResultsStore(tmp_path / "o")
+    assert sorted(puts) == sorted(set(puts)) and len(puts) == 2, puts  # each of the 2 cells written once
+    assert sorted(len(cells) for cells in wrote.values()) == [0, 2], wrote
+    for record in store.records():
+        assert quick_problem(record, store.predictions_path(record["cell"]).read_bytes()) is None
+
+
+def test_records_are_written_where_the_file_system_has_no_locks(tiny_open_clip, folder, tmp_path, monkeypatch):
+    """A results folder on a file system without locks (ENOLCK) still gets its records: the commit
+    lock is skipped there, not turned into an error."""
+    import errno
+
+    import filelock
+
+    from lr0fm.datasets import get_dataset
+    from lr0fm.engines.units import TaskSpec, commit, run_task
+    from lr0fm.groups import Group
+    from lr0fm.store import ResultsStore
+
+    data = get_dataset("imagefolder", root=str(folder))
+    spec = TaskSpec("r.0of1", [Group(tiny_open_clip[0], data)], [16, "hr"], "cpu", None,
+                    {"batch_size": 4, "workers": 0}, ImageShard(0, 1))
+    result = run_task(spec, frozenset(), NoResumeChannel(), tmp_path / "cache")
+
+    def no_locks(self, *args, **kwargs):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", no_locks)
+    store = ResultsStore(tmp_path / "o")
+    assert len(commit(store, data, [result], "slurm", request="r")) == 2
+    assert len(store.records()) == 2

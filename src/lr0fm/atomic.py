@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
 from pathlib import Path
 
 from .errors import InputError
@@ -21,7 +22,8 @@ def atomic_write_bytes(path: Path, data: bytes, instead: str = "another --out") 
     """Write via a temp file and rename: a reader sees the old file or the new one, and a failed
     write (full or read-only disk) leaves neither a temp file nor half a file behind, only one
     line (InputError) that suggests ``instead``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    # one temp file per writer: processes on a shared folder, and threads of one process
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:

@@ -7,6 +7,7 @@ Layout under the results directory (``./lr0fm-results`` unless --out / $LR0FM_RE
     quarantine/<time>/         records (and their predictions) ``lr0fm verify --fix`` moved aside
     partial/<evaluation>-<pending>.npz   progress of a pass in flight (resume point), removed when done
     locks/<evaluation>.lock    held while a process runs a pass of that evaluation
+    locks/<evaluation>.commit.lock   held while a process writes records of that evaluation
     cache/classifiers/<k>.pt   zero-shot text classifiers
 
 A cell is complete only when its record is a valid record of this lr0fm *and* its predictions
@@ -208,6 +209,32 @@ class ResultsStore:
             yield
         finally:
             lock.release()
+
+    @contextlib.contextmanager
+    def commit_lock(self, evaluation: str) -> Iterator[None]:
+        """Held while records of ``evaluation`` are written (lr0fm.evaluation.write_records): the
+        check that a cell is complete and its writing are one step, so when two processes finish
+        the same cells (two Ray drivers, two SLURM submitters, an attempt that reports late) each
+        record is written once and the second process finds it complete. Short: no pass runs
+        under it."""
+        import errno
+
+        from filelock import FileLock
+
+        path = self.root / "locks" / f"{evaluation}.commit.lock"
+        lock: FileLock | None = FileLock(str(path))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except OSError as e:
+            if e.errno not in (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP):
+                raise self._not_writable(path, e) from None
+            lock = None  # a file system without locks: the records are still written, the rare race stays open
+        try:
+            yield
+        finally:
+            if lock is not None:
+                lock.release()
 
     # -- partial progress -------------------------------------------------------------------
     def load_partial(self, group: str) -> dict[str, np.ndarray] | None:

@@ -311,7 +311,8 @@ def write_records(store: ResultsStore, data: LabeledImages, shards: Sequence[Ima
     """One model's predictions, as image blocks of one pass (any order), -> the records and
     predictions of its cells; the cells written. The one place records of a pass are written:
     in one process, under torchrun and by every engine (lr0fm.engines.units.commit). A cell that is
-    already complete is left as it is (an attempt that ends late changes no finished record)."""
+    already complete is left as it is (an attempt that ends late changes no finished record), also
+    when another process writes it at the same moment (``ResultsStore.commit_lock``)."""
     shards = sorted(shards, key=lambda s: s.shard.index)
     topk = np.concatenate([s.topk for s in shards], axis=1)
     valid = np.concatenate([s.valid for s in shards])
@@ -332,13 +333,14 @@ def write_records(store: ResultsStore, data: LabeledImages, shards: Sequence[Ima
     if len(shards) > 1:
         run["shards"] = len(shards)
     written = []
-    for j, r in enumerate(first.pending):
-        cell = first.cells[r]
-        if store.complete(cell, warn=False):
-            continue
-        record = make_record(model, data, r, topk[j], valid, labels, ids, first.ev, run=run)
-        store.put(record, {"topk": topk[j], "labels": labels, "valid": valid, "ids": ids})
-        written.append(cell)
+    with store.commit_lock(first.ev.id):  # another process finishing the same cells writes them once
+        for j, r in enumerate(first.pending):
+            cell = first.cells[r]
+            if store.complete(cell, warn=False):
+                continue
+            record = make_record(model, data, r, topk[j], valid, labels, ids, first.ev, run=run)
+            store.put(record, {"topk": topk[j], "labels": labels, "valid": valid, "ids": ids})
+            written.append(cell)
     for s in shards:
         store.drop_partial(s.partial_key)
     store.drop_stale_partials(first.ev.id, [first.cells[r] for r in first.pending])
