@@ -71,7 +71,10 @@ def nvimgcodec_decoder(device: torch.device):
     def decode(batch: list[bytes]) -> list:
         stream = torch.cuda.current_stream(device).cuda_stream
         images = decoder.decode([nvimgcodec.CodeStream(b) for b in batch], params=params, cuda_stream=stream)
-        return [torch.as_tensor(im, device=device) for im in images]  # [H, W, 3] uint8, zero-copy
+        if not hasattr(decode, "buffer"):  # where it decoded: a host buffer means no GPU backend loaded
+            decode.buffer = str(images[0].buffer_kind)
+            print(f"nvimgcodec: decodes into {decode.buffer}", flush=True)
+        return [torch.as_tensor(im, device=device) for im in images]  # [H, W, 3] uint8, zero-copy on the device
     return decode, ""
 
 
