@@ -193,6 +193,17 @@ def test_a_requeued_slurm_job_takes_over_its_own_lease(tmp_path):
 
 
 # -- result files ------------------------------------------------------------------------------------
+def _task(tiny_open_clip, folder, key: str = "r.0of1", shard: ImageShard = ImageShard(0, 1)):
+    """(the folder's data, a task of the tiny model on it at 16 px and HR, in batches of 4, no workers)."""
+    from lr0fm.datasets import get_dataset
+    from lr0fm.engines.units import TaskSpec
+    from lr0fm.groups import Group
+
+    data = get_dataset("imagefolder", root=str(folder))
+    return data, TaskSpec(key, [Group(tiny_open_clip[0], data)], [16, "hr"], "cpu", None,
+                          {"batch_size": 4, "workers": 0}, shard)
+
+
 class _RunsCode:
     def __reduce__(self):
         return (os.system, ("touch ran-code",))
@@ -201,13 +212,9 @@ class _RunsCode:
 def test_a_task_result_file_is_read_without_unpickling(tiny_open_clip, folder, tmp_path, monkeypatch):
     """What an element leaves on the shared results folder reads back as the result written, and
     a file holding a pickle is refused without running it."""
-    from lr0fm.datasets import get_dataset
-    from lr0fm.engines.units import TaskResult, TaskSpec, run_task
-    from lr0fm.groups import Group
+    from lr0fm.engines.units import TaskResult, run_task
 
-    data = get_dataset("imagefolder", root=str(folder))
-    spec = TaskSpec("r.1of3", [Group(tiny_open_clip[0], data)], [16, "hr"], "cpu", None,
-                    {"batch_size": 4, "workers": 0}, ImageShard(1, 3))
+    data, spec = _task(tiny_open_clip, folder, "r.1of3", ImageShard(1, 3))
     written = run_task(spec, frozenset(), NoResumeChannel(), tmp_path / "cache", where="slurm job 1_2")
     assert written.ran_on == f"{socket.gethostname()} (slurm job 1_2)" and len(written.shards) == 1
     path = tmp_path / "r.npz"
@@ -231,14 +238,10 @@ def test_a_task_result_file_is_read_without_unpickling(tiny_open_clip, folder, t
 def test_an_attempt_that_reports_late_changes_no_finished_record(tiny_open_clip, folder, tmp_path):
     """Two attempts of one task both report (a slow element the scheduler thought lost, and its
     resubmission): the first commit writes the cells, the late one changes no byte of them."""
-    from lr0fm.datasets import get_dataset
-    from lr0fm.engines.units import TaskSpec, commit, run_task
-    from lr0fm.groups import Group
+    from lr0fm.engines.units import commit, run_task
     from lr0fm.store import ResultsStore
 
-    data = get_dataset("imagefolder", root=str(folder))
-    spec = TaskSpec("r.0of1", [Group(tiny_open_clip[0], data)], [16, "hr"], "cpu", None,
-                    {"batch_size": 4, "workers": 0}, ImageShard(0, 1))
+    data, spec = _task(tiny_open_clip, folder)
     store = ResultsStore(tmp_path / "o")
     first, late = (run_task(spec, frozenset(), NoResumeChannel(a), tmp_path / "cache") for a in (1, 2))
     assert len(commit(store, data, [first], "slurm", request="r")) == 2
@@ -254,15 +257,11 @@ def test_two_commits_at_once_write_each_record_once(tiny_open_clip, folder, tmp_
     by one of them, and its predictions are the ones it names."""
     import threading
 
-    from lr0fm.datasets import get_dataset
-    from lr0fm.engines.units import TaskSpec, commit, run_task
-    from lr0fm.groups import Group
+    from lr0fm.engines.units import commit, run_task
     from lr0fm.store import ResultsStore
     from lr0fm.verify import quick_problem
 
-    data = get_dataset("imagefolder", root=str(folder))
-    spec = TaskSpec("r.0of1", [Group(tiny_open_clip[0], data)], [16, "hr"], "cpu", None,
-                    {"batch_size": 4, "workers": 0}, ImageShard(0, 1))
+    data, spec = _task(tiny_open_clip, folder)
     attempts = [run_task(spec, frozenset(), NoResumeChannel(a), tmp_path / "cache") for a in (1, 2)]
     puts: list[str] = []
     put = ResultsStore.put
@@ -294,14 +293,10 @@ def test_records_are_written_where_the_file_system_has_no_locks(tiny_open_clip, 
 
     import filelock
 
-    from lr0fm.datasets import get_dataset
-    from lr0fm.engines.units import TaskSpec, commit, run_task
-    from lr0fm.groups import Group
+    from lr0fm.engines.units import commit, run_task
     from lr0fm.store import ResultsStore
 
-    data = get_dataset("imagefolder", root=str(folder))
-    spec = TaskSpec("r.0of1", [Group(tiny_open_clip[0], data)], [16, "hr"], "cpu", None,
-                    {"batch_size": 4, "workers": 0}, ImageShard(0, 1))
+    data, spec = _task(tiny_open_clip, folder)
     result = run_task(spec, frozenset(), NoResumeChannel(), tmp_path / "cache")
 
     def no_locks(self, *args, **kwargs):
