@@ -27,6 +27,7 @@ import argparse
 import io
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,13 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-RESULT = "RESULT"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
+from throughput import RESULT, _sync  # this folder's scripts share their timing helpers
 
 def pil_decoder():
     def decode(batch: list[bytes]) -> list[np.ndarray]:
@@ -121,7 +116,6 @@ def main(argv=None) -> int:
     batches = [int(b) for b in args.batch_sizes.split(",")]
 
     from lr0fm.evaluation.calibrate import generate_jpegs
-    import tempfile
     folder = args.jpeg_dir or Path(tempfile.mkdtemp(prefix="lr0fm-decode-rate-"))
     data = [p.read_bytes() for p in generate_jpegs(folder, args.images)]
     name_dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} cpus"

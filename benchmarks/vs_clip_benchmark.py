@@ -403,6 +403,8 @@ def prof_enabled(prof: cProfile.Profile):
 
 
 def run_device(args) -> int:
+    from throughput import _sync  # this folder's scripts share their timing helpers
+
     """Whole runs on a device: CLIP_benchmark's five ``run_classification`` calls against one lr0fm
     pass, alternating which goes first, over generated JPEGs (or TuxPaint's photos without
     ``--jpeg-dir``); no bare forward and no slices."""
@@ -431,10 +433,10 @@ def run_device(args) -> int:
             order = list(parts) if rnd % 2 == 0 else list(parts)[::-1]
             top1 = {}
             for part in order:
-                sync(args.device)
+                _sync(args.device)
                 t = time.perf_counter()
                 top1[part] = parts[part](rows)
-                sync(args.device)
+                _sync(args.device)
                 walls[part].append(time.perf_counter() - t)
             for r in RESOLUTIONS:
                 agree.setdefault(r, []).append(float((top1["lr0fm"][r] == top1["peer"][r]).mean()))
@@ -451,11 +453,6 @@ def run_device(args) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
-
-
-def sync(device: str) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main(argv=None) -> int:

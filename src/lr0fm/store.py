@@ -187,28 +187,14 @@ class ResultsStore:
         """Held while this process runs a pass of ``evaluation``: two processes on one results
         folder never compute the same cells at once. ``wait=False`` raises PassBusy instead of
         waiting."""
-        from filelock import FileLock, Timeout
-
-        path = self.root / "locks" / f"{evaluation}.lock"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise self._not_writable(path.parent, e) from None
-        lock = FileLock(str(path))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:  # caught before OSError: filelock's Timeout is a TimeoutError
+        def busy() -> None:
             if not wait:
-                raise PassBusy(evaluation) from None
+                raise PassBusy(evaluation)
             log.warning("another lr0fm process is evaluating %s in %s; waiting for it", evaluation[:12], self.root)
-            lock.acquire()
-        except OSError as e:  # the lock file cannot be opened for writing (a read-only folder)
-            raise self._not_writable(path, e) from None
-        try:
+
+        with self._file_lock(f"{evaluation}.lock", busy):
             self.check_writable()
             yield
-        finally:
-            lock.release()
 
     @contextlib.contextmanager
     def commit_lock(self, evaluation: str) -> Iterator[None]:
@@ -217,19 +203,35 @@ class ResultsStore:
         the same cells (two Ray drivers, two SLURM submitters, an attempt that reports late) each
         record is written once and the second process finds it complete. Short: no pass runs
         under it."""
+        with self._file_lock(f"{evaluation}.commit.lock"):
+            yield
+
+    @contextlib.contextmanager
+    def _file_lock(self, name: str, busy=None) -> Iterator[None]:
+        """Hold ``locks/<name>``, a flock (NFS and the usual parallel file systems carry it across
+        machines); ``busy()`` is called once if another process holds it (it may raise instead of
+        waiting). Where the file system has no locks nothing is held: the work still gets done,
+        only the race the lock closes stays open."""
         import errno
 
-        from filelock import FileLock
+        from filelock import FileLock, Timeout
 
-        path = self.root / "locks" / f"{evaluation}.commit.lock"
-        lock: FileLock | None = FileLock(str(path))
+        path = self.root / "locks" / name
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise self._not_writable(path.parent, e) from None
+        lock: FileLock | None = FileLock(str(path))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:  # caught before OSError: filelock's Timeout is a TimeoutError
+            if busy is not None:
+                busy()
             lock.acquire()
         except OSError as e:
             if e.errno not in (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP):
-                raise self._not_writable(path, e) from None
-            lock = None  # a file system without locks: the records are still written, the rare race stays open
+                raise self._not_writable(path, e) from None  # e.g. the lock file of a read-only folder
+            lock = None
         try:
             yield
         finally:
