@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import RESULT, generate_jpegs  # noqa: E402
+from throughput import RESULT, generate_jpegs, model_label  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     worst = max(errors.values(), key=abs)
     print(f"{RESULT} calibrate: estimated vs measured pass time, {args.images} JPEGs x 5 res, largest error "
           f"{100 * worst:+.1f}% (target within 15%): "
-          + ", ".join(f"{m.split(':')[1] if m.count(':') >= 2 else m} {100 * e:+.1f}%" for m, e in errors.items())
+          + ", ".join(f"{model_label(m)} {100 * e:+.1f}%" for m, e in errors.items())
           + f"  {args.device} {args.amp or 'fp32'} batch {args.batch_size}")
     return 0
 

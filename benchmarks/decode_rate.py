@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 import tempfile
 import time
@@ -116,11 +115,11 @@ def main(argv=None) -> int:
     batches = [int(b) for b in args.batch_sizes.split(",")]
 
     from lr0fm.evaluation.calibrate import generate_jpegs
+    from lr0fm.speeds import device_name
     folder = args.jpeg_dir or Path(tempfile.mkdtemp(prefix="lr0fm-decode-rate-"))
     data = [p.read_bytes() for p in generate_jpegs(folder, args.images)]
-    name_dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} cpus"
     print(f"{len(data)} generated JPEGs (500x375 / 375x500, q90, {sum(map(len, data)) / len(data) / 1024:.0f} KiB "
-          f"each on average) on {args.device} ({name_dev}); best of {args.rounds} rounds", flush=True)
+          f"each on average) on {args.device} ({device_name(args.device)}); best of {args.rounds} rounds", flush=True)
 
     decoders = {"pil": pil_decoder(), f"torchvision-{device.type}": torchvision_decoder(device)}
     nvimg, why = nvimgcodec_decoder(device)

@@ -37,6 +37,13 @@ from lr0fm.evaluation.calibrate import generate_jpegs, jpeg_dataset  # noqa: F40
 RESULT = "RESULT"  # prefix of the lines benchmarks/gpu_check.sh collects into its summary
 
 
+def model_label(spec: str) -> str:
+    """A model spec's short name for RESULT lines: open_clip:ViT-B-32:random -> ViT-B-32, a config
+    file's stem for open_clip:/path/cfg.json:random."""
+    parts = spec.split(":")
+    return Path(parts[1]).stem if len(parts) >= 3 else spec
+
+
 def _sync(device: str) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
@@ -254,14 +261,14 @@ def main(argv=None) -> int:
         ratios = [r[4] for r in good]
         print(f"b/a                    {statistics.median(ratios):8.3f}   (median of {len(good)} valid rounds; "
               f"spread {spread(ratios)}; {len(rows) - len(good)} faulty)")
-        print(f"{RESULT} b/a {args.model.split(':')[1] if args.model.count(':') >= 2 else args.model} "
+        print(f"{RESULT} b/a {model_label(args.model)} "
               f"{statistics.median(ratios):.3f} (spread {spread(ratios)}, {len(good)} rounds; "
               f"target >= {args.target:.2f})"
               f"  a {a:.0f} views/s  b {n * R / tb:.0f} pairs/s  {n} JPEGs x {R} res  views {how.views} "
               f"decoder {how.decoder}  {args.device} {args.amp or 'fp32'}")
     else:
         print("b/a                    no valid round: every round had b/a > 1 (a shared machine's load moved); rerun")
-        print(f"{RESULT} b/a {args.model} MEASUREMENT FAULT: no valid round")
+        print(f"{RESULT} b/a {model_label(args.model)} MEASUREMENT FAULT: no valid round")
     if not args.skip_paper:
         print(f"(c) paper way, images  {tc:8.1f}s   c/b images only: {tc / tb:.2f}")
         print(f"classifier build       {tcls:8.1f}s  "

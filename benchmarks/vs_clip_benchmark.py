@@ -403,11 +403,12 @@ def prof_enabled(prof: cProfile.Profile):
 
 
 def run_device(args) -> int:
-    from throughput import _sync  # this folder's scripts share their timing helpers
-
     """Whole runs on a device: CLIP_benchmark's five ``run_classification`` calls against one lr0fm
     pass, alternating which goes first, over generated JPEGs (or TuxPaint's photos without
     ``--jpeg-dir``); no bare forward and no slices."""
+    from throughput import _sync  # this folder's scripts share their timing helpers
+
+    from lr0fm.speeds import device_name
     tmp = Path(tempfile.mkdtemp(prefix="lr0fm-vs-cb-"))
     try:
         data = (generated_jpegs(args.jpeg_dir, args.images, args.classes, args.templates) if args.jpeg_dir
@@ -415,9 +416,8 @@ def run_device(args) -> int:
         bench = Bench(data, args.batch_size, tmp, args.peer_amp, args.arch, device=args.device, amp=args.amp,
                       peer_workers=args.peer_workers, bare=False)
         n, w = len(bench.data), args.workers[0]
-        name = torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda" else "cpu"
         print(f"{n} {data.spec.label} images x {len(RESOLUTIONS)} resolutions = {n * len(RESOLUTIONS)} views on "
-              f"{args.device} ({name}); open_clip {args.arch} random weights; {len(data.spec.classnames)} classes x "
+              f"{args.device} ({device_name(args.device)}); open_clip {args.arch} random weights; {len(data.spec.classnames)} classes x "
               f"{len(data.spec.templates)} templates; batch {args.batch_size}; peer: CLIP_benchmark "
               f"run_classification x 5, amp {args.peer_amp}, {args.peer_workers} workers; lr0fm: one pass, amp "
               f"{args.amp}, {'default' if w < 0 else w} workers", flush=True)

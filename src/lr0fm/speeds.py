@@ -84,7 +84,7 @@ def load(root: str | os.PathLike) -> list[Speed]:
 
 def save(root: str | os.PathLike, measured: list[Speed]) -> Path:
     """Add ``measured`` to the folder's calibration file, replacing entries of the same key."""
-    from .store import atomic_write_bytes
+    from .atomic import atomic_write_bytes
 
     keep = {s.key(): s for s in load(root)}
     keep.update({s.key(): s for s in measured})

@@ -47,7 +47,6 @@ def results_dir(out: str | os.PathLike | None = None) -> Path:
     return Path(out or os.environ.get(RESULTS_ENV) or DEFAULT_RESULTS_DIR)
 
 
-# errors that say a folder cannot be written (permissions, a read-only mount), not that a disk is full
 def npz_bytes(**arrays) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -284,5 +283,5 @@ class ResultsStore:
         return Path(path)
 
 
-__all__ = ["DEFAULT_RESULTS_DIR", "PassBusy", "RESULTS_ENV", "ResultsStore", "atomic_write_bytes", "atomic_write_npz",
+__all__ = ["DEFAULT_RESULTS_DIR", "PassBusy", "RESULTS_ENV", "ResultsStore", "atomic_write_npz",
            "results_dir"]

@@ -70,6 +70,16 @@ class Unit:
     state: str = "todo"                        # todo, done, failed
 
 
+def task_key(unit_key: str, shard) -> str:
+    """The key of one task of a unit: the unit's key and its image shard (``unit_of_task`` reads it back)."""
+    return f"{unit_key}.{shard.index}of{shard.count}"
+
+
+def unit_of_task(key: str) -> str:
+    """The key of the unit a task key belongs to (``task_key``)."""
+    return key.rsplit(".", 1)[0]
+
+
 def result_path(root: Path, key: str) -> Path:
     """Where a task that runs apart from its driver (a SLURM element) leaves its result."""
     return Path(root) / UNITS_DIR / f"{key}.npz"
@@ -119,7 +129,7 @@ class Lifecycle:
         specs = []
         for t in plan:
             unit = todo[t.unit]
-            key = f"{unit.key}.{t.shard.index}of{t.shard.count}"
+            key = task_key(unit.key, t.shard)
             spec = TaskSpec(key, unit.groups, self.resolutions, self.device, self.protocol, self.options, t.shard,
                             unit.index)
             unit.tasks[key] = spec
@@ -275,4 +285,4 @@ class Lifecycle:
                 "rerun the same command):\n" + "\n".join(lines))
 
 
-__all__ = ["Lifecycle", "Outcome", "Session", "Unit", "plan_units", "result_path"]
+__all__ = ["Lifecycle", "Outcome", "Session", "Unit", "plan_units", "result_path", "task_key", "unit_of_task"]

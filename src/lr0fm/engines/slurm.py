@@ -38,7 +38,7 @@ from typing import Sequence
 
 from ..errors import InputError
 from .lease import Leases
-from .lifecycle import Lifecycle, Outcome, plan_units, result_path
+from .lifecycle import Lifecycle, Outcome, plan_units, result_path, unit_of_task
 from .units import TaskSpec, error_line, recorded_unit, run_task
 
 INSTALL = "--engine slurm needs submitit, which is not installed: pip install 'lr0fm[slurm]'"
@@ -79,7 +79,8 @@ class _Element:
         self.attempts = 0
 
     def __call__(self) -> str:
-        from ..store import ResultsStore, atomic_write_bytes
+        from ..atomic import atomic_write_bytes
+        from ..store import ResultsStore
 
         # a requeue by SLURM itself (scontrol requeue, node failure) reruns the submitted element: count it too
         self.attempts = max(self.attempts + 1, 1 + int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0))
@@ -90,8 +91,8 @@ class _Element:
             if not leases.acquire(self.spec.key):
                 return "busy"  # another element (an earlier submission's) runs this task
             store = ResultsStore(self.root)
-            unit = self.spec.key.rsplit(".", 1)[0]
-            if result_path(store.root, self.spec.key).is_file() or recorded_unit(store, unit) is not None:
+            done_unit = recorded_unit(store, unit_of_task(self.spec.key)) is not None
+            if result_path(store.root, self.spec.key).is_file() or done_unit:
                 return "busy"  # an element of another submission has done it already
             # which cells are complete: the shared results folder says it (no snapshot in every element)
             result = run_task(self.spec, _CompleteOn(store), _FolderChannel(store, self.attempts), store.classifier_cache,

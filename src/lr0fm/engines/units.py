@@ -215,7 +215,7 @@ def commit(store, data, results: Sequence[TaskResult], engine: str, request: str
 
 def _note_unit(store, request: str | None, results: Sequence[TaskResult]) -> None:
     """Remember which cells this request's unit has (``recorded_unit``), atomically."""
-    from ..store import atomic_write_bytes
+    from ..atomic import atomic_write_bytes
 
     cells = results[0].cells if results else []
     if request is not None and cells:

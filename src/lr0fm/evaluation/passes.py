@@ -13,6 +13,7 @@ import contextlib
 import io
 import logging
 import os
+import queue
 import sys
 import threading
 import time
@@ -507,8 +508,6 @@ class _Prefetch:
     error, Ctrl-C) stops the thread."""
 
     def __init__(self, batches, prepare, clock: StageClock, depth: int = 1):
-        import queue
-
         self.batches, self.prepare, self.clock = batches, prepare, clock
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
@@ -517,8 +516,6 @@ class _Prefetch:
     _END = object()
 
     def _put(self, item) -> bool:
-        import queue
-
         while not self.stop.is_set():
             try:
                 self.queue.put(item, timeout=0.1)

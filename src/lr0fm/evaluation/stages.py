@@ -117,11 +117,11 @@ def make_trace_folder(folder: str) -> None:
 def profiler_trace(folder: str | None, device: torch.device, name: str):
     """A torch.profiler session writing a trace of batches 2 to 5 to ``folder`` (TensorBoard's /
     Perfetto's JSON, one file per pass; none for a one-batch pass: the first batch only warms the
-    profiler up); yields its ``step`` (call once per batch), or a no-op."""
+    profiler up; the folder is made beforehand, ``make_trace_folder``); yields its ``step`` (call
+    once per batch), or a no-op."""
     if not folder:
         yield lambda: None
         return
-    make_trace_folder(folder)
     from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])

@@ -137,7 +137,7 @@ def _size(record: dict) -> int:
 def plot_accuracy(records: Sequence[dict], path: str | Path) -> Path:
     """Accuracy vs resolution, one panel per dataset, one curve per model (HR drawn at the model's
     S), written atomically to ``path``."""
-    from ..store import atomic_write_bytes
+    from ..atomic import atomic_write_bytes
 
     path = Path(path)
     atomic_write_bytes(path, accuracy_png(records), instead="another --plot file")  # one line, nothing half-written

@@ -25,7 +25,8 @@ from .. import resources
 from ..catalog import catalog_hashes
 from ..metrics import AGGREGATES, KEEPS, RANK_BY, Robustness, rank_key, robustness_table
 from ..records import TABLE_COLUMNS, primary_per_dataset, res_key, robustness_rows, table_row
-from ..store import ResultsStore, atomic_write_bytes
+from ..atomic import atomic_write_bytes
+from ..store import ResultsStore
 from ..version import __version__
 from ..plotting import figure_png, pyplot
 from . import accuracy_png, labelled, robustness, sar_effective_resolution
