@@ -276,11 +276,11 @@ def _seconds(model: str, entry: dict, images: int | None, prompts: int | None, r
         return None
     if model in measured:
         seconds = measured[model].seconds(images, resolutions, prompts)
-        return max(seconds, images / images_per_second) if images_per_second else seconds
-    if entry.get("image_gflops") is None:
+    elif entry.get("image_gflops") is not None:
+        seconds = pass_seconds(images, prompts, resolutions, entry["image_gflops"], entry.get("text_gflops"), tflops)
+    else:
         return None
-    return pass_seconds(images, prompts, resolutions, entry["image_gflops"], entry.get("text_gflops"), tflops,
-                        images_per_second)
+    return max(seconds, images / images_per_second) if images_per_second else seconds  # the input pipeline's floor
 
 
 def pass_estimates(config, datasets: list[DatasetPlan], recorded: set[tuple] | None, tflops: float,
