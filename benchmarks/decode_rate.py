@@ -7,10 +7,10 @@ pass that decodes on the GPU, and whether nvImageCodec would decode faster than 
 
 Decoders, each over the same JPEG bytes held in memory (files are not what is timed):
 
-* ``pil``: ``Image.open(...).convert("RGB")`` (lr0fm's ``--decoder pil``) in this one process; the
-  DataLoader's workers give about its rate times their number;
-* ``torchvision-<device>``: ``torchvision.io.decode_jpeg(list, device=...)`` in batches (lr0fm's
-  ``--decoder device``; nvjpeg on CUDA);
+* ``pil``: lr0fm's ``--decoder pil`` (``lr0fm.images.bytes_loader``), as RGB, in this one process;
+  the DataLoader's workers give about its rate times their number;
+* ``torchvision-<device>``: lr0fm's ``--decoder device``, the pass's own batch decode
+  (``torchvision.io.decode_jpeg`` on a list; nvjpeg on CUDA);
 * ``nvimgcodec``: nvImageCodec's ``Decoder.decode`` in batches (the codec library DALI decodes
   through), on CUDA when ``from nvidia import nvimgcodec`` imports (PyPI
   ``nvidia-nvimgcodec-cu13`` and ``nvidia-nvjpeg``; ``make gpu-check-prep`` fetches both); EXIF
@@ -24,7 +24,6 @@ identity, not a faster way to the same numbers.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import tempfile
 import time
@@ -32,22 +31,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from throughput import RESULT, _sync  # this folder's scripts share their timing helpers
 
+
 def pil_decoder():
+    """lr0fm's ``--decoder pil`` (lr0fm.images.bytes_loader), as RGB arrays to compare pixels."""
+    from lr0fm.images import bytes_loader
+
     def decode(batch: list[bytes]) -> list[np.ndarray]:
-        return [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in batch]
+        return [np.asarray(bytes_loader(b).convert("RGB")) for b in batch]
     return decode
 
 
 def torchvision_decoder(device: torch.device):
-    from torchvision.io import ImageReadMode, decode_jpeg
+    """lr0fm's ``--decoder device``: the pass's own batch decode (nvjpeg on CUDA), its copy included."""
+    from lr0fm.evaluation.loading import _decode_on_device, _Payload
 
     def decode(batch: list[bytes]) -> list[torch.Tensor]:
-        data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in batch]
-        return [im.permute(1, 2, 0) for im in decode_jpeg(data, mode=ImageReadMode.RGB, device=device)]
+        payloads = [_Payload(jpeg=np.frombuffer(bytearray(b), dtype=np.uint8)) for b in batch]
+        return [p.original for p in _decode_on_device(payloads, device)]
     return decode
 
 
@@ -113,6 +116,7 @@ def main(argv=None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         ap.error(f"--device {args.device}: torch sees no CUDA device")
     batches = [int(b) for b in args.batch_sizes.split(",")]
+    on_device = f"torchvision-{device.type}"  # lr0fm's name of its device decoder
 
     from lr0fm.evaluation.calibrate import generate_jpegs
     from lr0fm.speeds import device_name
@@ -121,7 +125,7 @@ def main(argv=None) -> int:
     print(f"{len(data)} generated JPEGs (500x375 / 375x500, q90, {sum(map(len, data)) / len(data) / 1024:.0f} KiB "
           f"each on average) on {args.device} ({device_name(args.device)}); best of {args.rounds} rounds", flush=True)
 
-    decoders = {"pil": pil_decoder(), f"torchvision-{device.type}": torchvision_decoder(device)}
+    decoders = {"pil": pil_decoder(), on_device: torchvision_decoder(device)}
     nvimg, why = nvimgcodec_decoder(device)
     if nvimg is not None:
         decoders["nvimgcodec"] = nvimg
@@ -143,9 +147,8 @@ def main(argv=None) -> int:
     for name in outputs:
         if name != "pil":
             print("  " + compare(name, outputs[name], "pil", outputs["pil"]))
-    device_name = f"torchvision-{device.type}"
-    if "nvimgcodec" in outputs and device_name in outputs:
-        print("  " + compare("nvimgcodec", outputs["nvimgcodec"], device_name, outputs[device_name]))
+    if "nvimgcodec" in outputs and on_device in outputs:
+        print("  " + compare("nvimgcodec", outputs["nvimgcodec"], on_device, outputs[on_device]))
     best = {name: max(r.values()) for name, r in rates.items()}
     print(f"{RESULT} decode rate on {args.device}: " + ", ".join(
         f"{name} {r:,.0f} img/s (batch {max(rates[name], key=rates[name].get)})" for name, r in best.items())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -211,8 +212,6 @@ class ResultsStore:
         machines); ``busy()`` is called once if another process holds it (it may raise instead of
         waiting). Where the file system has no locks nothing is held: the work still gets done,
         only the race the lock closes stays open."""
-        import errno
-
         from filelock import FileLock, Timeout
 
         path = self.root / "locks" / name

@@ -241,11 +241,16 @@ def recorded_cells(config, datasets: list[DatasetPlan], store) -> set[tuple] | N
 
 
 def pass_seconds(images: int, prompts: int | None, resolutions: int, image_gflops: float,
-                 text_gflops: float | None, tflops: float, images_per_second: float | None = None) -> float:
+                 text_gflops: float | None, tflops: float) -> float:
     """Estimated device seconds of one pass of a model over ``images`` at ``resolutions`` views each."""
     flops = images * resolutions * image_gflops + (prompts or 0) * (text_gflops or 0)
-    one = flops / (tflops * 1e3)  # GFLOPs / (TFLOPS * 1000 GFLOPs per TFLOP)
-    return max(one, images / images_per_second) if images_per_second else one
+    return flops / (tflops * 1e3)  # GFLOPs / (TFLOPS * 1000 GFLOPs per TFLOP)
+
+
+def input_floor(seconds: float, images: int, images_per_second: float | None) -> float:
+    """``seconds``, but at least the time to read and decode ``images`` at ``images_per_second``
+    (--images-per-second; each image is decoded once per pass, whatever its models and views)."""
+    return max(seconds, images / images_per_second) if images_per_second else seconds
 
 
 def measured_speeds(config, root) -> dict:
@@ -280,7 +285,7 @@ def _seconds(model: str, entry: dict, images: int | None, prompts: int | None, r
         seconds = pass_seconds(images, prompts, resolutions, entry["image_gflops"], entry.get("text_gflops"), tflops)
     else:
         return None
-    return max(seconds, images / images_per_second) if images_per_second else seconds  # the input pipeline's floor
+    return input_floor(seconds, images, images_per_second)
 
 
 def pass_estimates(config, datasets: list[DatasetPlan], recorded: set[tuple] | None, tflops: float,
@@ -432,5 +437,5 @@ def print_plan(config, store, title: str, tflops: float | None = None, images_pe
 
 
 __all__ = ["DEFAULT_TFLOPS", "DatasetPlan", "ModelPlan", "catalog_entry", "estimate", "filter_models",
-           "measured_speeds", "model_fields", "pass_estimates", "pass_seconds", "plan_datasets", "preset_names",
+           "input_floor", "measured_speeds", "model_fields", "pass_estimates", "pass_seconds", "plan_datasets", "preset_names",
            "preset_path", "print_plan", "recorded_cells", "runnable", "select"]

@@ -123,6 +123,8 @@ def unit_estimates(rows: list[dict], models_per_task: int = 1, images_per_second
     runner's order): ``models_per_task`` rows of a dataset to a unit (0: all), as
     lr0fm.engines.units.bundle forms them; a unit's seconds are its models' (None if any is
     unknown), at least its images at ``images_per_second`` (each image is decoded once per unit)."""
+    from ..sweep_plan import input_floor
+
     by_data: dict[str, list[dict]] = {}
     for row in rows:
         by_data.setdefault(row["dataset"], []).append(row)
@@ -133,8 +135,8 @@ def unit_estimates(rows: list[dict], models_per_task: int = 1, images_per_second
             part = same[i:i + size]
             images = part[0]["images"]
             seconds = None if any(r["seconds"] is None for r in part) else sum(r["seconds"] for r in part)
-            if seconds is not None and images_per_second:
-                seconds = max(seconds, images / images_per_second)
+            if seconds is not None:
+                seconds = input_floor(seconds, images, images_per_second)
             out.append({"dataset": part[0]["dataset"], "models": [r["model"] for r in part], "images": images,
                         "seconds": seconds})
     return out
