@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from .atomic import atomic_write_bytes
 from .datasets.base import fill_template
 from .identity import classifier_key
 from .models.base import ZeroShotModel
@@ -53,7 +54,6 @@ def cached_classifier(model: ZeroShotModel, classnames: Sequence[str], templates
     weights = build_zero_shot_classifier(model, classnames, templates)
     # the cache is the results folder's own (ResultsStore.classifier_cache): if it cannot be written,
     # neither can the results, so say so now (one line), not after the whole pass
-    from .store import atomic_write_bytes
     buf = io.BytesIO()  # torch.save on a path raises RuntimeError, not OSError, when it cannot write
     torch.save(weights, buf)
     atomic_write_bytes(path, buf.getvalue())

@@ -13,8 +13,9 @@ import json
 import re
 from pathlib import Path
 
+from ..atomic import atomic_write_bytes
 from ..plotting import figure_png, pyplot
-from ..store import ResultsStore, atomic_write_bytes
+from ..store import ResultsStore
 
 
 def analysis_dir(out=None) -> Path:
