@@ -54,15 +54,16 @@ class Leases:
             return None
         return {**owner, "age": age}
 
-    def busy(self, prefix: str) -> bool:
-        """Whether another live process holds a lease whose key starts with ``prefix.``."""
+    def held_by_others(self) -> set[str]:
+        """The keys other live processes hold leases on now (what a key means is the caller's)."""
         if not self.dir.is_dir():
-            return False
-        for path in self.dir.glob(f"{prefix}.*.json"):
+            return set()
+        keys = set()
+        for path in self.dir.glob("*.json"):
             holder = self.holder(path.stem)
             if holder is not None and holder.get("token") != self.token:
-                return True
-        return False
+                keys.add(path.stem)
+        return keys
 
     def acquire(self, key: str) -> bool:
         """Take the lease of ``key`` (True), or False when a live holder has it."""

@@ -141,7 +141,8 @@ class Lifecycle:
     def _claim(self, spec: TaskSpec) -> bool:
         """Whether this driver may run ``spec`` now (False: another live process holds a task of its
         unit -- whatever split that process chose)."""
-        if self.leases.busy(self.units[spec.unit].key):
+        unit_key = self.units[spec.unit].key
+        if any(unit_of_task(key) == unit_key for key in self.leases.held_by_others()):
             return False
         return self.leases_in_worker or self.leases.acquire(spec.key)
 
