@@ -138,20 +138,25 @@ class Lifecycle:
         return specs
 
     # -- submit ----------------------------------------------------------------------------
-    def _claim(self, spec: TaskSpec) -> bool:
+    def _units_held_elsewhere(self) -> set[str]:
+        """The keys of the units another live process runs a task of now, whatever split it chose
+        (read once per batch of claims: the leases folder is listed and read once, not per task)."""
+        return {unit_of_task(key) for key in self.leases.held_by_others()}
+
+    def _claim(self, spec: TaskSpec, held_elsewhere: set[str]) -> bool:
         """Whether this driver may run ``spec`` now (False: another live process holds a task of its
-        unit -- whatever split that process chose)."""
-        unit_key = self.units[spec.unit].key
-        if any(unit_of_task(key) == unit_key for key in self.leases.held_by_others()):
+        unit, ``_units_held_elsewhere``)."""
+        if self.units[spec.unit].key in held_elsewhere:
             return False
         return self.leases_in_worker or self.leases.acquire(spec.key)
 
     def _submit(self, specs: list[TaskSpec]) -> None:
         mine = []
+        held_elsewhere = self._units_held_elsewhere()
         for spec in specs:
             if self._collect_left_result(spec):
                 continue
-            if self._claim(spec):
+            if self._claim(spec, held_elsewhere):
                 mine.append(spec)
             else:
                 self.foreign[spec.key] = spec.unit
@@ -233,6 +238,7 @@ class Lifecycle:
     def _check_foreign(self) -> None:
         """Tasks another process holds: done when their unit's cells are written or their result
         file is there; taken over when their lease is gone (that process ended without them)."""
+        held_elsewhere = self._units_held_elsewhere() if self.foreign else set()
         for key, u in list(self.foreign.items()):
             unit = self.units[u]
             if unit.state != "todo":
@@ -248,7 +254,7 @@ class Lifecycle:
             if self._collect_left_result(spec):
                 self.foreign.pop(key, None)
                 continue
-            if self._claim(spec):
+            if self._claim(spec, held_elsewhere):
                 self.foreign.pop(key, None)
                 self.session.submit([spec])
 

@@ -91,8 +91,8 @@ class _Element:
             if not leases.acquire(self.spec.key):
                 return "busy"  # another element (an earlier submission's) runs this task
             store = ResultsStore(self.root)
-            done_unit = recorded_unit(store, unit_of_task(self.spec.key)) is not None
-            if result_path(store.root, self.spec.key).is_file() or done_unit:
+            if (result_path(store.root, self.spec.key).is_file()
+                    or recorded_unit(store, unit_of_task(self.spec.key)) is not None):
                 return "busy"  # an element of another submission has done it already
             # which cells are complete: the shared results folder says it (no snapshot in every element)
             result = run_task(self.spec, _CompleteOn(store), _FolderChannel(store, self.attempts), store.classifier_cache,
