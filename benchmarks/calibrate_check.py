@@ -91,7 +91,9 @@ def main(argv=None) -> int:
             print(f"{model:<45} {'-':>12} {seconds:>11.2f}  (no measured speed)")
             continue
         errors[model] = estimated[model] / seconds - 1
-        print(f"{model:<45} {estimated[model]:>12.2f} {seconds:>11.2f} {100 * errors[model]:>+7.1f}%", flush=True)
+        stages = " ".join(f"{k} {v:.2f}" for k, v in record["run"].get("stages", {}).items())
+        print(f"{model:<45} {estimated[model]:>12.2f} {seconds:>11.2f} {100 * errors[model]:>+7.1f}%"
+              f"   (pass stages: {stages})", flush=True)
     if len(errors) != len(models):
         print(f"{RESULT} calibrate FAILED: {len(models) - len(errors)} models without an estimate")
         return 1
