@@ -417,7 +417,8 @@ def run_device(args) -> int:
                       peer_workers=args.peer_workers, bare=False)
         n, w = len(bench.data), args.workers[0]
         print(f"{n} {data.spec.label} images x {len(RESOLUTIONS)} resolutions = {n * len(RESOLUTIONS)} views on "
-              f"{args.device} ({device_name(args.device)}); open_clip {args.arch} random weights; {len(data.spec.classnames)} classes x "
+              f"{args.device} ({device_name(args.device)}); open_clip {args.arch} random weights; "
+              f"{len(data.spec.classnames)} classes x "
               f"{len(data.spec.templates)} templates; batch {args.batch_size}; peer: CLIP_benchmark "
               f"run_classification x 5, amp {args.peer_amp}, {args.peer_workers} workers; lr0fm: one pass, amp "
               f"{args.amp}, {'default' if w < 0 else w} workers", flush=True)

@@ -437,5 +437,5 @@ def print_plan(config, store, title: str, tflops: float | None = None, images_pe
 
 
 __all__ = ["DEFAULT_TFLOPS", "DatasetPlan", "ModelPlan", "catalog_entry", "estimate", "filter_models",
-           "input_floor", "measured_speeds", "model_fields", "pass_estimates", "pass_seconds", "plan_datasets", "preset_names",
-           "preset_path", "print_plan", "recorded_cells", "runnable", "select"]
+           "input_floor", "measured_speeds", "model_fields", "pass_estimates", "pass_seconds", "plan_datasets",
+           "preset_names", "preset_path", "print_plan", "recorded_cells", "runnable", "select"]

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import resources
+from ..atomic import atomic_write_bytes
 from ..catalog import catalog_hashes
 from ..metrics import AGGREGATES, KEEPS, RANK_BY, Robustness, rank_key, robustness_table
 from ..records import TABLE_COLUMNS, primary_per_dataset, res_key, robustness_rows, table_row
-from ..atomic import atomic_write_bytes
 from ..store import ResultsStore
 from ..version import __version__
 from ..plotting import figure_png, pyplot
