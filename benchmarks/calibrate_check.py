@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     print(f"(calibrated {len(models)} models in {time.perf_counter() - t:.0f} s)", flush=True)
     lr0fm(["sweep", str(config_path), "--estimate", "--out", str(out)])
     config = load_config(config_path)
-    measured = measured_speeds(config, out)
+    measured = measured_speeds(config.models, config.options, out)
     rows = pass_estimates(config, plan_datasets(config), set(), DEFAULT_TFLOPS[args.amp or "fp32"], measured=measured)
     estimated = {r["model"]: r["seconds"] for r in rows}
 

@@ -130,6 +130,31 @@ def test_lookup_matches_model_device_amp_and_batch_and_prefers_this_device():
     assert _speed().seconds(1000, 5, 500) == pytest.approx(2.0 + 5.0 + 1.0)
 
 
+def test_the_engines_cost_units_as_the_dry_run_does(jpeg_folder, tmp_path):
+    """An engine orders and splits a run's units by the estimate --dry-run --gpus N shows: a
+    model's measured speed where lr0fm calibrate measured one, else its catalog GFLOPs."""
+    from lr0fm.engines.lifecycle import plan_units
+    from lr0fm.groups import Group
+    from lr0fm.sweep import load_config
+    from lr0fm.sweep_plan import DEFAULT_TFLOPS, measured_speeds, pass_estimates, plan_datasets
+
+    out = tmp_path / "results"
+    config = load_config(_config(tmp_path, jpeg_folder, ["clip-vit-b32", "clip-rn50"]))
+    measured = _speed(model="clip-vit-b32", device="cpu", device_name="elsewhere", amp="fp32", batch_size=8)
+    speeds.save(out, [measured])
+    store = ResultsStore(out)
+
+    data = get_dataset("imagefolder", root=jpeg_folder)
+    groups = [Group(model, data) for model in config.models]
+    units = plan_units(groups, config.resolutions, store, "cpu", None, config.options)
+    rows = pass_estimates(config, plan_datasets(config), None, DEFAULT_TFLOPS["fp32"],
+                          measured=measured_speeds(config.models, config.options, out))
+    assert [r["measured"] for r in rows] == [True, False]
+    assert [u.seconds for u in units] == pytest.approx([r["seconds"] for r in rows], rel=1e-9)
+    prompts = len(data.spec.classnames) * len(data.spec.templates)
+    assert units[0].seconds == pytest.approx(measured.seconds(160, len(config.resolutions), prompts), rel=1e-9)
+
+
 def test_a_damaged_calibration_file_is_one_line(tmp_path):
     from lr0fm.errors import InputError
 

@@ -253,28 +253,29 @@ def input_floor(seconds: float, images: int, images_per_second: float | None) ->
     return max(seconds, images / images_per_second) if images_per_second else seconds
 
 
-def measured_speeds(config, root) -> dict:
-    """model -> its measured lr0fm.speeds.Speed for the config's device, amp and batch size (the
-    models ``lr0fm calibrate`` measured in the results folder ``root``)."""
+def measured_speeds(models, options: dict, root) -> dict:
+    """model -> its measured lr0fm.speeds.Speed for a run's ``options`` (device, amp, batch size):
+    the models ``lr0fm calibrate`` measured in the results folder ``root``. The dry run and the
+    engines' scheduling (lr0fm.engines.units.unit_costs) both cost passes from these."""
     from . import speeds
     from .options import RunOptions
 
     found = speeds.load(root)
     if not found:
         return {}
-    device, amp = config.options.get("device"), config.options.get("amp")
-    batch = config.options.get("batch_size") or RunOptions.__dataclass_fields__["batch_size"].default
+    device, amp = options.get("device"), options.get("amp")
+    batch = options.get("batch_size") or RunOptions.__dataclass_fields__["batch_size"].default
     here = speeds.local_device_name(device)
     out = {}
-    for model in config.models:
+    for model in models:
         speed = speeds.lookup(found, model, device, amp, batch, here)
         if speed is not None:
             out[model] = speed
     return out
 
 
-def _seconds(model: str, entry: dict, images: int | None, prompts: int | None, resolutions: int, tflops: float,
-             images_per_second: float | None, measured: dict) -> float | None:
+def estimated_pass_seconds(model: str | None, entry: dict, images: int | None, prompts: int | None, resolutions: int,
+                           tflops: float, images_per_second: float | None, measured: dict) -> float | None:
     """A pass's estimated seconds: from the model's measured speed, else from its catalog GFLOPs
     (None: neither, or the image count is unknown)."""
     if images is None:
@@ -307,8 +308,8 @@ def pass_estimates(config, datasets: list[DatasetPlan], recorded: set[tuple] | N
                 if not pending:
                     continue
                 rows.append({"model": model, "dataset": d.label, "images": d.images, "pending": len(pending),
-                             "seconds": _seconds(model, entry, d.images, d.prompts, len(pending), tflops,
-                                                 images_per_second, measured),
+                             "seconds": estimated_pass_seconds(model, entry, d.images, d.prompts, len(pending), tflops,
+                                                               images_per_second, measured),
                              "measured": model in measured})
     return rows
 
@@ -334,7 +335,8 @@ def estimate(config, datasets: list[DatasetPlan], recorded: set[tuple] | None, t
                 views_total = None
             elif views_total is not None:
                 views_total += d.images * len(pending) * variants
-            one = _seconds(model, entry, d.images, d.prompts, len(pending), tflops, images_per_second, measured)
+            one = estimated_pass_seconds(model, entry, d.images, d.prompts, len(pending), tflops, images_per_second,
+                                         measured)
             seconds = None if seconds is None or one is None else seconds + one * variants
         if model in cannot:
             note = "cannot run in lr0fm (backend unsupported); a run skips it"
@@ -382,7 +384,7 @@ def print_plan(config, store, title: str, tflops: float | None = None, images_pe
     tflops = DEFAULT_TFLOPS[amp] if default else tflops
     datasets = plan_datasets(config)
     recorded = recorded_cells(config, datasets, store)
-    measured = measured_speeds(config, store.root)
+    measured = measured_speeds(config.models, config.options, store.root)
     rows = estimate(config, datasets, recorded, tflops, images_per_second, measured)
     n_cells = sum(r.cells for r in rows)
     variants = len(config.lr_tokens) * len(config.sr)
@@ -436,6 +438,6 @@ def print_plan(config, store, title: str, tflops: float | None = None, images_pe
     return rows
 
 
-__all__ = ["DEFAULT_TFLOPS", "DatasetPlan", "ModelPlan", "catalog_entry", "estimate", "filter_models",
-           "input_floor", "measured_speeds", "model_fields", "pass_estimates", "pass_seconds", "plan_datasets",
-           "preset_names", "preset_path", "print_plan", "recorded_cells", "runnable", "select"]
+__all__ = ["DEFAULT_TFLOPS", "DatasetPlan", "ModelPlan", "catalog_entry", "estimate", "estimated_pass_seconds",
+           "filter_models", "input_floor", "measured_speeds", "model_fields", "pass_estimates", "pass_seconds",
+           "plan_datasets", "preset_names", "preset_path", "print_plan", "recorded_cells", "runnable", "select"]

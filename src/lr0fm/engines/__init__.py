@@ -96,7 +96,7 @@ def plan_makespan(config, store, gpus: int, gpus_per_task: float | None = None, 
     tflops = tflops or DEFAULT_TFLOPS[config.options.get("amp") or "fp32"]
     datasets = plan_datasets(config)
     recorded = recorded_cells(config, datasets, store)
-    measured = measured_speeds(config, store.root)  # lr0fm calibrate's speeds, where measured
+    measured = measured_speeds(config.models, config.options, store.root)  # lr0fm calibrate's speeds, where measured
     rows = pass_estimates(config, datasets, recorded, tflops, measured=measured)  # the decode floor: per unit, below
     units = unit_estimates(rows, models_per_task, images_per_second)
     known = [u for u in units if u["seconds"] is not None]

@@ -89,8 +89,12 @@ def plan_units(groups: Sequence, resolutions, store, device: str, protocol: dict
                models_per_task: int = 1) -> list[Unit]:
     """The run's units, each with its cost and request key; a unit whose request wrote every one of
     its cells before is done (``cells`` set)."""
+    from ..sweep_plan import measured_speeds
+
     units = bundle(groups, models_per_task)
-    costs = unit_costs(units, resolutions, options)
+    # costed as the dry run costs them, so --dry-run --gpus N shows the split and order this run forms
+    named = [g.model for g in groups if isinstance(g.model, str)]
+    costs = unit_costs(units, resolutions, options, measured_speeds(named, {**options, "device": device}, store.root))
     run = uuid.uuid4().hex[:12]
     out = []
     for u, (groups_of_unit, (seconds, images)) in enumerate(zip(units, costs)):

@@ -1,7 +1,8 @@
 """Scheduling units of work over GPUs: longest first, with long units split into image shards.
 
 A *unit* is one pass: one model (with its variant) over one dataset at every pending
-resolution. Its cost is the sweep's own estimate (lr0fm.sweep_plan.pass_seconds). A unit that
+resolution. Its cost is the sweep's own estimate (lr0fm.sweep_plan.estimated_pass_seconds: the
+speed lr0fm calibrate measured, else the catalog GFLOPs). A unit that
 costs more than the average load per slot (total / slots) is split into ``ceil(cost / average)``
 contiguous image shards, so the longest unit does not set the makespan; then every task goes,
 longest first, to the slot that frees up first (what Ray and a SLURM array do with tasks

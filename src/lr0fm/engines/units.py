@@ -234,10 +234,12 @@ def bundle(groups: Sequence, models_per_task: int = 1) -> list[list]:
     return [same[i:i + size] for same in by_data.values() for i in range(0, len(same), size)]
 
 
-def unit_costs(units: Sequence[list], resolutions, options: dict) -> list[tuple[float, int]]:
-    """(estimated seconds, images) of each unit's pass, from the sweep's estimate (catalog GFLOPs;
-    a model without them counts as 1 GFLOP per image: only the ratios matter for scheduling)."""
-    from ..sweep_plan import DEFAULT_TFLOPS, catalog_entry, pass_seconds
+def unit_costs(units: Sequence[list], resolutions, options: dict, measured: dict | None = None) -> list[tuple[float, int]]:
+    """(estimated seconds, images) of each unit's pass, as the dry run estimates it
+    (lr0fm.sweep_plan.estimated_pass_seconds: a model's speed in ``measured``, lr0fm calibrate's,
+    else its catalog GFLOPs); a model with neither counts as 1 GFLOP per image: only the ratios
+    matter for scheduling."""
+    from ..sweep_plan import DEFAULT_TFLOPS, catalog_entry, estimated_pass_seconds, pass_seconds
 
     tflops = DEFAULT_TFLOPS[options.get("amp") or "fp32"]
     limit = options.get("limit")
@@ -248,9 +250,11 @@ def unit_costs(units: Sequence[list], resolutions, options: dict) -> list[tuple[
         prompts = len(data.spec.classnames) * len(data.spec.templates)
         seconds = 0.0
         for g in unit:
-            entry = (catalog_entry(g.model) if isinstance(g.model, str) else None) or {}
-            seconds += pass_seconds(n, prompts, len(resolutions), entry.get("image_gflops") or 1.0,
-                                    entry.get("text_gflops"), tflops)
+            name = g.model if isinstance(g.model, str) else None  # a model object has no catalog entry or speed
+            entry = (catalog_entry(name) if name else None) or {}
+            one = estimated_pass_seconds(name, entry, n, prompts, len(resolutions), tflops, None, measured or {})
+            seconds += one if one is not None else pass_seconds(n, prompts, len(resolutions), 1.0,
+                                                                entry.get("text_gflops"), tflops)
         out.append((seconds, n))
     return out
 
