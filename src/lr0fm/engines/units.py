@@ -239,7 +239,7 @@ def unit_costs(units: Sequence[list], resolutions, options: dict, measured: dict
     (lr0fm.sweep_plan.estimated_pass_seconds: a model's speed in ``measured``, lr0fm calibrate's,
     else its catalog GFLOPs); a model with neither counts as 1 GFLOP per image: only the ratios
     matter for scheduling."""
-    from ..sweep_plan import DEFAULT_TFLOPS, catalog_entry, estimated_pass_seconds, pass_seconds
+    from ..sweep_plan import DEFAULT_TFLOPS, catalog_entry, estimated_pass_seconds
 
     tflops = DEFAULT_TFLOPS[options.get("amp") or "fp32"]
     limit = options.get("limit")
@@ -252,9 +252,8 @@ def unit_costs(units: Sequence[list], resolutions, options: dict, measured: dict
         for g in unit:
             name = g.model if isinstance(g.model, str) else None  # a model object has no catalog entry or speed
             entry = (catalog_entry(name) if name else None) or {}
-            one = estimated_pass_seconds(name, entry, n, prompts, len(resolutions), tflops, None, measured or {})
-            seconds += one if one is not None else pass_seconds(n, prompts, len(resolutions), 1.0,
-                                                                entry.get("text_gflops"), tflops)
+            entry = {**entry, "image_gflops": entry.get("image_gflops") or 1.0}
+            seconds += estimated_pass_seconds(name, entry, n, prompts, len(resolutions), tflops, None, measured or {})
         out.append((seconds, n))
     return out
 
