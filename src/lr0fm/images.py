@@ -73,8 +73,6 @@ def open_image_file(path: str | os.PathLike) -> Image.Image:
         return eight_bit(im)
 
 
-
-
 def bytes_loader(data: bytes) -> Image.Image:
     """Decode one encoded image held in memory (same rules as ``open_image_file``)."""
     with Image.open(io.BytesIO(data)) as im:
